@@ -1,0 +1,303 @@
+#!/usr/bin/env bash
+# stack_test.sh: checks every claim deploy/local/stack makes against real
+# servers: a Postgres ready for logical replication with a non-superuser
+# 'weft' role, a Redis whose writes reach its append-only file, idempotent
+# up/down, migrations applied exactly once, ports on loopback only, data
+# that survives a restart, and that only our own pids are ever stopped.
+#
+# Usage: tests/integration/stack_test.sh
+#
+# Runs its own stack in a fresh temporary directory on free ports, so it can
+# run alongside a developer's stack and other tests. Prints TAP-style
+# ok/not ok lines (expected vs got on failure), exits 1 if any check fails,
+# and always stops what it started.
+set -euo pipefail
+
+REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd -P)
+readonly REPO
+readonly STACK=$REPO/deploy/local/stack
+readonly MIGRATE=$REPO/deploy/local/migrate
+
+# The stack under test must come from our flags alone.
+# (WEFT_STACK_TIMEOUT and WEFT_PG_BINDIR adapt to the machine, so stay.)
+unset WEFT_STACK_DIR WEFT_PG_PORT WEFT_REDIS_PORT WEFT_STACK_PORTS \
+	WEFT_PG_URL WEFT_REDIS_URL WEFT_PG_SOCKET_DIR WEFT_MIGRATIONS_DIR \
+	WEFT_REDIS_APPENDFSYNC
+
+# As root the stack runs Postgres as 'postgres', which must be able to enter
+# the directory; mktemp makes it 0700.
+TMP=$(mktemp -d /tmp/weft-stack-test.XXXXXX)
+chmod 755 "$TMP"
+readonly TMP
+readonly DIR=$TMP/stack
+readonly OUT=$TMP/out
+
+CHECKS=0
+FAILED=0
+LAST_OK=0
+PG_PID=
+REDIS_PID=
+DECOY_PID=
+
+# ---- reporting ---------------------------------------------------------------
+
+pass() {
+	CHECKS=$((CHECKS + 1))
+	printf 'ok %d - %s\n' "$CHECKS" "$1"
+}
+
+fail() {
+	CHECKS=$((CHECKS + 1))
+	FAILED=$((FAILED + 1))
+	printf 'not ok %d - %s\n' "$CHECKS" "$1"
+	# Newlines shown as \n keep multi-line values on one line.
+	printf '#   expected: %s\n' "${2//$'\n'/\\n}"
+	printf '#   got:      %s\n' "${3//$'\n'/\\n}"
+}
+
+# check_eq DESC EXPECTED GOT
+check_eq() {
+	if [[ $3 == "$2" ]]; then
+		pass "$1"
+	else
+		fail "$1" "'$2'" "'$3'"
+	fi
+}
+
+# check_rc DESC EXPECTED_STATUS CMD...: runs CMD, its output in $OUT;
+# LAST_OK says whether the check passed.
+check_rc() {
+	local desc=$1 want=$2 rc=0
+	shift 2
+	"$@" >"$OUT" 2>&1 || rc=$?
+	LAST_OK=1
+	if [[ $want == nonzero ]]; then
+		((rc != 0)) || LAST_OK=0
+	else
+		((rc == want)) || LAST_OK=0
+	fi
+	if ((LAST_OK)); then
+		pass "$desc"
+	else
+		fail "$desc" "exit status $want" "exit status $rc; output:"
+		sed 's/^/#     /' "$OUT"
+	fi
+}
+
+# check_output DESC PATTERN: the last check_rc's output matches PATTERN (ERE).
+check_output() {
+	if grep -qE -- "$2" "$OUT"; then
+		pass "$1"
+	else
+		fail "$1" "output matching /$2/" "output:"
+		sed 's/^/#     /' "$OUT"
+	fi
+}
+
+bail() {
+	printf 'Bail out! %s\n' "$*"
+	exit 1
+}
+
+# ---- helpers -----------------------------------------------------------------
+
+# A live process (a zombie has released everything, so counts as gone).
+alive() {
+	local stat
+	[[ -n $1 ]] || return 1
+	stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+	stat=${stat##*) }
+	[[ ${stat:0:1} != [ZX] ]]
+}
+
+# Waits up to 10 s for pid to be gone; prints "gone" or "alive".
+gone_state() {
+	local i
+	for ((i = 0; i < 100; i++)); do
+		alive "$1" || {
+			echo gone
+			return 0
+		}
+		sleep 0.1
+	done
+	echo alive
+}
+
+listening() {
+	if [[ -n $(ss -Htln "sport = :$1") ]]; then echo listening; else echo closed; fi
+}
+
+sql() {
+	PGCONNECT_TIMEOUT=5 psql -X -q -A -t -v ON_ERROR_STOP=1 "$WEFT_PG_URL" -c "$1" 2>&1
+}
+
+rcli() {
+	timeout 10 redis-cli -h 127.0.0.1 -p "$WEFT_REDIS_PORT" "$@" 2>&1
+}
+
+load_env() {
+	[[ -f $DIR/env ]] || bail "no $DIR/env after up"
+	set -a
+	# shellcheck source=/dev/null
+	. "$DIR/env"
+	set +a
+}
+
+read_pids() {
+	PG_PID=$(head -n 1 "$DIR/pg/data/postmaster.pid" 2>/dev/null || true)
+	REDIS_PID=$(cat "$DIR/run/redis.pid" 2>/dev/null || true)
+}
+
+# ---- cleanup -----------------------------------------------------------------
+
+# Kills pid if it is still a server running out of our temp dir.
+kill_ours() {
+	local pid=$1
+	alive "$pid" || return 0
+	[[ $(readlink "/proc/$pid/cwd" 2>/dev/null) == "$TMP"/* ]] || return 0
+	kill -KILL "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+	local rc=$?
+	set +e
+	if [[ -d $DIR ]]; then
+		"$STACK" down --dir "$DIR" >/dev/null 2>&1
+		kill_ours "$PG_PID"
+		kill_ours "$REDIS_PID"
+	fi
+	if [[ -n $DECOY_PID ]] && alive "$DECOY_PID"; then
+		kill "$DECOY_PID" 2>/dev/null
+		wait "$DECOY_PID" 2>/dev/null
+	fi
+	if ((FAILED > 0 || rc != 0)) && [[ -d $DIR/log ]]; then
+		local log
+		for log in "$DIR"/log/postgres.log "$DIR"/log/redis.log; do
+			[[ -f $log ]] || continue
+			printf '# --- %s (last 20 lines)\n' "${log##*/}"
+			tail -n 20 "$log" | sed 's/^/# /'
+		done
+	fi
+	rm -rf -- "$TMP"
+}
+trap cleanup EXIT
+
+# ---- the test ----------------------------------------------------------------
+
+check_rc "up on a fresh dir exits 0" 0 "$STACK" up --dir "$DIR" --ports auto
+((LAST_OK)) || bail "stack up failed"
+load_env
+read_pids
+
+check_eq "env: WEFT_STACK_DIR is the dir" "$DIR" "$WEFT_STACK_DIR"
+check_eq "env: WEFT_PG_URL" \
+	"postgresql://weft@127.0.0.1:$WEFT_PG_PORT/weft" "$WEFT_PG_URL"
+check_eq "env: WEFT_REDIS_URL" "redis://127.0.0.1:$WEFT_REDIS_PORT" "$WEFT_REDIS_URL"
+check_eq "env: WEFT_PG_SOCKET_DIR" "$DIR/run" "$WEFT_PG_SOCKET_DIR"
+check_eq "auto ports are distinct and not the defaults" "yes" \
+	"$([[ $WEFT_PG_PORT != "$WEFT_REDIS_PORT" && $WEFT_PG_PORT != 54320 &&
+		$WEFT_REDIS_PORT != 63790 ]] && echo yes || echo "no: pg $WEFT_PG_PORT, redis $WEFT_REDIS_PORT")"
+
+# Postgres
+check_eq "SHOW wal_level is logical" "logical" "$(sql 'SHOW wal_level')"
+check_eq "replication limits" "10|10|1GB" "$(sql "SELECT current_setting('max_wal_senders'),
+	current_setting('max_replication_slots'), current_setting('max_slot_wal_keep_size')")"
+check_eq "postgres listens on 127.0.0.1 only" "127.0.0.1:$WEFT_PG_PORT" \
+	"$(ss -Htln "sport = :$WEFT_PG_PORT" | awk '{print $4}' | sort -u | paste -sd ' ')"
+check_eq "unix socket in WEFT_PG_SOCKET_DIR" "socket" \
+	"$([[ -S $WEFT_PG_SOCKET_DIR/.s.PGSQL.$WEFT_PG_PORT ]] && echo socket || echo missing)"
+check_eq "role weft: login, replication, not superuser" "weft|t|t|f" \
+	"$(sql 'SELECT rolname, rolcanlogin, rolreplication, rolsuper
+		FROM pg_roles WHERE rolname = current_user')"
+check_eq "database weft is owned by weft" "weft" \
+	"$(sql 'SELECT pg_get_userbyid(datdba) FROM pg_database
+		WHERE datname = current_database()')"
+check_eq "weft can create a logical slot (pgoutput)" "stack_test" \
+	"$(sql "SELECT slot_name FROM
+		pg_create_logical_replication_slot('stack_test', 'pgoutput', true)")"
+check_rc "weft can open a replication connection" 0 \
+	psql -X -A -t "dbname=weft replication=database host=127.0.0.1 port=$WEFT_PG_PORT user=weft" \
+	-c IDENTIFY_SYSTEM
+check_eq "postmaster pid is alive" "alive" "$(alive "$PG_PID" && echo alive || echo "dead ($PG_PID)")"
+
+# Redis
+check_eq "redis appendonly is yes" $'appendonly\nyes' "$(rcli CONFIG GET appendonly)"
+check_eq "redis appendfsync is always" $'appendfsync\nalways' "$(rcli CONFIG GET appendfsync)"
+check_eq "redis dir is DIR/redis" $'dir\n'"$DIR/redis" "$(rcli CONFIG GET dir)"
+check_eq "redis listens on 127.0.0.1 only" "127.0.0.1:$WEFT_REDIS_PORT" \
+	"$(ss -Htln "sport = :$WEFT_REDIS_PORT" | awk '{print $4}' | sort -u | paste -sd ' ')"
+check_eq "XADD succeeds" "1-1" "$(rcli XADD stack_test 1-1 k v)"
+aof=$(find "$DIR/redis/appendonlydir" -name '*.incr.aof' 2>/dev/null | head -n 1)
+check_eq "the write is in the AOF right away" "found" \
+	"$([[ -n $aof ]] && grep -q stack_test "$aof" && echo found ||
+		echo "not found (aof: '${aof:-none}')")"
+check_eq "redis pid is alive" "alive" "$(alive "$REDIS_PID" && echo alive || echo "dead ($REDIS_PID)")"
+
+# Migrations
+check_eq "migration 1 recorded exactly once" "1" \
+	"$(sql 'SELECT count(*) FROM weft_schema_migrations WHERE version = 1')"
+check_eq "0001_bootstrap ran" "weft" \
+	"$(sql "SELECT value FROM weft_meta WHERE key = 'created_by'")"
+
+# Idempotence
+cp "$DIR/env" "$TMP/env.before"
+first_pg=$PG_PID first_redis=$REDIS_PID
+check_rc "up again exits 0" 0 "$STACK" up --dir "$DIR" --ports auto
+check_output "up again says postgres is already running" \
+	'^stack: postgres: already running'
+check_output "up again says redis is already running" \
+	'^stack: redis: already running'
+read_pids
+check_eq "up again keeps the postgres pid" "$first_pg" "$PG_PID"
+check_eq "up again keeps the redis pid" "$first_redis" "$REDIS_PID"
+check_eq "up again leaves DIR/env as it was" "same" \
+	"$(cmp -s "$TMP/env.before" "$DIR/env" && echo same || echo changed)"
+check_rc "migrate again exits 0" 0 "$MIGRATE" --url "$WEFT_PG_URL"
+check_output "migrate again applies nothing" '^migrate: up to date'
+check_eq "still exactly one migration row per version" "1|1" \
+	"$(sql 'SELECT count(*), count(DISTINCT version) FROM weft_schema_migrations')"
+
+check_rc "status exits 0 when up" 0 "$STACK" status --dir "$DIR"
+check_output "status shows postgres with wal_level" \
+	"^postgres +running +pid $PG_PID +port $WEFT_PG_PORT +wal_level=logical"
+check_output "status shows redis with appendonly" \
+	"^redis +running +pid $REDIS_PID +port $WEFT_REDIS_PORT +appendonly=yes"
+
+# Down
+check_rc "down exits 0" 0 "$STACK" down --dir "$DIR"
+check_eq "postgres pid is gone" "gone" "$(gone_state "$PG_PID")"
+check_eq "redis pid is gone" "gone" "$(gone_state "$REDIS_PID")"
+check_eq "postgres port is closed" "closed" "$(listening "$WEFT_PG_PORT")"
+check_eq "redis port is closed" "closed" "$(listening "$WEFT_REDIS_PORT")"
+check_rc "status exits nonzero when down" nonzero "$STACK" status --dir "$DIR"
+check_rc "down when down exits 0" 0 "$STACK" down --dir "$DIR"
+
+# A stale pidfile naming someone else's process must not get it killed.
+sleep 300 &
+DECOY_PID=$!
+echo "$DECOY_PID" >"$DIR/run/redis.pid"
+check_rc "down with a stale redis pidfile exits 0" 0 "$STACK" down --dir "$DIR"
+check_eq "down leaves the stale pidfile's process alone" "alive" \
+	"$(alive "$DECOY_PID" && echo alive || echo killed)"
+kill "$DECOY_PID"
+wait "$DECOY_PID" 2>/dev/null || true # it ends by SIGTERM: status 143
+DECOY_PID=
+
+# Restart: same ports, data kept.
+check_rc "up after down exits 0" 0 "$STACK" up --dir "$DIR" --ports auto
+read_pids
+check_eq "up after down reuses the remembered ports" "same" \
+	"$(cmp -s "$TMP/env.before" "$DIR/env" && echo same || echo changed)"
+check_eq "the XADD survived the restart (AOF)" "1" "$(rcli XLEN stack_test)"
+check_eq "migration still recorded once" "1" \
+	"$(sql 'SELECT count(*) FROM weft_schema_migrations')"
+check_rc "final down exits 0" 0 "$STACK" down --dir "$DIR"
+check_eq "postgres pid is gone after final down" "gone" "$(gone_state "$PG_PID")"
+check_eq "redis pid is gone after final down" "gone" "$(gone_state "$REDIS_PID")"
+
+printf '1..%d\n' "$CHECKS"
+if ((FAILED > 0)); then
+	printf '# %d of %d checks failed\n' "$FAILED" "$CHECKS"
+	exit 1
+fi
+printf '# all %d checks passed\n' "$CHECKS"
