@@ -146,8 +146,8 @@ type_hint(enum cfg_type t)
 
 /* set one option from text; `from` names the source for the message */
 static int
-set_value(const struct cfg_opt *o, const char *val, const char *from,
-	  char *err, size_t errlen)
+set_value(const struct cfg_opt *o, const char *val, const char *from, char *err,
+	  size_t errlen)
 {
 	int64_t n = 0;
 	int rc = 0;
@@ -237,8 +237,7 @@ cfg_help(const struct cfg_spec *spec, FILE *out)
 
 int
 cfg_parse(const struct cfg_spec *spec, int argc, const char *const *argv,
-	  int *argi,
-	  FILE *out, char *err, size_t errlen)
+	  int *argi, FILE *out, char *err, size_t errlen)
 {
 	char env[96], from[128];
 	int i, rc;

@@ -30,16 +30,16 @@ enum cfg_type { CFG_STR, CFG_INT, CFG_BOOL, CFG_SIZE, CFG_DURATION };
 struct cfg_opt {
 	const char *name; /* flag name without "--", lowercase-with-dashes */
 	enum cfg_type type;
-	void *ptr;        /* const char ** | int64_t * | bool * */
+	void *ptr;	  /* const char ** | int64_t * | bool * */
 	const char *def;  /* default as text (parsed like a flag), or NULL */
 	const char *help; /* one line */
 	int64_t min, max; /* numeric bounds (inclusive); both 0 = unbounded */
 };
 
 struct cfg_spec {
-	const char *prog;           /* "weft-relay" */
-	const char *usage;          /* "[options]", shown after prog */
-	const char *summary;        /* one paragraph shown by --help */
+	const char *prog;	    /* "weft-relay" */
+	const char *usage;	    /* "[options]", shown after prog */
+	const char *summary;	    /* one paragraph shown by --help */
 	const struct cfg_opt *opts; /* borrowed */
 	size_t nopts;
 };
@@ -58,8 +58,7 @@ struct cfg_spec {
  * Not thread-safe (reads the environment).
  */
 int cfg_parse(const struct cfg_spec *spec, int argc, const char *const *argv,
-	      int *argi,
-	      FILE *out, char *err, size_t errlen);
+	      int *argi, FILE *out, char *err, size_t errlen);
 
 /* cfg_help - print the usage and every option with its variable, default. */
 void cfg_help(const struct cfg_spec *spec, FILE *out);

@@ -11,7 +11,10 @@ struct err_info {
 	const char *text;
 };
 
-#define E(c, t) { c, #c, t }
+#define E(c, t)          \
+	{                \
+		c, #c, t \
+	}
 static const struct err_info errors[] = {
 	E(WEFT_OK, "success"),
 	E(WEFT_ENOMEM, "out of memory"),

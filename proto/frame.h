@@ -48,13 +48,13 @@ enum frame_state {
 struct frame_reader {
 	enum frame_state state;
 	uint8_t hdr[FRAME_HEADER]; /* length prefix being collected */
-	uint32_t hdr_have;         /* bytes of hdr filled */
-	uint8_t *body;             /* owned; body_cap bytes */
-	uint32_t body_cap;         /* allocated size of body */
-	uint32_t body_len;         /* length of the current frame */
-	uint32_t body_have;        /* bytes of the current frame received */
-	uint32_t max;              /* cap on body_len */
-	int err;                   /* sticky error in FRAME_ERROR */
+	uint32_t hdr_have;	   /* bytes of hdr filled */
+	uint8_t *body;		   /* owned; body_cap bytes */
+	uint32_t body_cap;	   /* allocated size of body */
+	uint32_t body_len;	   /* length of the current frame */
+	uint32_t body_have;	   /* bytes of the current frame received */
+	uint32_t max;		   /* cap on body_len */
+	int err;		   /* sticky error in FRAME_ERROR */
 };
 
 /* frame_reader_init - max is clamped to [1, FRAME_MAX_HARD]. */
@@ -81,8 +81,7 @@ frame_reader_ready(const struct frame_reader *fr)
  * frame_reader_body - the ready frame's body; borrowed, valid until the
  * next frame_reader_next/fini.  NULL if no frame is ready.
  */
-const uint8_t *frame_reader_body(const struct frame_reader *fr,
-				 uint32_t *len);
+const uint8_t *frame_reader_body(const struct frame_reader *fr, uint32_t *len);
 
 /* frame_reader_next - drop the ready frame and wait for the next one. */
 void frame_reader_next(struct frame_reader *fr);

@@ -11,8 +11,8 @@
 #include "common/banned.h"
 
 static const char *const type_names[] = {
-	"nil", "bool", "uint", "int", "float", "str",
-	"bin", "array", "map", "ext", "invalid",
+	"nil", "bool",	"uint", "int", "float",	  "str",
+	"bin", "array", "map",	"ext", "invalid",
 };
 
 const char *

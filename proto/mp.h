@@ -32,7 +32,7 @@ enum mp_type {
 	MP_NIL,
 	MP_BOOL,
 	MP_UINT,  /* non-negative integer (any width) */
-	MP_INT,   /* negative integer */
+	MP_INT,	  /* negative integer */
 	MP_FLOAT, /* float32 or float64 */
 	MP_STR,
 	MP_BIN,

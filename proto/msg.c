@@ -21,15 +21,15 @@
 #include "common/banned.h"
 
 enum pkind {
-	PK_U64,     /* uint64_t */
-	PK_U32,     /* uint32_t */
-	PK_I32,     /* int32_t (error codes: negative) */
+	PK_U64,	    /* uint64_t */
+	PK_U32,	    /* uint32_t */
+	PK_I32,	    /* int32_t (error codes: negative) */
 	PK_BOOL,    /* bool */
 	PK_NAME,    /* struct proto_str: non-empty identifier, no controls */
 	PK_TEXT,    /* struct proto_str: UTF-8 text, may be empty */
-	PK_BIN,     /* struct proto_bytes: opaque bytes */
+	PK_BIN,	    /* struct proto_bytes: opaque bytes */
 	PK_VALUE,   /* struct proto_bytes: a JSON-compatible msgpack value */
-	PK_MAP,     /* struct proto_bytes: a JSON-compatible msgpack map */
+	PK_MAP,	    /* struct proto_bytes: a JSON-compatible msgpack map */
 	PK_CURSOR,  /* struct proto_cursor: [lsn, idx] */
 	PK_LIST,    /* struct proto_list of elem structs */
 	PK_STRLIST, /* struct proto_list of PK_NAME strings */
@@ -41,15 +41,15 @@ struct pfield {
 	const char *name; /* wire key */
 	enum pkind kind;
 	bool required;
-	uint16_t off;     /* offsetof in the C struct */
-	uint32_t max;     /* str/bin bytes, list elements (0: kind default) */
-	uint64_t min;     /* numbers: minimum when present; lists: count */
+	uint16_t off; /* offsetof in the C struct */
+	uint32_t max; /* str/bin bytes, list elements (0: kind default) */
+	uint64_t min; /* numbers: minimum when present; lists: count */
 	const struct proto_desc *elem; /* PK_LIST element */
 };
 
 struct proto_desc {
 	const char *name; /* for messages: "op", "record" */
-	size_t size;      /* sizeof the C struct */
+	size_t size;	  /* sizeof the C struct */
 	const struct pfield *fields;
 	unsigned nfields;
 	/* semantic rules beyond single fields; sets err->msg, returns err */
@@ -88,13 +88,11 @@ join_path(char *dst, size_t cap, const char *prefix, const char *name)
 		snprintf(dst, cap, "%s", name);
 }
 
-static int
-set_err(struct proto_err *err, int code, const char *path, const char *fmt,
-	...) __attribute__((format(printf, 4, 5)));
+static int set_err(struct proto_err *err, int code, const char *path,
+		   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 static int
-set_err(struct proto_err *err, int code, const char *path, const char *fmt,
-	...)
+set_err(struct proto_err *err, int code, const char *path, const char *fmt, ...)
 {
 	char what[160];
 	va_list ap;
@@ -207,8 +205,7 @@ check_op(const void *obj, const char *path, struct proto_err *err)
 	}
 	if (op->kind == PROTO_OP_INCR && !is_number(op->value)) {
 		join_path(fp, sizeof(fp), path, "value");
-		return set_err(err, WEFT_ETYPE, fp,
-			       "op 'incr' needs a number");
+		return set_err(err, WEFT_ETYPE, fp, "op 'incr' needs a number");
 	}
 	return 0;
 }
@@ -230,12 +227,15 @@ check_change(const void *obj, const char *path, struct proto_err *err)
 /* ------------------------------------------------------------------ */
 /* descriptors */
 
-#define F(s, n, k, req, mem, mx, mn, el)                                  \
-	{                                                                 \
+#define F(s, n, k, req, mem, mx, mn, el)                                 \
+	{                                                                \
 		n, k, req, (uint16_t)offsetof(struct s, mem), mx, mn, el \
 	}
 #define NF(a) (unsigned)(sizeof(a) / sizeof(a[0]))
-#define DESC(s, nm, arr, chk)                                     \
+/* DESC - one descriptor; the `seen` bitmask of decode_map bounds fields */
+#define DESC(s, nm, arr, chk)                                               \
+	_Static_assert(NF(arr) <= PROTO_MAX_FIELDS,                         \
+		       #nm " has too many fields");                         \
 	static const struct proto_desc desc_##nm = { #nm, sizeof(struct s), \
 						     arr, NF(arr), chk }
 
@@ -290,12 +290,10 @@ DESC(proto_change, change, change_fields, check_change);
 static const struct pfield hello_fields[] = {
 	F(proto_hello, "rid", PK_U64, false, rid, 0, 0, NULL),
 	F(proto_hello, "proto", PK_U32, true, proto, 0, 1, NULL),
-	F(proto_hello, "token", PK_TEXT, true, token, PROTO_MAX_TOKEN, 0,
-	  NULL),
+	F(proto_hello, "token", PK_TEXT, true, token, PROTO_MAX_TOKEN, 0, NULL),
 	F(proto_hello, "client", PK_NAME, true, client_id, 0, 0, NULL),
 	F(proto_hello, "cursor", PK_CURSOR, false, cursor, 0, 0, NULL),
-	F(proto_hello, "agent", PK_TEXT, false, agent, PROTO_MAX_NAME, 0,
-	  NULL),
+	F(proto_hello, "agent", PK_TEXT, false, agent, PROTO_MAX_NAME, 0, NULL),
 };
 DESC(proto_hello, hello, hello_fields, NULL);
 
@@ -303,8 +301,7 @@ static const struct pfield welcome_fields[] = {
 	F(proto_welcome, "rid", PK_U64, false, rid, 0, 0, NULL),
 	F(proto_welcome, "proto", PK_U32, true, proto, 0, 1, NULL),
 	F(proto_welcome, "user", PK_NAME, true, user, 0, 0, NULL),
-	F(proto_welcome, "node", PK_TEXT, false, node, PROTO_MAX_NAME, 0,
-	  NULL),
+	F(proto_welcome, "node", PK_TEXT, false, node, PROTO_MAX_NAME, 0, NULL),
 	F(proto_welcome, "session", PK_U64, false, session, 0, 0, NULL),
 	F(proto_welcome, "heartbeat_ms", PK_U32, true, heartbeat_ms, 0, 1,
 	  NULL),
@@ -325,8 +322,7 @@ static const struct pfield ack_fields[] = {
 	F(proto_ack, "rid", PK_U64, false, rid, 0, 0, NULL),
 	F(proto_ack, "mid", PK_U64, true, mid, 0, 1, NULL),
 	F(proto_ack, "replay", PK_BOOL, false, replay, 0, 0, NULL),
-	F(proto_ack, "records", PK_LIST, false, records, 0, 0,
-	  &desc_record),
+	F(proto_ack, "records", PK_LIST, false, records, 0, 0, &desc_record),
 };
 DESC(proto_ack, ack, ack_fields, NULL);
 
@@ -338,8 +334,7 @@ static const struct pfield reject_fields[] = {
 	F(proto_reject, "opnum", PK_U32, false, opnum, 0, 0, NULL),
 	F(proto_reject, "field", PK_NAME, false, field, 0, 0, NULL),
 	F(proto_reject, "replay", PK_BOOL, false, replay, 0, 0, NULL),
-	F(proto_reject, "records", PK_LIST, false, records, 0, 0,
-	  &desc_record),
+	F(proto_reject, "records", PK_LIST, false, records, 0, 0, &desc_record),
 };
 DESC(proto_reject, reject, reject_fields, NULL);
 
@@ -361,18 +356,16 @@ DESC(proto_records, records, records_fields, NULL);
 static const struct pfield bootstrap_fields[] = {
 	F(proto_bootstrap, "rid", PK_U64, false, rid, 0, 0, NULL),
 	F(proto_bootstrap, "space", PK_NAME, true, space, 0, 0, NULL),
-	F(proto_bootstrap, "token", PK_BIN, false, token,
-	  PROTO_MAX_PAGE_TOKEN, 0, NULL),
-	F(proto_bootstrap, "max_bytes", PK_U32, false, max_bytes, 0, 0,
-	  NULL),
+	F(proto_bootstrap, "token", PK_BIN, false, token, PROTO_MAX_PAGE_TOKEN,
+	  0, NULL),
+	F(proto_bootstrap, "max_bytes", PK_U32, false, max_bytes, 0, 0, NULL),
 };
 DESC(proto_bootstrap, bootstrap, bootstrap_fields, NULL);
 
 static const struct pfield page_fields[] = {
 	F(proto_page, "rid", PK_U64, false, rid, 0, 0, NULL),
 	F(proto_page, "space", PK_NAME, true, space, 0, 0, NULL),
-	F(proto_page, "records", PK_LIST, false, records, 0, 0,
-	  &desc_record),
+	F(proto_page, "records", PK_LIST, false, records, 0, 0, &desc_record),
 	F(proto_page, "next", PK_BIN, false, next, PROTO_MAX_PAGE_TOKEN, 0,
 	  NULL),
 	F(proto_page, "cursor", PK_CURSOR, false, cursor, 0, 0, NULL),
@@ -455,10 +448,14 @@ static const struct {
 };
 
 static const char *const op_names[PROTO_OP_MAX + 1] = {
-	[PROTO_OP_CREATE] = "create",   [PROTO_OP_PUT] = "put",
-	[PROTO_OP_SET] = "set",         [PROTO_OP_UNSET] = "unset",
-	[PROTO_OP_DELETE] = "delete",   [PROTO_OP_LIST_ADD] = "list_add",
-	[PROTO_OP_LIST_REMOVE] = "list_remove", [PROTO_OP_INCR] = "incr",
+	[PROTO_OP_CREATE] = "create",
+	[PROTO_OP_PUT] = "put",
+	[PROTO_OP_SET] = "set",
+	[PROTO_OP_UNSET] = "unset",
+	[PROTO_OP_DELETE] = "delete",
+	[PROTO_OP_LIST_ADD] = "list_add",
+	[PROTO_OP_LIST_REMOVE] = "list_remove",
+	[PROTO_OP_INCR] = "incr",
 };
 
 const char *
@@ -513,8 +510,7 @@ decode_str(struct mp_reader *r, const struct pfield *f, struct proto_str *s,
 		return reader_err(err, rc, path, r, "str");
 	if (s->len > str_max(f))
 		return set_err(err, WEFT_ETOOBIG, path,
-			       "longer than %u bytes (%u)", str_max(f),
-			       s->len);
+			       "longer than %u bytes (%u)", str_max(f), s->len);
 	if (f->kind == PK_NAME && s->len == 0)
 		return set_err(err, WEFT_ERANGE, path, "must not be empty");
 	if (f->kind == PK_NAME ? !name_ok(s->p, s->len)
@@ -536,8 +532,7 @@ decode_cursor(struct mp_reader *r, struct proto_cursor *c, const char *path,
 		return reader_err(err, rc, path, r, "array [lsn, idx]");
 	if (n != 2)
 		return set_err(err, WEFT_ETYPE, path,
-			       "expected array [lsn, idx], got %u elements",
-			       n);
+			       "expected array [lsn, idx], got %u elements", n);
 	rc = mp_read_u64(r, &c->lsn);
 	if (!rc)
 		rc = mp_read_u64(r, &idx);
@@ -550,8 +545,8 @@ decode_cursor(struct mp_reader *r, struct proto_cursor *c, const char *path,
 }
 
 static int
-decode_list(struct mp_reader *r, const struct pfield *f,
-	    struct proto_list *l, const char *path, struct proto_err *err)
+decode_list(struct mp_reader *r, const struct pfield *f, struct proto_list *l,
+	    const char *path, struct proto_err *err)
 {
 	char ep[112];
 	uint32_t n, max = f->max ? f->max : PROTO_MAX_LIST;
@@ -574,8 +569,8 @@ decode_list(struct mp_reader *r, const struct pfield *f,
 		elem_path(ep, sizeof(ep), path, i);
 		if (f->kind == PK_STRLIST) {
 			struct proto_str s;
-			struct pfield sf = { f->name, PK_NAME, true, 0, 0, 0,
-					     NULL };
+			struct pfield sf = { f->name, PK_NAME, true, 0,
+					     0,	      0,       NULL };
 
 			rc = decode_str(r, &sf, &s, ep, err);
 		} else {
@@ -644,8 +639,8 @@ decode_field(struct mp_reader *r, const struct pfield *f, void *obj,
 			return reader_err(err, rc, path, r, "bin");
 		if (b->len > str_max(f))
 			return set_err(err, WEFT_ETOOBIG, path,
-				       "longer than %u bytes (%u)",
-				       str_max(f), b->len);
+				       "longer than %u bytes (%u)", str_max(f),
+				       b->len);
 		return 0;
 	}
 	case PK_VALUE:
@@ -667,8 +662,8 @@ decode_field(struct mp_reader *r, const struct pfield *f, void *obj,
 		return 0;
 	}
 	case PK_CURSOR:
-		return decode_cursor(r, (struct proto_cursor *)(void *)at,
-				     path, err);
+		return decode_cursor(r, (struct proto_cursor *)(void *)at, path,
+				     err);
 	case PK_LIST:
 	case PK_STRLIST:
 		return decode_list(r, f, (struct proto_list *)(void *)at, path,
@@ -731,8 +726,7 @@ decode_map(struct mp_reader *r, const struct proto_desc *d, void *obj,
 		if (d->fields[k].required && !(seen & (1u << k))) {
 			join_path(fp, sizeof(fp), path, d->fields[k].name);
 			return set_err(err, WEFT_EMISSING, fp,
-				       "required field missing in %s",
-				       d->name);
+				       "required field missing in %s", d->name);
 		}
 	}
 	return d->check ? d->check(obj, path, err) : 0;
@@ -935,8 +929,7 @@ encode_str(msgpack_packer *pk, const struct pfield *f, struct proto_str s,
 
 static int
 encode_list(msgpack_packer *pk, struct buf *out, const struct pfield *f,
-	    const struct proto_list *l, const char *path,
-	    struct proto_err *err)
+	    const struct proto_list *l, const char *path, struct proto_err *err)
 {
 	char ep[112];
 	uint32_t max = f->max ? f->max : PROTO_MAX_LIST;
@@ -956,8 +949,8 @@ encode_list(msgpack_packer *pk, struct buf *out, const struct pfield *f,
 	for (uint32_t i = 0; i < l->n; i++) {
 		elem_path(ep, sizeof(ep), path, i);
 		if (f->kind == PK_STRLIST) {
-			struct pfield sf = { f->name, PK_NAME, true, 0, 0, 0,
-					     NULL };
+			struct pfield sf = { f->name, PK_NAME, true, 0,
+					     0,	      0,       NULL };
 
 			rc = encode_str(pk, &sf,
 					((const struct proto_str *)l->items)[i],

@@ -35,49 +35,52 @@
 
 /* Limits on single fields.  Each is a hard protocol limit: a peer that
  * exceeds one gets WEFT_ETOOBIG naming the field. */
-#define PROTO_MAX_NAME 256        /* table, id, space, field, client id, key:
+#define PROTO_MAX_NAME                                                        \
+	256			  /* table, id, space, field, client id, key: \
 				   * identifiers, not content */
-#define PROTO_MAX_TOKEN 8192      /* a JWT with generous claims */
-#define PROTO_MAX_TEXT 1024       /* error and rejection messages */
+#define PROTO_MAX_TOKEN	     8192 /* a JWT with generous claims */
+#define PROTO_MAX_TEXT	     1024 /* error and rejection messages */
 #define PROTO_MAX_PAGE_TOKEN 1024 /* opaque bootstrap position */
-#define PROTO_MAX_LIST 65536      /* elements in any list (ops, records,
-				   * keys, pushes); services set lower
-				   * configurable limits */
-#define PROTO_MAX_DEPTH 32        /* nesting inside row data / op values:
-				   * bounds the recursion of every reader */
+#define PROTO_MAX_LIST                               \
+	65536 /* elements in any list (ops, records, \
+	       * keys, pushes); services set lower   \
+	       * configurable limits */
+#define PROTO_MAX_DEPTH                            \
+	32 /* nesting inside row data / op values: \
+	    * bounds the recursion of every reader */
 
 enum proto_type {
-	PROTO_HELLO = 1,       /* c->s: authenticate the session */
-	PROTO_WELCOME = 2,     /* s->c: session accepted */
-	PROTO_TXN = 3,         /* c->s: one client transaction */
-	PROTO_ACK = 4,         /* s->c: transaction applied */
-	PROTO_REJECT = 5,      /* s->c: transaction rejected (id advanced) */
-	PROTO_FETCH = 6,       /* c->s: records by (table, id) */
-	PROTO_RECORDS = 7,     /* s->c: fetch result */
-	PROTO_BOOTSTRAP = 8,   /* c->s: one page of a space snapshot */
-	PROTO_PAGE = 9,        /* s->c: a bootstrap page */
-	PROTO_SUBSCRIBE = 10,  /* c->s: start receiving pushes for keys */
+	PROTO_HELLO = 1,	/* c->s: authenticate the session */
+	PROTO_WELCOME = 2,	/* s->c: session accepted */
+	PROTO_TXN = 3,		/* c->s: one client transaction */
+	PROTO_ACK = 4,		/* s->c: transaction applied */
+	PROTO_REJECT = 5,	/* s->c: transaction rejected (id advanced) */
+	PROTO_FETCH = 6,	/* c->s: records by (table, id) */
+	PROTO_RECORDS = 7,	/* s->c: fetch result */
+	PROTO_BOOTSTRAP = 8,	/* c->s: one page of a space snapshot */
+	PROTO_PAGE = 9,		/* s->c: a bootstrap page */
+	PROTO_SUBSCRIBE = 10,	/* c->s: start receiving pushes for keys */
 	PROTO_UNSUBSCRIBE = 11, /* c->s: stop receiving pushes for keys */
-	PROTO_SUBSCRIBED = 12, /* s->c: per-key result of (un)subscribe */
-	PROTO_PUSH = 13,       /* s->c: a batch of changes */
-	PROTO_CATCHUP = 14,    /* s->c: catch-up unavailable; re-bootstrap */
-	PROTO_ERROR = 15,      /* either way: request or session error */
-	PROTO_PING = 16,       /* either way: heartbeat */
-	PROTO_PONG = 17,       /* either way: heartbeat answer */
-	PROTO_BACKOFF = 18,    /* s->c: retry after / reconnect elsewhere */
+	PROTO_SUBSCRIBED = 12,	/* s->c: per-key result of (un)subscribe */
+	PROTO_PUSH = 13,	/* s->c: a batch of changes */
+	PROTO_CATCHUP = 14,	/* s->c: catch-up unavailable; re-bootstrap */
+	PROTO_ERROR = 15,	/* either way: request or session error */
+	PROTO_PING = 16,	/* either way: heartbeat */
+	PROTO_PONG = 17,	/* either way: heartbeat answer */
+	PROTO_BACKOFF = 18,	/* s->c: retry after / reconnect elsewhere */
 };
 #define PROTO_TYPE_MAX 18
 
 /* The operations of a transaction (DESIGN.md §3); also the op of a change. */
 enum proto_op_kind {
-	PROTO_OP_CREATE = 1,      /* new record: space + data */
-	PROTO_OP_PUT = 2,         /* replace all fields: data (+ space: move) */
-	PROTO_OP_SET = 3,         /* one field := value (LWW per field) */
-	PROTO_OP_UNSET = 4,       /* remove one field */
-	PROTO_OP_DELETE = 5,      /* tombstone */
-	PROTO_OP_LIST_ADD = 6,    /* add value to a list field (set semantics) */
+	PROTO_OP_CREATE = 1,   /* new record: space + data */
+	PROTO_OP_PUT = 2,      /* replace all fields: data (+ space: move) */
+	PROTO_OP_SET = 3,      /* one field := value (LWW per field) */
+	PROTO_OP_UNSET = 4,    /* remove one field */
+	PROTO_OP_DELETE = 5,   /* tombstone */
+	PROTO_OP_LIST_ADD = 6, /* add value to a list field (set semantics) */
 	PROTO_OP_LIST_REMOVE = 7, /* remove value from a list field */
-	PROTO_OP_INCR = 8,        /* add a number to a numeric field */
+	PROTO_OP_INCR = 8,	  /* add a number to a numeric field */
 };
 #define PROTO_OP_MAX 8
 
@@ -124,92 +127,92 @@ struct proto_list {
 /* ---- list elements ---- */
 
 struct proto_op {
-	uint32_t kind;          /* enum proto_op_kind (required) */
+	uint32_t kind;		/* enum proto_op_kind (required) */
 	struct proto_str table; /* required */
-	struct proto_str id;    /* required */
+	struct proto_str id;	/* required */
 	struct proto_str space; /* create: required; put: move to this space */
 	struct proto_str field; /* set, unset, list_add/remove, incr */
 	struct proto_bytes value; /* set, list_add/remove, incr (number) */
 	struct proto_bytes data;  /* create, put: map of fields */
-	uint64_t expect;        /* expect_version; 0 = no expectation */
+	uint64_t expect;	  /* expect_version; 0 = no expectation */
 };
 
 struct proto_record {
-	struct proto_str table;  /* required */
-	struct proto_str id;     /* required */
-	struct proto_str space;  /* required */
-	uint64_t version;        /* required, >= 1 */
-	bool deleted;            /* tombstone */
+	struct proto_str table;	 /* required */
+	struct proto_str id;	 /* required */
+	struct proto_str space;	 /* required */
+	uint64_t version;	 /* required, >= 1 */
+	bool deleted;		 /* tombstone */
 	struct proto_bytes data; /* map of fields; absent for tombstones */
 };
 
 struct proto_keyref {
 	struct proto_str table; /* required */
-	struct proto_str id;    /* required */
+	struct proto_str id;	/* required */
 };
 
 struct proto_subres {
-	struct proto_str key;  /* required: "space/<id>" or "rec/<t>/<id>" */
-	int32_t code;          /* 0 ok, or a weft_err (EPERM, ELIMIT...) */
-	struct proto_str msg;  /* why, when code != 0 */
+	struct proto_str key; /* required: "space/<id>" or "rec/<t>/<id>" */
+	int32_t code;	      /* 0 ok, or a weft_err (EPERM, ELIMIT...) */
+	struct proto_str msg; /* why, when code != 0 */
 };
 
 struct proto_change {
 	struct proto_cursor cursor; /* required: this change's position */
-	struct proto_str key;    /* the subscription key it matched */
-	struct proto_str table;  /* required */
-	struct proto_str id;     /* required */
-	struct proto_str space;  /* required */
-	uint64_t version;        /* required */
-	uint32_t op;             /* required: the op kind that made it */
-	bool deleted;            /* tombstone */
-	struct proto_bytes data; /* the row after the change, if visible */
+	struct proto_str key;	    /* the subscription key it matched */
+	struct proto_str table;	    /* required */
+	struct proto_str id;	    /* required */
+	struct proto_str space;	    /* required */
+	uint64_t version;	    /* required */
+	uint32_t op;		    /* required: the op kind that made it */
+	bool deleted;		    /* tombstone */
+	struct proto_bytes data;    /* the row after the change, if visible */
 };
 
 /* ---- messages ---- */
 
 struct proto_hello {
-	uint64_t rid;               /* request id, echoed in WELCOME/ERROR */
-	uint32_t proto;             /* required: PROTO_VERSION spoken */
-	struct proto_str token;     /* required: JWT */
+	uint64_t rid;		    /* request id, echoed in WELCOME/ERROR */
+	uint32_t proto;		    /* required: PROTO_VERSION spoken */
+	struct proto_str token;	    /* required: JWT */
 	struct proto_str client_id; /* required: this store's client id */
 	struct proto_cursor cursor; /* last change the client has applied */
-	struct proto_str agent;     /* "libweft/0.1.0", for logs */
+	struct proto_str agent;	    /* "libweft/0.1.0", for logs */
 };
 
 struct proto_welcome {
 	uint64_t rid;
-	uint32_t proto;          /* required: version the server speaks */
-	struct proto_str user;   /* required: user id from the token */
-	struct proto_str node;   /* server node name, for logs */
-	uint64_t session;        /* session id, for logs */
-	uint32_t heartbeat_ms;   /* required: ping at least this often */
-	uint32_t max_frame;      /* required: largest body accepted */
-	uint32_t max_ops;        /* ops per transaction accepted */
+	uint32_t proto;	       /* required: version the server speaks */
+	struct proto_str user; /* required: user id from the token */
+	struct proto_str node; /* server node name, for logs */
+	uint64_t session;      /* session id, for logs */
+	uint32_t heartbeat_ms; /* required: ping at least this often */
+	uint32_t max_frame;    /* required: largest body accepted */
+	uint32_t max_ops;      /* ops per transaction accepted */
 };
 
 struct proto_txn {
 	uint64_t rid;
 	struct proto_str client_id; /* required */
-	uint64_t mid;               /* required: mutation id, dense, >= 1 */
-	struct proto_list ops;      /* required: of struct proto_op, >= 1 */
+	uint64_t mid;		    /* required: mutation id, dense, >= 1 */
+	struct proto_list ops;	    /* required: of struct proto_op, >= 1 */
 };
 
 struct proto_ack {
 	uint64_t rid;
-	uint64_t mid;              /* required */
-	bool replay;               /* a resend: this is the stored result */
+	uint64_t mid;		   /* required */
+	bool replay;		   /* a resend: this is the stored result */
 	struct proto_list records; /* of struct proto_record: touched rows */
 };
 
 struct proto_reject {
 	uint64_t rid;
-	uint64_t mid;              /* required */
-	int32_t code;              /* required: weft_err reason */
-	struct proto_str msg;      /* required: human-readable reason */
-	uint32_t opnum;            /* 1-based op at fault; 0 = whole txn */
-	struct proto_str field;    /* field at fault, if any */
-	bool replay;               /* a resend: this is the stored result */
+	uint64_t mid;		   /* required */
+	int32_t code;		   /* required: weft_err reason */
+	struct proto_str msg;	   /* required: human-readable reason */
+	uint32_t opnum;		   /* 1-based op at fault; 0 = whole txn */
+	struct proto_str field;	   /* field at fault, if any */
+	bool replay;		   /* a resend: this is the stored result */
 	struct proto_list records; /* of struct proto_record: server rows */
 };
 
@@ -227,23 +230,23 @@ struct proto_records {
 
 struct proto_bootstrap {
 	uint64_t rid;
-	struct proto_str space;   /* required */
+	struct proto_str space;	  /* required */
 	struct proto_bytes token; /* page token from the previous PAGE */
-	uint32_t max_bytes;       /* page size wanted; server caps it */
+	uint32_t max_bytes;	  /* page size wanted; server caps it */
 };
 
 struct proto_page {
 	uint64_t rid;
-	struct proto_str space;     /* required */
+	struct proto_str space;	    /* required */
 	struct proto_list records;  /* of struct proto_record */
 	struct proto_bytes next;    /* token of the next page; absent = last */
 	struct proto_cursor cursor; /* snapshot position (first page) */
-	uint64_t total;             /* records in the space, if known */
+	uint64_t total;		    /* records in the space, if known */
 };
 
 struct proto_subscribe {
 	uint64_t rid;
-	struct proto_list keys;     /* required: of struct proto_str */
+	struct proto_list keys;	    /* required: of struct proto_str */
 	struct proto_cursor cursor; /* catch up from here (0 = live only) */
 };
 
@@ -260,17 +263,17 @@ struct proto_push {
 };
 
 struct proto_catchup {
-	struct proto_list keys;     /* required: of struct proto_str */
+	struct proto_list keys;	    /* required: of struct proto_str */
 	struct proto_cursor oldest; /* oldest cursor still available */
 	struct proto_str msg;
 };
 
 struct proto_error {
-	uint64_t rid;          /* request it answers; 0 = the session */
-	int32_t code;          /* required: weft_err */
-	struct proto_str msg;  /* required */
-	uint64_t expected;     /* EGAP: the mutation id expected next */
-	bool fatal;            /* the sender closes the connection */
+	uint64_t rid;	      /* request it answers; 0 = the session */
+	int32_t code;	      /* required: weft_err */
+	struct proto_str msg; /* required */
+	uint64_t expected;    /* EGAP: the mutation id expected next */
+	bool fatal;	      /* the sender closes the connection */
 };
 
 struct proto_ping {
@@ -278,9 +281,9 @@ struct proto_ping {
 };
 
 struct proto_backoff {
-	uint64_t rid;         /* request not processed (0 = whole session) */
-	uint32_t retry_ms;    /* required: wait at least this long */
-	bool reconnect;       /* close and reconnect (maybe elsewhere) */
+	uint64_t rid;	   /* request not processed (0 = whole session) */
+	uint32_t retry_ms; /* required: wait at least this long */
+	bool reconnect;	   /* close and reconnect (maybe elsewhere) */
 	struct proto_str msg;
 };
 
@@ -308,9 +311,9 @@ struct proto_msg {
 
 /* Decoder error detail: code plus a message naming the field. */
 struct proto_err {
-	int code;       /* the weft_err also returned */
-	char path[96];  /* "ops[2].table", or "" for the frame */
-	char msg[224];  /* "ops[2].table: expected str, got uint" */
+	int code;      /* the weft_err also returned */
+	char path[96]; /* "ops[2].table", or "" for the frame */
+	char msg[224]; /* "ops[2].table: expected str, got uint" */
 };
 
 /*
@@ -337,10 +340,10 @@ int proto_encode(struct buf *out, const struct proto_msg *msg,
 
 struct proto_iter {
 	const void *items;  /* list built for encoding, or NULL */
-	uint32_t idx;       /* next index into items */
+	uint32_t idx;	    /* next index into items */
 	const uint8_t *p;   /* decoded list: next element */
 	const uint8_t *end; /* decoded list: end of the elements */
-	uint32_t left;      /* elements not yet returned */
+	uint32_t left;	    /* elements not yet returned */
 };
 
 void proto_iter_init(struct proto_iter *it, const struct proto_list *l);

@@ -8,7 +8,7 @@
 #include "common/banned.h"
 
 #define STR2(x) #x
-#define STR(x) STR2(x)
+#define STR(x)	STR2(x)
 
 const char *
 weft_version(void)

@@ -28,12 +28,24 @@ walk_list(const struct proto_list *l, int kind)
 	proto_iter_init(&it, l);
 	for (;;) {
 		switch (kind) {
-		case 0: rc = proto_next_op(&it, &e.op); break;
-		case 1: rc = proto_next_record(&it, &e.rec); break;
-		case 2: rc = proto_next_keyref(&it, &e.ref); break;
-		case 3: rc = proto_next_subres(&it, &e.res); break;
-		case 4: rc = proto_next_change(&it, &e.ch); break;
-		default: rc = proto_next_str(&it, &e.s); break;
+		case 0:
+			rc = proto_next_op(&it, &e.op);
+			break;
+		case 1:
+			rc = proto_next_record(&it, &e.rec);
+			break;
+		case 2:
+			rc = proto_next_keyref(&it, &e.ref);
+			break;
+		case 3:
+			rc = proto_next_subres(&it, &e.res);
+			break;
+		case 4:
+			rc = proto_next_change(&it, &e.ch);
+			break;
+		default:
+			rc = proto_next_str(&it, &e.s);
+			break;
 		}
 		if (rc != 1)
 			break;
@@ -47,21 +59,40 @@ static void
 walk_lists(const struct proto_msg *m)
 {
 	switch (m->type) {
-	case PROTO_TXN: walk_list(&m->u.txn.ops, 0); break;
-	case PROTO_ACK: walk_list(&m->u.ack.records, 1); break;
-	case PROTO_REJECT: walk_list(&m->u.reject.records, 1); break;
-	case PROTO_FETCH: walk_list(&m->u.fetch.keys, 2); break;
+	case PROTO_TXN:
+		walk_list(&m->u.txn.ops, 0);
+		break;
+	case PROTO_ACK:
+		walk_list(&m->u.ack.records, 1);
+		break;
+	case PROTO_REJECT:
+		walk_list(&m->u.reject.records, 1);
+		break;
+	case PROTO_FETCH:
+		walk_list(&m->u.fetch.keys, 2);
+		break;
 	case PROTO_RECORDS:
 		walk_list(&m->u.records.records, 1);
 		walk_list(&m->u.records.missing, 2);
 		break;
-	case PROTO_PAGE: walk_list(&m->u.page.records, 1); break;
+	case PROTO_PAGE:
+		walk_list(&m->u.page.records, 1);
+		break;
 	case PROTO_SUBSCRIBE:
-	case PROTO_UNSUBSCRIBE: walk_list(&m->u.subscribe.keys, 5); break;
-	case PROTO_SUBSCRIBED: walk_list(&m->u.subscribed.results, 3); break;
-	case PROTO_PUSH: walk_list(&m->u.push.changes, 4); break;
-	case PROTO_CATCHUP: walk_list(&m->u.catchup.keys, 5); break;
-	default: break;
+	case PROTO_UNSUBSCRIBE:
+		walk_list(&m->u.subscribe.keys, 5);
+		break;
+	case PROTO_SUBSCRIBED:
+		walk_list(&m->u.subscribed.results, 3);
+		break;
+	case PROTO_PUSH:
+		walk_list(&m->u.push.changes, 4);
+		break;
+	case PROTO_CATCHUP:
+		walk_list(&m->u.catchup.keys, 5);
+		break;
+	default:
+		break;
 	}
 }
 

@@ -26,7 +26,8 @@ run_file(const char *path, unsigned long *n)
 	len = ftell(f);
 	fseek(f, 0, SEEK_SET);
 	data = malloc(len > 0 ? (size_t)len : 1);
-	if (!data || (len > 0 && fread(data, 1, (size_t)len, f) != (size_t)len)) {
+	if (!data ||
+	    (len > 0 && fread(data, 1, (size_t)len, f) != (size_t)len)) {
 		fprintf(stderr, "replay: cannot read '%s'\n", path);
 		free(data);
 		fclose(f);

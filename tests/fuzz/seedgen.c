@@ -92,22 +92,70 @@ main(int argc, char **argv)
 	static const uint8_t nil = 0xc0, three = 3;
 	struct proto_bytes data = row();
 	struct proto_op ops[] = {
-		{ PROTO_OP_CREATE, S("issues"), S("i1"), S("team"), { 0, 0 },
-		  { 0, 0 }, data, 0 },
-		{ PROTO_OP_PUT, S("issues"), S("i1"), S("team2"), { 0, 0 },
-		  { 0, 0 }, data, 3 },
-		{ PROTO_OP_SET, S("issues"), S("i1"), { 0, 0 }, S("title"),
-		  { &nil, 1 }, { 0, 0 }, 1 },
-		{ PROTO_OP_UNSET, S("issues"), S("i1"), { 0, 0 }, S("title"),
-		  { 0, 0 }, { 0, 0 }, 0 },
-		{ PROTO_OP_DELETE, S("issues"), S("i1"), { 0, 0 }, { 0, 0 },
-		  { 0, 0 }, { 0, 0 }, 9 },
-		{ PROTO_OP_LIST_ADD, S("issues"), S("i1"), { 0, 0 },
-		  S("labels"), { &three, 1 }, { 0, 0 }, 0 },
-		{ PROTO_OP_LIST_REMOVE, S("issues"), S("i1"), { 0, 0 },
-		  S("labels"), { &three, 1 }, { 0, 0 }, 0 },
-		{ PROTO_OP_INCR, S("issues"), S("i1"), { 0, 0 }, S("votes"),
-		  { &three, 1 }, { 0, 0 }, 0 },
+		{ PROTO_OP_CREATE,
+		  S("issues"),
+		  S("i1"),
+		  S("team"),
+		  { 0, 0 },
+		  { 0, 0 },
+		  data,
+		  0 },
+		{ PROTO_OP_PUT,
+		  S("issues"),
+		  S("i1"),
+		  S("team2"),
+		  { 0, 0 },
+		  { 0, 0 },
+		  data,
+		  3 },
+		{ PROTO_OP_SET,
+		  S("issues"),
+		  S("i1"),
+		  { 0, 0 },
+		  S("title"),
+		  { &nil, 1 },
+		  { 0, 0 },
+		  1 },
+		{ PROTO_OP_UNSET,
+		  S("issues"),
+		  S("i1"),
+		  { 0, 0 },
+		  S("title"),
+		  { 0, 0 },
+		  { 0, 0 },
+		  0 },
+		{ PROTO_OP_DELETE,
+		  S("issues"),
+		  S("i1"),
+		  { 0, 0 },
+		  { 0, 0 },
+		  { 0, 0 },
+		  { 0, 0 },
+		  9 },
+		{ PROTO_OP_LIST_ADD,
+		  S("issues"),
+		  S("i1"),
+		  { 0, 0 },
+		  S("labels"),
+		  { &three, 1 },
+		  { 0, 0 },
+		  0 },
+		{ PROTO_OP_LIST_REMOVE,
+		  S("issues"),
+		  S("i1"),
+		  { 0, 0 },
+		  S("labels"),
+		  { &three, 1 },
+		  { 0, 0 },
+		  0 },
+		{ PROTO_OP_INCR,
+		  S("issues"),
+		  S("i1"),
+		  { 0, 0 },
+		  S("votes"),
+		  { &three, 1 },
+		  { 0, 0 },
+		  0 },
 	};
 	struct proto_record recs[] = {
 		{ S("issues"), S("i1"), S("team"), 4, false, data },
@@ -118,10 +166,24 @@ main(int argc, char **argv)
 	struct proto_subres res[] = { { S("space/team"), 0, { 0, 0 } },
 				      { S("space/x"), -22, S("denied") } };
 	struct proto_change ch[] = {
-		{ { 77, 0 }, S("space/team"), S("issues"), S("i1"), S("team"),
-		  5, PROTO_OP_SET, false, data },
-		{ { 77, 1 }, S("space/team"), S("issues"), S("i2"), S("team"),
-		  3, PROTO_OP_DELETE, true, { 0, 0 } },
+		{ { 77, 0 },
+		  S("space/team"),
+		  S("issues"),
+		  S("i1"),
+		  S("team"),
+		  5,
+		  PROTO_OP_SET,
+		  false,
+		  data },
+		{ { 77, 1 },
+		  S("space/team"),
+		  S("issues"),
+		  S("i2"),
+		  S("team"),
+		  3,
+		  PROTO_OP_DELETE,
+		  true,
+		  { 0, 0 } },
 	};
 	struct proto_msg m;
 	char dir[1024];
@@ -138,12 +200,12 @@ main(int argc, char **argv)
 		mkdir(dir, 0755);
 	}
 
-#define MSG(t, field, ...)                                        \
-	do {                                                      \
-		memset(&m, 0, sizeof(m));                         \
-		m.type = t;                                       \
+#define MSG(t, field, ...)                                          \
+	do {                                                        \
+		memset(&m, 0, sizeof(m));                           \
+		m.type = t;                                         \
 		m.u.field = (__typeof__(m.u.field)){ __VA_ARGS__ }; \
-		emit(#t, &m);                                     \
+		emit(#t, &m);                                       \
 	} while (0)
 
 	MSG(PROTO_HELLO, hello, 1, 1, S("eyJhbGciOiJIUzI1NiJ9.e30.x"),
@@ -172,15 +234,21 @@ main(int argc, char **argv)
 	MSG(PROTO_BACKOFF, backoff, 0, 1500, true, S("draining"));
 
 	/* malformations worth starting from */
-	write_file("proto", "huge_count", (const uint8_t *)"\x92\x0d\x81\xa7"
-		   "changes\xdd\xff\xff\xff\xff", 16);
-	write_file("proto", "deep", (const uint8_t *)"\x92\x10\x81\xa1x"
-		   "\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\xc0", 16);
-	write_file("frame", "oversize", (const uint8_t *)"\x01\x00\x10\x00"
-		   "\x01\x92\x10\x80", 8);
+	write_file("proto", "huge_count",
+		   (const uint8_t *)"\x92\x0d\x81\xa7"
+				    "changes\xdd\xff\xff\xff\xff",
+		   16);
+	write_file(
+		"proto", "deep",
+		(const uint8_t *)"\x92\x10\x81\xa1x"
+				 "\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\xc0",
+		16);
+	write_file("frame", "oversize",
+		   (const uint8_t *)"\x01\x00\x10\x00"
+				    "\x01\x92\x10\x80",
+		   8);
 	write_file("mp", "row", data.p, data.len);
-	write_file("mp", "ext", (const uint8_t *)"\xd6\x01\x00\x00\x00\x01",
-		   6);
+	write_file("mp", "ext", (const uint8_t *)"\xd6\x01\x00\x00\x00\x01", 6);
 	write_file("mp", "nan",
 		   (const uint8_t *)"\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00", 9);
 	printf("seedgen: wrote %d files under %s\n", count, outdir);

@@ -26,8 +26,7 @@ static const struct cfg_opt opts[] = {
 	{ "port", CFG_INT, &s.port, "5000", "listen port", 1, 65535 },
 	{ "tls", CFG_BOOL, &s.tls, "false", "enable TLS", 0, 0 },
 	{ "max-frame", CFG_SIZE, &s.frame, "1m", "largest frame", 0, 0 },
-	{ "timeout", CFG_DURATION, &s.timeout, "5s", "request timeout", 0,
-	  0 },
+	{ "timeout", CFG_DURATION, &s.timeout, "5s", "request timeout", 0, 0 },
 };
 
 static const struct cfg_spec spec = { "weft-test", "[options] [args]",
@@ -83,8 +82,9 @@ Test(config, env_overrides_default_and_flag_overrides_env)
 Test(config, flag_forms_and_positional_stop)
 {
 	char err[CFG_ERR_MAX];
-	const char *argv[] = { "prog", "--tls", "--max-frame", "64k", "--timeout",
-			 "250ms", "sub", "--port=1", NULL };
+	const char *argv[] = { "prog", "--tls",	    "--max-frame",
+			       "64k",  "--timeout", "250ms",
+			       "sub",  "--port=1",  NULL };
 	int argi;
 
 	cr_assert_eq(parse(8, argv, &argi, err), 0, "%s", err);

@@ -69,8 +69,7 @@ Test(log, newlines_in_fields_are_escaped, .init = capture)
 	drain(out, sizeof(out));
 	cr_assert_eq(strchr(out, '\n'), out + strlen(out) - 1,
 		     "a peer string must not start a new line: %s", out);
-	cr_assert_not_null(strstr(out, "line1\\nlevel=fatal"), "got: %s",
-			   out);
+	cr_assert_not_null(strstr(out, "line1\\nlevel=fatal"), "got: %s", out);
 	cr_assert_not_null(strstr(out, "\\x0d"), "got: %s", out);
 }
 

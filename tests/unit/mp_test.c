@@ -41,8 +41,9 @@ TestSuite(mp, .init = setup, .fini = teardown);
 
 Test(mp, unsigned_integers_of_every_width)
 {
-	static const uint64_t vals[] = { 0, 1, 127, 128, 255, 256, 65535,
-					 65536, 4294967295u,
+	static const uint64_t vals[] = { 0,	      1,	 127,
+					 128,	      255,	 256,
+					 65535,	      65536,	 4294967295u,
 					 4294967296u, UINT64_MAX };
 	struct mp_reader r;
 
@@ -60,9 +61,9 @@ Test(mp, unsigned_integers_of_every_width)
 
 Test(mp, signed_integers_of_every_width)
 {
-	static const int64_t vals[] = { -1, -32, -33, -128, -129, -32768,
-					-32769, INT32_MIN, INT64_MIN, 5,
-					INT64_MAX };
+	static const int64_t vals[] = { -1,	   -32,	   -33,	     -128,
+					-129,	   -32768, -32769,   INT32_MIN,
+					INT64_MIN, 5,	   INT64_MAX };
 	struct mp_reader r;
 
 	for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++)
@@ -338,12 +339,12 @@ Test(mp, json_values_reject_what_jsonb_cannot_hold)
 Test(mp, utf8_validation)
 {
 	cr_assert(mp_utf8_valid("plain", 5));
-	cr_assert(mp_utf8_valid("\xe2\x82\xac", 3));         /* euro */
+	cr_assert(mp_utf8_valid("\xe2\x82\xac", 3));	     /* euro */
 	cr_assert(mp_utf8_valid("\xf0\x9f\x98\x80", 4));     /* emoji */
-	cr_assert_not(mp_utf8_valid("\xc0\xaf", 2));         /* overlong */
+	cr_assert_not(mp_utf8_valid("\xc0\xaf", 2));	     /* overlong */
 	cr_assert_not(mp_utf8_valid("\xe0\x80\xaf", 3));     /* overlong */
 	cr_assert_not(mp_utf8_valid("\xed\xa0\x80", 3));     /* surrogate */
 	cr_assert_not(mp_utf8_valid("\xf4\x90\x80\x80", 4)); /* > 10FFFF */
-	cr_assert_not(mp_utf8_valid("\xe2\x82", 2));         /* cut */
-	cr_assert_not(mp_utf8_valid("\x80", 1));             /* stray */
+	cr_assert_not(mp_utf8_valid("\xe2\x82", 2));	     /* cut */
+	cr_assert_not(mp_utf8_valid("\x80", 1));	     /* stray */
 }

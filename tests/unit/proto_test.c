@@ -80,8 +80,7 @@ assert_str(struct proto_str got, const char *want, const char *what)
 }
 
 static void
-assert_bytes(struct proto_bytes got, struct proto_bytes want,
-	     const char *what)
+assert_bytes(struct proto_bytes got, struct proto_bytes want, const char *what)
 {
 	cr_assert_eq(got.len, want.len, "%s: length %u, expected %u", what,
 		     got.len, want.len);
@@ -171,8 +170,11 @@ Test(proto, hello)
 {
 	struct proto_msg m = { .type = PROTO_HELLO }, g;
 
-	m.u.hello = (struct proto_hello){ 7, PROTO_VERSION, S("eyJ.a.b"),
-					  S("client-1"), { 123456789, 3 },
+	m.u.hello = (struct proto_hello){ 7,
+					  PROTO_VERSION,
+					  S("eyJ.a.b"),
+					  S("client-1"),
+					  { 123456789, 3 },
 					  S("libweft/0.1.0") };
 	round_trip(&m, &g);
 	cr_assert_eq(g.u.hello.rid, 7);
@@ -188,8 +190,9 @@ Test(proto, welcome)
 {
 	struct proto_msg m = { .type = PROTO_WELCOME }, g;
 
-	m.u.welcome = (struct proto_welcome){ 7, 1, S("user-9"), S("fanout-a"),
-					      42, 15000, 1 << 20, 256 };
+	m.u.welcome =
+		(struct proto_welcome){ 7,  1,	   S("user-9"), S("fanout-a"),
+					42, 15000, 1 << 20,	256 };
 	round_trip(&m, &g);
 	cr_assert_eq(g.u.welcome.rid, 7);
 	assert_str(g.u.welcome.user, "user-9", "user");
@@ -203,24 +206,46 @@ Test(proto, welcome)
 Test(proto, txn_with_every_op_kind)
 {
 	struct proto_op ops[] = {
-		{ .kind = PROTO_OP_CREATE, .table = S("issues"), .id = S("i1"),
-		  .space = S("team-a"), .data = row("first", 1) },
-		{ .kind = PROTO_OP_PUT, .table = S("issues"), .id = S("i2"),
-		  .space = S("team-b"), .data = row("moved", 2), .expect = 4 },
-		{ .kind = PROTO_OP_SET, .table = S("issues"), .id = S("i1"),
-		  .field = S("status"), .value = scalar_int(3), .expect = 1 },
-		{ .kind = PROTO_OP_UNSET, .table = S("issues"), .id = S("i1"),
+		{ .kind = PROTO_OP_CREATE,
+		  .table = S("issues"),
+		  .id = S("i1"),
+		  .space = S("team-a"),
+		  .data = row("first", 1) },
+		{ .kind = PROTO_OP_PUT,
+		  .table = S("issues"),
+		  .id = S("i2"),
+		  .space = S("team-b"),
+		  .data = row("moved", 2),
+		  .expect = 4 },
+		{ .kind = PROTO_OP_SET,
+		  .table = S("issues"),
+		  .id = S("i1"),
+		  .field = S("status"),
+		  .value = scalar_int(3),
+		  .expect = 1 },
+		{ .kind = PROTO_OP_UNSET,
+		  .table = S("issues"),
+		  .id = S("i1"),
 		  .field = S("assignee") },
-		{ .kind = PROTO_OP_DELETE, .table = S("comments"),
-		  .id = S("c1"), .expect = 9 },
-		{ .kind = PROTO_OP_LIST_ADD, .table = S("issues"),
-		  .id = S("i1"), .field = S("labels"),
+		{ .kind = PROTO_OP_DELETE,
+		  .table = S("comments"),
+		  .id = S("c1"),
+		  .expect = 9 },
+		{ .kind = PROTO_OP_LIST_ADD,
+		  .table = S("issues"),
+		  .id = S("i1"),
+		  .field = S("labels"),
 		  .value = scalar_int(5) },
-		{ .kind = PROTO_OP_LIST_REMOVE, .table = S("issues"),
-		  .id = S("i1"), .field = S("labels"),
+		{ .kind = PROTO_OP_LIST_REMOVE,
+		  .table = S("issues"),
+		  .id = S("i1"),
+		  .field = S("labels"),
 		  .value = scalar_int(6) },
-		{ .kind = PROTO_OP_INCR, .table = S("issues"), .id = S("i1"),
-		  .field = S("votes"), .value = scalar_int(-2) },
+		{ .kind = PROTO_OP_INCR,
+		  .table = S("issues"),
+		  .id = S("i1"),
+		  .field = S("votes"),
+		  .value = scalar_int(-2) },
 	};
 	const size_t nops = sizeof(ops) / sizeof(ops[0]);
 	struct proto_msg m = { .type = PROTO_TXN }, g;
@@ -229,8 +254,9 @@ Test(proto, txn_with_every_op_kind)
 	size_t i = 0;
 	int rc;
 
-	m.u.txn = (struct proto_txn){ 11, S("client-1"), 1234,
-				      { (uint32_t)nops, ops, NULL, 0 } };
+	m.u.txn = (struct proto_txn){
+		11, S("client-1"), 1234, { (uint32_t)nops, ops, NULL, 0 }
+	};
 	round_trip(&m, &g);
 	cr_assert_eq(g.u.txn.rid, 11);
 	assert_str(g.u.txn.client_id, "client-1", "client");
@@ -248,9 +274,9 @@ Test(proto, txn_with_every_op_kind)
 		cr_assert_eq(op.space.p != NULL, w->space.p != NULL);
 		cr_assert_eq(op.field.p != NULL, w->field.p != NULL);
 		if (w->field.p)
-			cr_assert_eq(memcmp(op.field.p, w->field.p,
-					    w->field.len),
-				     0);
+			cr_assert_eq(
+				memcmp(op.field.p, w->field.p, w->field.len),
+				0);
 		cr_assert_eq(op.value.p != NULL, w->value.p != NULL);
 		if (w->value.p)
 			assert_bytes(op.value, w->value, "value");
@@ -352,7 +378,8 @@ Test(proto, fetch_and_records)
 
 	recs[0].data = row("fetched", 2);
 	m = (struct proto_msg){ .type = PROTO_RECORDS };
-	m.u.records = (struct proto_records){ 14, { 2, recs, NULL, 0 },
+	m.u.records = (struct proto_records){ 14,
+					      { 2, recs, NULL, 0 },
 					      { 1, &refs[1], NULL, 0 } };
 	round_trip(&m, &g);
 	cr_assert_eq(g.u.records.rid, 14);
@@ -368,9 +395,9 @@ Test(proto, bootstrap_and_page)
 	static const uint8_t tok[] = { 0, 1, 2, 0xff };
 	struct proto_msg m = { .type = PROTO_BOOTSTRAP }, g;
 
-	m.u.bootstrap = (struct proto_bootstrap){ 15, S("team-a"),
-						  { tok, sizeof(tok) },
-						  256 * 1024 };
+	m.u.bootstrap = (struct proto_bootstrap){
+		15, S("team-a"), { tok, sizeof(tok) }, 256 * 1024
+	};
 	round_trip(&m, &g);
 	cr_assert_eq(g.u.bootstrap.rid, 15);
 	assert_str(g.u.bootstrap.space, "team-a", "space");
@@ -411,15 +438,16 @@ Test(proto, subscribe_unsubscribe_subscribed)
 	struct proto_str keys[] = { S("space/team-a"), S("rec/issues/i1") };
 	struct proto_subres res[] = {
 		{ S("space/team-a"), 0, { NULL, 0 } },
-		{ S("space/team-z"), WEFT_EPERM, S("not a member of 'team-z'") },
+		{ S("space/team-z"), WEFT_EPERM,
+		  S("not a member of 'team-z'") },
 	};
 	struct proto_msg m = { .type = PROTO_SUBSCRIBE }, g;
 	struct proto_iter it;
 	struct proto_str k;
 	struct proto_subres r;
 
-	m.u.subscribe = (struct proto_subscribe){ 16, { 2, keys, NULL, 0 },
-						  { 99, 1 } };
+	m.u.subscribe =
+		(struct proto_subscribe){ 16, { 2, keys, NULL, 0 }, { 99, 1 } };
 	round_trip(&m, &g);
 	cr_assert_eq(g.u.subscribe.rid, 16);
 	cr_assert_eq(g.u.subscribe.cursor.lsn, 99);
@@ -453,16 +481,31 @@ Test(proto, subscribe_unsubscribe_subscribed)
 Test(proto, push)
 {
 	struct proto_change ch[] = {
-		{ { 500, 0 }, S("space/team-a"), S("issues"), S("i1"),
-		  S("team-a"), 4, PROTO_OP_SET, false, row("x", 1) },
-		{ { 500, 1 }, S("space/team-a"), S("issues"), S("i2"),
-		  S("team-a"), 2, PROTO_OP_DELETE, true, { NULL, 0 } },
+		{ { 500, 0 },
+		  S("space/team-a"),
+		  S("issues"),
+		  S("i1"),
+		  S("team-a"),
+		  4,
+		  PROTO_OP_SET,
+		  false,
+		  row("x", 1) },
+		{ { 500, 1 },
+		  S("space/team-a"),
+		  S("issues"),
+		  S("i2"),
+		  S("team-a"),
+		  2,
+		  PROTO_OP_DELETE,
+		  true,
+		  { NULL, 0 } },
 	};
 	struct proto_msg m = { .type = PROTO_PUSH }, g;
 	struct proto_iter it;
 	struct proto_change c;
 
-	m.u.push = (struct proto_push){ { 500, 1 }, { 420, 7 },
+	m.u.push = (struct proto_push){ { 500, 1 },
+					{ 420, 7 },
 					{ 2, ch, NULL, 0 } };
 	round_trip(&m, &g);
 	cr_assert_eq(g.u.push.cursor.lsn, 500);
@@ -511,9 +554,9 @@ Test(proto, error)
 {
 	struct proto_msg m = { .type = PROTO_ERROR }, g;
 
-	m.u.error = (struct proto_error){ 17, WEFT_EGAP,
-					  S("mutation 9 skips ahead"), 5,
-					  true };
+	m.u.error =
+		(struct proto_error){ 17, WEFT_EGAP,
+				      S("mutation 9 skips ahead"), 5, true };
 	round_trip(&m, &g);
 	cr_assert_eq(g.u.error.rid, 17);
 	cr_assert_eq(g.u.error.code, WEFT_EGAP);
@@ -539,8 +582,8 @@ Test(proto, backoff)
 {
 	struct proto_msg m = { .type = PROTO_BACKOFF }, g;
 
-	m.u.backoff = (struct proto_backoff){ 18, 2500, true,
-					      S("node draining") };
+	m.u.backoff =
+		(struct proto_backoff){ 18, 2500, true, S("node draining") };
 	round_trip(&m, &g);
 	cr_assert_eq(g.u.backoff.rid, 18);
 	cr_assert_eq(g.u.backoff.retry_ms, 2500);
@@ -551,8 +594,10 @@ Test(proto, backoff)
 Test(proto, set_to_null_is_not_absent)
 {
 	static const uint8_t nil = 0xc0;
-	struct proto_op op = { .kind = PROTO_OP_SET, .table = S("t"),
-			       .id = S("i"), .field = S("f"),
+	struct proto_op op = { .kind = PROTO_OP_SET,
+			       .table = S("t"),
+			       .id = S("i"),
+			       .field = S("f"),
 			       .value = { &nil, 1 } };
 	struct proto_msg m = { .type = PROTO_TXN }, g;
 	struct proto_iter it;
@@ -605,7 +650,8 @@ Test(proto, decoding_allocates_nothing)
 
 Test(proto, encoder_rejects_invalid_messages)
 {
-	struct proto_op bad = { .kind = PROTO_OP_SET, .table = S("t"),
+	struct proto_op bad = { .kind = PROTO_OP_SET,
+				.table = S("t"),
 				.id = S("i") }; /* set without field */
 	struct proto_msg m = { .type = PROTO_TXN };
 
@@ -623,8 +669,9 @@ Test(proto, encoder_rejects_invalid_messages)
 
 	m = (struct proto_msg){ .type = PROTO_ACK };
 	m.u.ack.mid = 1;
-	struct proto_record r = { S("t"), S("i"), S("s"), 1, false,
-				  { (const uint8_t *)"\x01", 1 } };
+	struct proto_record r = {
+		S("t"), S("i"), S("s"), 1, false, { (const uint8_t *)"\x01", 1 }
+	};
 	m.u.ack.records = (struct proto_list){ 1, &r, NULL, 0 };
 	cr_assert_eq(proto_encode(&out, &m, 0), WEFT_EINVAL,
 		     "data must be a map");
@@ -798,9 +845,9 @@ Test(proto, trailing_bytes_are_rejected)
 Test(proto, huge_claimed_counts_are_ecount)
 {
 	/* [13, {"changes": array32 claiming 2^32-1 elements}] */
-	static const uint8_t in[] = { 0x92, 0x0d, 0x81, 0xa7, 'c', 'h', 'a',
-				      'n',  'g',  'e',  's',  0xdd, 0xff, 0xff,
-				      0xff, 0xff, 0xc0 };
+	static const uint8_t in[] = { 0x92, 0x0d, 0x81, 0xa7, 'c', 'h',
+				      'a',  'n',  'g',	'e',  's', 0xdd,
+				      0xff, 0xff, 0xff, 0xff, 0xc0 };
 	/* [1, map32 claiming 2^31 pairs] */
 	static const uint8_t in2[] = { 0x92, 0x01, 0xdf, 0x80, 0, 0, 0, 0xc0 };
 	struct proto_err err;
@@ -1030,8 +1077,10 @@ Test(proto, frame_must_be_a_two_element_array)
 
 Test(proto, incr_needs_a_number)
 {
-	struct proto_op op = { .kind = PROTO_OP_INCR, .table = S("t"),
-			       .id = S("i"), .field = S("f"),
+	struct proto_op op = { .kind = PROTO_OP_INCR,
+			       .table = S("t"),
+			       .id = S("i"),
+			       .field = S("f"),
 			       .value = row("x", 1) };
 	struct proto_msg m = { .type = PROTO_TXN };
 
