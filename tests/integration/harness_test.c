@@ -4,6 +4,7 @@
  * from C through libpq and hiredis, on loopback.
  */
 #include <criterion/criterion.h>
+#include <criterion/new/assert.h>
 #include <hiredis.h>
 #include <libpq-fe.h>
 #include <stdlib.h>
@@ -16,8 +17,8 @@ pg(void)
 {
 	PGconn *c = PQconnectdb(testenv_get("WEFT_PG_URL"));
 
-	cr_assert_eq(PQstatus(c), CONNECTION_OK, "connect '%s': %s",
-		     testenv_get("WEFT_PG_URL"), PQerrorMessage(c));
+	cr_assert(eq(i64, PQstatus(c), CONNECTION_OK), "connect '%s': %s",
+		  testenv_get("WEFT_PG_URL"), PQerrorMessage(c));
 	return c;
 }
 
@@ -27,8 +28,8 @@ pg_scalar(PGconn *c, const char *sql)
 	static char out[256];
 	PGresult *r = PQexec(c, sql);
 
-	cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "%s: %s", sql,
-		     PQerrorMessage(c));
+	cr_assert(eq(i64, PQresultStatus(r), PGRES_TUPLES_OK), "%s: %s", sql,
+		  PQerrorMessage(c));
 	snprintf(out, sizeof(out), "%s", PQgetvalue(r, 0, 0));
 	PQclear(r);
 	return out;

@@ -2,6 +2,7 @@
  * clock_test.c - monotonic time moves forward; sleep sleeps.
  */
 #include <criterion/criterion.h>
+#include <criterion/new/assert.h>
 
 #include "common/clock.h"
 
@@ -12,7 +13,7 @@ Test(clock, monotonic_never_goes_back)
 	for (int i = 0; i < 10000; i++) {
 		uint64_t now = clock_now_ns();
 
-		cr_assert_geq(now, prev);
+		cr_assert(ge(i64, now, prev));
 		prev = now;
 	}
 }
@@ -22,10 +23,10 @@ Test(clock, sleep_waits_at_least_the_time_asked)
 	uint64_t t0 = clock_now_ms();
 
 	clock_sleep_ms(30);
-	cr_assert_geq(clock_now_ms() - t0, 30);
+	cr_assert(ge(i64, clock_now_ms() - t0, 30));
 }
 
 Test(clock, wall_clock_is_after_2024)
 {
-	cr_assert_gt(clock_wall_us(), 1704067200LL * 1000000LL);
+	cr_assert(gt(i64, clock_wall_us(), 1704067200LL * 1000000LL));
 }

@@ -3,6 +3,7 @@
  * and --help listing every option with its variable.
  */
 #include <criterion/criterion.h>
+#include <criterion/new/assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,13 +58,13 @@ Test(config, defaults_apply)
 	const char *argv[] = { "prog", NULL };
 	int argi;
 
-	cr_assert_eq(parse(1, argv, &argi, err), 0);
+	cr_assert(eq(i64, parse(1, argv, &argi, err), 0));
 	cr_assert_str_eq(s.url, "postgresql://localhost/weft");
-	cr_assert_eq(s.port, 5000);
-	cr_assert_eq(s.tls, false);
-	cr_assert_eq(s.frame, 1 << 20);
-	cr_assert_eq(s.timeout, 5000);
-	cr_assert_eq(argi, 1);
+	cr_assert(eq(i64, s.port, 5000));
+	cr_assert(eq(i64, s.tls, false));
+	cr_assert(eq(i64, s.frame, 1 << 20));
+	cr_assert(eq(i64, s.timeout, 5000));
+	cr_assert(eq(i64, argi, 1));
 }
 
 Test(config, env_overrides_default_and_flag_overrides_env)
@@ -74,8 +75,8 @@ Test(config, env_overrides_default_and_flag_overrides_env)
 
 	setenv("WEFT_PORT", "6000", 1);
 	setenv("WEFT_PG_URL", "postgresql://db/x", 1);
-	cr_assert_eq(parse(2, argv, &argi, err), 0);
-	cr_assert_eq(s.port, 7000, "flag wins over env");
+	cr_assert(eq(i64, parse(2, argv, &argi, err), 0));
+	cr_assert(eq(i64, s.port, 7000), "flag wins over env");
 	cr_assert_str_eq(s.url, "postgresql://db/x", "env wins over default");
 }
 
@@ -87,12 +88,13 @@ Test(config, flag_forms_and_positional_stop)
 			       "sub",  "--port=1",  NULL };
 	int argi;
 
-	cr_assert_eq(parse(8, argv, &argi, err), 0, "%s", err);
-	cr_assert_eq(s.tls, true);
-	cr_assert_eq(s.frame, 65536);
-	cr_assert_eq(s.timeout, 250);
-	cr_assert_eq(argi, 6, "stops at the first positional argument");
-	cr_assert_eq(s.port, 5000, "flags after a positional are not parsed");
+	cr_assert(eq(i64, parse(8, argv, &argi, err), 0), "%s", err);
+	cr_assert(eq(i64, s.tls, true));
+	cr_assert(eq(i64, s.frame, 65536));
+	cr_assert(eq(i64, s.timeout, 250));
+	cr_assert(eq(i64, argi, 6), "stops at the first positional argument");
+	cr_assert(eq(i64, s.port, 5000),
+		  "flags after a positional are not parsed");
 }
 
 Test(config, errors_name_the_flag_and_value)
@@ -104,14 +106,14 @@ Test(config, errors_name_the_flag_and_value)
 	const char *a4[] = { "prog", "--port", NULL };
 	int argi;
 
-	cr_assert_eq(parse(2, a1, &argi, err), WEFT_ECONFIG);
+	cr_assert(eq(i64, parse(2, a1, &argi, err), WEFT_ECONFIG));
 	cr_assert_not_null(strstr(err, "--port"), "got: %s", err);
 	cr_assert_not_null(strstr(err, "99999"), "got: %s", err);
-	cr_assert_eq(parse(2, a2, &argi, err), WEFT_ECONFIG);
+	cr_assert(eq(i64, parse(2, a2, &argi, err), WEFT_ECONFIG));
 	cr_assert_not_null(strstr(err, "--nope"), "got: %s", err);
-	cr_assert_eq(parse(2, a3, &argi, err), WEFT_ECONFIG);
+	cr_assert(eq(i64, parse(2, a3, &argi, err), WEFT_ECONFIG));
 	cr_assert_not_null(strstr(err, "DURATION"), "got: %s", err);
-	cr_assert_eq(parse(2, a4, &argi, err), WEFT_ECONFIG);
+	cr_assert(eq(i64, parse(2, a4, &argi, err), WEFT_ECONFIG));
 	cr_assert_not_null(strstr(err, "needs a value"), "got: %s", err);
 }
 
@@ -122,7 +124,7 @@ Test(config, bad_env_is_an_error_naming_the_variable)
 	int argi;
 
 	setenv("WEFT_TLS", "maybe", 1);
-	cr_assert_eq(parse(1, argv, &argi, err), WEFT_ECONFIG);
+	cr_assert(eq(i64, parse(1, argv, &argi, err), WEFT_ECONFIG));
 	cr_assert_not_null(strstr(err, "WEFT_TLS"), "got: %s", err);
 }
 
@@ -134,8 +136,8 @@ Test(config, help_lists_every_option_with_env_and_default)
 	const char *argv[] = { "prog", "--help", NULL };
 	int argi;
 
-	cr_assert_eq(cfg_parse(&spec, 2, argv, &argi, f, err, sizeof(err)),
-		     CFG_EXIT);
+	cr_assert(eq(i64, cfg_parse(&spec, 2, argv, &argi, f, err, sizeof(err)),
+		     CFG_EXIT));
 	fclose(f);
 	for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
 		char env[64];
@@ -160,17 +162,17 @@ Test(config, size_and_duration_syntax)
 {
 	int64_t v;
 
-	cr_assert_eq(cfg_parse_size("2g", &v), 0);
-	cr_assert_eq(v, 2LL << 30);
-	cr_assert_eq(cfg_parse_size("10KiB", &v), 0);
-	cr_assert_eq(v, 10240);
-	cr_assert_eq(cfg_parse_size("-1", &v), WEFT_EINVAL);
-	cr_assert_eq(cfg_parse_size("1t", &v), WEFT_EINVAL);
-	cr_assert_eq(cfg_parse_size("99999999999g", &v), WEFT_EINVAL);
-	cr_assert_eq(cfg_parse_duration("2m", &v), 0);
-	cr_assert_eq(v, 120000);
-	cr_assert_eq(cfg_parse_duration("1h", &v), 0);
-	cr_assert_eq(v, 3600000);
-	cr_assert_eq(cfg_parse_duration("", &v), WEFT_EINVAL);
-	cr_assert_eq(cfg_parse_duration("5 s", &v), WEFT_EINVAL);
+	cr_assert(eq(i64, cfg_parse_size("2g", &v), 0));
+	cr_assert(eq(i64, v, 2LL << 30));
+	cr_assert(eq(i64, cfg_parse_size("10KiB", &v), 0));
+	cr_assert(eq(i64, v, 10240));
+	cr_assert(eq(i64, cfg_parse_size("-1", &v), WEFT_EINVAL));
+	cr_assert(eq(i64, cfg_parse_size("1t", &v), WEFT_EINVAL));
+	cr_assert(eq(i64, cfg_parse_size("99999999999g", &v), WEFT_EINVAL));
+	cr_assert(eq(i64, cfg_parse_duration("2m", &v), 0));
+	cr_assert(eq(i64, v, 120000));
+	cr_assert(eq(i64, cfg_parse_duration("1h", &v), 0));
+	cr_assert(eq(i64, v, 3600000));
+	cr_assert(eq(i64, cfg_parse_duration("", &v), WEFT_EINVAL));
+	cr_assert(eq(i64, cfg_parse_duration("5 s", &v), WEFT_EINVAL));
 }

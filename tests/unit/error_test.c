@@ -2,6 +2,7 @@
  * error_test.c - the error enum: every code has its own name and text.
  */
 #include <criterion/criterion.h>
+#include <criterion/new/assert.h>
 #include <string.h>
 
 #include <weft/error.h>
@@ -21,10 +22,10 @@ static const int all[] = {
 
 Test(error, ok_is_zero_and_errors_negative)
 {
-	cr_assert_eq(WEFT_OK, 0);
+	cr_assert(eq(i64, WEFT_OK, 0));
 	for (size_t i = 1; i < NALL; i++)
-		cr_assert_lt(all[i], 0, "%s should be negative",
-			     weft_errname(all[i]));
+		cr_assert(lt(i64, all[i], 0), "%s should be negative",
+			  weft_errname(all[i]));
 }
 
 Test(error, every_code_has_a_distinct_name_and_text)
@@ -34,7 +35,7 @@ Test(error, every_code_has_a_distinct_name_and_text)
 				  "code %d has no text", all[i]);
 		cr_assert_str_neq(weft_errname(all[i]), "WEFT_E?");
 		for (size_t j = 0; j < i; j++) {
-			cr_assert_neq(all[i], all[j]);
+			cr_assert(ne(i64, all[i], all[j]));
 			cr_assert_str_neq(weft_strerror(all[i]),
 					  weft_strerror(all[j]));
 		}

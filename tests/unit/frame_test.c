@@ -3,6 +3,7 @@
  * frames; the cap is checked before allocation; errors are sticky.
  */
 #include <criterion/criterion.h>
+#include <criterion/new/assert.h>
 #include <string.h>
 
 #include <weft/error.h>
@@ -24,9 +25,9 @@ Test(frame, header_round_trip)
 	uint8_t h[4];
 
 	frame_put_header(h, 0x01020304);
-	cr_assert_eq(h[0], 1);
-	cr_assert_eq(h[3], 4);
-	cr_assert_eq(frame_get_header(h), 0x01020304);
+	cr_assert(eq(i64, h[0], 1));
+	cr_assert(eq(i64, h[3], 4));
+	cr_assert(eq(i64, frame_get_header(h), 0x01020304));
 }
 
 Test(frame, one_byte_at_a_time)
@@ -41,13 +42,13 @@ Test(frame, one_byte_at_a_time)
 	for (size_t i = 0; i < n; i++) {
 		cr_assert_not(frame_reader_ready(&fr), "ready too early at %zu",
 			      i);
-		cr_assert_eq(frame_reader_feed(&fr, in + i, 1, &used), 0);
-		cr_assert_eq(used, 1);
+		cr_assert(eq(i64, frame_reader_feed(&fr, in + i, 1, &used), 0));
+		cr_assert(eq(i64, used, 1));
 	}
 	cr_assert(frame_reader_ready(&fr));
 	body = frame_reader_body(&fr, &len);
-	cr_assert_eq(len, 11);
-	cr_assert_eq(memcmp(body, "hello world", 11), 0);
+	cr_assert(eq(i64, len, 11));
+	cr_assert(eq(i64, memcmp(body, "hello world", 11), 0));
 	frame_reader_fini(&fr);
 }
 
@@ -63,20 +64,21 @@ Test(frame, several_frames_in_one_buffer_stop_at_each_boundary)
 		n += make_frame(in + n, bodies[i]);
 	frame_reader_init(&fr, 1024);
 	while (off < n) {
-		cr_assert_eq(frame_reader_feed(&fr, in + off, n - off, &used),
-			     0);
+		cr_assert(eq(i64,
+			     frame_reader_feed(&fr, in + off, n - off, &used),
+			     0));
 		off += used;
 		if (frame_reader_ready(&fr)) {
 			uint32_t len;
 			const uint8_t *b = frame_reader_body(&fr, &len);
 
-			cr_assert_eq(len, strlen(bodies[got]));
-			cr_assert_eq(memcmp(b, bodies[got], len), 0);
+			cr_assert(eq(i64, len, strlen(bodies[got])));
+			cr_assert(eq(i64, memcmp(b, bodies[got], len), 0));
 			got++;
 			frame_reader_next(&fr);
 		}
 	}
-	cr_assert_eq(got, 3);
+	cr_assert(eq(i64, got, 3));
 	frame_reader_fini(&fr);
 }
 
@@ -88,10 +90,11 @@ Test(frame, feeding_a_ready_reader_consumes_nothing)
 
 	n += make_frame(in + n, "y");
 	frame_reader_init(&fr, 16);
-	cr_assert_eq(frame_reader_feed(&fr, in, n, &used), 0);
-	cr_assert_eq(used, 5, "stops after the first frame");
-	cr_assert_eq(frame_reader_feed(&fr, in + used, n - used, &used), 0);
-	cr_assert_eq(used, 0);
+	cr_assert(eq(i64, frame_reader_feed(&fr, in, n, &used), 0));
+	cr_assert(eq(i64, used, 5), "stops after the first frame");
+	cr_assert(
+		eq(i64, frame_reader_feed(&fr, in + used, n - used, &used), 0));
+	cr_assert(eq(i64, used, 0));
 	frame_reader_fini(&fr);
 }
 
@@ -102,13 +105,13 @@ Test(frame, oversized_length_fails_before_any_allocation)
 	size_t used;
 
 	frame_reader_init(&fr, 1024);
-	cr_assert_eq(frame_reader_feed(&fr, huge, sizeof(huge), &used),
-		     WEFT_ETOOBIG);
+	cr_assert(eq(i64, frame_reader_feed(&fr, huge, sizeof(huge), &used),
+		     WEFT_ETOOBIG));
 	cr_assert_null(fr.body, "nothing was allocated for the claim");
-	cr_assert_eq(fr.body_cap, 0);
-	cr_assert_eq(frame_reader_feed(&fr, huge, 1, &used), WEFT_ETOOBIG,
-		     "errors are sticky");
-	cr_assert_eq(used, 0);
+	cr_assert(eq(i64, fr.body_cap, 0));
+	cr_assert(eq(i64, frame_reader_feed(&fr, huge, 1, &used), WEFT_ETOOBIG),
+		  "errors are sticky");
+	cr_assert(eq(i64, used, 0));
 	frame_reader_fini(&fr);
 }
 
@@ -120,12 +123,12 @@ Test(frame, cap_is_exact)
 
 	frame_put_header(in, 8);
 	frame_reader_init(&fr, 8);
-	cr_assert_eq(frame_reader_feed(&fr, in, FRAME_HEADER, &used), 0);
+	cr_assert(eq(i64, frame_reader_feed(&fr, in, FRAME_HEADER, &used), 0));
 	frame_reader_fini(&fr);
 	frame_put_header(in, 9);
 	frame_reader_init(&fr, 8);
-	cr_assert_eq(frame_reader_feed(&fr, in, FRAME_HEADER, &used),
-		     WEFT_ETOOBIG);
+	cr_assert(eq(i64, frame_reader_feed(&fr, in, FRAME_HEADER, &used),
+		     WEFT_ETOOBIG));
 	frame_reader_fini(&fr);
 }
 
@@ -136,7 +139,7 @@ Test(frame, zero_length_frame_is_an_error)
 	size_t used;
 
 	frame_reader_init(&fr, 1024);
-	cr_assert_eq(frame_reader_feed(&fr, zero, 4, &used), WEFT_ERANGE);
+	cr_assert(eq(i64, frame_reader_feed(&fr, zero, 4, &used), WEFT_ERANGE));
 	frame_reader_fini(&fr);
 }
 
@@ -145,7 +148,7 @@ Test(frame, configured_cap_is_clamped_to_the_hard_cap)
 	struct frame_reader fr;
 
 	frame_reader_init(&fr, UINT32_MAX);
-	cr_assert_eq(fr.max, FRAME_MAX_HARD);
+	cr_assert(eq(i64, fr.max, FRAME_MAX_HARD));
 	frame_reader_fini(&fr);
 }
 
@@ -157,7 +160,7 @@ Test(frame, big_buffer_is_released_after_the_frame)
 
 	frame_put_header(in, FRAME_KEEP + 1);
 	frame_reader_init(&fr, FRAME_MAX_DEFAULT);
-	cr_assert_eq(frame_reader_feed(&fr, in, sizeof(in), &used), 0);
+	cr_assert(eq(i64, frame_reader_feed(&fr, in, sizeof(in), &used), 0));
 	cr_assert(frame_reader_ready(&fr));
 	frame_reader_next(&fr);
 	cr_assert_null(fr.body, "idle readers keep at most FRAME_KEEP");

@@ -2,6 +2,7 @@
  * log_test.c - one line per event, key=value, levels, no line injection.
  */
 #include <criterion/criterion.h>
+#include <criterion/new/assert.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -14,7 +15,7 @@ static int fds[2];
 static void
 capture(void)
 {
-	cr_assert_eq(pipe(fds), 0);
+	cr_assert(eq(i64, pipe(fds), 0));
 	log_set_fd(fds[1]);
 	log_set_service("weft-test");
 	log_set_level(LOG_INFO);
@@ -27,7 +28,7 @@ drain(char *out, size_t cap)
 
 	close(fds[1]);
 	n = read(fds[0], out, cap - 1);
-	cr_assert_geq(n, 0);
+	cr_assert(ge(i64, n, 0));
 	out[n] = '\0';
 	close(fds[0]);
 	return (size_t)n;
@@ -40,13 +41,14 @@ Test(log, event_line_has_fields_in_order, .init = capture)
 	log_event(LOG_INFO, "pg_connected", "host=%s port=%d", "127.0.0.1",
 		  5432);
 	drain(out, sizeof(out));
-	cr_assert_eq(strncmp(out, "ts=", 3), 0, "got: %s", out);
+	cr_assert(eq(i64, strncmp(out, "ts=", 3), 0), "got: %s", out);
 	cr_assert_not_null(strstr(out, "Z level=info svc=weft-test "
 				       "event=pg_connected host=127.0.0.1 "
 				       "port=5432\n"),
 			   "got: %s", out);
-	cr_assert_eq(strchr(out, '\n'), out + strlen(out) - 1,
-		     "exactly one line");
+	cr_assert(eq(ptr, (void *)strchr(out, '\n'),
+		     (void *)(out + strlen(out) - 1)),
+		  "exactly one line");
 }
 
 Test(log, levels_below_threshold_are_dropped, .init = capture)
@@ -67,8 +69,9 @@ Test(log, newlines_in_fields_are_escaped, .init = capture)
 	log_event(LOG_ERROR, "bad_input", "msg=\"%s\"",
 		  "line1\nlevel=fatal event=forged\r");
 	drain(out, sizeof(out));
-	cr_assert_eq(strchr(out, '\n'), out + strlen(out) - 1,
-		     "a peer string must not start a new line: %s", out);
+	cr_assert(eq(ptr, (void *)strchr(out, '\n'),
+		     (void *)(out + strlen(out) - 1)),
+		  "a peer string must not start a new line: %s", out);
 	cr_assert_not_null(strstr(out, "line1\\nlevel=fatal"), "got: %s", out);
 	cr_assert_not_null(strstr(out, "\\x0d"), "got: %s", out);
 }
@@ -82,7 +85,7 @@ Test(log, long_lines_are_cut_and_marked, .init = capture)
 	big[sizeof(big) - 1] = '\0';
 	log_event(LOG_INFO, "big", "v=%s", big);
 	drain(out, sizeof(out));
-	cr_assert_leq(strlen(out), LOG_LINE_MAX + 8);
+	cr_assert(le(i64, strlen(out), LOG_LINE_MAX + 8));
 	cr_assert_not_null(strstr(out, "...\n"), "got a cut line");
 }
 
@@ -90,9 +93,9 @@ Test(log, level_names_parse)
 {
 	enum log_level l;
 
-	cr_assert_eq(log_level_parse("debug", &l), 0);
-	cr_assert_eq(l, LOG_DEBUG);
-	cr_assert_eq(log_level_parse("warning", &l), 0);
-	cr_assert_eq(l, LOG_WARN);
-	cr_assert_eq(log_level_parse("loud", &l), WEFT_EINVAL);
+	cr_assert(eq(i64, log_level_parse("debug", &l), 0));
+	cr_assert(eq(i64, l, LOG_DEBUG));
+	cr_assert(eq(i64, log_level_parse("warning", &l), 0));
+	cr_assert(eq(i64, l, LOG_WARN));
+	cr_assert(eq(i64, log_level_parse("loud", &l), WEFT_EINVAL));
 }

@@ -3,6 +3,7 @@
  * checked against the bytes left, depth caps, JSON-compatibility rules.
  */
 #include <criterion/criterion.h>
+#include <criterion/new/assert.h>
 #include <math.h>
 #include <msgpack.h>
 #include <string.h>
@@ -53,10 +54,10 @@ Test(mp, unsigned_integers_of_every_width)
 	for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
 		uint64_t v;
 
-		cr_assert_eq(mp_read_u64(&r, &v), 0);
-		cr_assert_eq(v, vals[i], "value %zu", i);
+		cr_assert(eq(i64, mp_read_u64(&r, &v), 0));
+		cr_assert(eq(i64, v, vals[i]), "value %zu", i);
 	}
-	cr_assert_eq(mp_left(&r), 0);
+	cr_assert(eq(i64, mp_left(&r), 0));
 }
 
 Test(mp, signed_integers_of_every_width)
@@ -72,8 +73,8 @@ Test(mp, signed_integers_of_every_width)
 	for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
 		int64_t v;
 
-		cr_assert_eq(mp_read_i64(&r, &v), 0);
-		cr_assert_eq(v, vals[i], "value %zu", i);
+		cr_assert(eq(i64, mp_read_i64(&r, &v), 0));
+		cr_assert(eq(i64, v, vals[i]), "value %zu", i);
 	}
 }
 
@@ -84,8 +85,8 @@ Test(mp, signed_encoding_of_positive_value_reads_as_uint)
 	uint64_t v;
 
 	mp_reader_init(&r, in, sizeof(in));
-	cr_assert_eq(mp_read_u64(&r, &v), 0);
-	cr_assert_eq(v, 5);
+	cr_assert(eq(i64, mp_read_u64(&r, &v), 0));
+	cr_assert(eq(i64, v, 5));
 }
 
 Test(mp, ranges_are_checked)
@@ -97,10 +98,13 @@ Test(mp, ranges_are_checked)
 	msgpack_pack_int64(&pk, -5);
 	msgpack_pack_uint64(&pk, UINT64_MAX);
 	r = reader();
-	cr_assert_eq(mp_read_u64(&r, &u), WEFT_ERANGE, "negative as uint");
-	cr_assert_eq(mp_read_i64(&r, &i), 0, "position kept after ERANGE");
-	cr_assert_eq(i, -5);
-	cr_assert_eq(mp_read_i64(&r, &i), WEFT_ERANGE, "u64 max as int64");
+	cr_assert(eq(i64, mp_read_u64(&r, &u), WEFT_ERANGE),
+		  "negative as uint");
+	cr_assert(eq(i64, mp_read_i64(&r, &i), 0),
+		  "position kept after ERANGE");
+	cr_assert(eq(i64, i, -5));
+	cr_assert(eq(i64, mp_read_i64(&r, &i), WEFT_ERANGE),
+		  "u64 max as int64");
 }
 
 Test(mp, wrong_type_is_etype)
@@ -111,9 +115,9 @@ Test(mp, wrong_type_is_etype)
 
 	msgpack_pack_uint8(&pk, 1);
 	r = reader();
-	cr_assert_eq(mp_read_str(&r, &s, &n), WEFT_ETYPE);
-	cr_assert_eq(mp_read_map(&r, &n), WEFT_ETYPE);
-	cr_assert_eq(mp_read_nil(&r), WEFT_ETYPE);
+	cr_assert(eq(i64, mp_read_str(&r, &s, &n), WEFT_ETYPE));
+	cr_assert(eq(i64, mp_read_map(&r, &n), WEFT_ETYPE));
+	cr_assert(eq(i64, mp_read_nil(&r), WEFT_ETYPE));
 }
 
 Test(mp, strings_and_binaries_point_into_input)
@@ -128,13 +132,13 @@ Test(mp, strings_and_binaries_point_into_input)
 	msgpack_pack_bin(&pk, 3);
 	msgpack_pack_bin_body(&pk, "\x00\x01\x02", 3);
 	r = reader();
-	cr_assert_eq(mp_read_str(&r, &s, &n), 0);
-	cr_assert_eq(n, 5);
-	cr_assert_eq(memcmp(s, "hello", 5), 0);
+	cr_assert(eq(i64, mp_read_str(&r, &s, &n), 0));
+	cr_assert(eq(i64, n, 5));
+	cr_assert(eq(i64, memcmp(s, "hello", 5), 0));
 	cr_assert(s > sb.data && s < sb.data + sb.size);
-	cr_assert_eq(mp_read_bin(&r, &b, &n), 0);
-	cr_assert_eq(n, 3);
-	cr_assert_eq(b[2], 2);
+	cr_assert(eq(i64, mp_read_bin(&r, &b, &n), 0));
+	cr_assert(eq(i64, n, 3));
+	cr_assert(eq(i64, b[2], 2));
 }
 
 Test(mp, truncated_inputs)
@@ -149,13 +153,13 @@ Test(mp, truncated_inputs)
 	double d;
 
 	mp_reader_init(&r, str, sizeof(str));
-	cr_assert_eq(mp_read_str(&r, &s, &n), WEFT_ETRUNCATED);
+	cr_assert(eq(i64, mp_read_str(&r, &s, &n), WEFT_ETRUNCATED));
 	mp_reader_init(&r, u32, sizeof(u32));
-	cr_assert_eq(mp_read_u64(&r, &u), WEFT_ETRUNCATED);
+	cr_assert(eq(i64, mp_read_u64(&r, &u), WEFT_ETRUNCATED));
 	mp_reader_init(&r, f64, sizeof(f64));
-	cr_assert_eq(mp_read_f64(&r, &d), WEFT_ETRUNCATED);
+	cr_assert(eq(i64, mp_read_f64(&r, &d), WEFT_ETRUNCATED));
 	mp_reader_init(&r, str, 0);
-	cr_assert_eq(mp_read_nil(&r), WEFT_ETRUNCATED);
+	cr_assert(eq(i64, mp_read_nil(&r), WEFT_ETRUNCATED));
 }
 
 Test(mp, claimed_counts_are_checked_against_bytes_left)
@@ -171,13 +175,13 @@ Test(mp, claimed_counts_are_checked_against_bytes_left)
 	uint32_t n;
 
 	mp_reader_init(&r, arr, sizeof(arr));
-	cr_assert_eq(mp_read_array(&r, &n), WEFT_ECOUNT);
+	cr_assert(eq(i64, mp_read_array(&r, &n), WEFT_ECOUNT));
 	mp_reader_init(&r, map, sizeof(map));
-	cr_assert_eq(mp_read_map(&r, &n), WEFT_ECOUNT);
+	cr_assert(eq(i64, mp_read_map(&r, &n), WEFT_ECOUNT));
 	mp_reader_init(&r, str, sizeof(str));
-	cr_assert_eq(mp_read_str(&r, &s, &n), WEFT_ETRUNCATED);
+	cr_assert(eq(i64, mp_read_str(&r, &s, &n), WEFT_ETRUNCATED));
 	mp_reader_init(&r, arr, sizeof(arr));
-	cr_assert_eq(mp_skip(&r, 8), WEFT_ECOUNT);
+	cr_assert(eq(i64, mp_skip(&r, 8), WEFT_ECOUNT));
 }
 
 Test(mp, depth_is_capped)
@@ -188,12 +192,12 @@ Test(mp, depth_is_capped)
 		msgpack_pack_array(&pk, 1);
 	msgpack_pack_nil(&pk);
 	r = reader();
-	cr_assert_eq(mp_skip(&r, 32), WEFT_EDEPTH);
+	cr_assert(eq(i64, mp_skip(&r, 32), WEFT_EDEPTH));
 	r = reader();
-	cr_assert_eq(mp_check_value(&r, 32), WEFT_EDEPTH);
+	cr_assert(eq(i64, mp_check_value(&r, 32), WEFT_EDEPTH));
 	r = reader();
-	cr_assert_eq(mp_skip(&r, 41), 0, "41 levels fit a cap of 41");
-	cr_assert_eq(mp_left(&r), 0);
+	cr_assert(eq(i64, mp_skip(&r, 41), 0), "41 levels fit a cap of 41");
+	cr_assert(eq(i64, mp_left(&r), 0));
 }
 
 Test(mp, skip_covers_every_type)
@@ -216,8 +220,8 @@ Test(mp, skip_covers_every_type)
 	msgpack_pack_array(&pk, 0);
 	r = reader();
 	for (int i = 0; i < 9; i++)
-		cr_assert_eq(mp_skip(&r, 4), 0, "value %d", i);
-	cr_assert_eq(mp_left(&r), 0);
+		cr_assert(eq(i64, mp_skip(&r, 4), 0), "value %d", i);
+	cr_assert(eq(i64, mp_left(&r), 0));
 }
 
 Test(mp, never_used_byte_is_rejected)
@@ -226,7 +230,7 @@ Test(mp, never_used_byte_is_rejected)
 	struct mp_reader r;
 
 	mp_reader_init(&r, in, 1);
-	cr_assert_eq(mp_skip(&r, 4), WEFT_ETYPE);
+	cr_assert(eq(i64, mp_skip(&r, 4), WEFT_ETYPE));
 }
 
 Test(mp, json_values_accept_the_record_domain)
@@ -255,8 +259,8 @@ Test(mp, json_values_accept_the_record_domain)
 	msgpack_pack_array(&pk, 1);
 	msgpack_pack_uint8(&pk, 1);
 	r = reader();
-	cr_assert_eq(mp_check_value(&r, 8), 0);
-	cr_assert_eq(mp_left(&r), 0);
+	cr_assert(eq(i64, mp_check_value(&r, 8), 0));
+	cr_assert(eq(i64, mp_left(&r), 0));
 }
 
 static int
@@ -326,14 +330,14 @@ pack_big_uint(void)
 
 Test(mp, json_values_reject_what_jsonb_cannot_hold)
 {
-	cr_assert_eq(check_one(pack_bin), WEFT_ETYPE);
-	cr_assert_eq(check_one(pack_ext), WEFT_ETYPE);
-	cr_assert_eq(check_one(pack_int_key), WEFT_ETYPE);
-	cr_assert_eq(check_one(pack_nan), WEFT_EENCODING);
-	cr_assert_eq(check_one(pack_inf), WEFT_EENCODING);
-	cr_assert_eq(check_one(pack_bad_utf8), WEFT_EENCODING);
-	cr_assert_eq(check_one(pack_nul), WEFT_EENCODING);
-	cr_assert_eq(check_one(pack_big_uint), WEFT_ERANGE);
+	cr_assert(eq(i64, check_one(pack_bin), WEFT_ETYPE));
+	cr_assert(eq(i64, check_one(pack_ext), WEFT_ETYPE));
+	cr_assert(eq(i64, check_one(pack_int_key), WEFT_ETYPE));
+	cr_assert(eq(i64, check_one(pack_nan), WEFT_EENCODING));
+	cr_assert(eq(i64, check_one(pack_inf), WEFT_EENCODING));
+	cr_assert(eq(i64, check_one(pack_bad_utf8), WEFT_EENCODING));
+	cr_assert(eq(i64, check_one(pack_nul), WEFT_EENCODING));
+	cr_assert(eq(i64, check_one(pack_big_uint), WEFT_ERANGE));
 }
 
 Test(mp, utf8_validation)

@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE /* memmem */
 #include <criterion/criterion.h>
+#include <criterion/new/assert.h>
 #include <msgpack.h>
 #include <string.h>
 
@@ -82,9 +83,10 @@ assert_str(struct proto_str got, const char *want, const char *what)
 static void
 assert_bytes(struct proto_bytes got, struct proto_bytes want, const char *what)
 {
-	cr_assert_eq(got.len, want.len, "%s: length %u, expected %u", what,
-		     got.len, want.len);
-	cr_assert_eq(memcmp(got.p, want.p, got.len), 0, "%s differs", what);
+	cr_assert(eq(i64, got.len, want.len), "%s: length %u, expected %u",
+		  what, got.len, want.len);
+	cr_assert(eq(i64, memcmp(got.p, want.p, got.len), 0), "%s differs",
+		  what);
 }
 
 /* a small row {"title": t, "n": n, "tags": ["a","b"]}, kept in a static */
@@ -108,7 +110,7 @@ row(const char *title, int n)
 	msgpack_pack_array(&p, 2);
 	msgpack_pack_str_with_body(&p, "a", 1);
 	msgpack_pack_str_with_body(&p, "b", 1);
-	cr_assert_leq(s.size, 128);
+	cr_assert(le(i64, s.size, 128));
 	memcpy(dst, s.data, s.size);
 	struct proto_bytes b = { (const uint8_t *)dst, (uint32_t)s.size };
 	msgpack_sbuffer_destroy(&s);
@@ -148,19 +150,19 @@ round_trip(const struct proto_msg *m, struct proto_msg *got)
 
 	buf_reset(&out);
 	rc = proto_encode(&out, m, FRAME_MAX_DEFAULT);
-	cr_assert_eq(rc, 0, "encode %s: %s", proto_type_name(m->type),
-		     weft_errname(rc));
+	cr_assert(eq(i64, rc, 0), "encode %s: %s", proto_type_name(m->type),
+		  weft_errname(rc));
 	len = frame_get_header(out.data);
-	cr_assert_eq(len, out.len - FRAME_HEADER, "frame length prefix");
+	cr_assert(eq(i64, len, out.len - FRAME_HEADER), "frame length prefix");
 	rc = proto_decode(out.data + FRAME_HEADER, len, got, &err);
-	cr_assert_eq(rc, 0, "decode %s: %s (%s)", proto_type_name(m->type),
-		     weft_errname(rc), err.msg);
-	cr_assert_eq(got->type, m->type);
+	cr_assert(eq(i64, rc, 0), "decode %s: %s (%s)",
+		  proto_type_name(m->type), weft_errname(rc), err.msg);
+	cr_assert(eq(i64, got->type, m->type));
 	buf_init(&again, 0);
-	cr_assert_eq(proto_encode(&again, got, FRAME_MAX_DEFAULT), 0);
-	cr_assert_eq(again.len, out.len, "re-encoded length differs");
-	cr_assert_eq(memcmp(again.data, out.data, out.len), 0,
-		     "re-encoded bytes differ");
+	cr_assert(eq(i64, proto_encode(&again, got, FRAME_MAX_DEFAULT), 0));
+	cr_assert(eq(i64, again.len, out.len), "re-encoded length differs");
+	cr_assert(eq(i64, memcmp(again.data, out.data, out.len), 0),
+		  "re-encoded bytes differ");
 	buf_fini(&again);
 }
 
@@ -177,12 +179,12 @@ Test(proto, hello)
 					  { 123456789, 3 },
 					  S("libweft/0.1.0") };
 	round_trip(&m, &g);
-	cr_assert_eq(g.u.hello.rid, 7);
-	cr_assert_eq(g.u.hello.proto, PROTO_VERSION);
+	cr_assert(eq(i64, g.u.hello.rid, 7));
+	cr_assert(eq(i64, g.u.hello.proto, PROTO_VERSION));
 	assert_str(g.u.hello.token, "eyJ.a.b", "token");
 	assert_str(g.u.hello.client_id, "client-1", "client");
-	cr_assert_eq(g.u.hello.cursor.lsn, 123456789);
-	cr_assert_eq(g.u.hello.cursor.idx, 3);
+	cr_assert(eq(i64, g.u.hello.cursor.lsn, 123456789));
+	cr_assert(eq(i64, g.u.hello.cursor.idx, 3));
 	assert_str(g.u.hello.agent, "libweft/0.1.0", "agent");
 }
 
@@ -194,13 +196,13 @@ Test(proto, welcome)
 		(struct proto_welcome){ 7,  1,	   S("user-9"), S("fanout-a"),
 					42, 15000, 1 << 20,	256 };
 	round_trip(&m, &g);
-	cr_assert_eq(g.u.welcome.rid, 7);
+	cr_assert(eq(i64, g.u.welcome.rid, 7));
 	assert_str(g.u.welcome.user, "user-9", "user");
 	assert_str(g.u.welcome.node, "fanout-a", "node");
-	cr_assert_eq(g.u.welcome.session, 42);
-	cr_assert_eq(g.u.welcome.heartbeat_ms, 15000);
-	cr_assert_eq(g.u.welcome.max_frame, 1 << 20);
-	cr_assert_eq(g.u.welcome.max_ops, 256);
+	cr_assert(eq(i64, g.u.welcome.session, 42));
+	cr_assert(eq(i64, g.u.welcome.heartbeat_ms, 15000));
+	cr_assert(eq(i64, g.u.welcome.max_frame, 1 << 20));
+	cr_assert(eq(i64, g.u.welcome.max_ops, 256));
 }
 
 Test(proto, txn_with_every_op_kind)
@@ -258,35 +260,36 @@ Test(proto, txn_with_every_op_kind)
 		11, S("client-1"), 1234, { (uint32_t)nops, ops, NULL, 0 }
 	};
 	round_trip(&m, &g);
-	cr_assert_eq(g.u.txn.rid, 11);
+	cr_assert(eq(i64, g.u.txn.rid, 11));
 	assert_str(g.u.txn.client_id, "client-1", "client");
-	cr_assert_eq(g.u.txn.mid, 1234);
-	cr_assert_eq(g.u.txn.ops.n, nops);
+	cr_assert(eq(i64, g.u.txn.mid, 1234));
+	cr_assert(eq(i64, g.u.txn.ops.n, nops));
 	proto_iter_init(&it, &g.u.txn.ops);
 	while ((rc = proto_next_op(&it, &op)) == 1) {
 		const struct proto_op *w = &ops[i++];
 
-		cr_assert_eq(op.kind, w->kind, "op %zu kind", i);
+		cr_assert(eq(i64, op.kind, w->kind), "op %zu kind", i);
 		cr_assert(op.table.len == w->table.len &&
 			  memcmp(op.table.p, w->table.p, op.table.len) == 0);
 		cr_assert(op.id.len == w->id.len &&
 			  memcmp(op.id.p, w->id.p, op.id.len) == 0);
-		cr_assert_eq(op.space.p != NULL, w->space.p != NULL);
-		cr_assert_eq(op.field.p != NULL, w->field.p != NULL);
+		cr_assert(eq(i64, op.space.p != NULL, w->space.p != NULL));
+		cr_assert(eq(i64, op.field.p != NULL, w->field.p != NULL));
 		if (w->field.p)
-			cr_assert_eq(
-				memcmp(op.field.p, w->field.p, w->field.len),
-				0);
-		cr_assert_eq(op.value.p != NULL, w->value.p != NULL);
+			cr_assert(
+				eq(i64,
+				   memcmp(op.field.p, w->field.p, w->field.len),
+				   0));
+		cr_assert(eq(i64, op.value.p != NULL, w->value.p != NULL));
 		if (w->value.p)
 			assert_bytes(op.value, w->value, "value");
-		cr_assert_eq(op.data.p != NULL, w->data.p != NULL);
+		cr_assert(eq(i64, op.data.p != NULL, w->data.p != NULL));
 		if (w->data.p)
 			assert_bytes(op.data, w->data, "data");
-		cr_assert_eq(op.expect, w->expect, "op %zu expect", i);
+		cr_assert(eq(i64, op.expect, w->expect), "op %zu expect", i);
 	}
-	cr_assert_eq(rc, 0);
-	cr_assert_eq(i, nops);
+	cr_assert(eq(i64, rc, 0));
+	cr_assert(eq(i64, i, nops));
 }
 
 static struct proto_record recs[] = {
@@ -301,20 +304,20 @@ check_records(const struct proto_list *l)
 	struct proto_record r;
 	size_t i = 0;
 
-	cr_assert_eq(l->n, 2);
+	cr_assert(eq(i64, l->n, 2));
 	proto_iter_init(&it, l);
 	while (proto_next_record(&it, &r) == 1) {
 		assert_str(r.table, "issues", "table");
 		assert_str(r.id, i == 0 ? "i1" : "i2", "id");
 		assert_str(r.space, "team-a", "space");
-		cr_assert_eq(r.version, recs[i].version);
-		cr_assert_eq(r.deleted, recs[i].deleted);
-		cr_assert_eq(r.data.p != NULL, recs[i].data.p != NULL);
+		cr_assert(eq(i64, r.version, recs[i].version));
+		cr_assert(eq(i64, r.deleted, recs[i].deleted));
+		cr_assert(eq(i64, r.data.p != NULL, recs[i].data.p != NULL));
 		if (recs[i].data.p)
 			assert_bytes(r.data, recs[i].data, "data");
 		i++;
 	}
-	cr_assert_eq(i, 2);
+	cr_assert(eq(i64, i, 2));
 }
 
 Test(proto, ack)
@@ -324,9 +327,9 @@ Test(proto, ack)
 	recs[0].data = row("hello", 7);
 	m.u.ack = (struct proto_ack){ 12, 1234, true, { 2, recs, NULL, 0 } };
 	round_trip(&m, &g);
-	cr_assert_eq(g.u.ack.rid, 12);
-	cr_assert_eq(g.u.ack.mid, 1234);
-	cr_assert_eq(g.u.ack.replay, true);
+	cr_assert(eq(i64, g.u.ack.rid, 12));
+	cr_assert(eq(i64, g.u.ack.mid, 1234));
+	cr_assert(eq(i64, g.u.ack.replay, true));
 	check_records(&g.u.ack.records);
 }
 
@@ -345,12 +348,12 @@ Test(proto, reject)
 					    true,
 					    { 2, recs, NULL, 0 } };
 	round_trip(&m, &g);
-	cr_assert_eq(g.u.reject.rid, 13);
-	cr_assert_eq(g.u.reject.mid, 1235);
-	cr_assert_eq(g.u.reject.code, WEFT_ECONFLICT);
+	cr_assert(eq(i64, g.u.reject.rid, 13));
+	cr_assert(eq(i64, g.u.reject.mid, 1235));
+	cr_assert(eq(i64, g.u.reject.code, WEFT_ECONFLICT));
 	assert_str(g.u.reject.msg, "issues/i1 is at version 3, expected 2",
 		   "msg");
-	cr_assert_eq(g.u.reject.opnum, 2);
+	cr_assert(eq(i64, g.u.reject.opnum, 2));
 	assert_str(g.u.reject.field, "status", "field");
 	cr_assert(g.u.reject.replay);
 	check_records(&g.u.reject.records);
@@ -366,15 +369,15 @@ Test(proto, fetch_and_records)
 
 	m.u.fetch = (struct proto_fetch){ 14, { 2, refs, NULL, 0 } };
 	round_trip(&m, &g);
-	cr_assert_eq(g.u.fetch.rid, 14);
+	cr_assert(eq(i64, g.u.fetch.rid, 14));
 	proto_iter_init(&it, &g.u.fetch.keys);
-	cr_assert_eq(proto_next_keyref(&it, &r), 1);
+	cr_assert(eq(i64, proto_next_keyref(&it, &r), 1));
 	assert_str(r.table, "issues", "table");
 	assert_str(r.id, "i1", "id");
-	cr_assert_eq(proto_next_keyref(&it, &r), 1);
+	cr_assert(eq(i64, proto_next_keyref(&it, &r), 1));
 	assert_str(r.table, "comments", "table");
 	assert_str(r.id, "c9", "id");
-	cr_assert_eq(proto_next_keyref(&it, &r), 0);
+	cr_assert(eq(i64, proto_next_keyref(&it, &r), 0));
 
 	recs[0].data = row("fetched", 2);
 	m = (struct proto_msg){ .type = PROTO_RECORDS };
@@ -382,12 +385,12 @@ Test(proto, fetch_and_records)
 					      { 2, recs, NULL, 0 },
 					      { 1, &refs[1], NULL, 0 } };
 	round_trip(&m, &g);
-	cr_assert_eq(g.u.records.rid, 14);
+	cr_assert(eq(i64, g.u.records.rid, 14));
 	check_records(&g.u.records.records);
 	proto_iter_init(&it, &g.u.records.missing);
-	cr_assert_eq(proto_next_keyref(&it, &r), 1);
+	cr_assert(eq(i64, proto_next_keyref(&it, &r), 1));
 	assert_str(r.id, "c9", "missing id");
-	cr_assert_eq(proto_next_keyref(&it, &r), 0);
+	cr_assert(eq(i64, proto_next_keyref(&it, &r), 0));
 }
 
 Test(proto, bootstrap_and_page)
@@ -399,11 +402,11 @@ Test(proto, bootstrap_and_page)
 		15, S("team-a"), { tok, sizeof(tok) }, 256 * 1024
 	};
 	round_trip(&m, &g);
-	cr_assert_eq(g.u.bootstrap.rid, 15);
+	cr_assert(eq(i64, g.u.bootstrap.rid, 15));
 	assert_str(g.u.bootstrap.space, "team-a", "space");
 	assert_bytes(g.u.bootstrap.token,
 		     (struct proto_bytes){ tok, sizeof(tok) }, "token");
-	cr_assert_eq(g.u.bootstrap.max_bytes, 256 * 1024);
+	cr_assert(eq(i64, g.u.bootstrap.max_bytes, 256 * 1024));
 
 	recs[0].data = row("page", 3);
 	m = (struct proto_msg){ .type = PROTO_PAGE };
@@ -414,13 +417,13 @@ Test(proto, bootstrap_and_page)
 					{ 0x16B3748, 0 },
 					100000 };
 	round_trip(&m, &g);
-	cr_assert_eq(g.u.page.rid, 15);
+	cr_assert(eq(i64, g.u.page.rid, 15));
 	assert_str(g.u.page.space, "team-a", "space");
 	check_records(&g.u.page.records);
 	assert_bytes(g.u.page.next, (struct proto_bytes){ tok, sizeof(tok) },
 		     "next");
-	cr_assert_eq(g.u.page.cursor.lsn, 0x16B3748);
-	cr_assert_eq(g.u.page.total, 100000);
+	cr_assert(eq(i64, g.u.page.cursor.lsn, 0x16B3748));
+	cr_assert(eq(i64, g.u.page.total, 100000));
 }
 
 Test(proto, last_page_has_no_next_token)
@@ -430,7 +433,7 @@ Test(proto, last_page_has_no_next_token)
 	m.u.page = (struct proto_page){ .rid = 1, .space = S("s") };
 	round_trip(&m, &g);
 	cr_assert_null(g.u.page.next.p);
-	cr_assert_eq(g.u.page.records.n, 0);
+	cr_assert(eq(i64, g.u.page.records.n, 0));
 }
 
 Test(proto, subscribe_unsubscribe_subscribed)
@@ -449,32 +452,32 @@ Test(proto, subscribe_unsubscribe_subscribed)
 	m.u.subscribe =
 		(struct proto_subscribe){ 16, { 2, keys, NULL, 0 }, { 99, 1 } };
 	round_trip(&m, &g);
-	cr_assert_eq(g.u.subscribe.rid, 16);
-	cr_assert_eq(g.u.subscribe.cursor.lsn, 99);
-	cr_assert_eq(g.u.subscribe.cursor.idx, 1);
+	cr_assert(eq(i64, g.u.subscribe.rid, 16));
+	cr_assert(eq(i64, g.u.subscribe.cursor.lsn, 99));
+	cr_assert(eq(i64, g.u.subscribe.cursor.idx, 1));
 	proto_iter_init(&it, &g.u.subscribe.keys);
-	cr_assert_eq(proto_next_str(&it, &k), 1);
+	cr_assert(eq(i64, proto_next_str(&it, &k), 1));
 	assert_str(k, "space/team-a", "key 0");
-	cr_assert_eq(proto_next_str(&it, &k), 1);
+	cr_assert(eq(i64, proto_next_str(&it, &k), 1));
 	assert_str(k, "rec/issues/i1", "key 1");
-	cr_assert_eq(proto_next_str(&it, &k), 0);
+	cr_assert(eq(i64, proto_next_str(&it, &k), 0));
 
 	m.type = PROTO_UNSUBSCRIBE;
 	m.u.subscribe.cursor = (struct proto_cursor){ 0, 0 };
 	round_trip(&m, &g);
-	cr_assert_eq(g.type, PROTO_UNSUBSCRIBE);
-	cr_assert_eq(g.u.subscribe.keys.n, 2);
+	cr_assert(eq(i64, g.type, PROTO_UNSUBSCRIBE));
+	cr_assert(eq(i64, g.u.subscribe.keys.n, 2));
 
 	m = (struct proto_msg){ .type = PROTO_SUBSCRIBED };
 	m.u.subscribed = (struct proto_subscribed){ 16, { 2, res, NULL, 0 } };
 	round_trip(&m, &g);
 	proto_iter_init(&it, &g.u.subscribed.results);
-	cr_assert_eq(proto_next_subres(&it, &r), 1);
+	cr_assert(eq(i64, proto_next_subres(&it, &r), 1));
 	assert_str(r.key, "space/team-a", "key");
-	cr_assert_eq(r.code, 0);
+	cr_assert(eq(i64, r.code, 0));
 	cr_assert_null(r.msg.p);
-	cr_assert_eq(proto_next_subres(&it, &r), 1);
-	cr_assert_eq(r.code, WEFT_EPERM);
+	cr_assert(eq(i64, proto_next_subres(&it, &r), 1));
+	cr_assert(eq(i64, r.code, WEFT_EPERM));
 	assert_str(r.msg, "not a member of 'team-z'", "msg");
 }
 
@@ -508,28 +511,28 @@ Test(proto, push)
 					{ 420, 7 },
 					{ 2, ch, NULL, 0 } };
 	round_trip(&m, &g);
-	cr_assert_eq(g.u.push.cursor.lsn, 500);
-	cr_assert_eq(g.u.push.cursor.idx, 1);
-	cr_assert_eq(g.u.push.prev.lsn, 420);
-	cr_assert_eq(g.u.push.prev.idx, 7);
+	cr_assert(eq(i64, g.u.push.cursor.lsn, 500));
+	cr_assert(eq(i64, g.u.push.cursor.idx, 1));
+	cr_assert(eq(i64, g.u.push.prev.lsn, 420));
+	cr_assert(eq(i64, g.u.push.prev.idx, 7));
 	proto_iter_init(&it, &g.u.push.changes);
 	for (int i = 0; i < 2; i++) {
-		cr_assert_eq(proto_next_change(&it, &c), 1);
-		cr_assert_eq(c.cursor.lsn, ch[i].cursor.lsn);
-		cr_assert_eq(c.cursor.idx, ch[i].cursor.idx);
+		cr_assert(eq(i64, proto_next_change(&it, &c), 1));
+		cr_assert(eq(i64, c.cursor.lsn, ch[i].cursor.lsn));
+		cr_assert(eq(i64, c.cursor.idx, ch[i].cursor.idx));
 		assert_str(c.key, "space/team-a", "key");
 		assert_str(c.table, "issues", "table");
 		assert_str(c.id, i ? "i2" : "i1", "id");
 		assert_str(c.space, "team-a", "space");
-		cr_assert_eq(c.version, ch[i].version);
-		cr_assert_eq(c.op, ch[i].op);
-		cr_assert_eq(c.deleted, ch[i].deleted);
+		cr_assert(eq(i64, c.version, ch[i].version));
+		cr_assert(eq(i64, c.op, ch[i].op));
+		cr_assert(eq(i64, c.deleted, ch[i].deleted));
 		if (ch[i].data.p)
 			assert_bytes(c.data, ch[i].data, "data");
 		else
 			cr_assert_null(c.data.p);
 	}
-	cr_assert_eq(proto_next_change(&it, &c), 0);
+	cr_assert(eq(i64, proto_next_change(&it, &c), 0));
 }
 
 Test(proto, catchup_unavailable)
@@ -543,10 +546,10 @@ Test(proto, catchup_unavailable)
 					      { 1000, 0 },
 					      S("cursor older than window") };
 	round_trip(&m, &g);
-	cr_assert_eq(g.u.catchup.oldest.lsn, 1000);
+	cr_assert(eq(i64, g.u.catchup.oldest.lsn, 1000));
 	assert_str(g.u.catchup.msg, "cursor older than window", "msg");
 	proto_iter_init(&it, &g.u.catchup.keys);
-	cr_assert_eq(proto_next_str(&it, &k), 1);
+	cr_assert(eq(i64, proto_next_str(&it, &k), 1));
 	assert_str(k, "space/team-a", "key");
 }
 
@@ -558,10 +561,10 @@ Test(proto, error)
 		(struct proto_error){ 17, WEFT_EGAP,
 				      S("mutation 9 skips ahead"), 5, true };
 	round_trip(&m, &g);
-	cr_assert_eq(g.u.error.rid, 17);
-	cr_assert_eq(g.u.error.code, WEFT_EGAP);
+	cr_assert(eq(i64, g.u.error.rid, 17));
+	cr_assert(eq(i64, g.u.error.code, WEFT_EGAP));
 	assert_str(g.u.error.msg, "mutation 9 skips ahead", "msg");
-	cr_assert_eq(g.u.error.expected, 5);
+	cr_assert(eq(i64, g.u.error.expected, 5));
 	cr_assert(g.u.error.fatal);
 }
 
@@ -571,11 +574,11 @@ Test(proto, ping_pong)
 
 	m.u.ping.nonce = 0xdeadbeefcafe;
 	round_trip(&m, &g);
-	cr_assert_eq(g.u.ping.nonce, 0xdeadbeefcafe);
+	cr_assert(eq(i64, g.u.ping.nonce, 0xdeadbeefcafe));
 	m.type = PROTO_PONG;
 	round_trip(&m, &g);
-	cr_assert_eq(g.type, PROTO_PONG);
-	cr_assert_eq(g.u.ping.nonce, 0xdeadbeefcafe);
+	cr_assert(eq(i64, g.type, PROTO_PONG));
+	cr_assert(eq(i64, g.u.ping.nonce, 0xdeadbeefcafe));
 }
 
 Test(proto, backoff)
@@ -585,8 +588,8 @@ Test(proto, backoff)
 	m.u.backoff =
 		(struct proto_backoff){ 18, 2500, true, S("node draining") };
 	round_trip(&m, &g);
-	cr_assert_eq(g.u.backoff.rid, 18);
-	cr_assert_eq(g.u.backoff.retry_ms, 2500);
+	cr_assert(eq(i64, g.u.backoff.rid, 18));
+	cr_assert(eq(i64, g.u.backoff.retry_ms, 2500));
 	cr_assert(g.u.backoff.reconnect);
 	assert_str(g.u.backoff.msg, "node draining", "msg");
 }
@@ -606,9 +609,9 @@ Test(proto, set_to_null_is_not_absent)
 	m.u.txn = (struct proto_txn){ 1, S("c"), 1, { 1, &op, NULL, 0 } };
 	round_trip(&m, &g);
 	proto_iter_init(&it, &g.u.txn.ops);
-	cr_assert_eq(proto_next_op(&it, &got), 1);
-	cr_assert_eq(got.value.len, 1);
-	cr_assert_eq(got.value.p[0], 0xc0);
+	cr_assert(eq(i64, proto_next_op(&it, &got), 1));
+	cr_assert(eq(i64, got.value.len, 1));
+	cr_assert(eq(i64, got.value.p[0], 0xc0));
 }
 
 Test(proto, decoding_allocates_nothing)
@@ -628,21 +631,22 @@ Test(proto, decoding_allocates_nothing)
 					    .space = S("s"),
 					    .data = row("t", i) };
 	m.u.txn = (struct proto_txn){ 1, S("c"), 1, { 64, ops, NULL, 0 } };
-	cr_assert_eq(proto_encode(&out, &m, 0), 0);
+	cr_assert(eq(i64, proto_encode(&out, &m, 0), 0));
 	before = allocs;
-	cr_assert_eq(proto_decode(out.data + 4, out.len - 4, &g, &err), 0);
+	cr_assert(
+		eq(i64, proto_decode(out.data + 4, out.len - 4, &g, &err), 0));
 	proto_iter_init(&it, &g.u.txn.ops);
 	while (proto_next_op(&it, &op) == 1)
 		n++;
-	cr_assert_eq(allocs, before, "decoder allocated %lu times",
-		     allocs - before);
-	cr_assert_eq(n, 64);
+	cr_assert(eq(i64, allocs, before), "decoder allocated %lu times",
+		  allocs - before);
+	cr_assert(eq(i64, n, 64));
 	/* and the counter works: encoding into a fresh buffer allocates */
 	struct buf b2;
 	buf_init(&b2, 0);
 	before = allocs;
 	proto_encode(&b2, &m, 0);
-	cr_assert_gt(allocs, before, "allocation counter is live");
+	cr_assert(gt(i64, allocs, before), "allocation counter is live");
 	buf_fini(&b2);
 }
 
@@ -656,16 +660,17 @@ Test(proto, encoder_rejects_invalid_messages)
 	struct proto_msg m = { .type = PROTO_TXN };
 
 	m.u.txn = (struct proto_txn){ 1, S("c"), 1, { 1, &bad, NULL, 0 } };
-	cr_assert_eq(proto_encode(&out, &m, 0), WEFT_EINVAL);
-	cr_assert_eq(out.len, 0, "output left as it was");
-	cr_assert_eq(out.err, 0);
+	cr_assert(eq(i64, proto_encode(&out, &m, 0), WEFT_EINVAL));
+	cr_assert(eq(i64, out.len, 0), "output left as it was");
+	cr_assert(eq(i64, out.err, 0));
 
 	m.u.txn = (struct proto_txn){ 1, S("c"), 0, { 0, NULL, NULL, 0 } };
-	cr_assert_eq(proto_encode(&out, &m, 0), WEFT_EINVAL, "mid 0, no ops");
+	cr_assert(eq(i64, proto_encode(&out, &m, 0), WEFT_EINVAL),
+		  "mid 0, no ops");
 
 	m = (struct proto_msg){ .type = PROTO_ERROR };
 	m.u.error = (struct proto_error){ .code = -1, .msg = S("") };
-	cr_assert_eq(proto_encode(&out, &m, 0), 0, "empty text is fine");
+	cr_assert(eq(i64, proto_encode(&out, &m, 0), 0), "empty text is fine");
 
 	m = (struct proto_msg){ .type = PROTO_ACK };
 	m.u.ack.mid = 1;
@@ -673,8 +678,8 @@ Test(proto, encoder_rejects_invalid_messages)
 		S("t"), S("i"), S("s"), 1, false, { (const uint8_t *)"\x01", 1 }
 	};
 	m.u.ack.records = (struct proto_list){ 1, &r, NULL, 0 };
-	cr_assert_eq(proto_encode(&out, &m, 0), WEFT_EINVAL,
-		     "data must be a map");
+	cr_assert(eq(i64, proto_encode(&out, &m, 0), WEFT_EINVAL),
+		  "data must be a map");
 }
 
 Test(proto, encoder_respects_max_frame)
@@ -686,9 +691,9 @@ Test(proto, encoder_respects_max_frame)
 	text[sizeof(text) - 1] = '\0';
 	m.u.error = (struct proto_error){ 1, WEFT_EIO, S(text), 0, false };
 	buf_append(&out, "keep", 4);
-	cr_assert_eq(proto_encode(&out, &m, 100), WEFT_ETOOBIG);
-	cr_assert_eq(out.len, 4, "output left as it was");
-	cr_assert_eq(proto_encode(&out, &m, 1000), 0);
+	cr_assert(eq(i64, proto_encode(&out, &m, 100), WEFT_ETOOBIG));
+	cr_assert(eq(i64, out.len, 4), "output left as it was");
+	cr_assert(eq(i64, proto_encode(&out, &m, 1000), 0));
 }
 
 /* ---- malformed input: each class gets its own error ---- */
@@ -768,7 +773,7 @@ Test(proto, wrong_type_names_the_field)
 	struct proto_err err;
 
 	txn_with_table(table_int);
-	cr_assert_eq(decode_sb(&err), WEFT_ETYPE);
+	cr_assert(eq(i64, decode_sb(&err), WEFT_ETYPE));
 	cr_assert_str_eq(err.path, "ops[0].table");
 	cr_assert_str_eq(err.msg, "ops[0].table: expected str, got uint");
 }
@@ -778,7 +783,7 @@ Test(proto, valid_base_decodes)
 	struct proto_err err;
 
 	txn_with_table(table_ok);
-	cr_assert_eq(decode_sb(&err), 0, "%s", err.msg);
+	cr_assert(eq(i64, decode_sb(&err), 0), "%s", err.msg);
 }
 
 Test(proto, oversized_string_is_etoobig)
@@ -786,7 +791,7 @@ Test(proto, oversized_string_is_etoobig)
 	struct proto_err err;
 
 	txn_with_table(table_long);
-	cr_assert_eq(decode_sb(&err), WEFT_ETOOBIG);
+	cr_assert(eq(i64, decode_sb(&err), WEFT_ETOOBIG));
 	cr_assert_str_eq(err.path, "ops[0].table");
 }
 
@@ -795,10 +800,10 @@ Test(proto, bad_utf8_and_empty_names)
 	struct proto_err err;
 
 	txn_with_table(table_bad_utf8);
-	cr_assert_eq(decode_sb(&err), WEFT_EENCODING);
+	cr_assert(eq(i64, decode_sb(&err), WEFT_EENCODING));
 	msgpack_sbuffer_clear(&sb);
 	txn_with_table(table_empty);
-	cr_assert_eq(decode_sb(&err), WEFT_ERANGE);
+	cr_assert(eq(i64, decode_sb(&err), WEFT_ERANGE));
 	cr_assert_str_eq(err.path, "ops[0].table");
 }
 
@@ -827,8 +832,8 @@ Test(proto, truncated_inside_a_string_is_etruncated)
 	 * (1 byte), so cut inside "issues" */
 	const char *at = memmem(sb.data, sb.size, "issues", 6);
 	size_t cut = (size_t)(at - sb.data) + 3;
-	cr_assert_eq(proto_decode((const uint8_t *)sb.data, cut, &g, &err),
-		     WEFT_ETRUNCATED);
+	cr_assert(eq(i64, proto_decode((const uint8_t *)sb.data, cut, &g, &err),
+		     WEFT_ETRUNCATED));
 	cr_assert_str_eq(err.path, "ops[0].table");
 }
 
@@ -838,7 +843,7 @@ Test(proto, trailing_bytes_are_rejected)
 
 	txn_with_table(table_ok);
 	msgpack_pack_nil(&pk);
-	cr_assert_eq(decode_sb(&err), WEFT_ETRAILING);
+	cr_assert(eq(i64, decode_sb(&err), WEFT_ETRAILING));
 	cr_assert_not_null(strstr(err.msg, "1 bytes after"), "%s", err.msg);
 }
 
@@ -854,10 +859,11 @@ Test(proto, huge_claimed_counts_are_ecount)
 	struct proto_msg g;
 	unsigned long before = allocs;
 
-	cr_assert_eq(proto_decode(in, sizeof(in), &g, &err), WEFT_ECOUNT);
+	cr_assert(eq(i64, proto_decode(in, sizeof(in), &g, &err), WEFT_ECOUNT));
 	cr_assert_str_eq(err.path, "changes");
-	cr_assert_eq(proto_decode(in2, sizeof(in2), &g, &err), WEFT_ECOUNT);
-	cr_assert_eq(allocs, before, "nothing allocated for the claims");
+	cr_assert(
+		eq(i64, proto_decode(in2, sizeof(in2), &g, &err), WEFT_ECOUNT));
+	cr_assert(eq(i64, allocs, before), "nothing allocated for the claims");
 }
 
 Test(proto, list_over_protocol_limit_is_etoobig)
@@ -871,7 +877,7 @@ Test(proto, list_over_protocol_limit_is_etoobig)
 	msgpack_pack_array(&pk, PROTO_MAX_LIST + 1);
 	for (int i = 0; i < PROTO_MAX_LIST + 1; i++)
 		pack_key("k");
-	cr_assert_eq(decode_sb(&err), WEFT_ETOOBIG);
+	cr_assert(eq(i64, decode_sb(&err), WEFT_ETOOBIG));
 	cr_assert_str_eq(err.path, "keys");
 }
 
@@ -901,7 +907,7 @@ Test(proto, deep_nesting_is_edepth)
 	for (int i = 0; i < PROTO_MAX_DEPTH + 1; i++)
 		msgpack_pack_array(&pk, 1);
 	msgpack_pack_nil(&pk);
-	cr_assert_eq(decode_sb(&err), WEFT_EDEPTH);
+	cr_assert(eq(i64, decode_sb(&err), WEFT_EDEPTH));
 	cr_assert_str_eq(err.path, "ops[0].value");
 }
 
@@ -916,7 +922,7 @@ Test(proto, deep_nesting_in_unknown_field_is_edepth)
 	for (int i = 0; i < 10000; i++)
 		msgpack_pack_array(&pk, 1);
 	msgpack_pack_nil(&pk);
-	cr_assert_eq(decode_sb(&err), WEFT_EDEPTH);
+	cr_assert(eq(i64, decode_sb(&err), WEFT_EDEPTH));
 	cr_assert_str_eq(err.path, "future");
 }
 
@@ -934,9 +940,11 @@ Test(proto, unknown_fields_are_skipped)
 	msgpack_pack_bin_with_body(&pk, "zz", 2);
 	pack_key("nonce");
 	msgpack_pack_uint8(&pk, 9);
-	cr_assert_eq(proto_decode((const uint8_t *)sb.data, sb.size, &g, &err),
-		     0, "%s", err.msg);
-	cr_assert_eq(g.u.ping.nonce, 9);
+	cr_assert(eq(i64,
+		     proto_decode((const uint8_t *)sb.data, sb.size, &g, &err),
+		     0),
+		  "%s", err.msg);
+	cr_assert(eq(i64, g.u.ping.nonce, 9));
 }
 
 Test(proto, missing_required_field_is_emissing)
@@ -950,7 +958,7 @@ Test(proto, missing_required_field_is_emissing)
 	msgpack_pack_uint8(&pk, 1);
 	pack_key("client");
 	pack_key("c");
-	cr_assert_eq(decode_sb(&err), WEFT_EMISSING);
+	cr_assert(eq(i64, decode_sb(&err), WEFT_EMISSING));
 	cr_assert_str_eq(err.path, "token");
 }
 
@@ -974,7 +982,7 @@ Test(proto, op_specific_required_field_is_emissing)
 	pack_key("t");
 	pack_key("id");
 	pack_key("i");
-	cr_assert_eq(decode_sb(&err), WEFT_EMISSING);
+	cr_assert(eq(i64, decode_sb(&err), WEFT_EMISSING));
 	cr_assert_str_eq(err.path, "ops[0].space");
 }
 
@@ -989,7 +997,7 @@ Test(proto, duplicate_field_is_edupfield)
 	msgpack_pack_uint8(&pk, 1);
 	pack_key("nonce");
 	msgpack_pack_uint8(&pk, 2);
-	cr_assert_eq(decode_sb(&err), WEFT_EDUPFIELD);
+	cr_assert(eq(i64, decode_sb(&err), WEFT_EDUPFIELD));
 	cr_assert_str_eq(err.path, "nonce");
 }
 
@@ -1000,7 +1008,7 @@ Test(proto, unknown_message_type_and_op_kind_are_eunknown)
 	msgpack_pack_array(&pk, 2);
 	msgpack_pack_uint8(&pk, 99);
 	msgpack_pack_map(&pk, 0);
-	cr_assert_eq(decode_sb(&err), WEFT_EUNKNOWN);
+	cr_assert(eq(i64, decode_sb(&err), WEFT_EUNKNOWN));
 	cr_assert_str_eq(err.path, "type");
 
 	msgpack_sbuffer_clear(&sb);
@@ -1020,7 +1028,7 @@ Test(proto, unknown_message_type_and_op_kind_are_eunknown)
 	pack_key("t");
 	pack_key("id");
 	pack_key("i");
-	cr_assert_eq(decode_sb(&err), WEFT_EUNKNOWN);
+	cr_assert(eq(i64, decode_sb(&err), WEFT_EUNKNOWN));
 	cr_assert_str_eq(err.path, "ops[0].op");
 }
 
@@ -1045,7 +1053,7 @@ Test(proto, out_of_range_numbers_are_erange)
 	pack_key("s");
 	pack_key("ver");
 	msgpack_pack_uint8(&pk, 0);
-	cr_assert_eq(decode_sb(&err), WEFT_ERANGE);
+	cr_assert(eq(i64, decode_sb(&err), WEFT_ERANGE));
 	cr_assert_str_eq(err.path, "records[0].ver");
 
 	/* a u32 field given 2^32 */
@@ -1055,7 +1063,7 @@ Test(proto, out_of_range_numbers_are_erange)
 	msgpack_pack_map(&pk, 1);
 	pack_key("retry_ms");
 	msgpack_pack_uint64(&pk, 1ull << 32);
-	cr_assert_eq(decode_sb(&err), WEFT_ERANGE);
+	cr_assert(eq(i64, decode_sb(&err), WEFT_ERANGE));
 	cr_assert_str_eq(err.path, "retry_ms");
 }
 
@@ -1064,7 +1072,7 @@ Test(proto, frame_must_be_a_two_element_array)
 	struct proto_err err;
 
 	msgpack_pack_map(&pk, 0);
-	cr_assert_eq(decode_sb(&err), WEFT_ETYPE);
+	cr_assert(eq(i64, decode_sb(&err), WEFT_ETYPE));
 	cr_assert_str_eq(err.msg,
 			 "frame: expected array [type, fields], got map");
 	msgpack_sbuffer_clear(&sb);
@@ -1072,7 +1080,7 @@ Test(proto, frame_must_be_a_two_element_array)
 	msgpack_pack_uint8(&pk, 16);
 	msgpack_pack_map(&pk, 0);
 	msgpack_pack_nil(&pk);
-	cr_assert_eq(decode_sb(&err), WEFT_ETYPE);
+	cr_assert(eq(i64, decode_sb(&err), WEFT_ETYPE));
 }
 
 Test(proto, incr_needs_a_number)
@@ -1085,7 +1093,7 @@ Test(proto, incr_needs_a_number)
 	struct proto_msg m = { .type = PROTO_TXN };
 
 	m.u.txn = (struct proto_txn){ 1, S("c"), 1, { 1, &op, NULL, 0 } };
-	cr_assert_eq(proto_encode(&out, &m, 0), WEFT_EINVAL);
+	cr_assert(eq(i64, proto_encode(&out, &m, 0), WEFT_EINVAL));
 }
 
 Test(proto, names)
