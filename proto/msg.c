@@ -56,6 +56,10 @@ struct proto_desc {
 	int (*check)(const void *obj, const char *path, struct proto_err *err);
 };
 
+/* an element of a key list (PK_STRLIST) */
+static const struct pfield key_elem = { "key",	       PK_NAME, true, 0,
+					PROTO_MAX_KEY, 0,	NULL };
+
 /* PROTO_MAX_FIELDS - fields per struct, bounded by the `seen` bitmask. */
 #define PROTO_MAX_FIELDS 32
 
@@ -109,6 +113,15 @@ set_err(struct proto_err *err, int code, const char *path, const char *fmt, ...)
 	return code;
 }
 
+/* the type at the reader's position, for messages */
+static const char *
+peek_name(const struct mp_reader *r)
+{
+	enum mp_type t;
+
+	return mp_peek(r, &t) == 0 ? mp_type_name(t) : "end of input";
+}
+
 /* describe a low-level reader error for a field */
 static int
 reader_err(struct proto_err *err, int rc, const char *path,
@@ -149,9 +162,14 @@ name_ok(const char *s, uint32_t len)
 {
 	if (len == 0 || !mp_utf8_valid(s, len))
 		return false;
-	for (uint32_t i = 0; i < len; i++)
-		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-			return false;
+	for (uint32_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c < 0x20 || c == 0x7f)
+			return false; /* C0 controls, DEL */
+		if (c == 0xc2 && i + 1 < len && (unsigned char)s[i + 1] <= 0x9f)
+			return false; /* C1 controls U+0080..U+009F */
+	}
 	return true;
 }
 
@@ -171,7 +189,7 @@ check_op(const void *obj, const char *path, struct proto_err *err)
 {
 	const struct proto_op *op = obj;
 	char fp[128];
-	const char *need = NULL;
+	const char *need = NULL, *extra;
 
 	if (op->kind < 1 || op->kind > PROTO_OP_MAX) {
 		join_path(fp, sizeof(fp), path, "op");
@@ -203,9 +221,46 @@ check_op(const void *obj, const char *path, struct proto_err *err)
 			       "required by op '%s' but missing",
 			       proto_op_name(op->kind));
 	}
+	extra = op->kind == PROTO_OP_CREATE && op->expect ? "expect"
+		: op->kind != PROTO_OP_CREATE && op->kind != PROTO_OP_PUT &&
+				op->space.p
+			? "space"
+		: op->kind != PROTO_OP_CREATE && op->kind != PROTO_OP_PUT &&
+				op->data.p
+			? "data"
+		: (op->kind == PROTO_OP_CREATE || op->kind == PROTO_OP_PUT ||
+		   op->kind == PROTO_OP_DELETE) &&
+				op->field.p
+			? "field"
+		: (op->kind == PROTO_OP_CREATE || op->kind == PROTO_OP_PUT ||
+		   op->kind == PROTO_OP_DELETE || op->kind == PROTO_OP_UNSET) &&
+				op->value.p
+			? "value"
+			: NULL;
+	if (extra) {
+		join_path(fp, sizeof(fp), path, extra);
+		return set_err(err, WEFT_EINVAL, fp,
+			       "does not apply to op '%s'",
+			       proto_op_name(op->kind));
+	}
 	if (op->kind == PROTO_OP_INCR && !is_number(op->value)) {
 		join_path(fp, sizeof(fp), path, "value");
 		return set_err(err, WEFT_ETYPE, fp, "op 'incr' needs a number");
+	}
+	return 0;
+}
+
+/* a tombstone carries no row; a live row always does */
+static int
+check_tombstone(bool deleted, struct proto_bytes data, const char *path,
+		struct proto_err *err)
+{
+	char fp[128];
+
+	if (deleted && data.p) {
+		join_path(fp, sizeof(fp), path, "data");
+		return set_err(err, WEFT_EINVAL, fp,
+			       "a deleted record carries no data");
 	}
 	return 0;
 }
@@ -221,7 +276,50 @@ check_change(const void *obj, const char *path, struct proto_err *err)
 		return set_err(err, WEFT_EUNKNOWN, fp, "unknown op kind %u",
 			       ch->op);
 	}
-	return 0;
+	return check_tombstone(ch->deleted, ch->data, path, err);
+}
+
+static int
+check_record(const void *obj, const char *path, struct proto_err *err)
+{
+	const struct proto_record *rec = obj;
+
+	return check_tombstone(rec->deleted, rec->data, path, err);
+}
+
+/* error codes on the wire are weft_err values: negative */
+static int
+check_code(int32_t code, bool zero_ok, const char *path, struct proto_err *err)
+{
+	char fp[128];
+
+	if (code < 0 || (zero_ok && code == 0))
+		return 0;
+	join_path(fp, sizeof(fp), path, "code");
+	return set_err(err, WEFT_ERANGE, fp,
+		       "%d is not an error code (negative weft_err)%s", code,
+		       zero_ok ? " or 0" : "");
+}
+
+static int
+check_reject(const void *obj, const char *path, struct proto_err *err)
+{
+	return check_code(((const struct proto_reject *)obj)->code, false, path,
+			  err);
+}
+
+static int
+check_error(const void *obj, const char *path, struct proto_err *err)
+{
+	return check_code(((const struct proto_error *)obj)->code, false, path,
+			  err);
+}
+
+static int
+check_subres(const void *obj, const char *path, struct proto_err *err)
+{
+	return check_code(((const struct proto_subres *)obj)->code, true, path,
+			  err);
 }
 
 /* ------------------------------------------------------------------ */
@@ -259,7 +357,7 @@ static const struct pfield record_fields[] = {
 	F(proto_record, "deleted", PK_BOOL, false, deleted, 0, 0, NULL),
 	F(proto_record, "data", PK_MAP, false, data, 0, 0, NULL),
 };
-DESC(proto_record, record, record_fields, NULL);
+DESC(proto_record, record, record_fields, check_record);
 
 static const struct pfield keyref_fields[] = {
 	F(proto_keyref, "table", PK_NAME, true, table, 0, 0, NULL),
@@ -268,15 +366,15 @@ static const struct pfield keyref_fields[] = {
 DESC(proto_keyref, keyref, keyref_fields, NULL);
 
 static const struct pfield subres_fields[] = {
-	F(proto_subres, "key", PK_NAME, true, key, 0, 0, NULL),
+	F(proto_subres, "key", PK_NAME, true, key, PROTO_MAX_KEY, 0, NULL),
 	F(proto_subres, "code", PK_I32, false, code, 0, 0, NULL),
 	F(proto_subres, "msg", PK_TEXT, false, msg, PROTO_MAX_TEXT, 0, NULL),
 };
-DESC(proto_subres, subres, subres_fields, NULL);
+DESC(proto_subres, subres, subres_fields, check_subres);
 
 static const struct pfield change_fields[] = {
-	F(proto_change, "cursor", PK_CURSOR, true, cursor, 0, 0, NULL),
-	F(proto_change, "key", PK_NAME, false, key, 0, 0, NULL),
+	F(proto_change, "cursor", PK_CURSOR, true, cursor, 0, 1, NULL),
+	F(proto_change, "key", PK_NAME, false, key, PROTO_MAX_KEY, 0, NULL),
 	F(proto_change, "table", PK_NAME, true, table, 0, 0, NULL),
 	F(proto_change, "id", PK_NAME, true, id, 0, 0, NULL),
 	F(proto_change, "space", PK_NAME, true, space, 0, 0, NULL),
@@ -305,7 +403,8 @@ static const struct pfield welcome_fields[] = {
 	F(proto_welcome, "session", PK_U64, false, session, 0, 0, NULL),
 	F(proto_welcome, "heartbeat_ms", PK_U32, true, heartbeat_ms, 0, 1,
 	  NULL),
-	F(proto_welcome, "max_frame", PK_U32, true, max_frame, 0, 1, NULL),
+	F(proto_welcome, "max_frame", PK_U32, true, max_frame, FRAME_MAX_HARD,
+	  1, NULL),
 	F(proto_welcome, "max_ops", PK_U32, false, max_ops, 0, 0, NULL),
 };
 DESC(proto_welcome, welcome, welcome_fields, NULL);
@@ -336,7 +435,7 @@ static const struct pfield reject_fields[] = {
 	F(proto_reject, "replay", PK_BOOL, false, replay, 0, 0, NULL),
 	F(proto_reject, "records", PK_LIST, false, records, 0, 0, &desc_record),
 };
-DESC(proto_reject, reject, reject_fields, NULL);
+DESC(proto_reject, reject, reject_fields, check_reject);
 
 static const struct pfield fetch_fields[] = {
 	F(proto_fetch, "rid", PK_U64, false, rid, 0, 0, NULL),
@@ -388,7 +487,7 @@ static const struct pfield subscribed_fields[] = {
 DESC(proto_subscribed, subscribed, subscribed_fields, NULL);
 
 static const struct pfield push_fields[] = {
-	F(proto_push, "cursor", PK_CURSOR, true, cursor, 0, 0, NULL),
+	F(proto_push, "cursor", PK_CURSOR, true, cursor, 0, 1, NULL),
 	F(proto_push, "prev", PK_CURSOR, false, prev, 0, 0, NULL),
 	F(proto_push, "changes", PK_LIST, true, changes, 0, 1, &desc_change),
 };
@@ -408,7 +507,7 @@ static const struct pfield error_fields[] = {
 	F(proto_error, "expected", PK_U64, false, expected, 0, 0, NULL),
 	F(proto_error, "fatal", PK_BOOL, false, fatal, 0, 0, NULL),
 };
-DESC(proto_error, error, error_fields, NULL);
+DESC(proto_error, error, error_fields, check_error);
 
 static const struct pfield ping_fields[] = {
 	F(proto_ping, "nonce", PK_U64, false, nonce, 0, 0, NULL),
@@ -569,10 +668,8 @@ decode_list(struct mp_reader *r, const struct pfield *f, struct proto_list *l,
 		elem_path(ep, sizeof(ep), path, i);
 		if (f->kind == PK_STRLIST) {
 			struct proto_str s;
-			struct pfield sf = { f->name, PK_NAME, true, 0,
-					     0,	      0,       NULL };
 
-			rc = decode_str(r, &sf, &s, ep, err);
+			rc = decode_str(r, &key_elem, &s, ep, err);
 		} else {
 			union any_elem tmp;
 
@@ -609,6 +706,10 @@ decode_field(struct mp_reader *r, const struct pfield *f, void *obj,
 				       "%llu is below the minimum %llu",
 				       (unsigned long long)u,
 				       (unsigned long long)f->min);
+		if (f->max && u > f->max)
+			return set_err(err, WEFT_ERANGE, path,
+				       "%llu is above the maximum %u",
+				       (unsigned long long)u, f->max);
 		if (f->kind == PK_U64)
 			memcpy(at, &u, sizeof(u));
 		else
@@ -650,20 +751,32 @@ decode_field(struct mp_reader *r, const struct pfield *f, void *obj,
 		enum mp_type t;
 
 		rc = mp_peek(r, &t);
-		if (!rc && f->kind == PK_MAP && t != MP_MAP)
-			rc = WEFT_ETYPE;
-		if (!rc)
-			rc = mp_check_value(r, PROTO_MAX_DEPTH);
 		if (rc)
-			return reader_err(err, rc, path, r,
-					  f->kind == PK_MAP ? "map" : NULL);
+			return reader_err(err, rc, path, r, NULL);
+		if (f->kind == PK_MAP && t != MP_MAP)
+			return set_err(err, WEFT_ETYPE, path,
+				       "expected map, got %s", mp_type_name(t));
+		rc = mp_check_value(r, PROTO_MAX_DEPTH);
+		if (rc == WEFT_ETYPE)
+			return set_err(err, rc, path,
+				       "holds what row data cannot: bin, ext "
+				       "or a non-string map key (near %s)",
+				       peek_name(r));
+		if (rc)
+			return reader_err(err, rc, path, r, NULL);
 		b->p = start;
 		b->len = (uint32_t)(r->p - start);
 		return 0;
 	}
-	case PK_CURSOR:
-		return decode_cursor(r, (struct proto_cursor *)(void *)at, path,
-				     err);
+	case PK_CURSOR: {
+		struct proto_cursor *c = (struct proto_cursor *)(void *)at;
+
+		rc = decode_cursor(r, c, path, err);
+		if (!rc && f->min && !c->lsn && !c->idx)
+			return set_err(err, WEFT_ERANGE, path,
+				       "must not be the zero cursor");
+		return rc;
+	}
 	case PK_LIST:
 	case PK_STRLIST:
 		return decode_list(r, f, (struct proto_list *)(void *)at, path,
@@ -907,6 +1020,30 @@ present(const struct pfield *f, const void *obj)
 	return false;
 }
 
+/*
+ * can a required field be encoded from its zero value?  Numbers and bools
+ * can (0 and false are values, bounded by min); strings, bytes, lists and
+ * non-zero cursors cannot: there is nothing to send.
+ */
+static bool
+absent_ok(const struct pfield *f)
+{
+	switch (f->kind) {
+	case PK_U64:
+	case PK_U32:
+	case PK_I32:
+	case PK_BOOL:
+		return true;
+	case PK_CURSOR:
+		return f->min == 0;
+	case PK_LIST:
+	case PK_STRLIST:
+		return f->min == 0;
+	default:
+		return false;
+	}
+}
+
 static int encode_map(msgpack_packer *pk, struct buf *out,
 		      const struct proto_desc *d, const void *obj,
 		      const char *path, struct proto_err *err);
@@ -949,10 +1086,7 @@ encode_list(msgpack_packer *pk, struct buf *out, const struct pfield *f,
 	for (uint32_t i = 0; i < l->n; i++) {
 		elem_path(ep, sizeof(ep), path, i);
 		if (f->kind == PK_STRLIST) {
-			struct pfield sf = { f->name, PK_NAME, true, 0,
-					     0,	      0,       NULL };
-
-			rc = encode_str(pk, &sf,
+			rc = encode_str(pk, &key_elem,
 					((const struct proto_str *)l->items)[i],
 					ep, err);
 		} else {
@@ -980,10 +1114,11 @@ encode_field(msgpack_packer *pk, struct buf *out, const struct pfield *f,
 				     ? *(const uint64_t *)(const void *)at
 				     : *(const uint32_t *)(const void *)at;
 
-		if (u < f->min)
+		if (u < f->min || (f->max && u > f->max))
 			return set_err(err, WEFT_EINVAL, path,
-				       "below the minimum %llu",
-				       (unsigned long long)f->min);
+				       "outside %llu..%u",
+				       (unsigned long long)f->min,
+				       f->max ? f->max : UINT32_MAX);
 		msgpack_pack_uint64(pk, u);
 		return 0;
 	}
@@ -1066,7 +1201,14 @@ encode_map(msgpack_packer *pk, struct buf *out, const struct proto_desc *d,
 				       err->msg);
 	}
 	for (unsigned k = 0; k < d->nfields; k++) {
-		if (d->fields[k].required || present(&d->fields[k], obj))
+		const struct pfield *f = &d->fields[k];
+
+		if (f->required && !present(f, obj) && !absent_ok(f)) {
+			join_path(fp, sizeof(fp), path, f->name);
+			return set_err(err, WEFT_EINVAL, fp,
+				       "required field missing in %s", d->name);
+		}
+		if (f->required || present(f, obj))
 			n++;
 	}
 	msgpack_pack_map(pk, n);

@@ -33,21 +33,34 @@
 /* PROTO_VERSION - sent in HELLO; bumped on incompatible changes only. */
 #define PROTO_VERSION 1
 
-/* Limits on single fields.  Each is a hard protocol limit: a peer that
- * exceeds one gets WEFT_ETOOBIG naming the field. */
-#define PROTO_MAX_NAME                                                        \
-	256			  /* table, id, space, field, client id, key: \
-				   * identifiers, not content */
-#define PROTO_MAX_TOKEN	     8192 /* a JWT with generous claims */
-#define PROTO_MAX_TEXT	     1024 /* error and rejection messages */
-#define PROTO_MAX_PAGE_TOKEN 1024 /* opaque bootstrap position */
-#define PROTO_MAX_LIST                               \
-	65536 /* elements in any list (ops, records, \
-	       * keys, pushes); services set lower   \
-	       * configurable limits */
-#define PROTO_MAX_DEPTH                            \
-	32 /* nesting inside row data / op values: \
-	    * bounds the recursion of every reader */
+/*
+ * Limits on single fields.  Each is a hard protocol limit: a peer that
+ * exceeds one gets WEFT_ETOOBIG naming the field.
+ */
+
+/* PROTO_MAX_NAME - table, id, space, field, client id: identifiers. */
+#define PROTO_MAX_NAME 256
+
+/* PROTO_MAX_KEY - subscription keys: "rec/<table>/<id>" with both names
+ * at their maximum still fits. */
+#define PROTO_MAX_KEY (2 * PROTO_MAX_NAME + 16)
+
+/* PROTO_MAX_TOKEN - a JWT with generous claims. */
+#define PROTO_MAX_TOKEN 8192
+
+/* PROTO_MAX_TEXT - error and rejection messages, for people. */
+#define PROTO_MAX_TEXT 1024
+
+/* PROTO_MAX_PAGE_TOKEN - opaque bootstrap position. */
+#define PROTO_MAX_PAGE_TOKEN 1024
+
+/* PROTO_MAX_LIST - elements in any list (ops, records, keys, changes);
+ * services enforce lower, configurable limits on top. */
+#define PROTO_MAX_LIST 65536
+
+/* PROTO_MAX_DEPTH - nesting inside row data and op values; bounds the
+ * recursion of every reader. */
+#define PROTO_MAX_DEPTH 32
 
 enum proto_type {
 	PROTO_HELLO = 1,	/* c->s: authenticate the session */
@@ -320,8 +333,9 @@ struct proto_err {
  * proto_decode - decode one frame body (without the length prefix) into
  * *msg.  Returns 0 or a weft_err with detail in *err: ETRUNCATED,
  * ETYPE, EDEPTH, ECOUNT, ETRAILING, EMISSING, EDUPFIELD, ERANGE,
- * ETOOBIG, EUNKNOWN, EENCODING.  *msg borrows from body.  Allocates
- * nothing; thread-safe (no shared state).
+ * ETOOBIG, EUNKNOWN, EENCODING, or EINVAL (a field that does not apply:
+ * data on a delete, data on a tombstone).  *msg borrows from body.
+ * Allocates nothing; thread-safe (no shared state).
  */
 int proto_decode(const uint8_t *body, size_t len, struct proto_msg *msg,
 		 struct proto_err *err);

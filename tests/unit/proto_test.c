@@ -1103,3 +1103,181 @@ Test(proto, names)
 	cr_assert_str_eq(proto_op_name(PROTO_OP_LIST_REMOVE), "list_remove");
 	cr_assert_str_eq(proto_op_name(99), "?");
 }
+
+/* ---- stricter rules: what a field means, not just its type ---- */
+
+static int
+encode_rc(const struct proto_msg *m)
+{
+	buf_reset(&out);
+	return proto_encode(&out, m, 0);
+}
+
+/* encode through a permissive path is impossible, so hand-build bodies */
+static void
+op_body(unsigned kind, const char *extra_key, void (*extra_val)(void))
+{
+	msgpack_pack_array(&pk, 2);
+	msgpack_pack_uint8(&pk, PROTO_TXN);
+	msgpack_pack_map(&pk, 3);
+	pack_key("client");
+	pack_key("c");
+	pack_key("mid");
+	msgpack_pack_uint8(&pk, 1);
+	pack_key("ops");
+	msgpack_pack_array(&pk, 1);
+	msgpack_pack_map(&pk, 3 + (extra_key != NULL));
+	pack_key("op");
+	msgpack_pack_uint8(&pk, (uint8_t)kind);
+	pack_key("table");
+	pack_key("t");
+	pack_key("id");
+	pack_key("i");
+	if (extra_key) {
+		pack_key(extra_key);
+		extra_val();
+	}
+}
+
+static void
+val_map(void)
+{
+	msgpack_pack_map(&pk, 0);
+}
+
+static void
+val_nested_bin(void)
+{
+	msgpack_pack_map(&pk, 1);
+	pack_key("a");
+	msgpack_pack_array(&pk, 1);
+	msgpack_pack_bin_with_body(&pk, "x", 1);
+}
+
+static void
+val_c1_name(void)
+{
+	msgpack_pack_str_with_body(&pk,
+				   "a\xc2\x85"
+				   "b",
+				   4);
+}
+
+Test(proto, fields_that_do_not_apply_to_the_op_are_rejected)
+{
+	struct proto_err err;
+
+	op_body(PROTO_OP_DELETE, "data", val_map);
+	cr_assert(eq(i64, decode_sb(&err), WEFT_EINVAL));
+	cr_assert_str_eq(err.path, "ops[0].data");
+	cr_assert_not_null(strstr(err.msg, "does not apply to op 'delete'"),
+			   "%s", err.msg);
+}
+
+Test(proto, nested_bin_in_row_data_is_named_precisely)
+{
+	struct proto_err err;
+
+	op_body(PROTO_OP_PUT, "data", val_nested_bin);
+	cr_assert(eq(i64, decode_sb(&err), WEFT_ETYPE));
+	cr_assert_str_eq(err.path, "ops[0].data");
+	cr_assert_not_null(strstr(err.msg, "row data cannot"), "%s", err.msg);
+	cr_assert_not_null(strstr(err.msg, "near bin"), "%s", err.msg);
+}
+
+Test(proto, c1_control_characters_are_not_names)
+{
+	struct proto_err err;
+
+	op_body(PROTO_OP_UNSET, "field", val_c1_name);
+	cr_assert(eq(i64, decode_sb(&err), WEFT_EENCODING));
+	cr_assert_str_eq(err.path, "ops[0].field");
+}
+
+Test(proto, encoder_refuses_absent_required_strings_and_zero_codes)
+{
+	struct proto_msg m = { .type = PROTO_REJECT };
+
+	m.u.reject = (struct proto_reject){ .mid = 1, .code = WEFT_EPERM };
+	cr_assert(eq(i64, encode_rc(&m), WEFT_EINVAL), "msg is required");
+	m.u.reject.msg = S("no");
+	m.u.reject.code = 0;
+	cr_assert(eq(i64, encode_rc(&m), WEFT_EINVAL), "code 0 is not a "
+						       "rejection");
+	m.u.reject.code = WEFT_EPERM;
+	cr_assert(eq(i64, encode_rc(&m), 0));
+}
+
+Test(proto, decoder_refuses_non_error_codes)
+{
+	struct proto_err err;
+
+	msgpack_pack_array(&pk, 2);
+	msgpack_pack_uint8(&pk, PROTO_ERROR);
+	msgpack_pack_map(&pk, 2);
+	pack_key("code");
+	msgpack_pack_int(&pk, 5);
+	pack_key("msg");
+	pack_key("x");
+	cr_assert(eq(i64, decode_sb(&err), WEFT_ERANGE));
+	cr_assert_str_eq(err.path, "code");
+}
+
+Test(proto, push_cursor_must_not_be_zero)
+{
+	struct proto_change ch = { { 0, 0 },	    { NULL, 0 }, S("t"),
+				   S("i"),	    S("s"),	 1,
+				   PROTO_OP_DELETE, true,	 { NULL, 0 } };
+	struct proto_msg m = { .type = PROTO_PUSH };
+
+	m.u.push =
+		(struct proto_push){ { 5, 0 }, { 0, 0 }, { 1, &ch, NULL, 0 } };
+	cr_assert(eq(i64, encode_rc(&m), WEFT_EINVAL), "zero change cursor");
+	ch.cursor = (struct proto_cursor){ 5, 0 };
+	cr_assert(eq(i64, encode_rc(&m), 0));
+	m.u.push.cursor = (struct proto_cursor){ 0, 0 };
+	cr_assert(eq(i64, encode_rc(&m), WEFT_EINVAL), "zero push cursor");
+}
+
+Test(proto, tombstones_carry_no_data)
+{
+	struct proto_record r = {
+		S("t"), S("i"), S("s"), 2, true, row("x", 1)
+	};
+	struct proto_msg m = { .type = PROTO_ACK };
+
+	m.u.ack = (struct proto_ack){ 1, 1, false, { 1, &r, NULL, 0 } };
+	cr_assert(eq(i64, encode_rc(&m), WEFT_EINVAL));
+	r.data = (struct proto_bytes){ NULL, 0 };
+	cr_assert(eq(i64, encode_rc(&m), 0));
+}
+
+Test(proto, record_subscription_keys_fit_two_max_names)
+{
+	static char key[PROTO_MAX_KEY + 2];
+	struct proto_str keys[1];
+	struct proto_msg m = { .type = PROTO_SUBSCRIBE }, g;
+
+	memset(key, 'k', sizeof(key) - 1);
+	key[PROTO_MAX_KEY] = '\0'; /* exactly PROTO_MAX_KEY bytes */
+	cr_assert_gt(PROTO_MAX_KEY, 4 + 2 * PROTO_MAX_NAME + 1);
+	keys[0] = S(key);
+	m.u.subscribe =
+		(struct proto_subscribe){ 1, { 1, keys, NULL, 0 }, { 0, 0 } };
+	round_trip(&m, &g);
+	key[PROTO_MAX_KEY] = 'k'; /* one byte over */
+	keys[0] = S(key);
+	cr_assert(eq(i64, encode_rc(&m), WEFT_EINVAL));
+}
+
+Test(proto, welcome_max_frame_is_bounded_by_the_hard_cap)
+{
+	struct proto_msg m = { .type = PROTO_WELCOME };
+
+	m.u.welcome = (struct proto_welcome){
+		1, 1, S("u"), { NULL, 0 }, 0, 1000, FRAME_MAX_HARD + 1, 0
+	};
+	cr_assert(eq(i64, encode_rc(&m), WEFT_EINVAL));
+	m.u.welcome.max_frame = FRAME_MAX_HARD;
+	cr_assert(eq(i64, encode_rc(&m), 0));
+}
