@@ -250,7 +250,7 @@ check_op(const void *obj, const char *path, struct proto_err *err)
 	return 0;
 }
 
-/* a tombstone carries no row; a live row always does */
+/* a tombstone carries no row (a live one may omit it: not visible) */
 static int
 check_tombstone(bool deleted, struct proto_bytes data, const char *path,
 		struct proto_err *err)
@@ -759,8 +759,9 @@ decode_field(struct mp_reader *r, const struct pfield *f, void *obj,
 		rc = mp_check_value(r, PROTO_MAX_DEPTH);
 		if (rc == WEFT_ETYPE)
 			return set_err(err, rc, path,
-				       "holds what row data cannot: bin, ext "
-				       "or a non-string map key (near %s)",
+				       "holds what a record cannot store: bin, "
+				       "ext, a non-string map key or byte "
+				       "0xc1 (near %s)",
 				       peek_name(r));
 		if (rc)
 			return reader_err(err, rc, path, r, NULL);
@@ -1196,9 +1197,10 @@ encode_map(msgpack_packer *pk, struct buf *out, const struct proto_desc *d,
 
 	if (d->check) {
 		rc = d->check(obj, path, err);
-		if (rc)
-			return set_err(err, WEFT_EINVAL, err->path, "%s",
-				       err->msg);
+		if (rc) {
+			err->code = WEFT_EINVAL; /* the caller's mistake */
+			return WEFT_EINVAL;
+		}
 	}
 	for (unsigned k = 0; k < d->nfields; k++) {
 		const struct pfield *f = &d->fields[k];
