@@ -334,8 +334,8 @@ struct proto_err {
  * *msg.  Returns 0 or a weft_err with detail in *err: ETRUNCATED,
  * ETYPE, EDEPTH, ECOUNT, ETRAILING, EMISSING, EDUPFIELD, ERANGE,
  * ETOOBIG, EUNKNOWN, EENCODING, or EINVAL (a field that does not apply
- * to the op kind, such as data on a delete; data on a tombstone).  *msg borrows from body.
- * Allocates nothing; thread-safe (no shared state).
+ * to the op kind, such as data on a delete; data on a tombstone).
+ * *msg borrows from body.  Allocates nothing; thread-safe.
  */
 int proto_decode(const uint8_t *body, size_t len, struct proto_msg *msg,
 		 struct proto_err *err);

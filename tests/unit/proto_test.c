@@ -1181,7 +1181,8 @@ Test(proto, nested_bin_in_row_data_is_named_precisely)
 	op_body(PROTO_OP_PUT, "data", val_nested_bin);
 	cr_assert(eq(i64, decode_sb(&err), WEFT_ETYPE));
 	cr_assert_str_eq(err.path, "ops[0].data");
-	cr_assert_not_null(strstr(err.msg, "a record cannot store"), "%s", err.msg);
+	cr_assert_not_null(strstr(err.msg, "a record cannot store"), "%s",
+			   err.msg);
 	cr_assert_not_null(strstr(err.msg, "near bin"), "%s", err.msg);
 }
 
