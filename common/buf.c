@@ -20,7 +20,8 @@ buf_init(struct buf *b, size_t max)
 	b->data = NULL;
 	b->len = 0;
 	b->cap = 0;
-	b->max = max ? max : BUF_MAX_DEFAULT;
+	/* SIZE_MAX / 2 keeps len + n and max + 1 from overflowing */
+	b->max = max && max <= SIZE_MAX / 2 ? max : BUF_MAX_DEFAULT;
 	b->err = 0;
 }
 
@@ -49,30 +50,36 @@ fail(struct buf *b, int err)
 	return err;
 }
 
-int
-buf_reserve(struct buf *b, size_t n)
+/* make cap >= need (need <= limit), doubling up to limit */
+static int
+grow(struct buf *b, size_t need, size_t limit)
 {
-	size_t need, cap;
+	size_t cap;
 	uint8_t *p;
 
-	if (b->err)
-		return b->err;
-	if (n > b->max - b->len)
-		return fail(b, WEFT_ETOOBIG);
-	need = b->len + n;
 	if (need <= b->cap)
 		return 0;
 	cap = b->cap ? b->cap : BUF_MIN_CAP;
 	while (cap < need)
-		cap = cap > b->max / 2 ? b->max : cap * 2;
-	if (cap > b->max)
-		cap = b->max; /* need <= max, checked above */
+		cap = cap > limit / 2 ? limit : cap * 2;
+	if (cap > limit)
+		cap = limit;
 	p = realloc(b->data, cap);
 	if (!p)
 		return fail(b, WEFT_ENOMEM);
 	b->data = p;
 	b->cap = cap;
 	return 0;
+}
+
+int
+buf_reserve(struct buf *b, size_t n)
+{
+	if (b->err)
+		return b->err;
+	if (n > b->max - b->len)
+		return fail(b, WEFT_ETOOBIG);
+	return grow(b, b->len + n, b->max);
 }
 
 int
@@ -103,7 +110,11 @@ buf_vappendf(struct buf *b, const char *fmt, va_list ap)
 	va_end(ap2);
 	if (n < 0)
 		return fail(b, WEFT_EINVAL);
-	rc = buf_reserve(b, (size_t)n + 1); /* room for vsnprintf's NUL */
+	if ((size_t)n > b->max - b->len)
+		return fail(b, WEFT_ETOOBIG);
+	/* vsnprintf writes a NUL after the text: the one byte that may
+	 * go past max (it is never counted in len) */
+	rc = grow(b, b->len + (size_t)n + 1, b->max + 1);
 	if (rc)
 		return rc;
 	vsnprintf((char *)b->data + b->len, (size_t)n + 1, fmt, ap);

@@ -24,7 +24,8 @@ struct buf {
 	int err;       /* sticky: first error, or 0 */
 };
 
-/* BUF_MAX_DEFAULT - the cap when 0 is passed: 1 GiB, beyond any frame. */
+/* BUF_MAX_DEFAULT - the cap when 0 (or more than SIZE_MAX / 2) is passed:
+ * 1 GiB, beyond any frame. */
 #define BUF_MAX_DEFAULT ((size_t)1 << 30)
 
 void buf_init(struct buf *b, size_t max);

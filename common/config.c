@@ -242,6 +242,8 @@ cfg_parse(const struct cfg_spec *spec, int argc, const char *const *argv,
 	char env[96], from[128];
 	int i, rc;
 
+	if (argi)
+		*argi = 1;
 	/* 1. defaults */
 	for (size_t k = 0; k < spec->nopts; k++) {
 		const struct cfg_opt *o = &spec->opts[k];
@@ -274,6 +276,9 @@ cfg_parse(const struct cfg_spec *spec, int argc, const char *const *argv,
 		const char *a = argv[i], *name, *eq, *val;
 		const struct cfg_opt *o;
 		size_t len;
+
+		if (argi)
+			*argi = i; /* also right when we return early */
 
 		if (strcmp(a, "--") == 0) {
 			i++;

@@ -54,7 +54,8 @@ struct cfg_spec {
  * cfg_parse - apply defaults, then WEFT_* variables, then flags.
  * Returns 0, CFG_EXIT (help or version printed to `out`; exit 0), or
  * WEFT_ECONFIG with a message in err naming the flag or variable and the
- * bad value.  *argi is set to the index of the first unparsed argument.
+ * bad value.  *argi is set to the index of the first unparsed argument
+ * (on an error: of the argument at fault).
  * Not thread-safe (reads the environment).
  */
 int cfg_parse(const struct cfg_spec *spec, int argc, const char *const *argv,

@@ -5,52 +5,16 @@
 
 #include <stddef.h>
 
+#include "common/banned.h"
+
 struct err_info {
 	int code;
 	const char *name;
 	const char *text;
 };
 
-#define E(c, t)          \
-	{                \
-		c, #c, t \
-	}
-static const struct err_info errors[] = {
-	E(WEFT_OK, "success"),
-	E(WEFT_ENOMEM, "out of memory"),
-	E(WEFT_EINVAL, "invalid argument"),
-	E(WEFT_EIO, "i/o error"),
-	E(WEFT_ETIMEDOUT, "timed out"),
-	E(WEFT_ECLOSED, "closed"),
-	E(WEFT_EAGAIN, "try again"),
-	E(WEFT_EBUSY, "resource busy"),
-	E(WEFT_ENOTFOUND, "not found"),
-	E(WEFT_EEXIST, "already exists"),
-	E(WEFT_ECONFIG, "bad configuration"),
-	E(WEFT_EINTERNAL, "internal error"),
-	E(WEFT_EUNAVAILABLE, "service unavailable"),
-	E(WEFT_EAUTH, "authentication failed"),
-	E(WEFT_EEXPIRED, "token expired"),
-	E(WEFT_EPERM, "permission denied"),
-	E(WEFT_EVALIDATION, "does not fit the schema"),
-	E(WEFT_ECONFLICT, "version conflict"),
-	E(WEFT_EGAP, "mutation id out of order"),
-	E(WEFT_ELIMIT, "limit exceeded"),
-	E(WEFT_ERETRY, "overloaded, retry later"),
-	E(WEFT_ETOOBIG, "too big"),
-	E(WEFT_ETRUNCATED, "truncated input"),
-	E(WEFT_ETYPE, "wrong type"),
-	E(WEFT_EDEPTH, "nested too deeply"),
-	E(WEFT_ECOUNT, "element count exceeds input"),
-	E(WEFT_ETRAILING, "trailing bytes after message"),
-	E(WEFT_EMISSING, "required field missing"),
-	E(WEFT_EDUPFIELD, "duplicate field"),
-	E(WEFT_ERANGE, "value out of range"),
-	E(WEFT_EUNKNOWN, "unknown message or op"),
-	E(WEFT_EVERSION, "unsupported protocol version"),
-	E(WEFT_EENCODING, "invalid encoding"),
-	E(WEFT_ECATCHUP, "cursor outside the change-log window"),
-};
+#define E(name, value, text) { WEFT_##name, "WEFT_" #name, text },
+static const struct err_info errors[] = { WEFT_ERRNO_MAP(E) };
 #undef E
 
 static const struct err_info *

@@ -3,6 +3,8 @@
  */
 #include "common/log.h"
 
+#include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -12,20 +14,21 @@
 
 #include "common/banned.h"
 
-static enum log_level cur_level = LOG_INFO;
-static const char *service = "weft";
-static int out_fd = 2;
+static atomic_int cur_level = LOG_INFO; /* may change while threads log */
+static const char *service = "weft";	/* set once, before threads */
+static int out_fd = 2;			/* set once, before threads */
 
 void
 log_set_level(enum log_level lvl)
 {
-	cur_level = lvl;
+	atomic_store_explicit(&cur_level, (int)lvl, memory_order_relaxed);
 }
 
 enum log_level
 log_get_level(void)
 {
-	return cur_level;
+	return (enum log_level)atomic_load_explicit(&cur_level,
+						    memory_order_relaxed);
 }
 
 void
@@ -91,6 +94,85 @@ escape_into(char *dst, size_t cap, const char *src, size_t n)
 	return o;
 }
 
+/* one line, retried on EINTR and short writes; a broken fd drops it */
+static void
+write_all(const char *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(out_fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return;
+		p += n;
+		len -= (size_t)n;
+	}
+}
+
+static bool
+plain_char(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':' ||
+	       c == '/' || c == '@' || c == '+' || c == '-';
+}
+
+const char *
+log_quote(char *dst, size_t cap, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0, i;
+	bool plain;
+
+	if (cap == 0)
+		return dst;
+	if (!s)
+		s = "(null)";
+	plain = *s != '\0';
+	for (i = 0; s[i] && plain; i++)
+		plain = plain_char((unsigned char)s[i]);
+	if (plain) {
+		snprintf(dst, cap, "%s", s);
+		return dst;
+	}
+	/* room for the closing quote and NUL is kept at every step */
+	if (cap >= 3)
+		dst[o++] = '"';
+	for (i = 0; s[i] && cap >= 3; i++) {
+		unsigned char c = (unsigned char)s[i];
+		bool c1 = c == 0xc2 && (unsigned char)s[i + 1] >= 0x80 &&
+			  (unsigned char)s[i + 1] <= 0x9f;
+		size_t need = c == '"' || c == '\\'   ? 2
+			      : c < 0x20 || c == 0x7f ? 4
+			      : c1		      ? 8
+						      : 1;
+
+		if (o + need + 2 > cap)
+			break;
+		if (need == 2) {
+			dst[o++] = '\\';
+			dst[o++] = (char)c;
+		} else if (need >= 4) {
+			for (size_t k = 0; k < need / 4; k++) {
+				unsigned char b = (unsigned char)s[i + k];
+
+				dst[o++] = '\\';
+				dst[o++] = 'x';
+				dst[o++] = hex[b >> 4];
+				dst[o++] = hex[b & 15];
+			}
+			i += need / 4 - 1;
+		} else {
+			dst[o++] = (char)c;
+		}
+	}
+	if (o + 1 < cap)
+		dst[o++] = '"';
+	dst[o] = '\0';
+	return dst;
+}
+
 void
 log_vevent(enum log_level lvl, const char *event, const char *fmt, va_list ap)
 {
@@ -101,7 +183,7 @@ log_vevent(enum log_level lvl, const char *event, const char *fmt, va_list ap)
 	size_t len;
 	int n, f;
 
-	if (lvl < cur_level)
+	if (lvl < log_get_level())
 		return;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
@@ -127,7 +209,7 @@ log_vevent(enum log_level lvl, const char *event, const char *fmt, va_list ap)
 		}
 	}
 	line[len++] = '\n';
-	(void)!write(out_fd, line, len);
+	write_all(line, len);
 }
 
 void

@@ -6,19 +6,25 @@
  *      event=pg_connected host=127.0.0.1 port=54320
  *
  * The event name is a fixed snake_case word so logs can be grepped; fields
- * carry the variables.  Control characters in the formatted fields (a
- * newline in a peer-supplied string, say) are escaped, so one event is
- * always exactly one line.  Each line is written with a single write(2), so
- * lines from different threads never interleave.
+ * carry the variables.  Any value that comes from outside the process (a
+ * client id, a table name, an error text from a peer) must go through
+ * log_quote(), which quotes it logfmt-style when it holds a space, '=',
+ * '"' or anything unusual, so a peer cannot forge keys or events.  As a
+ * backstop, control characters left in the formatted fields are escaped,
+ * so one event is always exactly one line.  Each line is written with one
+ * write(2) (retried until complete), so lines from different threads never
+ * interleave.
  *
- * The level and service name are process-wide settings made once at start
- * (before threads); the client library does not use this module's globals.
+ * The level may change at any time (it is atomic); the service name and the
+ * output fd are set once at start, before threads.  This module is for the
+ * services and tools: libweft does not link it.
  */
 #ifndef WEFT_LOG_H
 #define WEFT_LOG_H
 
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 enum log_level {
 	LOG_DEBUG = 0,
@@ -46,6 +52,17 @@ log_enabled(enum log_level lvl)
 {
 	return lvl >= log_get_level();
 }
+
+/*
+ * log_quote - s as a safe field value, in dst (cap bytes, cut if longer):
+ * unchanged when it is non-empty and made only of letters, digits and
+ * ._:/@+-; otherwise in double quotes with '"', '\\' and control bytes
+ * escaped.  Returns dst.  A NULL s gives "(null)", quoted.
+ */
+const char *log_quote(char *dst, size_t cap, const char *s);
+
+/* LOG_QUOTE_MAX - a buffer size for log_quote that fits PROTO_MAX_NAME. */
+#define LOG_QUOTE_MAX 1100
 
 void log_event(enum log_level lvl, const char *event, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

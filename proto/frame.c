@@ -94,16 +94,22 @@ frame_reader_feed(struct frame_reader *fr, const uint8_t *p, size_t n,
 				*used = off;
 				return fail(fr, WEFT_ETOOBIG);
 			}
-			if (fr->body_len > fr->body_cap) {
-				/* bounded by fr->max, checked above */
-				uint8_t *b = realloc(fr->body, fr->body_len);
+			/* memory follows the bytes that arrive, not the
+			 * length claimed: start with at most FRAME_CHUNK */
+			if (fr->body_cap < FRAME_CHUNK &&
+			    fr->body_cap < fr->body_len) {
+				uint32_t want = fr->body_len < FRAME_CHUNK
+							? fr->body_len
+							: FRAME_CHUNK;
+				uint8_t *b = malloc(want); /* nothing to keep */
 
 				if (!b) {
 					*used = off;
 					return fail(fr, WEFT_ENOMEM);
 				}
+				free(fr->body);
 				fr->body = b;
-				fr->body_cap = fr->body_len;
+				fr->body_cap = want;
 			}
 			fr->body_have = 0;
 			fr->state = FRAME_BODY;
@@ -112,6 +118,23 @@ frame_reader_feed(struct frame_reader *fr, const uint8_t *p, size_t n,
 
 			if (take > n - off)
 				take = n - off;
+			if (fr->body_have + take > fr->body_cap) {
+				/* double, up to the frame's length */
+				uint64_t cap = (uint64_t)fr->body_cap * 2;
+				uint8_t *b;
+
+				if (cap < fr->body_have + take)
+					cap = fr->body_have + take;
+				if (cap > fr->body_len)
+					cap = fr->body_len;
+				b = realloc(fr->body, (size_t)cap);
+				if (!b) {
+					*used = off;
+					return fail(fr, WEFT_ENOMEM);
+				}
+				fr->body = b;
+				fr->body_cap = (uint32_t)cap;
+			}
 			memcpy(fr->body + fr->body_have, p + off, take);
 			fr->body_have += (uint32_t)take;
 			off += take;

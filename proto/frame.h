@@ -4,10 +4,12 @@
  *
  * struct frame_reader is sans-IO: feed it whatever bytes the socket gave,
  * take whole frames out.  It checks a frame's length against the cap as
- * soon as the 4 header bytes are in, *before* allocating anything, and
- * never holds more than one frame (cap + 4 bytes), so a peer cannot make it
- * allocate more than the cap whatever it claims or sends.  Errors are
- * sticky: after one, the connection must be closed.
+ * soon as the 4 header bytes are in, before allocating anything, and its
+ * buffer grows with the bytes that actually arrive (at most FRAME_CHUNK
+ * up front, then doubling), never with the length a peer claims: an idle
+ * peer that sent only a header pins at most FRAME_CHUNK, and no reader
+ * ever holds more than one frame.  Errors are sticky: after one, the
+ * connection must be closed.
  */
 #ifndef WEFT_PROTO_FRAME_H
 #define WEFT_PROTO_FRAME_H
@@ -31,6 +33,13 @@
  * prefix could claim 4 GiB; this bounds what one connection can pin.
  */
 #define FRAME_MAX_HARD (64u << 20)
+
+/*
+ * FRAME_CHUNK - the most a reader allocates for a frame before its bytes
+ * arrive: 16 KiB covers nearly every message in one step, and bounds what
+ * a header alone can pin.
+ */
+#define FRAME_CHUNK (16u << 10)
 
 /*
  * FRAME_KEEP - a reader keeps its body buffer between frames only up to

@@ -36,9 +36,11 @@ enum pkind {
 };
 
 struct proto_desc;
+struct path;
 
 struct pfield {
 	const char *name; /* wire key */
+	uint8_t nlen;	  /* strlen(name) */
 	enum pkind kind;
 	bool required;
 	uint16_t off; /* offsetof in the C struct */
@@ -53,12 +55,18 @@ struct proto_desc {
 	const struct pfield *fields;
 	unsigned nfields;
 	/* semantic rules beyond single fields; sets err->msg, returns err */
-	int (*check)(const void *obj, const char *path, struct proto_err *err);
+	int (*check)(const void *obj, const struct path *path,
+		     struct proto_err *err);
 };
 
 /* an element of a key list (PK_STRLIST) */
-static const struct pfield key_elem = { "key",	       PK_NAME, true, 0,
-					PROTO_MAX_KEY, 0,	NULL };
+static const struct pfield key_elem = {
+	.name = "key",
+	.nlen = 3,
+	.kind = PK_NAME,
+	.required = true,
+	.max = PROTO_MAX_KEY,
+};
 
 /* PROTO_MAX_FIELDS - fields per struct, bounded by the `seen` bitmask. */
 #define PROTO_MAX_FIELDS 32
@@ -75,28 +83,69 @@ union any_elem {
 /* ------------------------------------------------------------------ */
 /* errors */
 
-/* paths are for messages only: a cut path is acceptable */
-static void
-elem_path(char *dst, size_t cap, const char *prefix, uint32_t i)
+/*
+ * A field path ("ops[2].table") is built on the stack as the codec
+ * descends, one node per level, and rendered to text only when an error
+ * is reported: the success path never formats anything.
+ */
+struct path {
+	const struct path *up; /* enclosing level; NULL at the top */
+	const char *name;      /* field name, or NULL for a list element */
+	uint32_t nlen;	       /* bytes of name (keys are not NUL-terminated) */
+	uint32_t idx;	       /* list index, when name is NULL */
+};
+
+/* PATH_MAX_DEPTH - levels rendered; deeper paths keep their innermost. */
+#define PATH_MAX_DEPTH 16
+
+static struct path
+path_at(const struct path *up, const char *name)
 {
-	if (snprintf(dst, cap, "%s[%u]", prefix, i) >= (int)cap)
-		dst[cap - 1] = '\0';
+	struct path p = { up, name, (uint32_t)strlen(name), 0 };
+
+	return p;
 }
 
-static void
-join_path(char *dst, size_t cap, const char *prefix, const char *name)
+static struct path
+path_idx(const struct path *up, uint32_t idx)
 {
-	if (prefix && *prefix)
-		snprintf(dst, cap, "%s.%s", prefix, name);
-	else
-		snprintf(dst, cap, "%s", name);
+	struct path p = { up, NULL, 0, idx };
+
+	return p;
 }
 
-static int set_err(struct proto_err *err, int code, const char *path,
+/* render into dst; a path cut by cap is acceptable (messages only) */
+static void
+path_render(const struct path *p, char *dst, size_t cap)
+{
+	const struct path *nodes[PATH_MAX_DEPTH];
+	size_t n = 0, o = 0;
+
+	for (; p && n < PATH_MAX_DEPTH; p = p->up)
+		nodes[n++] = p;
+	dst[0] = '\0';
+	while (n-- > 0 && o + 1 < cap) {
+		const struct path *q = nodes[n];
+		int w;
+
+		if (q->name)
+			w = snprintf(dst + o, cap - o, "%s%.*s", o ? "." : "",
+				     (int)(q->nlen > 64 ? 64 : q->nlen),
+				     q->name);
+		else
+			w = snprintf(dst + o, cap - o, "[%u]", q->idx);
+		if (w < 0)
+			break;
+		o += (size_t)w < cap - o ? (size_t)w : cap - o - 1;
+	}
+}
+
+static int set_err(struct proto_err *err, int code, const struct path *path,
 		   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 static int
-set_err(struct proto_err *err, int code, const char *path, const char *fmt, ...)
+set_err(struct proto_err *err, int code, const struct path *path,
+	const char *fmt, ...)
 {
 	char what[160];
 	va_list ap;
@@ -105,11 +154,11 @@ set_err(struct proto_err *err, int code, const char *path, const char *fmt, ...)
 	vsnprintf(what, sizeof(what), fmt, ap);
 	va_end(ap);
 	err->code = code;
-	snprintf(err->path, sizeof(err->path), "%s", path ? path : "");
-	if (path && *path)
-		snprintf(err->msg, sizeof(err->msg), "%s: %s", path, what);
-	else
-		snprintf(err->msg, sizeof(err->msg), "%s", what);
+	path_render(path, err->path, sizeof(err->path));
+	/* a message cut at sizeof(err->msg) is acceptable */
+	if (snprintf(err->msg, sizeof(err->msg), "%s%s%s", err->path,
+		     err->path[0] ? ": " : "", what) < 0)
+		err->msg[0] = '\0';
 	return code;
 }
 
@@ -124,7 +173,7 @@ peek_name(const struct mp_reader *r)
 
 /* describe a low-level reader error for a field */
 static int
-reader_err(struct proto_err *err, int rc, const char *path,
+reader_err(struct proto_err *err, int rc, const struct path *path,
 	   const struct mp_reader *r, const char *expected)
 {
 	enum mp_type t;
@@ -185,15 +234,15 @@ is_number(struct proto_bytes v)
 }
 
 static int
-check_op(const void *obj, const char *path, struct proto_err *err)
+check_op(const void *obj, const struct path *path, struct proto_err *err)
 {
 	const struct proto_op *op = obj;
-	char fp[128];
+	struct path fp;
 	const char *need = NULL, *extra;
 
 	if (op->kind < 1 || op->kind > PROTO_OP_MAX) {
-		join_path(fp, sizeof(fp), path, "op");
-		return set_err(err, WEFT_EUNKNOWN, fp, "unknown op kind %u",
+		fp = path_at(path, "op");
+		return set_err(err, WEFT_EUNKNOWN, &fp, "unknown op kind %u",
 			       op->kind);
 	}
 	switch (op->kind) {
@@ -216,8 +265,8 @@ check_op(const void *obj, const char *path, struct proto_err *err)
 		break;
 	}
 	if (need) {
-		join_path(fp, sizeof(fp), path, need);
-		return set_err(err, WEFT_EMISSING, fp,
+		fp = path_at(path, need);
+		return set_err(err, WEFT_EMISSING, &fp,
 			       "required by op '%s' but missing",
 			       proto_op_name(op->kind));
 	}
@@ -238,49 +287,58 @@ check_op(const void *obj, const char *path, struct proto_err *err)
 			? "value"
 			: NULL;
 	if (extra) {
-		join_path(fp, sizeof(fp), path, extra);
-		return set_err(err, WEFT_EINVAL, fp,
+		fp = path_at(path, extra);
+		return set_err(err, WEFT_EINVAL, &fp,
 			       "does not apply to op '%s'",
 			       proto_op_name(op->kind));
 	}
 	if (op->kind == PROTO_OP_INCR && !is_number(op->value)) {
-		join_path(fp, sizeof(fp), path, "value");
-		return set_err(err, WEFT_ETYPE, fp, "op 'incr' needs a number");
+		fp = path_at(path, "value");
+		return set_err(err, WEFT_ETYPE, &fp,
+			       "op 'incr' needs a number");
 	}
 	return 0;
 }
 
 /* a tombstone carries no row (a live one may omit it: not visible) */
 static int
-check_tombstone(bool deleted, struct proto_bytes data, const char *path,
+check_tombstone(bool deleted, struct proto_bytes data, const struct path *path,
 		struct proto_err *err)
 {
-	char fp[128];
+	struct path fp;
 
 	if (deleted && data.p) {
-		join_path(fp, sizeof(fp), path, "data");
-		return set_err(err, WEFT_EINVAL, fp,
+		fp = path_at(path, "data");
+		return set_err(err, WEFT_EINVAL, &fp,
 			       "a deleted record carries no data");
 	}
 	return 0;
 }
 
 static int
-check_change(const void *obj, const char *path, struct proto_err *err)
+check_change(const void *obj, const struct path *path, struct proto_err *err)
 {
 	const struct proto_change *ch = obj;
-	char fp[128];
+	struct path fp;
 
 	if (ch->op < 1 || ch->op > PROTO_OP_MAX) {
-		join_path(fp, sizeof(fp), path, "op");
-		return set_err(err, WEFT_EUNKNOWN, fp, "unknown op kind %u",
+		fp = path_at(path, "op");
+		return set_err(err, WEFT_EUNKNOWN, &fp, "unknown op kind %u",
 			       ch->op);
+	}
+	if ((ch->op == PROTO_OP_DELETE) != ch->deleted) {
+		fp = path_at(path, "deleted");
+		return set_err(err, WEFT_EINVAL, &fp,
+			       "%s for op '%s': only a delete makes a "
+			       "tombstone",
+			       ch->deleted ? "true" : "false",
+			       proto_op_name(ch->op));
 	}
 	return check_tombstone(ch->deleted, ch->data, path, err);
 }
 
 static int
-check_record(const void *obj, const char *path, struct proto_err *err)
+check_record(const void *obj, const struct path *path, struct proto_err *err)
 {
 	const struct proto_record *rec = obj;
 
@@ -289,34 +347,35 @@ check_record(const void *obj, const char *path, struct proto_err *err)
 
 /* error codes on the wire are weft_err values: negative */
 static int
-check_code(int32_t code, bool zero_ok, const char *path, struct proto_err *err)
+check_code(int32_t code, bool zero_ok, const struct path *path,
+	   struct proto_err *err)
 {
-	char fp[128];
+	struct path fp;
 
 	if (code < 0 || (zero_ok && code == 0))
 		return 0;
-	join_path(fp, sizeof(fp), path, "code");
-	return set_err(err, WEFT_ERANGE, fp,
+	fp = path_at(path, "code");
+	return set_err(err, WEFT_ERANGE, &fp,
 		       "%d is not an error code (negative weft_err)%s", code,
 		       zero_ok ? " or 0" : "");
 }
 
 static int
-check_reject(const void *obj, const char *path, struct proto_err *err)
+check_reject(const void *obj, const struct path *path, struct proto_err *err)
 {
 	return check_code(((const struct proto_reject *)obj)->code, false, path,
 			  err);
 }
 
 static int
-check_error(const void *obj, const char *path, struct proto_err *err)
+check_error(const void *obj, const struct path *path, struct proto_err *err)
 {
 	return check_code(((const struct proto_error *)obj)->code, false, path,
 			  err);
 }
 
 static int
-check_subres(const void *obj, const char *path, struct proto_err *err)
+check_subres(const void *obj, const struct path *path, struct proto_err *err)
 {
 	return check_code(((const struct proto_subres *)obj)->code, true, path,
 			  err);
@@ -325,9 +384,10 @@ check_subres(const void *obj, const char *path, struct proto_err *err)
 /* ------------------------------------------------------------------ */
 /* descriptors */
 
-#define F(s, n, k, req, mem, mx, mn, el)                                 \
-	{                                                                \
-		n, k, req, (uint16_t)offsetof(struct s, mem), mx, mn, el \
+#define F(s, n, k, req, mem, mx, mn, el)                              \
+	{                                                             \
+		n, (uint8_t)(sizeof(n) - 1), k, req,                  \
+			(uint16_t)offsetof(struct s, mem), mx, mn, el \
 	}
 #define NF(a) (unsigned)(sizeof(a) / sizeof(a[0]))
 /* DESC - one descriptor; the `seen` bitmask of decode_map bounds fields */
@@ -597,11 +657,12 @@ str_max(const struct pfield *f)
 }
 
 static int decode_map(struct mp_reader *r, const struct proto_desc *d,
-		      void *obj, const char *path, struct proto_err *err);
+		      void *obj, const struct path *path,
+		      struct proto_err *err);
 
 static int
 decode_str(struct mp_reader *r, const struct pfield *f, struct proto_str *s,
-	   const char *path, struct proto_err *err)
+	   const struct path *path, struct proto_err *err)
 {
 	int rc = mp_read_str(r, &s->p, &s->len);
 
@@ -620,8 +681,8 @@ decode_str(struct mp_reader *r, const struct pfield *f, struct proto_str *s,
 }
 
 static int
-decode_cursor(struct mp_reader *r, struct proto_cursor *c, const char *path,
-	      struct proto_err *err)
+decode_cursor(struct mp_reader *r, struct proto_cursor *c,
+	      const struct path *path, struct proto_err *err)
 {
 	uint32_t n;
 	uint64_t idx;
@@ -645,9 +706,8 @@ decode_cursor(struct mp_reader *r, struct proto_cursor *c, const char *path,
 
 static int
 decode_list(struct mp_reader *r, const struct pfield *f, struct proto_list *l,
-	    const char *path, struct proto_err *err)
+	    const struct path *path, struct proto_err *err)
 {
-	char ep[112];
 	uint32_t n, max = f->max ? f->max : PROTO_MAX_LIST;
 	int rc = mp_read_array(r, &n);
 
@@ -664,16 +724,19 @@ decode_list(struct mp_reader *r, const struct pfield *f, struct proto_list *l,
 	l->n = n;
 	l->items = NULL;
 	l->raw = r->p;
+	l->elem = f->kind == PK_STRLIST ? (const void *)&key_elem
+					: (const void *)f->elem;
 	for (uint32_t i = 0; i < n; i++) {
-		elem_path(ep, sizeof(ep), path, i);
+		struct path ep = path_idx(path, i);
+
 		if (f->kind == PK_STRLIST) {
 			struct proto_str s;
 
-			rc = decode_str(r, &key_elem, &s, ep, err);
+			rc = decode_str(r, &key_elem, &s, &ep, err);
 		} else {
 			union any_elem tmp;
 
-			rc = decode_map(r, f->elem, &tmp, ep, err);
+			rc = decode_map(r, f->elem, &tmp, &ep, err);
 		}
 		if (rc)
 			return rc;
@@ -684,7 +747,7 @@ decode_list(struct mp_reader *r, const struct pfield *f, struct proto_list *l,
 
 static int
 decode_field(struct mp_reader *r, const struct pfield *f, void *obj,
-	     const char *path, struct proto_err *err)
+	     const struct path *path, struct proto_err *err)
 {
 	char *at = (char *)obj + f->off;
 	uint64_t u;
@@ -788,16 +851,16 @@ decode_field(struct mp_reader *r, const struct pfield *f, void *obj,
 
 static int
 decode_map(struct mp_reader *r, const struct proto_desc *d, void *obj,
-	   const char *path, struct proto_err *err)
+	   const struct path *path, struct proto_err *err)
 {
-	char fp[128];
+	struct path fp, top = path_at(NULL, d->name);
 	uint32_t seen = 0, n;
 	int rc;
 
 	memset(obj, 0, d->size);
 	rc = mp_read_map(r, &n);
 	if (rc)
-		return reader_err(err, rc, *path ? path : d->name, r, "map");
+		return reader_err(err, rc, path ? path : &top, r, "map");
 	for (uint32_t i = 0; i < n; i++) {
 		const struct pfield *f = NULL;
 		const char *key;
@@ -806,10 +869,10 @@ decode_map(struct mp_reader *r, const struct proto_desc *d, void *obj,
 
 		rc = mp_read_str(r, &key, &klen);
 		if (rc)
-			return reader_err(err, rc, *path ? path : d->name, r,
+			return reader_err(err, rc, path ? path : &top, r,
 					  "str key");
 		for (k = 0; k < d->nfields; k++) {
-			if (strlen(d->fields[k].name) == klen &&
+			if (d->fields[k].nlen == klen &&
 			    memcmp(d->fields[k].name, key, klen) == 0) {
 				f = &d->fields[k];
 				break;
@@ -818,28 +881,25 @@ decode_map(struct mp_reader *r, const struct proto_desc *d, void *obj,
 		if (!f) { /* unknown: skip, for forward compatibility */
 			rc = mp_skip(r, PROTO_MAX_DEPTH);
 			if (rc) {
-				char kp[64];
+				struct path kp = { path, key, klen, 0 };
 
-				snprintf(kp, sizeof(kp), "%.*s",
-					 (int)(klen < 40 ? klen : 40), key);
-				join_path(fp, sizeof(fp), path, kp);
-				return reader_err(err, rc, fp, r, NULL);
+				return reader_err(err, rc, &kp, r, NULL);
 			}
 			continue;
 		}
-		join_path(fp, sizeof(fp), path, f->name);
+		fp = (struct path){ path, f->name, f->nlen, 0 };
 		if (seen & (1u << k))
-			return set_err(err, WEFT_EDUPFIELD, fp,
+			return set_err(err, WEFT_EDUPFIELD, &fp,
 				       "appears more than once");
 		seen |= 1u << k;
-		rc = decode_field(r, f, obj, fp, err);
+		rc = decode_field(r, f, obj, &fp, err);
 		if (rc)
 			return rc;
 	}
 	for (unsigned k = 0; k < d->nfields; k++) {
 		if (d->fields[k].required && !(seen & (1u << k))) {
-			join_path(fp, sizeof(fp), path, d->fields[k].name);
-			return set_err(err, WEFT_EMISSING, fp,
+			fp = path_at(path, d->fields[k].name);
+			return set_err(err, WEFT_EMISSING, &fp,
 				       "required field missing in %s", d->name);
 		}
 	}
@@ -850,6 +910,8 @@ int
 proto_decode(const uint8_t *body, size_t len, struct proto_msg *msg,
 	     struct proto_err *err)
 {
+	const struct path frame = path_at(NULL, "frame");
+	const struct path tpath = path_at(NULL, "type");
 	struct mp_reader r;
 	uint64_t type;
 	uint32_t n;
@@ -860,25 +922,25 @@ proto_decode(const uint8_t *body, size_t len, struct proto_msg *msg,
 	mp_reader_init(&r, body, len);
 	rc = mp_read_array(&r, &n);
 	if (rc)
-		return reader_err(err, rc, "frame", &r, "array [type, fields]");
+		return reader_err(err, rc, &frame, &r, "array [type, fields]");
 	if (n != 2)
-		return set_err(err, WEFT_ETYPE, "frame",
+		return set_err(err, WEFT_ETYPE, &frame,
 			       "expected array [type, fields], got %u "
 			       "elements",
 			       n);
 	rc = mp_read_u64(&r, &type);
 	if (rc)
-		return reader_err(err, rc, "type", &r, "uint");
+		return reader_err(err, rc, &tpath, &r, "uint");
 	if (type < 1 || type > PROTO_TYPE_MAX)
-		return set_err(err, WEFT_EUNKNOWN, "type",
+		return set_err(err, WEFT_EUNKNOWN, &tpath,
 			       "unknown message type %llu",
 			       (unsigned long long)type);
 	msg->type = (enum proto_type)type;
-	rc = decode_map(&r, types[type].desc, &msg->u, "", err);
+	rc = decode_map(&r, types[type].desc, &msg->u, NULL, err);
 	if (rc)
 		return rc;
 	if (r.p != r.end)
-		return set_err(err, WEFT_ETRAILING, "frame",
+		return set_err(err, WEFT_ETRAILING, &frame,
 			       "%zu bytes after the message", mp_left(&r));
 	return 0;
 }
@@ -915,7 +977,7 @@ next_elem(struct proto_iter *it, const struct proto_desc *d, void *out)
 	if (!it->p)
 		return WEFT_EINVAL;
 	mp_reader_init(&r, it->p, (size_t)(it->end - it->p));
-	rc = decode_map(&r, d, out, "", &err);
+	rc = decode_map(&r, d, out, NULL, &err);
 	if (rc)
 		return rc;
 	it->p = r.p;
@@ -1047,12 +1109,15 @@ absent_ok(const struct pfield *f)
 
 static int encode_map(msgpack_packer *pk, struct buf *out,
 		      const struct proto_desc *d, const void *obj,
-		      const char *path, struct proto_err *err);
+		      const struct path *path, struct proto_err *err);
 
 static int
 encode_str(msgpack_packer *pk, const struct pfield *f, struct proto_str s,
-	   const char *path, struct proto_err *err)
+	   const struct path *path, struct proto_err *err)
 {
+	if (!s.p && s.len)
+		return set_err(err, WEFT_EINVAL, path,
+			       "NULL string with length %u", s.len);
 	if (s.len > str_max(f))
 		return set_err(err, WEFT_EINVAL, path, "longer than %u bytes",
 			       str_max(f));
@@ -1067,9 +1132,9 @@ encode_str(msgpack_packer *pk, const struct pfield *f, struct proto_str s,
 
 static int
 encode_list(msgpack_packer *pk, struct buf *out, const struct pfield *f,
-	    const struct proto_list *l, const char *path, struct proto_err *err)
+	    const struct proto_list *l, const struct path *path,
+	    struct proto_err *err)
 {
-	char ep[112];
 	uint32_t max = f->max ? f->max : PROTO_MAX_LIST;
 	int rc;
 
@@ -1078,23 +1143,40 @@ encode_list(msgpack_packer *pk, struct buf *out, const struct pfield *f,
 			       "%u elements, allowed %llu..%u", l->n,
 			       (unsigned long long)f->min, max);
 	msgpack_pack_array(pk, l->n);
-	if (!l->items) { /* a decoded list: already validated msgpack */
-		if (l->n && !l->raw)
+	if (!l->items) { /* a decoded list: validated when it was decoded */
+		const void *want = f->kind == PK_STRLIST
+					   ? (const void *)&key_elem
+					   : (const void *)f->elem;
+		struct mp_reader r;
+		uint32_t i;
+
+		if (l->n && l->elem != want)
 			return set_err(err, WEFT_EINVAL, path,
-				       "list has neither items nor raw");
+				       "list was decoded for another field "
+				       "type");
+		mp_reader_init(&r, l->raw, l->n ? l->raw_len : 0);
+		for (i = 0; i < l->n; i++)
+			if (mp_skip(&r, PROTO_MAX_DEPTH + 2) != 0)
+				break;
+		if (i != l->n || r.p != r.end || (l->n && !l->raw))
+			return set_err(err, WEFT_EINVAL, path,
+				       "decoded list does not hold %u "
+				       "elements",
+				       l->n);
 		return buf_append(out, l->raw, l->raw_len) ? out->err : 0;
 	}
 	for (uint32_t i = 0; i < l->n; i++) {
-		elem_path(ep, sizeof(ep), path, i);
+		struct path ep = path_idx(path, i);
+
 		if (f->kind == PK_STRLIST) {
 			rc = encode_str(pk, &key_elem,
 					((const struct proto_str *)l->items)[i],
-					ep, err);
+					&ep, err);
 		} else {
 			rc = encode_map(pk, out, f->elem,
 					(const char *)l->items +
 						i * f->elem->size,
-					ep, err);
+					&ep, err);
 		}
 		if (rc)
 			return rc;
@@ -1104,7 +1186,7 @@ encode_list(msgpack_packer *pk, struct buf *out, const struct pfield *f,
 
 static int
 encode_field(msgpack_packer *pk, struct buf *out, const struct pfield *f,
-	     const void *obj, const char *path, struct proto_err *err)
+	     const void *obj, const struct path *path, struct proto_err *err)
 {
 	const char *at = (const char *)obj + f->off;
 
@@ -1117,9 +1199,12 @@ encode_field(msgpack_packer *pk, struct buf *out, const struct pfield *f,
 
 		if (u < f->min || (f->max && u > f->max))
 			return set_err(err, WEFT_EINVAL, path,
-				       "outside %llu..%u",
+				       "%llu is outside %llu..%llu",
+				       (unsigned long long)u,
 				       (unsigned long long)f->min,
-				       f->max ? f->max : UINT32_MAX);
+				       f->max ? (unsigned long long)f->max
+				       : f->kind == PK_U32 ? UINT32_MAX
+							   : UINT64_MAX);
 		msgpack_pack_uint64(pk, u);
 		return 0;
 	}
@@ -1140,9 +1225,10 @@ encode_field(msgpack_packer *pk, struct buf *out, const struct pfield *f,
 	case PK_BIN: {
 		const struct proto_bytes *b = (const void *)at;
 
-		if (b->len > str_max(f))
+		if (b->len > str_max(f) || (!b->p && b->len))
 			return set_err(err, WEFT_EINVAL, path,
-				       "longer than %u bytes", str_max(f));
+				       "NULL or longer than %u bytes",
+				       str_max(f));
 		msgpack_pack_bin(pk, b->len);
 		msgpack_pack_bin_body(pk, b->p ? b->p : (const uint8_t *)"",
 				      b->len);
@@ -1189,9 +1275,9 @@ encode_field(msgpack_packer *pk, struct buf *out, const struct pfield *f,
 
 static int
 encode_map(msgpack_packer *pk, struct buf *out, const struct proto_desc *d,
-	   const void *obj, const char *path, struct proto_err *err)
+	   const void *obj, const struct path *path, struct proto_err *err)
 {
-	char fp[128];
+	struct path fp;
 	uint32_t n = 0;
 	int rc;
 
@@ -1206,8 +1292,8 @@ encode_map(msgpack_packer *pk, struct buf *out, const struct proto_desc *d,
 		const struct pfield *f = &d->fields[k];
 
 		if (f->required && !present(f, obj) && !absent_ok(f)) {
-			join_path(fp, sizeof(fp), path, f->name);
-			return set_err(err, WEFT_EINVAL, fp,
+			fp = path_at(path, f->name);
+			return set_err(err, WEFT_EINVAL, &fp,
 				       "required field missing in %s", d->name);
 		}
 		if (f->required || present(f, obj))
@@ -1219,10 +1305,10 @@ encode_map(msgpack_packer *pk, struct buf *out, const struct proto_desc *d,
 
 		if (!f->required && !present(f, obj))
 			continue;
-		join_path(fp, sizeof(fp), path, f->name);
+		fp = path_at(path, f->name);
 		msgpack_pack_str(pk, strlen(f->name));
 		msgpack_pack_str_body(pk, f->name, strlen(f->name));
-		rc = encode_field(pk, out, f, obj, fp, err);
+		rc = encode_field(pk, out, f, obj, &fp, err);
 		if (rc)
 			return rc;
 	}
@@ -1230,30 +1316,41 @@ encode_map(msgpack_packer *pk, struct buf *out, const struct proto_desc *d,
 }
 
 int
-proto_encode(struct buf *out, const struct proto_msg *msg, uint32_t max_frame)
+proto_encode(struct buf *out, const struct proto_msg *msg, uint32_t max_frame,
+	     struct proto_err *err)
 {
 	static const uint8_t zero[FRAME_HEADER];
-	struct proto_err err;
+	struct proto_err scratch;
 	msgpack_packer pk;
 	size_t start = out->len, body;
 	int rc;
 
+	if (!err)
+		err = &scratch;
+	memset(err, 0, sizeof(*err));
 	if (out->err)
-		return out->err;
+		return set_err(
+			err, out->err == WEFT_ETOOBIG ? WEFT_EAGAIN : out->err,
+			NULL, "output buffer already failed");
 	if (msg->type < 1 || msg->type > PROTO_TYPE_MAX)
-		return WEFT_EINVAL;
+		return set_err(err, WEFT_EINVAL, NULL,
+			       "unknown message type %u", (unsigned)msg->type);
 	if (max_frame == 0 || max_frame > FRAME_MAX_HARD)
 		max_frame = FRAME_MAX_HARD;
 	buf_append(out, zero, sizeof(zero));
 	msgpack_packer_init(&pk, out, buf_write);
 	msgpack_pack_array(&pk, 2);
 	msgpack_pack_uint32(&pk, (uint32_t)msg->type);
-	rc = encode_map(&pk, out, types[msg->type].desc, &msg->u, "", &err);
-	if (!rc)
-		rc = out->err;
+	rc = encode_map(&pk, out, types[msg->type].desc, &msg->u, NULL, err);
+	if (out->err) /* the buffer failed, whatever encode_map made of it */
+		rc = set_err(err,
+			     out->err == WEFT_ETOOBIG ? WEFT_EAGAIN : out->err,
+			     NULL, "output buffer full (%zu bytes)", out->max);
 	body = out->len - start - FRAME_HEADER;
 	if (!rc && body > max_frame)
-		rc = WEFT_ETOOBIG;
+		rc = set_err(err, WEFT_ETOOBIG, NULL,
+			     "%zu-byte body exceeds the %u-byte frame cap",
+			     body, max_frame);
 	if (rc) {
 		buf_truncate(out, start);
 		out->err = 0;

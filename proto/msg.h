@@ -135,7 +135,13 @@ struct proto_list {
 	const void *items;  /* encode: C array of n elements */
 	const uint8_t *raw; /* decoded: msgpack of the n elements */
 	size_t raw_len;
+	const void *elem; /* decoded: element type (internal; lets the
+			   * encoder refuse a list put in the wrong field) */
 };
+
+/* PROTO_LIST - a list to encode from a C array of n elements. */
+#define PROTO_LIST(n, items) \
+	((struct proto_list){ (uint32_t)(n), (items), NULL, 0, NULL })
 
 /* ---- list elements ---- */
 
@@ -342,13 +348,19 @@ int proto_decode(const uint8_t *body, size_t len, struct proto_msg *msg,
 
 /*
  * proto_encode - append one whole frame (length prefix and body) for msg
- * to out.  Returns 0, or WEFT_ETOOBIG if the body would exceed max_frame
- * (out is left as it was), WEFT_EINVAL if msg breaks the rules the
- * decoder enforces (a missing required field, an op kind out of range),
- * or the buffer's error (ENOMEM, ETOOBIG).  The output always decodes.
+ * to out.  Returns 0 or, with out left as it was and detail in *err when
+ * err is not NULL:
+ *   WEFT_ETOOBIG  the body would exceed max_frame (0 = FRAME_MAX_HARD):
+ *                 permanent for this message
+ *   WEFT_EAGAIN   out reached its own cap (a full out-queue): retry later
+ *   WEFT_EINVAL   msg breaks a rule the decoder enforces (a required field
+ *                 absent, an op kind out of range, a decoded list put in a
+ *                 field of another element type...)
+ *   WEFT_ENOMEM
+ * What it produces always decodes.  Thread-safe for distinct out buffers.
  */
 int proto_encode(struct buf *out, const struct proto_msg *msg,
-		 uint32_t max_frame);
+		 uint32_t max_frame, struct proto_err *err);
 
 /* ---- reading decoded lists ---- */
 

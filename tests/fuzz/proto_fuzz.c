@@ -111,11 +111,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	walk_lists(&m);
 	buf_init(&a, 0);
 	buf_init(&b, 0);
-	if (proto_encode(&a, &m, 0) != 0)
+	if (proto_encode(&a, &m, 0, NULL) != 0)
 		abort(); /* decoded but does not re-encode: asymmetry */
 	if (proto_decode(a.data + 4, a.len - 4, &m2, &err) != 0)
 		abort();
-	if (proto_encode(&b, &m2, 0) != 0 || a.len != b.len ||
+	if (proto_encode(&b, &m2, 0, NULL) != 0 || a.len != b.len ||
 	    memcmp(a.data, b.data, a.len) != 0)
 		abort();
 	buf_fini(&a);

@@ -69,7 +69,7 @@ emit(const char *name, const struct proto_msg *m)
 	uint8_t *framed;
 
 	buf_init(&b, 0);
-	if (proto_encode(&b, m, 0) != 0) {
+	if (proto_encode(&b, m, 0, NULL) != 0) {
 		fprintf(stderr, "seedgen: cannot encode %s\n", name);
 		buf_fini(&b);
 		return;
@@ -212,21 +212,21 @@ main(int argc, char **argv)
 	    S("client-1"), { 5, 1 }, S("libweft/0.1.0"));
 	MSG(PROTO_WELCOME, welcome, 1, 1, S("u1"), S("node-a"), 9, 15000,
 	    1 << 20, 256);
-	MSG(PROTO_TXN, txn, 2, S("client-1"), 1, { 8, ops, NULL, 0 });
-	MSG(PROTO_ACK, ack, 2, 1, true, { 2, recs, NULL, 0 });
+	MSG(PROTO_TXN, txn, 2, S("client-1"), 1, PROTO_LIST(8, ops));
+	MSG(PROTO_ACK, ack, 2, 1, true, PROTO_LIST(2, recs));
 	MSG(PROTO_REJECT, reject, 2, 2, -31, S("version conflict"), 1,
-	    S("title"), false, { 1, recs, NULL, 0 });
-	MSG(PROTO_FETCH, fetch, 3, { 1, refs, NULL, 0 });
-	MSG(PROTO_RECORDS, records, 3, { 2, recs, NULL, 0 },
-	    { 1, refs, NULL, 0 });
+	    S("title"), false, PROTO_LIST(1, recs));
+	MSG(PROTO_FETCH, fetch, 3, PROTO_LIST(1, refs));
+	MSG(PROTO_RECORDS, records, 3, PROTO_LIST(2, recs),
+	    PROTO_LIST(1, refs));
 	MSG(PROTO_BOOTSTRAP, bootstrap, 4, S("team"), { tok, 4 }, 65536);
-	MSG(PROTO_PAGE, page, 4, S("team"), { 2, recs, NULL, 0 }, { tok, 4 },
+	MSG(PROTO_PAGE, page, 4, S("team"), PROTO_LIST(2, recs), { tok, 4 },
 	    { 70, 0 }, 2);
-	MSG(PROTO_SUBSCRIBE, subscribe, 5, { 2, keys, NULL, 0 }, { 70, 0 });
-	MSG(PROTO_UNSUBSCRIBE, subscribe, 6, { 1, keys, NULL, 0 }, { 0, 0 });
-	MSG(PROTO_SUBSCRIBED, subscribed, 5, { 2, res, NULL, 0 });
-	MSG(PROTO_PUSH, push, { 77, 1 }, { 70, 3 }, { 2, ch, NULL, 0 });
-	MSG(PROTO_CATCHUP, catchup, { 1, keys, NULL, 0 }, { 60, 0 },
+	MSG(PROTO_SUBSCRIBE, subscribe, 5, PROTO_LIST(2, keys), { 70, 0 });
+	MSG(PROTO_UNSUBSCRIBE, subscribe, 6, PROTO_LIST(1, keys), { 0, 0 });
+	MSG(PROTO_SUBSCRIBED, subscribed, 5, PROTO_LIST(2, res));
+	MSG(PROTO_PUSH, push, { 77, 1 }, { 70, 3 }, PROTO_LIST(2, ch));
+	MSG(PROTO_CATCHUP, catchup, PROTO_LIST(1, keys), { 60, 0 },
 	    S("too old"));
 	MSG(PROTO_ERROR, error, 2, -32, S("gap"), 7, true);
 	MSG(PROTO_PING, ping, 42);

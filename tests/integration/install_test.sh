@@ -56,4 +56,12 @@ else
 	echo "not ok - libweft.so exports internal symbols:" $leaked
 	fail=1
 fi
+leaked=$(nm -g --defined-only "$LIBDIR/libweft.a" 2>/dev/null |
+	awk 'NF == 3 && $3 !~ /^weft_/ {print $3}')
+if [[ -z $leaked ]]; then
+	echo "ok - libweft.a exports only weft_* symbols"
+else
+	echo "not ok - libweft.a exports internal symbols:" $leaked
+	fail=1
+fi
 exit $fail

@@ -77,3 +77,15 @@ Test(buf, truncate)
 	cr_assert(eq(i64, b.len, 2), "truncate never grows");
 	buf_fini(&b);
 }
+
+Test(buf, appendf_may_fill_the_buffer_exactly)
+{
+	struct buf b;
+
+	buf_init(&b, 4);
+	cr_assert(eq(i64, buf_appendf(&b, "%s", "abcd"), 0));
+	cr_assert(eq(sz, b.len, 4));
+	cr_assert(eq(i64, memcmp(b.data, "abcd", 4), 0));
+	cr_assert(eq(i64, buf_appendf(&b, "x"), WEFT_ETOOBIG));
+	buf_fini(&b);
+}

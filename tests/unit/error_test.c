@@ -7,17 +7,9 @@
 
 #include <weft/error.h>
 
-static const int all[] = {
-	WEFT_OK,	   WEFT_ENOMEM,	   WEFT_EINVAL,	    WEFT_EIO,
-	WEFT_ETIMEDOUT,	   WEFT_ECLOSED,   WEFT_EAGAIN,	    WEFT_EBUSY,
-	WEFT_ENOTFOUND,	   WEFT_EEXIST,	   WEFT_ECONFIG,    WEFT_EINTERNAL,
-	WEFT_EUNAVAILABLE, WEFT_EAUTH,	   WEFT_EEXPIRED,   WEFT_EPERM,
-	WEFT_EVALIDATION,  WEFT_ECONFLICT, WEFT_EGAP,	    WEFT_ELIMIT,
-	WEFT_ERETRY,	   WEFT_ETOOBIG,   WEFT_ETRUNCATED, WEFT_ETYPE,
-	WEFT_EDEPTH,	   WEFT_ECOUNT,	   WEFT_ETRAILING,  WEFT_EMISSING,
-	WEFT_EDUPFIELD,	   WEFT_ERANGE,	   WEFT_EUNKNOWN,   WEFT_EVERSION,
-	WEFT_EENCODING,	   WEFT_ECATCHUP,
-};
+#define CODE(name, value, text) WEFT_##name,
+static const int all[] = { WEFT_ERRNO_MAP(CODE) };
+#undef CODE
 #define NALL (sizeof(all) / sizeof(all[0]))
 
 Test(error, ok_is_zero_and_errors_negative)

@@ -166,3 +166,58 @@ Test(frame, big_buffer_is_released_after_the_frame)
 	cr_assert_null(fr.body, "idle readers keep at most FRAME_KEEP");
 	frame_reader_fini(&fr);
 }
+
+Test(frame, memory_follows_bytes_received_not_bytes_claimed)
+{
+	struct frame_reader fr;
+	static uint8_t in[FRAME_HEADER + (1u << 20)];
+	const uint32_t len = 1u << 20;
+	size_t off = 0, used;
+	uint32_t got;
+	const uint8_t *body;
+
+	for (uint32_t i = 0; i < len; i++)
+		in[FRAME_HEADER + i] = (uint8_t)(i * 7 + 3);
+	frame_put_header(in, len);
+	frame_reader_init(&fr, FRAME_MAX_DEFAULT);
+	/* a header alone pins at most FRAME_CHUNK */
+	cr_assert(eq(i64, frame_reader_feed(&fr, in, FRAME_HEADER, &used), 0));
+	off = used;
+	cr_assert(le(u32, fr.body_cap, FRAME_CHUNK));
+	/* then at most twice what arrived (or FRAME_CHUNK) */
+	while (off < sizeof(in)) {
+		size_t chunk = 1000 + off % 5000;
+
+		if (chunk > sizeof(in) - off)
+			chunk = sizeof(in) - off;
+		cr_assert(eq(i64,
+			     frame_reader_feed(&fr, in + off, chunk, &used),
+			     0));
+		off += used;
+		cr_assert(le(u64, fr.body_cap,
+			     2 * (uint64_t)fr.body_have + FRAME_CHUNK),
+			  "cap %u for %u bytes received", fr.body_cap,
+			  fr.body_have);
+	}
+	cr_assert(frame_reader_ready(&fr));
+	body = frame_reader_body(&fr, &got);
+	cr_assert(eq(u32, got, len));
+	cr_assert(eq(i64, memcmp(body, in + FRAME_HEADER, len), 0),
+		  "bytes survive the growth");
+	frame_reader_fini(&fr);
+}
+
+Test(frame, zero_length_error_is_sticky)
+{
+	struct frame_reader fr;
+	static const uint8_t in[] = { 0, 0, 0, 0, 0, 0, 0, 1, 'x' };
+	size_t used;
+
+	frame_reader_init(&fr, 1024);
+	cr_assert(eq(i64, frame_reader_feed(&fr, in, sizeof(in), &used),
+		     WEFT_ERANGE));
+	cr_assert(
+		eq(i64, frame_reader_feed(&fr, in + 4, 5, &used), WEFT_ERANGE));
+	cr_assert(eq(sz, used, 0));
+	frame_reader_fini(&fr);
+}

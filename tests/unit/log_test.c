@@ -99,3 +99,31 @@ Test(log, level_names_parse)
 	cr_assert(eq(i64, l, LOG_WARN));
 	cr_assert(eq(i64, log_level_parse("loud", &l), WEFT_EINVAL));
 }
+
+Test(log, quoted_values_cannot_forge_fields, .init = capture)
+{
+	char out[1024], q[LOG_QUOTE_MAX];
+
+	log_event(LOG_WARN, "auth_failed", "user=%s",
+		  log_quote(q, sizeof(q), "bob level=error event=admin ok=1"));
+	drain(out, sizeof(out));
+	cr_assert_not_null(strstr(out, "user=\"bob level=error event=admin "
+				       "ok=1\"\n"),
+			   "got: %s", out);
+	cr_assert_null(strstr(out, " event=admin ok=1\n"), "forged: %s", out);
+}
+
+Test(log, quote_rules)
+{
+	char q[64];
+
+	cr_assert_str_eq(log_quote(q, sizeof(q), "client-1"), "client-1");
+	cr_assert_str_eq(log_quote(q, sizeof(q), ""), "\"\"");
+	cr_assert_str_eq(log_quote(q, sizeof(q), NULL), "\"(null)\"");
+	cr_assert_str_eq(log_quote(q, sizeof(q), "a\"b\\c"), "\"a\\\"b\\\\c\"");
+	cr_assert_str_eq(log_quote(q, sizeof(q), "x\ny"), "\"x\\x0ay\"");
+	cr_assert_str_eq(log_quote(q, sizeof(q), "a\xc2\x85z"),
+			 "\"a\\xc2\\x85z\"", "C1 control NEL escaped");
+	cr_assert_str_eq(log_quote(q, 8, "a b c d e f g"), "\"a b c\"",
+			 "cut, still closed");
+}

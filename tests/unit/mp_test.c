@@ -352,3 +352,36 @@ Test(mp, utf8_validation)
 	cr_assert_not(mp_utf8_valid("\xe2\x82", 2));	     /* cut */
 	cr_assert_not(mp_utf8_valid("\x80", 1));	     /* stray */
 }
+
+Test(mp, ext_lengths_of_every_width_and_their_truncations)
+{
+	/* ext8 len 2, ext16 len 1, ext32 len 1: type byte + data */
+	static const uint8_t ok[] = { 0xc7, 2,	  7, 'a', 'b', 0xc8, 0, 1,  7,
+				      'c',  0xc9, 0, 0,	  0,   1,    7, 'd' };
+	static const uint8_t cut8[] = { 0xc7, 5, 7, 'a' };
+	static const uint8_t cut16[] = { 0xc8, 0 };
+	static const uint8_t cut32[] = { 0xc9, 0xff, 0xff, 0xff, 0xff, 7 };
+	struct mp_reader r;
+
+	mp_reader_init(&r, ok, sizeof(ok));
+	for (int i = 0; i < 3; i++)
+		cr_assert(eq(i64, mp_skip(&r, 2), 0), "ext %d", i);
+	cr_assert(eq(sz, mp_left(&r), 0));
+	mp_reader_init(&r, cut8, sizeof(cut8));
+	cr_assert(eq(i64, mp_skip(&r, 2), WEFT_ETRUNCATED));
+	mp_reader_init(&r, cut16, sizeof(cut16));
+	cr_assert(eq(i64, mp_skip(&r, 2), WEFT_ETRUNCATED));
+	mp_reader_init(&r, cut32, sizeof(cut32));
+	cr_assert(eq(i64, mp_skip(&r, 2), WEFT_ETRUNCATED));
+}
+
+Test(mp, never_used_byte_inside_a_value_is_rejected)
+{
+	static const uint8_t in[] = { 0x81, 0xa1, 'k', 0x91, 0xc1 };
+	struct mp_reader r;
+
+	mp_reader_init(&r, in, sizeof(in));
+	cr_assert(eq(i64, mp_check_value(&r, 8), WEFT_ETYPE));
+	mp_reader_init(&r, in, sizeof(in));
+	cr_assert(eq(i64, mp_skip(&r, 8), WEFT_ETYPE));
+}

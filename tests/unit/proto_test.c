@@ -80,6 +80,18 @@ assert_str(struct proto_str got, const char *want, const char *what)
 		  got.p);
 }
 
+/* both absent, or both present with the same bytes */
+static void
+assert_same(struct proto_str got, struct proto_str want, const char *what)
+{
+	cr_assert(eq(i64, got.p != NULL, want.p != NULL), "%s presence", what);
+	if (!want.p)
+		return;
+	cr_assert(got.len == want.len && memcmp(got.p, want.p, got.len) == 0,
+		  "%s: expected '%.*s', got '%.*s'", what, (int)want.len,
+		  want.p, (int)got.len, got.p);
+}
+
 static void
 assert_bytes(struct proto_bytes got, struct proto_bytes want, const char *what)
 {
@@ -149,7 +161,7 @@ round_trip(const struct proto_msg *m, struct proto_msg *got)
 	int rc;
 
 	buf_reset(&out);
-	rc = proto_encode(&out, m, FRAME_MAX_DEFAULT);
+	rc = proto_encode(&out, m, FRAME_MAX_DEFAULT, NULL);
 	cr_assert(eq(i64, rc, 0), "encode %s: %s", proto_type_name(m->type),
 		  weft_errname(rc));
 	len = frame_get_header(out.data);
@@ -159,7 +171,8 @@ round_trip(const struct proto_msg *m, struct proto_msg *got)
 		  proto_type_name(m->type), weft_errname(rc), err.msg);
 	cr_assert(eq(i64, got->type, m->type));
 	buf_init(&again, 0);
-	cr_assert(eq(i64, proto_encode(&again, got, FRAME_MAX_DEFAULT), 0));
+	cr_assert(
+		eq(i64, proto_encode(&again, got, FRAME_MAX_DEFAULT, NULL), 0));
 	cr_assert(eq(i64, again.len, out.len), "re-encoded length differs");
 	cr_assert(eq(i64, memcmp(again.data, out.data, out.len), 0),
 		  "re-encoded bytes differ");
@@ -256,9 +269,8 @@ Test(proto, txn_with_every_op_kind)
 	size_t i = 0;
 	int rc;
 
-	m.u.txn = (struct proto_txn){
-		11, S("client-1"), 1234, { (uint32_t)nops, ops, NULL, 0 }
-	};
+	m.u.txn = (struct proto_txn){ 11, S("client-1"), 1234,
+				      PROTO_LIST((uint32_t)nops, ops) };
 	round_trip(&m, &g);
 	cr_assert(eq(i64, g.u.txn.rid, 11));
 	assert_str(g.u.txn.client_id, "client-1", "client");
@@ -269,17 +281,10 @@ Test(proto, txn_with_every_op_kind)
 		const struct proto_op *w = &ops[i++];
 
 		cr_assert(eq(i64, op.kind, w->kind), "op %zu kind", i);
-		cr_assert(op.table.len == w->table.len &&
-			  memcmp(op.table.p, w->table.p, op.table.len) == 0);
-		cr_assert(op.id.len == w->id.len &&
-			  memcmp(op.id.p, w->id.p, op.id.len) == 0);
-		cr_assert(eq(i64, op.space.p != NULL, w->space.p != NULL));
-		cr_assert(eq(i64, op.field.p != NULL, w->field.p != NULL));
-		if (w->field.p)
-			cr_assert(
-				eq(i64,
-				   memcmp(op.field.p, w->field.p, w->field.len),
-				   0));
+		assert_same(op.table, w->table, "table");
+		assert_same(op.id, w->id, "id");
+		assert_same(op.space, w->space, "space");
+		assert_same(op.field, w->field, "field");
 		cr_assert(eq(i64, op.value.p != NULL, w->value.p != NULL));
 		if (w->value.p)
 			assert_bytes(op.value, w->value, "value");
@@ -325,7 +330,7 @@ Test(proto, ack)
 	struct proto_msg m = { .type = PROTO_ACK }, g;
 
 	recs[0].data = row("hello", 7);
-	m.u.ack = (struct proto_ack){ 12, 1234, true, { 2, recs, NULL, 0 } };
+	m.u.ack = (struct proto_ack){ 12, 1234, true, PROTO_LIST(2, recs) };
 	round_trip(&m, &g);
 	cr_assert(eq(i64, g.u.ack.rid, 12));
 	cr_assert(eq(i64, g.u.ack.mid, 1234));
@@ -346,7 +351,7 @@ Test(proto, reject)
 					    2,
 					    S("status"),
 					    true,
-					    { 2, recs, NULL, 0 } };
+					    PROTO_LIST(2, recs) };
 	round_trip(&m, &g);
 	cr_assert(eq(i64, g.u.reject.rid, 13));
 	cr_assert(eq(i64, g.u.reject.mid, 1235));
@@ -367,7 +372,7 @@ Test(proto, fetch_and_records)
 	struct proto_iter it;
 	struct proto_keyref r;
 
-	m.u.fetch = (struct proto_fetch){ 14, { 2, refs, NULL, 0 } };
+	m.u.fetch = (struct proto_fetch){ 14, PROTO_LIST(2, refs) };
 	round_trip(&m, &g);
 	cr_assert(eq(i64, g.u.fetch.rid, 14));
 	proto_iter_init(&it, &g.u.fetch.keys);
@@ -381,9 +386,8 @@ Test(proto, fetch_and_records)
 
 	recs[0].data = row("fetched", 2);
 	m = (struct proto_msg){ .type = PROTO_RECORDS };
-	m.u.records = (struct proto_records){ 14,
-					      { 2, recs, NULL, 0 },
-					      { 1, &refs[1], NULL, 0 } };
+	m.u.records = (struct proto_records){ 14, PROTO_LIST(2, recs),
+					      PROTO_LIST(1, &refs[1]) };
 	round_trip(&m, &g);
 	cr_assert(eq(i64, g.u.records.rid, 14));
 	check_records(&g.u.records.records);
@@ -412,7 +416,7 @@ Test(proto, bootstrap_and_page)
 	m = (struct proto_msg){ .type = PROTO_PAGE };
 	m.u.page = (struct proto_page){ 15,
 					S("team-a"),
-					{ 2, recs, NULL, 0 },
+					PROTO_LIST(2, recs),
 					{ tok, sizeof(tok) },
 					{ 0x16B3748, 0 },
 					100000 };
@@ -450,7 +454,7 @@ Test(proto, subscribe_unsubscribe_subscribed)
 	struct proto_subres r;
 
 	m.u.subscribe =
-		(struct proto_subscribe){ 16, { 2, keys, NULL, 0 }, { 99, 1 } };
+		(struct proto_subscribe){ 16, PROTO_LIST(2, keys), { 99, 1 } };
 	round_trip(&m, &g);
 	cr_assert(eq(i64, g.u.subscribe.rid, 16));
 	cr_assert(eq(i64, g.u.subscribe.cursor.lsn, 99));
@@ -469,7 +473,7 @@ Test(proto, subscribe_unsubscribe_subscribed)
 	cr_assert(eq(i64, g.u.subscribe.keys.n, 2));
 
 	m = (struct proto_msg){ .type = PROTO_SUBSCRIBED };
-	m.u.subscribed = (struct proto_subscribed){ 16, { 2, res, NULL, 0 } };
+	m.u.subscribed = (struct proto_subscribed){ 16, PROTO_LIST(2, res) };
 	round_trip(&m, &g);
 	proto_iter_init(&it, &g.u.subscribed.results);
 	cr_assert(eq(i64, proto_next_subres(&it, &r), 1));
@@ -509,7 +513,7 @@ Test(proto, push)
 
 	m.u.push = (struct proto_push){ { 500, 1 },
 					{ 420, 7 },
-					{ 2, ch, NULL, 0 } };
+					PROTO_LIST(2, ch) };
 	round_trip(&m, &g);
 	cr_assert(eq(i64, g.u.push.cursor.lsn, 500));
 	cr_assert(eq(i64, g.u.push.cursor.idx, 1));
@@ -542,7 +546,7 @@ Test(proto, catchup_unavailable)
 	struct proto_iter it;
 	struct proto_str k;
 
-	m.u.catchup = (struct proto_catchup){ { 1, keys, NULL, 0 },
+	m.u.catchup = (struct proto_catchup){ PROTO_LIST(1, keys),
 					      { 1000, 0 },
 					      S("cursor older than window") };
 	round_trip(&m, &g);
@@ -606,7 +610,7 @@ Test(proto, set_to_null_is_not_absent)
 	struct proto_iter it;
 	struct proto_op got;
 
-	m.u.txn = (struct proto_txn){ 1, S("c"), 1, { 1, &op, NULL, 0 } };
+	m.u.txn = (struct proto_txn){ 1, S("c"), 1, PROTO_LIST(1, &op) };
 	round_trip(&m, &g);
 	proto_iter_init(&it, &g.u.txn.ops);
 	cr_assert(eq(i64, proto_next_op(&it, &got), 1));
@@ -630,8 +634,8 @@ Test(proto, decoding_allocates_nothing)
 					    .id = S("x"),
 					    .space = S("s"),
 					    .data = row("t", i) };
-	m.u.txn = (struct proto_txn){ 1, S("c"), 1, { 64, ops, NULL, 0 } };
-	cr_assert(eq(i64, proto_encode(&out, &m, 0), 0));
+	m.u.txn = (struct proto_txn){ 1, S("c"), 1, PROTO_LIST(64, ops) };
+	cr_assert(eq(i64, proto_encode(&out, &m, 0, NULL), 0));
 	before = allocs;
 	cr_assert(
 		eq(i64, proto_decode(out.data + 4, out.len - 4, &g, &err), 0));
@@ -645,7 +649,7 @@ Test(proto, decoding_allocates_nothing)
 	struct buf b2;
 	buf_init(&b2, 0);
 	before = allocs;
-	proto_encode(&b2, &m, 0);
+	proto_encode(&b2, &m, 0, NULL);
 	cr_assert(gt(i64, allocs, before), "allocation counter is live");
 	buf_fini(&b2);
 }
@@ -659,26 +663,27 @@ Test(proto, encoder_rejects_invalid_messages)
 				.id = S("i") }; /* set without field */
 	struct proto_msg m = { .type = PROTO_TXN };
 
-	m.u.txn = (struct proto_txn){ 1, S("c"), 1, { 1, &bad, NULL, 0 } };
-	cr_assert(eq(i64, proto_encode(&out, &m, 0), WEFT_EINVAL));
+	m.u.txn = (struct proto_txn){ 1, S("c"), 1, PROTO_LIST(1, &bad) };
+	cr_assert(eq(i64, proto_encode(&out, &m, 0, NULL), WEFT_EINVAL));
 	cr_assert(eq(i64, out.len, 0), "output left as it was");
 	cr_assert(eq(i64, out.err, 0));
 
-	m.u.txn = (struct proto_txn){ 1, S("c"), 0, { 0, NULL, NULL, 0 } };
-	cr_assert(eq(i64, proto_encode(&out, &m, 0), WEFT_EINVAL),
+	m.u.txn = (struct proto_txn){ 1, S("c"), 0, PROTO_LIST(0, NULL) };
+	cr_assert(eq(i64, proto_encode(&out, &m, 0, NULL), WEFT_EINVAL),
 		  "mid 0, no ops");
 
 	m = (struct proto_msg){ .type = PROTO_ERROR };
 	m.u.error = (struct proto_error){ .code = -1, .msg = S("") };
-	cr_assert(eq(i64, proto_encode(&out, &m, 0), 0), "empty text is fine");
+	cr_assert(eq(i64, proto_encode(&out, &m, 0, NULL), 0),
+		  "empty text is fine");
 
 	m = (struct proto_msg){ .type = PROTO_ACK };
 	m.u.ack.mid = 1;
 	struct proto_record r = {
 		S("t"), S("i"), S("s"), 1, false, { (const uint8_t *)"\x01", 1 }
 	};
-	m.u.ack.records = (struct proto_list){ 1, &r, NULL, 0 };
-	cr_assert(eq(i64, proto_encode(&out, &m, 0), WEFT_EINVAL),
+	m.u.ack.records = PROTO_LIST(1, &r);
+	cr_assert(eq(i64, proto_encode(&out, &m, 0, NULL), WEFT_EINVAL),
 		  "data must be a map");
 }
 
@@ -691,9 +696,9 @@ Test(proto, encoder_respects_max_frame)
 	text[sizeof(text) - 1] = '\0';
 	m.u.error = (struct proto_error){ 1, WEFT_EIO, S(text), 0, false };
 	buf_append(&out, "keep", 4);
-	cr_assert(eq(i64, proto_encode(&out, &m, 100), WEFT_ETOOBIG));
+	cr_assert(eq(i64, proto_encode(&out, &m, 100, NULL), WEFT_ETOOBIG));
 	cr_assert(eq(i64, out.len, 4), "output left as it was");
-	cr_assert(eq(i64, proto_encode(&out, &m, 1000), 0));
+	cr_assert(eq(i64, proto_encode(&out, &m, 1000, NULL), 0));
 }
 
 /* ---- malformed input: each class gets its own error ---- */
@@ -1092,8 +1097,8 @@ Test(proto, incr_needs_a_number)
 			       .value = row("x", 1) };
 	struct proto_msg m = { .type = PROTO_TXN };
 
-	m.u.txn = (struct proto_txn){ 1, S("c"), 1, { 1, &op, NULL, 0 } };
-	cr_assert(eq(i64, proto_encode(&out, &m, 0), WEFT_EINVAL));
+	m.u.txn = (struct proto_txn){ 1, S("c"), 1, PROTO_LIST(1, &op) };
+	cr_assert(eq(i64, proto_encode(&out, &m, 0, NULL), WEFT_EINVAL));
 }
 
 Test(proto, names)
@@ -1110,7 +1115,7 @@ static int
 encode_rc(const struct proto_msg *m)
 {
 	buf_reset(&out);
-	return proto_encode(&out, m, 0);
+	return proto_encode(&out, m, 0, NULL);
 }
 
 /* encode through a permissive path is impossible, so hand-build bodies */
@@ -1232,7 +1237,7 @@ Test(proto, push_cursor_must_not_be_zero)
 	struct proto_msg m = { .type = PROTO_PUSH };
 
 	m.u.push =
-		(struct proto_push){ { 5, 0 }, { 0, 0 }, { 1, &ch, NULL, 0 } };
+		(struct proto_push){ { 5, 0 }, { 0, 0 }, PROTO_LIST(1, &ch) };
 	cr_assert(eq(i64, encode_rc(&m), WEFT_EINVAL), "zero change cursor");
 	ch.cursor = (struct proto_cursor){ 5, 0 };
 	cr_assert(eq(i64, encode_rc(&m), 0));
@@ -1247,7 +1252,7 @@ Test(proto, tombstones_carry_no_data)
 	};
 	struct proto_msg m = { .type = PROTO_ACK };
 
-	m.u.ack = (struct proto_ack){ 1, 1, false, { 1, &r, NULL, 0 } };
+	m.u.ack = (struct proto_ack){ 1, 1, false, PROTO_LIST(1, &r) };
 	cr_assert(eq(i64, encode_rc(&m), WEFT_EINVAL));
 	r.data = (struct proto_bytes){ NULL, 0 };
 	cr_assert(eq(i64, encode_rc(&m), 0));
@@ -1264,7 +1269,7 @@ Test(proto, record_subscription_keys_fit_two_max_names)
 	cr_assert_gt(PROTO_MAX_KEY, 4 + 2 * PROTO_MAX_NAME + 1);
 	keys[0] = S(key);
 	m.u.subscribe =
-		(struct proto_subscribe){ 1, { 1, keys, NULL, 0 }, { 0, 0 } };
+		(struct proto_subscribe){ 1, PROTO_LIST(1, keys), { 0, 0 } };
 	round_trip(&m, &g);
 	key[PROTO_MAX_KEY] = 'k'; /* one byte over */
 	keys[0] = S(key);
@@ -1281,4 +1286,101 @@ Test(proto, welcome_max_frame_is_bounded_by_the_hard_cap)
 	cr_assert(eq(i64, encode_rc(&m), WEFT_EINVAL));
 	m.u.welcome.max_frame = FRAME_MAX_HARD;
 	cr_assert(eq(i64, encode_rc(&m), 0));
+}
+
+Test(proto, decoded_list_in_a_field_of_another_type_is_refused)
+{
+	struct proto_keyref ref = { S("issues"), S("i1") };
+	struct proto_msg m = { .type = PROTO_FETCH }, g, m2;
+	struct proto_err err;
+	struct buf o2;
+
+	m.u.fetch = (struct proto_fetch){ 1, PROTO_LIST(1, &ref) };
+	round_trip(&m, &g); /* g borrows from out: encode elsewhere */
+	buf_init(&o2, 0);
+	/* records and keyrefs look alike on the wire; the tag tells */
+	m2 = (struct proto_msg){ .type = PROTO_RECORDS };
+	m2.u.records.missing = g.u.fetch.keys;
+	cr_assert(eq(i64, proto_encode(&o2, &m2, 0, &err), 0),
+		  "same element type: fine (%s)", err.msg);
+	m2.u.records.missing = (struct proto_list){ 0 };
+	m2.u.records.records = g.u.fetch.keys;
+	cr_assert(eq(i64, proto_encode(&o2, &m2, 0, &err), WEFT_EINVAL));
+	cr_assert_str_eq(err.path, "records");
+	/* a count that the raw bytes do not hold */
+	m2.u.records.records = (struct proto_list){ 0 };
+	m2.u.records.missing = g.u.fetch.keys;
+	m2.u.records.missing.n = 3;
+	cr_assert(eq(i64, proto_encode(&o2, &m2, 0, &err), WEFT_EINVAL));
+	cr_assert_not_null(strstr(err.msg, "does not hold 3"), "%s", err.msg);
+	buf_fini(&o2);
+}
+
+Test(proto, null_string_with_a_length_is_einval_not_a_crash)
+{
+	struct proto_str keys[] = { { NULL, 5 } };
+	struct proto_msg m = { .type = PROTO_SUBSCRIBE };
+	struct proto_err err;
+
+	m.u.subscribe.keys = PROTO_LIST(1, keys);
+	cr_assert(eq(i64, proto_encode(&out, &m, 0, &err), WEFT_EINVAL));
+	cr_assert_str_eq(err.path, "keys[0]");
+}
+
+Test(proto, full_output_buffer_is_eagain_and_oversize_is_etoobig)
+{
+	struct proto_msg m = { .type = PROTO_ERROR };
+	struct proto_err err;
+	struct buf small;
+	char text[200];
+
+	memset(text, 'x', sizeof(text) - 1);
+	text[sizeof(text) - 1] = '\0';
+	m.u.error = (struct proto_error){ 1, WEFT_EIO, S(text), 0, false };
+	buf_init(&small, 64);
+	cr_assert(eq(i64, proto_encode(&small, &m, 0, &err), WEFT_EAGAIN),
+		  "a full out-queue is retryable");
+	cr_assert(eq(sz, small.len, 0));
+	cr_assert(eq(i64, small.err, 0), "buffer usable again");
+	cr_assert(eq(i64, proto_encode(&out, &m, 100, &err), WEFT_ETOOBIG),
+		  "a message over the frame cap is not");
+	cr_assert_not_null(strstr(err.msg, "frame cap"), "%s", err.msg);
+	buf_fini(&small);
+}
+
+Test(proto, encoder_error_detail_names_the_field)
+{
+	struct proto_op bad = { .kind = PROTO_OP_SET,
+				.table = S("t"),
+				.id = S("i"),
+				.field = S("f") };
+	struct proto_msg m = { .type = PROTO_TXN };
+	struct proto_err err;
+
+	m.u.txn = (struct proto_txn){ 1, S("c"), 1, PROTO_LIST(1, &bad) };
+	cr_assert(eq(i64, proto_encode(&out, &m, 0, &err), WEFT_EINVAL));
+	cr_assert_str_eq(err.path, "ops[0].value");
+	cr_assert(eq(i64, err.code, WEFT_EINVAL));
+}
+
+Test(proto, change_op_and_tombstone_flag_agree)
+{
+	struct proto_change ch = { .cursor = { 9, 0 },
+				   .table = S("t"),
+				   .id = S("i"),
+				   .space = S("s"),
+				   .version = 2,
+				   .op = PROTO_OP_DELETE,
+				   .deleted = false };
+	struct proto_msg m = { .type = PROTO_PUSH };
+	struct proto_err err;
+
+	m.u.push =
+		(struct proto_push){ { 9, 0 }, { 0, 0 }, PROTO_LIST(1, &ch) };
+	cr_assert(eq(i64, proto_encode(&out, &m, 0, &err), WEFT_EINVAL));
+	cr_assert_str_eq(err.path, "changes[0].deleted");
+	ch.deleted = true;
+	cr_assert(eq(i64, proto_encode(&out, &m, 0, &err), 0), "%s", err.msg);
+	ch.op = PROTO_OP_CREATE;
+	cr_assert(eq(i64, proto_encode(&out, &m, 0, &err), WEFT_EINVAL));
 }

@@ -19,49 +19,50 @@ extern "C" {
 #define WEFT_API __attribute__((visibility("default")))
 #endif
 
+/*
+ * WEFT_ERRNO_MAP(X) - every error: X(name, value, description).  The one
+ * list the enum, weft_strerror() and the tests are generated from.
+ */
+#define WEFT_ERRNO_MAP(X)                                 \
+	X(OK, 0, "success")                               \
+	X(ENOMEM, -1, "out of memory")                    \
+	X(EINVAL, -2, "invalid argument")                 \
+	X(EIO, -3, "i/o error")                           \
+	X(ETIMEDOUT, -4, "timed out")                     \
+	X(ECLOSED, -5, "closed")                          \
+	X(EAGAIN, -6, "try again")                        \
+	X(EBUSY, -7, "resource busy")                     \
+	X(ENOTFOUND, -8, "not found")                     \
+	X(EEXIST, -9, "already exists")                   \
+	X(ECONFIG, -10, "bad configuration")              \
+	X(EINTERNAL, -11, "internal error")               \
+	X(EUNAVAILABLE, -12, "service unavailable")       \
+	X(EAUTH, -20, "authentication failed")            \
+	X(EEXPIRED, -21, "token expired")                 \
+	X(EPERM, -22, "permission denied")                \
+	X(EVALIDATION, -30, "does not fit the schema")    \
+	X(ECONFLICT, -31, "version conflict")             \
+	X(EGAP, -32, "mutation id out of order")          \
+	X(ELIMIT, -33, "limit exceeded")                  \
+	X(ERETRY, -34, "overloaded, retry later")         \
+	X(ETOOBIG, -40, "too big")                        \
+	X(ETRUNCATED, -41, "truncated input")             \
+	X(ETYPE, -42, "wrong type")                       \
+	X(EDEPTH, -43, "nested too deeply")               \
+	X(ECOUNT, -44, "element count exceeds input")     \
+	X(ETRAILING, -45, "trailing bytes after message") \
+	X(EMISSING, -46, "required field missing")        \
+	X(EDUPFIELD, -47, "duplicate field")              \
+	X(ERANGE, -48, "value out of range")              \
+	X(EUNKNOWN, -49, "unknown message or op")         \
+	X(EVERSION, -50, "unsupported protocol version")  \
+	X(EENCODING, -51, "invalid encoding")             \
+	X(ECATCHUP, -52, "cursor outside the change-log window")
+
 enum weft_err {
-	WEFT_OK = 0,
-
-	/* generic */
-	WEFT_ENOMEM = -1,	 /* out of memory */
-	WEFT_EINVAL = -2,	 /* invalid argument */
-	WEFT_EIO = -3,		 /* I/O error */
-	WEFT_ETIMEDOUT = -4,	 /* timed out */
-	WEFT_ECLOSED = -5,	 /* object or connection closed */
-	WEFT_EAGAIN = -6,	 /* try again (would block, queue full) */
-	WEFT_EBUSY = -7,	 /* resource locked by someone else */
-	WEFT_ENOTFOUND = -8,	 /* no such record, file or key */
-	WEFT_EEXIST = -9,	 /* already exists */
-	WEFT_ECONFIG = -10,	 /* bad configuration */
-	WEFT_EINTERNAL = -11,	 /* internal error (a bug) */
-	WEFT_EUNAVAILABLE = -12, /* a dependency (server, database) is down */
-
-	/* authentication and authorisation */
-	WEFT_EAUTH = -20,    /* token missing, malformed or badly signed */
-	WEFT_EEXPIRED = -21, /* token expired */
-	WEFT_EPERM = -22,    /* authenticated, but not allowed */
-
-	/* writes */
-	WEFT_EVALIDATION = -30, /* does not fit the schema */
-	WEFT_ECONFLICT = -31,	/* expect_version did not match */
-	WEFT_EGAP = -32,	/* mutation id skips ahead; resend in order */
-	WEFT_ELIMIT = -33,	/* a configured limit was exceeded */
-	WEFT_ERETRY = -34,	/* overloaded: retry after the given delay */
-
-	/* wire protocol and decoding */
-	WEFT_ETOOBIG = -40,    /* frame or element larger than its cap */
-	WEFT_ETRUNCATED = -41, /* input ends inside a value */
-	WEFT_ETYPE = -42,      /* a field has the wrong type */
-	WEFT_EDEPTH = -43,     /* nesting deeper than allowed */
-	WEFT_ECOUNT = -44,     /* claimed element count exceeds bytes left */
-	WEFT_ETRAILING = -45,  /* bytes left over after the message */
-	WEFT_EMISSING = -46,   /* a required field is absent */
-	WEFT_EDUPFIELD = -47,  /* a field appears twice */
-	WEFT_ERANGE = -48,     /* a value is out of its allowed range */
-	WEFT_EUNKNOWN = -49,   /* unknown message type or op kind */
-	WEFT_EVERSION = -50,   /* unsupported protocol version */
-	WEFT_EENCODING = -51,  /* bad UTF-8, NUL in a string, NaN... */
-	WEFT_ECATCHUP = -52,   /* cursor older than the change-log window */
+#define WEFT_ERR_ENUM(name, value, text) WEFT_##name = value,
+	WEFT_ERRNO_MAP(WEFT_ERR_ENUM)
+#undef WEFT_ERR_ENUM
 };
 
 /*
