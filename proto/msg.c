@@ -118,7 +118,7 @@ path_idx(const struct path *up, uint32_t idx)
 static void
 path_render(const struct path *p, char *dst, size_t cap)
 {
-	const struct path *nodes[PATH_MAX_DEPTH];
+	const struct path *nodes[PATH_MAX_DEPTH] = { NULL };
 	size_t n = 0, o = 0;
 
 	for (; p && n < PATH_MAX_DEPTH; p = p->up)
