@@ -1,0 +1,445 @@
+-- 0002_core: the tables weft-write owns and the function that applies one
+-- client transaction (DESIGN.md §2-§4).
+--
+-- Everything an app stores is a record in weft_records, including the two
+-- system tables `spaces` and `members`, so membership changes reach clients
+-- through the outbox like any other change. weft_spaces and weft_members are
+-- indexes derived from those records in the same transaction; they are what
+-- authorisation reads.
+--
+-- Error codes returned in results are weft_err values (client/include/weft/
+-- error.h): -2 EINVAL, -8 ENOTFOUND, -9 EEXIST, -11 EINTERNAL, -22 EPERM,
+-- -30 EVALIDATION, -31 ECONFLICT, -33 ELIMIT.
+
+CREATE TABLE weft_records (
+	tbl        text        NOT NULL,
+	id         text        NOT NULL,
+	space      text        NOT NULL,
+	version    bigint      NOT NULL CHECK (version >= 1),
+	data       jsonb,                  -- NULL exactly for tombstones
+	deleted    boolean     NOT NULL DEFAULT false,
+	created_at timestamptz NOT NULL DEFAULT now(),
+	updated_at timestamptz NOT NULL DEFAULT now(),
+	updated_by text        NOT NULL,
+	PRIMARY KEY (tbl, id),
+	CHECK (deleted = (data IS NULL))
+);
+-- bootstrap lists a space in a stable order: (space, tbl, id)
+CREATE INDEX weft_records_space ON weft_records (space, tbl, id);
+
+-- One row per changed record per transaction, with the after-image. seq is
+-- for inspection and pruning only: the relay reads this table through
+-- logical decoding, in commit order, never by seq.
+CREATE TABLE weft_outbox (
+	seq        bigserial   PRIMARY KEY,
+	tbl        text        NOT NULL,
+	id         text        NOT NULL,
+	space      text        NOT NULL,
+	prev_space text,                   -- set when the record moved
+	version    bigint      NOT NULL,
+	op         smallint    NOT NULL,   -- enum proto_op_kind of the last op
+	deleted    boolean     NOT NULL,
+	data       jsonb,
+	client_id  text        NOT NULL,
+	mid        bigint      NOT NULL,
+	user_id    text        NOT NULL,
+	created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX weft_outbox_created ON weft_outbox (created_at);
+CREATE PUBLICATION weft_outbox_pub FOR TABLE weft_outbox
+	WITH (publish = 'insert');
+
+-- A client id belongs to one user; last_mid is the last mutation applied
+-- (or rejected) for it, so ids are dense and each applies once.
+CREATE TABLE weft_clients (
+	client_id  text        PRIMARY KEY,
+	user_id    text        NOT NULL,
+	last_mid   bigint      NOT NULL DEFAULT 0,
+	updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- The stored result of recent mutations, returned again on a resend.
+CREATE TABLE weft_client_results (
+	client_id text   NOT NULL REFERENCES weft_clients ON DELETE CASCADE,
+	mid       bigint NOT NULL,
+	result    jsonb  NOT NULL,
+	PRIMARY KEY (client_id, mid)
+);
+
+CREATE TABLE weft_spaces (
+	id         text        PRIMARY KEY,
+	created_by text        NOT NULL,
+	created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE weft_members (
+	space   text NOT NULL REFERENCES weft_spaces ON DELETE CASCADE,
+	user_id text NOT NULL,
+	role    text NOT NULL CHECK (role IN ('reader', 'writer', 'admin')),
+	PRIMARY KEY (space, user_id)
+);
+CREATE INDEX weft_members_user ON weft_members (user_id);
+
+-- weft_role_rank: reader 1 < writer 2 < admin 3; no membership 0.
+CREATE FUNCTION weft_role_rank(p_space text, p_user text) RETURNS int
+LANGUAGE sql STABLE AS $$
+	SELECT coalesce((SELECT CASE role WHEN 'reader' THEN 1
+					  WHEN 'writer' THEN 2
+					  WHEN 'admin' THEN 3 END
+			 FROM weft_members
+			 WHERE space = p_space AND user_id = p_user), 0)
+$$;
+
+-- weft_reject: abandon the current client transaction with a reason. The
+-- caller's EXCEPTION block rolls back that transaction's effects only.
+CREATE FUNCTION weft_reject(p_code int, p_msg text, p_opnum int,
+			    p_field text, p_tbl text, p_id text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+	RAISE EXCEPTION USING ERRCODE = 'WF001',
+		MESSAGE = jsonb_build_object('code', p_code, 'msg', p_msg,
+			'opnum', p_opnum, 'field', p_field,
+			'table', p_tbl, 'id', p_id)::text;
+END
+$$;
+
+-- weft_need_role: reject unless p_user has at least p_rank in p_space.
+CREATE FUNCTION weft_need_role(p_space text, p_user text, p_rank int,
+			       p_opnum int, p_tbl text, p_id text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+	IF weft_role_rank(p_space, p_user) < p_rank THEN
+		PERFORM weft_reject(-22, format('user %s needs the %s role in '
+			'space %s', quote_literal(p_user),
+			CASE p_rank WHEN 3 THEN 'admin' WHEN 2 THEN 'writer'
+			ELSE 'reader' END, quote_literal(p_space)),
+			p_opnum, NULL, p_tbl, p_id);
+	END IF;
+END
+$$;
+
+-- weft_row_json: a record as the protocol's record element.
+CREATE FUNCTION weft_row_json(r weft_records) RETURNS jsonb
+LANGUAGE sql IMMUTABLE AS $$
+	SELECT jsonb_build_object('table', r.tbl, 'id', r.id,
+		'space', r.space, 'ver', r.version) ||
+	       CASE WHEN r.deleted THEN '{"deleted":true}'::jsonb
+		    ELSE jsonb_build_object('data', r.data) END
+$$;
+
+-- weft_apply_ops: apply the ops of one client transaction; raise WF001
+-- (weft_reject) to reject it.  Returns the touched records.
+--
+-- Each op applies to the latest committed row (locked FOR UPDATE), so
+-- concurrent field-level sets from two clients both land, last writer
+-- wins per field, in commit order.  A record touched by several ops of one
+-- transaction gets one version bump and one outbox row.
+CREATE FUNCTION weft_apply_ops(p_client text, p_user text, p_mid bigint,
+			       p_ops jsonb, p_max_record int)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+	o        jsonb;
+	n        int := 0;
+	k        text;
+	t        text;
+	i        text;
+	sp       text;
+	fld      text;
+	val      jsonb;
+	r        weft_records;
+	cur      jsonb;
+	arr      jsonb;
+	ex       boolean;                 -- the record exists (maybe deleted)
+	touched  text[] := '{}';          -- 'tbl' || E'\x1f' || 'id'
+	last_op  jsonb := '{}';           -- key -> op code
+	moved    jsonb := '{}';           -- key -> previous space
+	kinds    CONSTANT jsonb := '{"create":1,"put":2,"set":3,"unset":4,
+		"delete":5,"list_add":6,"list_remove":7,"incr":8}';
+	result   jsonb := '[]';
+	key      text;
+BEGIN
+	FOR o IN SELECT * FROM jsonb_array_elements(p_ops) LOOP
+		n := n + 1;
+		k := o->>'op';
+		t := o->>'table';
+		i := o->>'id';
+		fld := o->>'field';
+		val := o->'value';
+		key := t || E'\x1f' || i;
+		SELECT * INTO r FROM weft_records WHERE tbl = t AND id = i
+			FOR UPDATE;
+		ex := FOUND;  -- FOUND changes with every PERFORM below
+		IF o ? 'expect' AND (NOT ex OR
+				      r.version <> (o->>'expect')::bigint) THEN
+			PERFORM weft_reject(-31, format('%s/%s is at version '
+				'%s, expected %s', t, i,
+				coalesce(r.version::text, 'none'),
+				o->>'expect'), n, NULL, t, i);
+		END IF;
+		IF k = 'create' THEN
+			sp := o->>'space';
+			cur := o->'data';
+			IF ex AND NOT r.deleted THEN
+				PERFORM weft_reject(-9, format('%s/%s already '
+					'exists', t, i), n, NULL, t, i);
+			END IF;
+			IF t = 'spaces' THEN
+				IF sp <> i THEN
+					PERFORM weft_reject(-30, 'a space '
+						'record''s space is its own id',
+						n, 'space', t, i);
+				END IF;
+				IF EXISTS (SELECT 1 FROM weft_spaces
+					   WHERE id = i) THEN
+					PERFORM weft_reject(-9, format(
+						'space %s already exists', i),
+						n, NULL, t, i);
+				END IF;
+				-- the creator is its first admin, as a members
+				-- record (so it syncs) and at once in the
+				-- derived index (so later ops of this same
+				-- transaction may write in the new space)
+				INSERT INTO weft_spaces (id, created_by)
+					VALUES (i, p_user);
+				INSERT INTO weft_members (space, user_id, role)
+					VALUES (i, p_user, 'admin');
+				INSERT INTO weft_records AS m (tbl, id, space,
+					version, data, updated_by)
+				VALUES ('members', i || ':' || p_user, i, 1,
+					jsonb_build_object('user', p_user,
+							   'role', 'admin'),
+					p_user)
+				ON CONFLICT (tbl, id) DO UPDATE SET
+					space = excluded.space,
+					data = excluded.data, deleted = false,
+					version = m.version + 1,
+					updated_at = now(),
+					updated_by = p_user;
+				key := 'members' || E'\x1f' || i || ':' ||
+				       p_user;
+				touched := touched || key;
+				last_op := last_op || jsonb_build_object(key, 1);
+				key := t || E'\x1f' || i;
+			ELSE
+				IF NOT EXISTS (SELECT 1 FROM weft_spaces
+					       WHERE id = sp) THEN
+					PERFORM weft_reject(-8, format(
+						'no space %s', sp), n, 'space',
+						t, i);
+				END IF;
+				PERFORM weft_need_role(sp, p_user,
+					CASE WHEN t = 'members' THEN 3 ELSE 2
+					END, n, t, i);
+			END IF;
+			IF ex THEN         -- re-create over a tombstone
+				UPDATE weft_records SET space = sp,
+					data = o->'data', deleted = false,
+					version = CASE WHEN key = ANY(touched)
+						THEN version ELSE version + 1 END,
+					updated_at = now(), updated_by = p_user
+				WHERE tbl = t AND id = i;
+			ELSE
+				INSERT INTO weft_records (tbl, id, space,
+					version, data, updated_by)
+				VALUES (t, i, sp, 1, o->'data', p_user);
+				touched := touched || key;  -- version 1 is its bump
+			END IF;
+		ELSE
+			IF NOT ex OR r.deleted THEN
+				PERFORM weft_reject(-8, format('no record %s/%s',
+					t, i), n, NULL, t, i);
+			END IF;
+			sp := r.space;
+			PERFORM weft_need_role(sp, p_user,
+				CASE WHEN t IN ('members', 'spaces') THEN 3
+				ELSE 2 END, n, t, i);
+			cur := r.data;
+			IF k = 'put' THEN
+				IF o ? 'space' AND o->>'space' <> r.space THEN
+					IF t IN ('spaces', 'members') THEN
+						PERFORM weft_reject(-30,
+							'system records cannot '
+							'move between spaces',
+							n, 'space', t, i);
+					END IF;
+					PERFORM weft_need_role(o->>'space',
+						p_user, 2, n, t, i);
+					IF NOT moved ? key THEN
+						moved := moved ||
+						  jsonb_build_object(key, r.space);
+					END IF;
+					sp := o->>'space';
+				END IF;
+				cur := o->'data';
+			ELSIF k = 'set' THEN
+				cur := jsonb_set(cur, ARRAY[fld], val, true);
+			ELSIF k = 'unset' THEN
+				cur := cur - fld;
+			ELSIF k = 'delete' THEN
+				IF t = 'spaces' THEN
+					DELETE FROM weft_spaces WHERE id = i;
+				END IF;
+				cur := NULL;
+			ELSIF k IN ('list_add', 'list_remove') THEN
+				arr := coalesce(cur->fld, '[]');
+				IF jsonb_typeof(arr) <> 'array' THEN
+					PERFORM weft_reject(-30, format('field '
+						'%s of %s/%s is not a list', fld,
+						t, i), n, fld, t, i);
+				END IF;
+				IF k = 'list_add' THEN
+					IF NOT EXISTS (SELECT 1 FROM
+						jsonb_array_elements(arr) e
+						WHERE e = val) THEN
+						arr := arr || jsonb_build_array(val);
+					END IF;
+				ELSE
+					SELECT coalesce(jsonb_agg(e ORDER BY
+						ord), '[]') INTO arr FROM
+						jsonb_array_elements(arr)
+						WITH ORDINALITY AS x(e, ord)
+						WHERE e <> val;
+				END IF;
+				cur := jsonb_set(cur, ARRAY[fld], arr, true);
+			ELSIF k = 'incr' THEN
+				arr := coalesce(cur->fld, '0');
+				IF jsonb_typeof(arr) <> 'number' THEN
+					PERFORM weft_reject(-30, format('field '
+						'%s of %s/%s is not a number',
+						fld, t, i), n, fld, t, i);
+				END IF;
+				cur := jsonb_set(cur, ARRAY[fld], to_jsonb(
+					(arr#>>'{}')::numeric +
+					(val#>>'{}')::numeric), true);
+			ELSE
+				PERFORM weft_reject(-2, format('unknown op %s',
+					k), n, NULL, t, i);
+			END IF;
+			UPDATE weft_records SET space = sp, data = cur,
+				deleted = (cur IS NULL),
+				version = CASE WHEN key = ANY(touched)
+					THEN version ELSE version + 1 END,
+				updated_at = now(), updated_by = p_user
+			WHERE tbl = t AND id = i;
+		END IF;
+		IF p_max_record > 0 AND cur IS NOT NULL AND
+		   octet_length(cur::text) > p_max_record THEN
+			PERFORM weft_reject(-33, format('%s/%s would be %s '
+				'bytes, over the %s-byte record limit', t, i,
+				octet_length(cur::text), p_max_record), n,
+				NULL, t, i);
+		END IF;
+		IF NOT key = ANY(touched) THEN
+			touched := touched || key;
+		END IF;
+		last_op := last_op || jsonb_build_object(key, kinds->k);
+	END LOOP;
+
+	-- derived authorisation state, then the outbox, then the reply rows
+	FOREACH key IN ARRAY touched LOOP
+		SELECT * INTO r FROM weft_records
+			WHERE tbl = split_part(key, E'\x1f', 1)
+			AND id = split_part(key, E'\x1f', 2);
+		IF r.tbl = 'members' THEN
+			IF r.deleted THEN
+				DELETE FROM weft_members
+				WHERE space = r.space AND user_id =
+				      substr(r.id, length(r.space) + 2);
+			ELSE
+				IF coalesce(r.data->>'role', '') NOT IN
+					('reader', 'writer', 'admin') OR
+				   r.id IS DISTINCT FROM
+					r.space || ':' || (r.data->>'user') THEN
+					PERFORM weft_reject(-30, 'a members '
+						'record has id <space>:<user>, '
+						'data.user = <user> and a role '
+						'of reader, writer or admin',
+						NULL, NULL, r.tbl, r.id);
+				END IF;
+				INSERT INTO weft_members (space, user_id, role)
+				VALUES (r.space, r.data->>'user',
+					r.data->>'role')
+				ON CONFLICT (space, user_id)
+				DO UPDATE SET role = excluded.role;
+			END IF;
+		END IF;
+		INSERT INTO weft_outbox (tbl, id, space, prev_space, version,
+			op, deleted, data, client_id, mid, user_id)
+		VALUES (r.tbl, r.id, r.space, moved->>key, r.version,
+			(last_op->>key)::smallint, r.deleted, r.data, p_client,
+			p_mid, p_user);
+		result := result || weft_row_json(r);
+	END LOOP;
+	RETURN result;
+END
+$$;
+
+-- weft_apply: one client transaction, exactly once.  Never raises for a
+-- client's mistake: the EXCEPTION block is a savepoint per client
+-- transaction, so a rejection rolls back that transaction only and many
+-- client transactions can share one Postgres transaction (group commit).
+-- Transient failures (deadlock, serialisation, shutdown) are re-raised:
+-- the whole group is retried, and nothing was stored.
+--
+-- Result (jsonb):
+--   {"s":"ack","mid":N,"records":[...]}            applied
+--   {"s":"reject","mid":N,"code":C,"msg":...}      rejected, id advanced
+--   either of those with "replay":true             a resend of N
+--   {"s":"gap","expected":E}                       N skips ahead
+--   {"s":"expired","mid":N}                        N applied, result gone
+--   {"s":"foreign"}                                client id of another user
+CREATE FUNCTION weft_apply(p_client text, p_user text, p_mid bigint,
+			   p_ops jsonb, p_max_record int DEFAULT 0,
+			   p_keep_results int DEFAULT 256)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+	c      weft_clients;
+	res    jsonb;
+	stored jsonb;
+BEGIN
+	INSERT INTO weft_clients (client_id, user_id) VALUES (p_client, p_user)
+		ON CONFLICT (client_id) DO NOTHING;
+	SELECT * INTO c FROM weft_clients WHERE client_id = p_client
+		FOR UPDATE;
+	IF c.user_id <> p_user THEN
+		RETURN '{"s":"foreign"}';
+	END IF;
+	IF p_mid <= c.last_mid THEN
+		SELECT result INTO stored FROM weft_client_results
+			WHERE client_id = p_client AND mid = p_mid;
+		IF NOT FOUND THEN
+			RETURN jsonb_build_object('s', 'expired', 'mid', p_mid);
+		END IF;
+		RETURN stored || '{"replay":true}';
+	END IF;
+	IF p_mid > c.last_mid + 1 THEN
+		RETURN jsonb_build_object('s', 'gap', 'expected',
+					  c.last_mid + 1);
+	END IF;
+	BEGIN
+		res := jsonb_build_object('s', 'ack', 'mid', p_mid,
+			'records', weft_apply_ops(p_client, p_user, p_mid,
+						  p_ops, p_max_record));
+	EXCEPTION
+		WHEN deadlock_detected OR serialization_failure OR
+		     lock_not_available OR query_canceled OR
+		     admin_shutdown OR crash_shutdown OR
+		     cannot_connect_now THEN
+			RAISE;
+		WHEN SQLSTATE 'WF001' THEN
+			res := jsonb_build_object('s', 'reject',
+				'mid', p_mid) || SQLERRM::jsonb;
+		WHEN OTHERS THEN
+			res := jsonb_build_object('s', 'reject', 'mid', p_mid,
+				'code', -11, 'msg', format(
+				'internal error (%s): %s', SQLSTATE, SQLERRM));
+	END;
+	UPDATE weft_clients SET last_mid = p_mid, updated_at = now()
+		WHERE client_id = p_client;
+	INSERT INTO weft_client_results (client_id, mid, result)
+		VALUES (p_client, p_mid, res);
+	DELETE FROM weft_client_results
+		WHERE client_id = p_client AND mid <= p_mid - p_keep_results;
+	RETURN res;
+END
+$$;

@@ -1,0 +1,424 @@
+/*
+ * apply_test.c - weft_apply(), the SQL that applies one client transaction
+ * (deploy/migrations/0002_core.sql), against the harness's Postgres:
+ * every op, exactly-once, rejections that advance the id, authorisation,
+ * one version bump and one outbox row per record, and a rejection inside
+ * a group commit that rolls back only its own transaction.
+ *
+ * Tests run in parallel against one database, so each uses its own space,
+ * client and user names (suffix from the test's pid).
+ */
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tests/lib/testenv.h"
+
+static PGconn *pg;
+static char sfx[32]; /* unique per test process */
+
+static void
+setup(void)
+{
+	pg = PQconnectdb(testenv_get("WEFT_PG_URL"));
+	cr_assert(eq(i64, PQstatus(pg), CONNECTION_OK), "%s",
+		  PQerrorMessage(pg));
+	snprintf(sfx, sizeof(sfx), "%d", (int)getpid());
+}
+
+static void
+teardown(void)
+{
+	PQfinish(pg);
+}
+
+TestSuite(apply, .init = setup, .fini = teardown);
+
+/* name with the test's suffix: N("team") -> "team-1234" */
+static const char *
+N(const char *base)
+{
+	static char ring[16][64];
+	static int next;
+	char *out = ring[next++ % 16];
+
+	snprintf(out, 64, "%s-%s", base, sfx);
+	return out;
+}
+
+static json_t *
+sql_json(const char *sql, int nparams, const char *const *params)
+{
+	PGresult *r =
+		PQexecParams(pg, sql, nparams, NULL, params, NULL, NULL, 0);
+	json_error_t jerr;
+	json_t *j;
+
+	cr_assert(eq(i64, PQresultStatus(r), PGRES_TUPLES_OK), "%s: %s", sql,
+		  PQerrorMessage(pg));
+	j = json_loads(PQgetvalue(r, 0, 0), JSON_DECODE_ANY, &jerr);
+	cr_assert_not_null(j, "bad json from %s: %s", sql, jerr.text);
+	PQclear(r);
+	return j;
+}
+
+/* weft_apply(client, user, mid, ops) with ops as printf-style JSON; %S in
+ * the format is not special: names are passed already suffixed */
+static json_t *
+apply(const char *client, const char *user, long mid, const char *fmt, ...)
+{
+	char ops[4096], midtxt[32];
+	const char *params[4];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(ops, sizeof(ops), fmt, ap);
+	va_end(ap);
+	snprintf(midtxt, sizeof(midtxt), "%ld", mid);
+	params[0] = client;
+	params[1] = user;
+	params[2] = midtxt;
+	params[3] = ops;
+	return sql_json("SELECT weft_apply($1, $2, $3::bigint, $4::jsonb)", 4,
+			params);
+}
+
+static bool
+is_true(json_t *j)
+{
+	return json_is_true(j);
+}
+
+static const char *
+s_of(json_t *j)
+{
+	return json_string_value(json_object_get(j, "s"));
+}
+
+static json_t *
+rec(json_t *res, size_t i)
+{
+	return json_array_get(json_object_get(res, "records"), i);
+}
+
+static long long
+ver(json_t *r)
+{
+	return json_integer_value(json_object_get(r, "ver"));
+}
+
+static json_t *
+field(json_t *r, const char *name)
+{
+	return json_object_get(json_object_get(r, "data"), name);
+}
+
+/* create a space owned by user with client (mid 1) */
+static void
+make_space(const char *space, const char *client, const char *user)
+{
+	json_t *r = apply(client, user, 1,
+			  "[{\"op\":\"create\",\"table\":\"spaces\","
+			  "\"id\":\"%s\",\"space\":\"%s\",\"data\":{}}]",
+			  space, space);
+
+	cr_assert_str_eq(s_of(r), "ack");
+	json_decref(r);
+}
+
+Test(apply, every_op_kind)
+{
+	const char *sp = N("team"), *c = N("c"), *u = N("u");
+	json_t *r;
+
+	make_space(sp, c, u);
+	r = apply(c, u, 2,
+		  "[{\"op\":\"create\",\"table\":\"issues\",\"id\":\"%s\","
+		  "\"space\":\"%s\",\"data\":{\"title\":\"a\",\"labels\":"
+		  "[\"x\"],\"gone\":1}},"
+		  "{\"op\":\"set\",\"table\":\"issues\",\"id\":\"%s\","
+		  "\"field\":\"status\",\"value\":\"open\"},"
+		  "{\"op\":\"unset\",\"table\":\"issues\",\"id\":\"%s\","
+		  "\"field\":\"gone\"},"
+		  "{\"op\":\"list_add\",\"table\":\"issues\",\"id\":\"%s\","
+		  "\"field\":\"labels\",\"value\":\"x\"},"
+		  "{\"op\":\"list_add\",\"table\":\"issues\",\"id\":\"%s\","
+		  "\"field\":\"labels\",\"value\":\"y\"},"
+		  "{\"op\":\"list_remove\",\"table\":\"issues\",\"id\":\"%s\","
+		  "\"field\":\"labels\",\"value\":\"nope\"},"
+		  "{\"op\":\"list_add\",\"table\":\"issues\",\"id\":\"%s\","
+		  "\"field\":\"tags\",\"value\":1},"
+		  "{\"op\":\"incr\",\"table\":\"issues\",\"id\":\"%s\","
+		  "\"field\":\"votes\",\"value\":3},"
+		  "{\"op\":\"incr\",\"table\":\"issues\",\"id\":\"%s\","
+		  "\"field\":\"votes\",\"value\":-1}]",
+		  N("i"), sp, N("i"), N("i"), N("i"), N("i"), N("i"), N("i"),
+		  N("i"), N("i"));
+	cr_assert_str_eq(s_of(r), "ack", "%s", json_dumps(r, 0));
+	cr_assert(eq(i64, json_array_size(json_object_get(r, "records")), 1),
+		  "one record touched by nine ops");
+	cr_assert(eq(i64, ver(rec(r, 0)), 1), "one version per transaction");
+	cr_assert_str_eq(json_string_value(field(rec(r, 0), "status")), "open");
+	cr_assert_null(field(rec(r, 0), "gone"), "unset removed the field");
+	cr_assert(eq(i64, json_array_size(field(rec(r, 0), "labels")), 2),
+		  "list_add of a duplicate is a no-op: [x, y]");
+	cr_assert(eq(i64, json_array_size(field(rec(r, 0), "tags")), 1),
+		  "list_add on a missing field makes a list");
+	cr_assert(eq(i64, json_integer_value(field(rec(r, 0), "votes")), 2),
+		  "incr on a missing field starts at 0");
+	json_decref(r);
+
+	/* delete makes a tombstone; create brings it back, version moves on */
+	r = apply(c, u, 3,
+		  "[{\"op\":\"delete\",\"table\":\"issues\",\"id\":\"%s\"}]",
+		  N("i"));
+	cr_assert(is_true(json_object_get(rec(r, 0), "deleted")));
+	cr_assert_null(json_object_get(rec(r, 0), "data"));
+	cr_assert(eq(i64, ver(rec(r, 0)), 2));
+	json_decref(r);
+	r = apply(c, u, 4,
+		  "[{\"op\":\"set\",\"table\":\"issues\",\"id\":\"%s\","
+		  "\"field\":\"x\",\"value\":1}]",
+		  N("i"));
+	cr_assert_str_eq(s_of(r), "reject");
+	cr_assert(eq(i64, json_integer_value(json_object_get(r, "code")), -8),
+		  "a tombstone is not found");
+	json_decref(r);
+	r = apply(c, u, 5,
+		  "[{\"op\":\"create\",\"table\":\"issues\",\"id\":\"%s\","
+		  "\"space\":\"%s\",\"data\":{\"title\":\"b\"}},"
+		  "{\"op\":\"list_remove\",\"table\":\"issues\",\"id\":\"%s\","
+		  "\"field\":\"labels\",\"value\":\"x\"}]",
+		  N("i"), sp, N("i"));
+	cr_assert_str_eq(s_of(r), "ack", "%s", json_dumps(r, 0));
+	cr_assert(eq(i64, ver(rec(r, 0)), 3), "re-create bumps past the "
+					      "tombstone");
+	cr_assert(eq(i64, json_array_size(field(rec(r, 0), "labels")), 0),
+		  "list_remove on a missing field leaves an empty list");
+	json_decref(r);
+}
+
+Test(apply, exactly_once_replay_gap_and_rejection_advance)
+{
+	const char *sp = N("team"), *c = N("c"), *u = N("u");
+	char sql[256];
+	json_t *r, *again, *n;
+
+	make_space(sp, c, u);
+	r = apply(c, u, 2,
+		  "[{\"op\":\"create\",\"table\":\"issues\",\"id\":\"%s\","
+		  "\"space\":\"%s\",\"data\":{\"n\":0}}]",
+		  N("i"), sp);
+	again = apply(c, u, 2,
+		      "[{\"op\":\"incr\",\"table\":\"issues\","
+		      "\"id\":\"%s\",\"field\":\"n\",\"value\":5}]",
+		      N("i"));
+	cr_assert(is_true(json_object_get(again, "replay")));
+	json_object_del(again, "replay");
+	cr_assert(json_equal(r, again), "a replay returns the stored result");
+	json_decref(r);
+	json_decref(again);
+	snprintf(sql, sizeof(sql),
+		 "SELECT to_jsonb(count(*)) FROM weft_outbox WHERE "
+		 "client_id = '%s' AND mid = 2",
+		 c);
+	n = sql_json(sql, 0, NULL);
+	cr_assert(eq(i64, json_integer_value(n), 1), "no second effect");
+	json_decref(n);
+
+	r = apply(c, u, 9, "[]");
+	cr_assert_str_eq(s_of(r), "gap");
+	cr_assert(
+		eq(i64, json_integer_value(json_object_get(r, "expected")), 3));
+	json_decref(r);
+
+	/* a rejected mutation advances the id, and its replay is a reject */
+	r = apply(c, u, 3,
+		  "[{\"op\":\"set\",\"table\":\"issues\",\"id\":\"%s\","
+		  "\"field\":\"n\",\"value\":1,\"expect\":99}]",
+		  N("i"));
+	cr_assert_str_eq(s_of(r), "reject");
+	cr_assert(eq(i64, json_integer_value(json_object_get(r, "code")), -31));
+	json_decref(r);
+	r = apply(c, u, 3, "[]");
+	cr_assert_str_eq(s_of(r), "reject");
+	cr_assert(is_true(json_object_get(r, "replay")));
+	json_decref(r);
+	r = apply(c, u, 4,
+		  "[{\"op\":\"set\",\"table\":\"issues\",\"id\":\"%s\","
+		  "\"field\":\"n\",\"value\":1,\"expect\":1}]",
+		  N("i"));
+	cr_assert_str_eq(s_of(r), "ack", "the client is not wedged");
+	cr_assert(eq(i64, ver(rec(r, 0)), 2));
+	json_decref(r);
+
+	/* a client id belongs to one user */
+	r = apply(c, N("mallory"), 5, "[]");
+	cr_assert_str_eq(s_of(r), "foreign");
+	json_decref(r);
+}
+
+Test(apply, authorisation)
+{
+	const char *sp = N("team"), *other = N("other");
+	const char *ca = N("ca"), *ua = N("alice");
+	const char *cb = N("cb"), *ub = N("bob");
+	const char *co = N("co"), *uo = N("olga");
+	json_t *r;
+
+	make_space(sp, ca, ua);
+	make_space(other, co, uo);
+	/* bob is not a member: cannot write */
+	r = apply(cb, ub, 1,
+		  "[{\"op\":\"create\",\"table\":\"issues\",\"id\":\"%s\","
+		  "\"space\":\"%s\",\"data\":{}}]",
+		  N("i"), sp);
+	cr_assert(eq(i64, json_integer_value(json_object_get(r, "code")), -22));
+	json_decref(r);
+	/* alice (admin) adds bob as a writer; bob writes */
+	r = apply(ca, ua, 2,
+		  "[{\"op\":\"create\",\"table\":\"members\",\"id\":\"%s:%s\","
+		  "\"space\":\"%s\",\"data\":{\"user\":\"%s\","
+		  "\"role\":\"writer\"}}]",
+		  sp, ub, sp, ub);
+	cr_assert_str_eq(s_of(r), "ack", "%s", json_dumps(r, 0));
+	json_decref(r);
+	r = apply(cb, ub, 2,
+		  "[{\"op\":\"create\",\"table\":\"issues\",\"id\":\"%s\","
+		  "\"space\":\"%s\",\"data\":{}}]",
+		  N("i"), sp);
+	cr_assert_str_eq(s_of(r), "ack");
+	json_decref(r);
+	/* a writer cannot add members */
+	r = apply(cb, ub, 3,
+		  "[{\"op\":\"create\",\"table\":\"members\",\"id\":\"%s:%s\","
+		  "\"space\":\"%s\",\"data\":{\"user\":\"%s\","
+		  "\"role\":\"admin\"}}]",
+		  sp, N("eve"), sp, N("eve"));
+	cr_assert(eq(i64, json_integer_value(json_object_get(r, "code")), -22));
+	json_decref(r);
+	/* moving a record needs writer in both spaces */
+	r = apply(cb, ub, 4,
+		  "[{\"op\":\"put\",\"table\":\"issues\",\"id\":\"%s\","
+		  "\"space\":\"%s\",\"data\":{}}]",
+		  N("i"), other);
+	cr_assert(eq(i64, json_integer_value(json_object_get(r, "code")), -22));
+	json_decref(r);
+	/* alice removes bob; bob can no longer write */
+	r = apply(
+		ca, ua, 3,
+		"[{\"op\":\"delete\",\"table\":\"members\",\"id\":\"%s:%s\"}]",
+		sp, ub);
+	cr_assert_str_eq(s_of(r), "ack");
+	json_decref(r);
+	r = apply(cb, ub, 5,
+		  "[{\"op\":\"set\",\"table\":\"issues\",\"id\":\"%s\","
+		  "\"field\":\"a\",\"value\":1}]",
+		  N("i"));
+	cr_assert(eq(i64, json_integer_value(json_object_get(r, "code")), -22));
+	json_decref(r);
+}
+
+Test(apply, rejection_rolls_back_only_its_own_transaction_in_a_group)
+{
+	const char *sp = N("team"), *c = N("c"), *u = N("u");
+	char a[512], b[512], cc[512];
+	PGresult *res;
+	json_t *r;
+
+	make_space(sp, c, u);
+	snprintf(a, sizeof(a),
+		 "SELECT weft_apply('%s-a', '%s', 1, '[{\"op\":\"create\","
+		 "\"table\":\"t\",\"id\":\"%s\",\"space\":\"%s\","
+		 "\"data\":{}}]')",
+		 c, u, N("a"), sp);
+	/* b's first op would succeed, its second fails: all of b undone */
+	snprintf(b, sizeof(b),
+		 "SELECT weft_apply('%s-b', '%s', 1, '[{\"op\":\"create\","
+		 "\"table\":\"t\",\"id\":\"%s\",\"space\":\"%s\",\"data\":{}},"
+		 "{\"op\":\"set\",\"table\":\"t\",\"id\":\"nope\","
+		 "\"field\":\"f\",\"value\":1}]')",
+		 c, u, N("b"), sp);
+	snprintf(cc, sizeof(cc),
+		 "SELECT weft_apply('%s-c', '%s', 1, '[{\"op\":\"create\","
+		 "\"table\":\"t\",\"id\":\"%s\",\"space\":\"%s\","
+		 "\"data\":{}}]')",
+		 c, u, N("c"), sp);
+	PQclear(PQexec(pg, "BEGIN"));
+	res = PQexec(pg, a);
+	cr_assert(eq(i64, PQresultStatus(res), PGRES_TUPLES_OK));
+	PQclear(res);
+	res = PQexec(pg, b);
+	cr_assert(eq(i64, PQresultStatus(res), PGRES_TUPLES_OK),
+		  "a rejection does not abort the group: %s",
+		  PQerrorMessage(pg));
+	cr_assert_not_null(strstr(PQgetvalue(res, 0, 0), "\"reject\""));
+	PQclear(res);
+	res = PQexec(pg, cc);
+	cr_assert(eq(i64, PQresultStatus(res), PGRES_TUPLES_OK));
+	PQclear(res);
+	res = PQexec(pg, "COMMIT");
+	cr_assert(eq(i64, PQresultStatus(res), PGRES_COMMAND_OK));
+	PQclear(res);
+	snprintf(a, sizeof(a),
+		 "SELECT jsonb_agg(id ORDER BY id) FROM weft_records "
+		 "WHERE space = '%s' AND tbl = 't'",
+		 sp);
+	r = sql_json(a, 0, NULL);
+	cr_assert(eq(i64, json_array_size(r), 2), "a and c only: %s",
+		  json_dumps(r, 0));
+	cr_assert_str_eq(json_string_value(json_array_get(r, 0)), N("a"));
+	cr_assert_str_eq(json_string_value(json_array_get(r, 1)), N("c"));
+	json_decref(r);
+	/* b's rejection is stored: its id advanced */
+	snprintf(a, sizeof(a),
+		 "SELECT to_jsonb(last_mid) FROM weft_clients WHERE "
+		 "client_id = '%s-b'",
+		 c);
+	r = sql_json(a, 0, NULL);
+	cr_assert(eq(i64, json_integer_value(r), 1));
+	json_decref(r);
+}
+
+Test(apply, outbox_gets_one_after_image_per_record_per_transaction)
+{
+	const char *sp = N("team"), *c = N("c"), *u = N("u");
+	char sql[512];
+	json_t *r;
+
+	make_space(sp, c, u);
+	r = apply(c, u, 2,
+		  "[{\"op\":\"create\",\"table\":\"t\",\"id\":\"%s\","
+		  "\"space\":\"%s\",\"data\":{}},"
+		  "{\"op\":\"set\",\"table\":\"t\",\"id\":\"%s\","
+		  "\"field\":\"f\",\"value\":1},"
+		  "{\"op\":\"create\",\"table\":\"t\",\"id\":\"%s\","
+		  "\"space\":\"%s\",\"data\":{}}]",
+		  N("x"), sp, N("x"), N("y"), sp);
+	cr_assert_str_eq(s_of(r), "ack");
+	json_decref(r);
+	snprintf(sql, sizeof(sql),
+		 "SELECT jsonb_agg(jsonb_build_object('id', id, 'v', version, "
+		 "'op', op, 'data', data) ORDER BY seq) FROM weft_outbox "
+		 "WHERE client_id = '%s' AND mid = 2",
+		 c);
+	r = sql_json(sql, 0, NULL);
+	cr_assert(eq(i64, json_array_size(r), 2), "%s", json_dumps(r, 0));
+	cr_assert(
+		eq(i64,
+		   json_integer_value(json_object_get(
+			   json_object_get(json_array_get(r, 0), "data"), "f")),
+		   1),
+		"the after-image, not the first op's image");
+	cr_assert(eq(i64,
+		     json_integer_value(
+			     json_object_get(json_array_get(r, 0), "op")),
+		     3),
+		  "op of the last change to the record (set)");
+	json_decref(r);
+}
