@@ -40,6 +40,8 @@ extern "C" {
 	X(EAUTH, -20, "authentication failed")            \
 	X(EEXPIRED, -21, "token expired")                 \
 	X(EPERM, -22, "permission denied")                \
+	X(EBADSIG, -23, "token signature invalid")        \
+	X(EUNSIGNED, -24, "unsigned token refused")       \
 	X(EVALIDATION, -30, "does not fit the schema")    \
 	X(ECONFLICT, -31, "version conflict")             \
 	X(EGAP, -32, "mutation id out of order")          \
