@@ -15,8 +15,8 @@
 
 #include "common/banned.h"
 
-static int
-put_string(struct buf *out, const char *s, uint32_t n)
+int
+json_put_string(struct buf *out, const char *s, uint32_t n)
 {
 	static const char hex[] = "0123456789abcdef";
 	uint32_t i, run = 0;
@@ -142,7 +142,7 @@ convert(struct mp_reader *r, struct buf *out, unsigned depth)
 
 		if (mp_read_str(r, &s, &n) || !mp_utf8_valid(s, n))
 			return WEFT_EINVAL;
-		return put_string(out, s, n);
+		return json_put_string(out, s, n);
 	}
 	case MP_ARRAY:
 		if (mp_read_array(r, &n))
@@ -180,7 +180,7 @@ convert(struct mp_reader *r, struct buf *out, unsigned depth)
 			}
 			if (i)
 				buf_append(out, ",", 1);
-			put_string(out, k, klen);
+			json_put_string(out, k, klen);
 			buf_append(out, ":", 1);
 			rc = convert(r, out, depth - 1);
 		}

@@ -28,6 +28,12 @@
 int json_from_mp(struct buf *out, const uint8_t *p, size_t len);
 
 /*
+ * json_put_string - append s[0..n) (UTF-8) as a quoted JSON string.
+ * Returns the buffer's error state.
+ */
+int json_put_string(struct buf *out, const char *s, uint32_t n);
+
+/*
  * json_to_mp - pack a jansson value as msgpack.  Errors: WEFT_EINVAL (a
  * value outside the domain, e.g. NaN), the packer's write errors as
  * WEFT_ENOMEM.  Depth is bounded by the caller (jansson parses with

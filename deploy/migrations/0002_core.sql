@@ -388,9 +388,13 @@ $$;
 --   {"s":"gap","expected":E}                       N skips ahead
 --   {"s":"expired","mid":N}                        N applied, result gone
 --   {"s":"foreign"}                                client id of another user
+--
+-- p_reject, when set, is a rejection decided before the database (schema
+-- validation, limits): it is stored and advances the id like any other.
 CREATE FUNCTION weft_apply(p_client text, p_user text, p_mid bigint,
 			   p_ops jsonb, p_max_record int DEFAULT 0,
-			   p_keep_results int DEFAULT 256)
+			   p_keep_results int DEFAULT 256,
+			   p_reject jsonb DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
 	c      weft_clients;
@@ -416,6 +420,12 @@ BEGIN
 		RETURN jsonb_build_object('s', 'gap', 'expected',
 					  c.last_mid + 1);
 	END IF;
+	IF p_reject IS NOT NULL THEN
+		-- refused before reaching here (schema, limits): stored and
+		-- advanced like any other rejection, so the client never wedges
+		res := jsonb_build_object('s', 'reject', 'mid', p_mid) ||
+		       p_reject;
+	ELSE
 	BEGIN
 		res := jsonb_build_object('s', 'ack', 'mid', p_mid,
 			'records', weft_apply_ops(p_client, p_user, p_mid,
@@ -434,6 +444,7 @@ BEGIN
 				'code', -11, 'msg', format(
 				'internal error (%s): %s', SQLSTATE, SQLERRM));
 	END;
+	END IF;
 	UPDATE weft_clients SET last_mid = p_mid, updated_at = now()
 		WHERE client_id = p_client;
 	INSERT INTO weft_client_results (client_id, mid, result)

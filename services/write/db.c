@@ -1,0 +1,629 @@
+/*
+ * db.c - the job queue and the Postgres workers (see db.h).
+ *
+ * Worker state:
+ *
+ *   DISCONNECTED --connect ok--> READY --group/read--> READY
+ *        ^   |                     |
+ *        |   +--fail: backoff------+ connection lost
+ *        +-----------------------------+
+ *
+ * Each worker owns one queue.  A client's transactions always go to the
+ * same worker (hash of the client id), so they are applied in the order
+ * they arrived and never race each other for the client's row.
+ */
+#include "services/write/db.h"
+
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <weft/error.h>
+
+#include "common/alloc.h"
+#include "common/clock.h"
+#include "common/log.h"
+
+#include "common/banned.h"
+
+/* DB_RETRIES - attempts of a group that hit a deadlock or a
+ * serialisation failure before its jobs are answered EUNAVAILABLE. */
+#define DB_RETRIES 3
+
+/* DB_BACKOFF_MAX_MS - longest wait between reconnection attempts. */
+#define DB_BACKOFF_MAX_MS 2000
+
+static const char SQL_APPLY[] =
+	"SELECT weft_apply($1, $2, $3::bigint, $4::jsonb, $5::int, $6::int, "
+	"$7::jsonb)::text";
+static const char SQL_FETCH[] =
+	"SELECT coalesce(jsonb_agg(weft_row_json(r)), '[]')::text "
+	"FROM jsonb_to_recordset($2::jsonb) AS k(\"table\" text, id text) "
+	"JOIN weft_records r ON r.tbl = k.\"table\" AND r.id = k.id "
+	"JOIN weft_members m ON m.space = r.space AND m.user_id = $1";
+static const char SQL_ROLE[] =
+	"SELECT weft_role_rank($2, $1), pg_current_wal_lsn()::text, "
+	"CASE WHEN $3 THEN (SELECT count(*) FROM weft_records "
+	"WHERE space = $2) END";
+static const char SQL_PAGE[] =
+	"SELECT r.tbl, r.id, weft_row_json(r)::text FROM weft_records r "
+	"WHERE r.space = $1 AND (r.tbl, r.id) > ($2, $3) "
+	"ORDER BY r.tbl, r.id LIMIT $4::int";
+
+struct worker {
+	struct db *db;
+	int index;
+	pthread_t thread;
+	PGconn *pg;	  /* NULL while disconnected */
+	struct job *head; /* queue, oldest first (under db->mu) */
+	struct job *tail;
+	int queued;
+};
+
+struct db {
+	struct db_config cfg;
+	pthread_mutex_t mu;
+	pthread_cond_t cv; /* jobs arrived or stopping */
+	bool stopping;
+	int queued; /* over all workers */
+	int per_worker_max;
+	struct worker *workers;
+	struct db_stats stats; /* under mu */
+};
+
+void
+job_free(struct job *job)
+{
+	if (!job)
+		return;
+	free(job->client_id);
+	free(job->ops_json);
+	free(job->reject_json);
+	free(job->keys_json);
+	free(job->space);
+	free(job->after);
+	free(job);
+}
+
+static uint32_t
+hash_str(const char *s)
+{
+	uint32_t h = 2166136261u;
+
+	for (; s && *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h;
+}
+
+int
+db_submit(struct db *db, struct job *job)
+{
+	struct worker *w;
+	int i;
+
+	pthread_mutex_lock(&db->mu);
+	if (db->stopping || db->queued >= db->cfg.queue_max) {
+		pthread_mutex_unlock(&db->mu);
+		return WEFT_EAGAIN;
+	}
+	if (job->kind == JOB_TXN) {
+		i = (int)(hash_str(job->client_id) % (uint32_t)db->cfg.workers);
+	} else { /* reads: the shortest queue */
+		i = 0;
+		for (int k = 1; k < db->cfg.workers; k++)
+			if (db->workers[k].queued < db->workers[i].queued)
+				i = k;
+	}
+	w = &db->workers[i];
+	if (w->queued >= db->per_worker_max) {
+		pthread_mutex_unlock(&db->mu);
+		return WEFT_EAGAIN;
+	}
+	job->next = NULL;
+	job->queued_ns = clock_now_ns();
+	if (w->tail)
+		w->tail->next = job;
+	else
+		w->head = job;
+	w->tail = job;
+	w->queued++;
+	db->queued++;
+	pthread_cond_broadcast(&db->cv);
+	pthread_mutex_unlock(&db->mu);
+	return 0;
+}
+
+void
+db_stats(struct db *db, struct db_stats *out)
+{
+	pthread_mutex_lock(&db->mu);
+	*out = db->stats;
+	out->queued = db->queued;
+	pthread_mutex_unlock(&db->mu);
+}
+
+static void
+count(struct db *db, uint64_t *counter, uint64_t n)
+{
+	pthread_mutex_lock(&db->mu);
+	*counter += n;
+	pthread_mutex_unlock(&db->mu);
+}
+
+static bool
+prepare(PGconn *pg, const char *name, const char *sql)
+{
+	PGresult *r = PQprepare(pg, name, sql, 0, NULL);
+	bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+
+	if (!ok)
+		log_event(LOG_ERROR, "pg_prepare_failed", "stmt=%s err=\"%s\"",
+			  name, PQerrorMessage(pg));
+	PQclear(r);
+	return ok;
+}
+
+static void
+disconnect(struct worker *w)
+{
+	if (!w->pg)
+		return;
+	PQfinish(w->pg);
+	w->pg = NULL;
+	pthread_mutex_lock(&w->db->mu);
+	w->db->stats.connected--;
+	pthread_mutex_unlock(&w->db->mu);
+}
+
+static bool
+connect_pg(struct worker *w)
+{
+	PGconn *pg = PQconnectdb(w->db->cfg.pg_url);
+
+	if (PQstatus(pg) != CONNECTION_OK) {
+		log_event(LOG_WARN, "pg_connect_failed", "worker=%d err=\"%s\"",
+			  w->index, PQerrorMessage(pg));
+		PQfinish(pg);
+		return false;
+	}
+	if (!prepare(pg, "apply", SQL_APPLY) ||
+	    !prepare(pg, "fetch", SQL_FETCH) ||
+	    !prepare(pg, "role", SQL_ROLE) || !prepare(pg, "page", SQL_PAGE)) {
+		PQfinish(pg);
+		return false;
+	}
+	w->pg = pg;
+	pthread_mutex_lock(&w->db->mu);
+	w->db->stats.connected++;
+	pthread_mutex_unlock(&w->db->mu);
+	log_event(LOG_INFO, "pg_connected", "worker=%d", w->index);
+	return true;
+}
+
+static void
+answer(struct job *job, int status, json_t *res)
+{
+	job->done(job, status, res);
+}
+
+/* every job of a list gets status (no result); the list is consumed */
+static void
+answer_all(struct db *db, struct job *jobs, int status)
+{
+	uint64_t n = 0;
+
+	while (jobs) {
+		struct job *next = jobs->next;
+
+		answer(jobs, status, NULL);
+		jobs = next;
+		n++;
+	}
+	if (status == WEFT_EUNAVAILABLE)
+		count(db, &db->stats.unavailable, n);
+}
+
+/* SQLSTATE classes worth retrying the whole group for */
+static bool
+transient(const PGresult *r)
+{
+	const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+
+	return st && (strcmp(st, "40P01") == 0 || strcmp(st, "40001") == 0 ||
+		      strcmp(st, "55P03") == 0);
+}
+
+enum group_outcome { GROUP_OK, GROUP_RETRY, GROUP_FAILED, GROUP_LOST };
+
+/* one attempt: results[i] receives the weft_apply() text of job i */
+static enum group_outcome
+try_group(struct worker *w, struct job **jobs, int n, char **results)
+{
+	PGconn *pg = w->pg;
+	enum group_outcome out = GROUP_OK;
+	char max_record[16], keep[16];
+	PGresult *r;
+	int stage = 0; /* 0 BEGIN, 1..n applies, n+1 COMMIT, then SYNC */
+
+	snprintf(max_record, sizeof(max_record), "%d", w->db->cfg.max_record);
+	snprintf(keep, sizeof(keep), "%d", w->db->cfg.keep_results);
+	if (!PQenterPipelineMode(pg))
+		return GROUP_LOST;
+	PQsendQueryParams(pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
+	for (int i = 0; i < n; i++) {
+		char mid[24];
+		const char *params[7];
+
+		snprintf(mid, sizeof(mid), "%llu",
+			 (unsigned long long)jobs[i]->mid);
+		params[0] = jobs[i]->client_id;
+		params[1] = jobs[i]->user;
+		params[2] = mid;
+		params[3] = jobs[i]->ops_json ? jobs[i]->ops_json : "[]";
+		params[4] = max_record;
+		params[5] = keep;
+		params[6] = jobs[i]->reject_json;
+		PQsendQueryPrepared(pg, "apply", 7, params, NULL, NULL, 0);
+	}
+	PQsendQueryParams(pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
+	if (!PQpipelineSync(pg)) {
+		out = GROUP_LOST;
+		goto out_exit;
+	}
+	while (stage <= n + 1) {
+		r = PQgetResult(pg);
+		if (!r) { /* end of one query's results */
+			if (PQstatus(pg) != CONNECTION_OK) {
+				out = GROUP_LOST;
+				goto out_exit;
+			}
+			stage++;
+			continue;
+		}
+		switch (PQresultStatus(r)) {
+		case PGRES_TUPLES_OK:
+			if (stage >= 1 && stage <= n && PQntuples(r) == 1)
+				results[stage - 1] =
+					xstrdup(PQgetvalue(r, 0, 0));
+			break;
+		case PGRES_COMMAND_OK:
+			break;
+		case PGRES_PIPELINE_ABORTED:
+			break;
+		case PGRES_FATAL_ERROR:
+			if (out == GROUP_OK) {
+				out = transient(r) ? GROUP_RETRY : GROUP_FAILED;
+				log_event(out == GROUP_RETRY ? LOG_INFO
+							     : LOG_ERROR,
+					  "group_failed",
+					  "worker=%d stage=%d/%d err=\"%s\"",
+					  w->index, stage, n + 1,
+					  PQresultErrorMessage(r));
+			}
+			if (PQstatus(pg) != CONNECTION_OK) {
+				PQclear(r);
+				out = GROUP_LOST;
+				goto out_exit;
+			}
+			break;
+		default:
+			break;
+		}
+		PQclear(r);
+	}
+	/* the Sync */
+	r = PQgetResult(pg);
+	if (!r || PQresultStatus(r) != PGRES_PIPELINE_SYNC)
+		out = GROUP_LOST;
+	PQclear(r);
+out_exit:
+	if (out != GROUP_LOST && !PQexitPipelineMode(pg))
+		out = GROUP_LOST;
+	return out;
+}
+
+static size_t
+hist_bucket(int n)
+{
+	size_t b = 0;
+
+	while (n > 1 && b < 7) {
+		n >>= 1;
+		b++;
+	}
+	return b;
+}
+
+static void
+run_group(struct worker *w, struct job *list, int n)
+{
+	struct job **jobs = xcalloc((size_t)n, sizeof(*jobs));
+	char **results = xcalloc((size_t)n, sizeof(*results));
+	enum group_outcome out = GROUP_RETRY;
+	int i = 0, attempt;
+
+	for (struct job *j = list; j; j = j->next)
+		jobs[i++] = j;
+	for (attempt = 0; attempt < DB_RETRIES && out == GROUP_RETRY;
+	     attempt++) {
+		for (i = 0; i < n; i++) {
+			free(results[i]);
+			results[i] = NULL;
+		}
+		if (attempt)
+			count(w->db, &w->db->stats.retries, 1);
+		out = try_group(w, jobs, n, results);
+	}
+	if (out == GROUP_LOST)
+		disconnect(w);
+	if (out != GROUP_OK) {
+		/* nothing of this group is known to be committed: a
+		 * retryable error, never an ack */
+		for (i = 0; i < n; i++)
+			jobs[i]->next = i + 1 < n ? jobs[i + 1] : NULL;
+		answer_all(w->db, jobs[0], WEFT_EUNAVAILABLE);
+		goto out_free;
+	}
+	pthread_mutex_lock(&w->db->mu);
+	w->db->stats.commits++;
+	w->db->stats.txns += (uint64_t)n;
+	w->db->stats.group_hist[hist_bucket(n)]++;
+	pthread_mutex_unlock(&w->db->mu);
+	for (i = 0; i < n; i++) {
+		json_error_t jerr;
+		json_t *res =
+			results[i] ? json_loads(results[i], 0, &jerr) : NULL;
+
+		jobs[i]->next = NULL;
+		if (!res) {
+			log_event(LOG_ERROR, "bad_apply_result",
+				  "worker=%d mid=%llu", w->index,
+				  (unsigned long long)jobs[i]->mid);
+			answer(jobs[i], WEFT_EINTERNAL, NULL);
+			continue;
+		}
+		answer(jobs[i], 0, res);
+		json_decref(res);
+	}
+out_free:
+	for (i = 0; i < n; i++)
+		free(results[i]);
+	free(results);
+	free(jobs);
+}
+
+static json_t *
+parse_or_null(const char *text)
+{
+	json_error_t jerr;
+
+	return json_loads(text, JSON_DECODE_ANY, &jerr);
+}
+
+static void
+run_fetch(struct worker *w, struct job *job)
+{
+	const char *params[2] = { job->user, job->keys_json };
+	PGresult *r = PQexecPrepared(w->pg, "fetch", 2, params, NULL, NULL, 0);
+	json_t *recs, *res;
+
+	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+		log_event(LOG_ERROR, "fetch_failed", "err=\"%s\"",
+			  PQerrorMessage(w->pg));
+		PQclear(r);
+		if (PQstatus(w->pg) != CONNECTION_OK)
+			disconnect(w);
+		answer(job, WEFT_EUNAVAILABLE, NULL);
+		return;
+	}
+	recs = parse_or_null(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	res = json_pack("{so}", "records", recs ? recs : json_array());
+	answer(job, 0, res);
+	json_decref(res);
+}
+
+static void
+run_bootstrap(struct worker *w, struct job *job)
+{
+	const char *after = job->after ? job->after : "";
+	const char *sep = strchr(after, '\x1f');
+	char tbl[600] = "", id[600] = "", rows[16];
+	const char *params[4];
+	json_t *res = NULL, *recs;
+	size_t bytes = 0;
+	PGresult *r;
+	int nrows;
+
+	if (sep) {
+		snprintf(tbl, sizeof(tbl), "%.*s", (int)(sep - after), after);
+		snprintf(id, sizeof(id), "%s", sep + 1);
+	}
+	params[0] = job->user;
+	params[1] = job->space;
+	params[2] = job->after ? "false" : "true"; /* count on page 1 */
+	r = PQexecPrepared(w->pg, "role", 3, params, NULL, NULL, 0);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK)
+		goto out_unavailable;
+	if (strcmp(PQgetvalue(r, 0, 0), "0") == 0) {
+		PQclear(r);
+		res = json_pack("{si}", "denied", 1);
+		answer(job, 0, res);
+		json_decref(res);
+		return;
+	}
+	res = json_pack("{ss}", "lsn", PQgetvalue(r, 0, 1));
+	if (!PQgetisnull(r, 0, 2))
+		json_object_set_new(
+			res, "total",
+			json_integer(strtoll(PQgetvalue(r, 0, 2), NULL, 10)));
+	PQclear(r);
+	snprintf(rows, sizeof(rows), "%d", w->db->cfg.page_rows);
+	params[0] = job->space;
+	params[1] = tbl;
+	params[2] = id;
+	params[3] = rows;
+	r = PQexecPrepared(w->pg, "page", 4, params, NULL, NULL, 0);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK)
+		goto out_unavailable;
+	recs = json_array();
+	nrows = PQntuples(r);
+	for (int i = 0; i < nrows; i++) {
+		json_t *row = parse_or_null(PQgetvalue(r, i, 2));
+
+		if (!row)
+			continue;
+		json_array_append_new(recs, row);
+		bytes += (size_t)PQgetlength(r, i, 2);
+		if (bytes >= job->max_bytes || i == nrows - 1) {
+			/* more may follow only if we stopped early or the
+			 * query filled its limit */
+			if (i < nrows - 1 || nrows == w->db->cfg.page_rows) {
+				char next[2 * 600];
+
+				snprintf(next, sizeof(next), "%s\x1f%s",
+					 PQgetvalue(r, i, 0),
+					 PQgetvalue(r, i, 1));
+				json_object_set_new(res, "next",
+						    json_string(next));
+			}
+			break;
+		}
+	}
+	PQclear(r);
+	json_object_set_new(res, "records", recs);
+	count(w->db, &w->db->stats.reads, 1);
+	answer(job, 0, res);
+	json_decref(res);
+	return;
+out_unavailable:
+	log_event(LOG_ERROR, "bootstrap_failed", "err=\"%s\"",
+		  PQerrorMessage(w->pg));
+	PQclear(r);
+	json_decref(res);
+	if (PQstatus(w->pg) != CONNECTION_OK)
+		disconnect(w);
+	answer(job, WEFT_EUNAVAILABLE, NULL);
+}
+
+/* take the next unit of work: a group of transactions or one read */
+static struct job *
+take(struct worker *w, int *n)
+{
+	struct db *db = w->db;
+	struct job *first, *last;
+
+	*n = 0;
+	while (!w->head && !db->stopping)
+		pthread_cond_wait(&db->cv, &db->mu);
+	if (!w->head)
+		return NULL;
+	first = last = w->head;
+	*n = 1;
+	if (first->kind == JOB_TXN)
+		while (last->next && last->next->kind == JOB_TXN &&
+		       *n < db->cfg.batch_max) {
+			last = last->next;
+			(*n)++;
+		}
+	w->head = last->next;
+	if (!w->head)
+		w->tail = NULL;
+	last->next = NULL;
+	w->queued -= *n;
+	db->queued -= *n;
+	return first;
+}
+
+static void *
+worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct db *db = w->db;
+	uint32_t backoff = 50;
+
+	for (;;) {
+		struct job *jobs;
+		int n;
+
+		pthread_mutex_lock(&db->mu);
+		jobs = take(w, &n);
+		pthread_mutex_unlock(&db->mu);
+		if (!jobs)
+			break;
+		while (!w->pg && !connect_pg(w)) {
+			bool stop;
+
+			pthread_mutex_lock(&db->mu);
+			stop = db->stopping;
+			pthread_mutex_unlock(&db->mu);
+			if (stop)
+				break;
+			clock_sleep_ms(backoff);
+			backoff = backoff * 2 > DB_BACKOFF_MAX_MS
+					  ? DB_BACKOFF_MAX_MS
+					  : backoff * 2;
+		}
+		if (!w->pg) {
+			answer_all(db, jobs, WEFT_EUNAVAILABLE);
+			continue;
+		}
+		backoff = 50;
+		if (jobs->kind == JOB_TXN)
+			run_group(w, jobs, n);
+		else if (jobs->kind == JOB_FETCH)
+			run_fetch(w, jobs);
+		else
+			run_bootstrap(w, jobs);
+	}
+	disconnect(w);
+	return NULL;
+}
+
+int
+db_new(struct db **out, const struct db_config *cfg)
+{
+	struct db *db = xcalloc(1, sizeof(*db));
+
+	db->cfg = *cfg;
+	if (db->cfg.workers < 1)
+		db->cfg.workers = 1;
+	if (db->cfg.batch_max < 1)
+		db->cfg.batch_max = 1;
+	if (db->cfg.page_rows < 1)
+		db->cfg.page_rows = 1000;
+	db->per_worker_max = db->cfg.queue_max / db->cfg.workers;
+	if (db->per_worker_max < db->cfg.batch_max)
+		db->per_worker_max = db->cfg.batch_max;
+	pthread_mutex_init(&db->mu, NULL);
+	pthread_cond_init(&db->cv, NULL);
+	db->workers = xcalloc((size_t)db->cfg.workers, sizeof(*db->workers));
+	for (int i = 0; i < db->cfg.workers; i++) {
+		db->workers[i].db = db;
+		db->workers[i].index = i;
+		if (pthread_create(&db->workers[i].thread, NULL, worker_main,
+				   &db->workers[i]) != 0)
+			alloc_oom(0);
+	}
+	*out = db;
+	return 0;
+}
+
+void
+db_free(struct db *db)
+{
+	if (!db)
+		return;
+	pthread_mutex_lock(&db->mu);
+	db->stopping = true;
+	pthread_cond_broadcast(&db->cv);
+	pthread_mutex_unlock(&db->mu);
+	for (int i = 0; i < db->cfg.workers; i++)
+		pthread_join(db->workers[i].thread, NULL);
+	pthread_mutex_destroy(&db->mu);
+	pthread_cond_destroy(&db->cv);
+	free(db->workers);
+	free(db);
+}

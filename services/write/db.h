@@ -1,0 +1,105 @@
+/*
+ * db.h - weft-write's database side: a bounded job queue and a pool of
+ * worker threads, each with its own Postgres connection.
+ *
+ * Transactions are group-committed: a worker takes up to batch_max queued
+ * client transactions and sends them in one libpq pipeline as one Postgres
+ * transaction (BEGIN; weft_apply() per client transaction; COMMIT), so one
+ * WAL flush covers them all.  weft_apply() turns a client's mistake into a
+ * stored rejection without raising, so one bad client transaction never
+ * fails the others; a transient failure (deadlock, serialisation) rolls the
+ * whole group back and it is retried.  If the connection dies, or the
+ * outcome of COMMIT is unknown, every job of the group gets WEFT_EUNAVAILABLE
+ * (retryable): never a false ack.  A resend of the same mutation id is then
+ * answered from the stored result, so the client sees each effect once.
+ *
+ * Reads (fetch, bootstrap pages) are single statements on the same pool.
+ */
+#ifndef WEFT_WRITE_DB_H
+#define WEFT_WRITE_DB_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "services/shared/auth.h"
+
+enum job_kind {
+	JOB_TXN,       /* weft_apply() */
+	JOB_FETCH,     /* records by (table, id), authorised */
+	JOB_BOOTSTRAP, /* one page of a space */
+};
+
+struct job;
+
+/*
+ * job_done_fn - called exactly once per submitted job, on a worker
+ * thread: status 0 with res (borrowed, valid during the call), or a
+ * weft_err (WEFT_EUNAVAILABLE: retry later) with res NULL.  It must free
+ * the job (job_free) or hand it on.
+ */
+typedef void (*job_done_fn)(struct job *job, int status, json_t *res);
+
+struct job {
+	struct job *next; /* queue link */
+	enum job_kind kind;
+	job_done_fn done;
+	void *owner;	    /* the connection, for done() */
+	uint64_t rid;	    /* request id to answer */
+	uint64_t queued_ns; /* for latency metrics */
+	char user[AUTH_USER_MAX];
+	/* JOB_TXN */
+	char *client_id; /* owned */
+	uint64_t mid;
+	char *ops_json;	   /* owned: JSON array of ops, or NULL */
+	char *reject_json; /* owned: a rejection decided before the db */
+	/* JOB_FETCH */
+	char *keys_json; /* owned: [{"table":..,"id":..}, ...] */
+	/* JOB_BOOTSTRAP */
+	char *space; /* owned */
+	char *after; /* owned: "tbl\x1fid" of the last row sent */
+	uint32_t max_bytes;
+};
+
+/* job_free - free a job and the strings it owns; NULL is fine. */
+void job_free(struct job *job);
+
+struct db_config {
+	const char *pg_url;
+	int workers;	  /* Postgres connections */
+	int batch_max;	  /* client transactions per Postgres transaction */
+	int queue_max;	  /* jobs waiting; beyond it: WEFT_EAGAIN */
+	int max_record;	  /* bytes of one record's JSON; 0 = no limit */
+	int keep_results; /* stored results kept per client */
+	int page_rows;	  /* rows fetched per bootstrap query */
+};
+
+struct db_stats {
+	uint64_t commits;     /* Postgres transactions committed */
+	uint64_t txns;	      /* client transactions answered */
+	uint64_t retries;     /* groups retried after a transient error */
+	uint64_t unavailable; /* jobs answered WEFT_EUNAVAILABLE */
+	uint64_t reads;
+	uint64_t group_hist[8]; /* group sizes: 1, 2-3, 4-7, ... 128+ */
+	int queued;
+	int connected; /* workers with a live connection */
+};
+
+struct db;
+
+/* db_new - connect the pool and start its workers.  A worker that cannot
+ * connect keeps retrying with backoff.  Errors: ENOMEM, ECONFIG. */
+int db_new(struct db **out, const struct db_config *cfg);
+
+/* db_submit - queue a job; takes ownership on success.  WEFT_EAGAIN when
+ * the queue is full or the pool is stopping (the caller answers BACKOFF). */
+int db_submit(struct db *db, struct job *job);
+
+/* db_stats - a snapshot of the counters.  Thread-safe. */
+void db_stats(struct db *db, struct db_stats *out);
+
+/* db_free - stop accepting jobs, let the workers finish what is queued,
+ * then disconnect.  NULL is fine. */
+void db_free(struct db *db);
+
+#endif /* WEFT_WRITE_DB_H */

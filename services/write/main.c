@@ -1,0 +1,191 @@
+/*
+ * weft-write - applies client transactions to Postgres, exactly once,
+ * with an outbox row per changed record in the same transaction; serves
+ * fetch-by-id and bootstrap pages.  This file only wires the parts
+ * together: db.c (Postgres workers, group commit), server.c (clients),
+ * services/shared/auth.c (tokens).
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <weft/error.h>
+
+#include "common/clock.h"
+#include "common/config.h"
+#include "common/log.h"
+#include "proto/frame.h"
+#include "services/shared/auth.h"
+#include "services/write/db.h"
+#include "services/write/server.h"
+
+#include "common/banned.h"
+
+static volatile sig_atomic_t stop_signal;
+
+static void
+on_signal(int sig)
+{
+	stop_signal = sig;
+}
+
+static char *
+read_file(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char *buf;
+	long n;
+
+	if (!f)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	buf = n >= 0 && n < (1 << 20) ? malloc((size_t)n + 1) : NULL;
+	if (buf && fread(buf, 1, (size_t)n, f) == (size_t)n) {
+		buf[n] = '\0';
+	} else {
+		free(buf);
+		buf = NULL;
+	}
+	fclose(f);
+	return buf;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *listen_url, *pg_url, *secret, *pubkey_file, *level, *node;
+	int64_t workers, batch, queue, max_frame, max_ops, max_record, max_out;
+	int64_t page_bytes, heartbeat, idle, retry, keep;
+	const struct cfg_opt opts[] = {
+		{ "listen", CFG_STR, &listen_url, "tcp://127.0.0.1:7400",
+		  "URL clients connect to (tcp://, tls+tcp://, ws://)", 0, 0 },
+		{ "pg-url", CFG_STR, &pg_url,
+		  "postgresql://weft@127.0.0.1:54320/weft",
+		  "Postgres connection URL", 0, 0 },
+		{ "jwt-secret", CFG_STR, &secret, NULL,
+		  "HS256 secret tokens are signed with (>= 32 bytes)", 0, 0 },
+		{ "jwt-public-key", CFG_STR, &pubkey_file, NULL,
+		  "PEM file of the RS256 public key (instead of a secret)", 0,
+		  0 },
+		{ "pg-workers", CFG_INT, &workers, "4",
+		  "Postgres connections (each commits groups in turn)", 1,
+		  256 },
+		{ "batch-max", CFG_INT, &batch, "64",
+		  "client transactions per Postgres transaction", 1, 4096 },
+		{ "queue-max", CFG_INT, &queue, "4096",
+		  "requests waiting for Postgres; beyond it: BACKOFF", 1,
+		  1000000 },
+		{ "max-frame", CFG_SIZE, &max_frame, "1m",
+		  "largest request body accepted", 1024, FRAME_MAX_HARD },
+		{ "max-ops", CFG_INT, &max_ops, "256", "ops per transaction", 1,
+		  65536 },
+		{ "max-record", CFG_SIZE, &max_record, "256k",
+		  "largest record (bytes of its data)", 64, 64 << 20 },
+		{ "max-out", CFG_SIZE, &max_out, "8m",
+		  "replies queued to one slow client before it is closed",
+		  64 << 10, 1 << 30 },
+		{ "page-bytes", CFG_SIZE, &page_bytes, "256k",
+		  "bootstrap page size (default and cap)", 4096, 16 << 20 },
+		{ "keep-results", CFG_INT, &keep, "256",
+		  "results kept per client for resends", 1, 100000 },
+		{ "heartbeat", CFG_DURATION, &heartbeat, "15s",
+		  "ping interval announced to clients", 100, 3600000 },
+		{ "idle-timeout", CFG_DURATION, &idle, "2m",
+		  "close a client that sends nothing for this long", 1000,
+		  86400000 },
+		{ "retry-after", CFG_DURATION, &retry, "200ms",
+		  "delay asked of clients when overloaded", 1, 60000 },
+		{ "node", CFG_STR, &node, "weft-write",
+		  "name reported to clients and in logs", 0, 0 },
+		{ "log-level", CFG_STR, &level, "info",
+		  "debug, info, warn or error", 0, 0 },
+	};
+	const struct cfg_spec spec = {
+		"weft-write", "[options]",
+		"Applies client transactions to Postgres exactly once, with "
+		"an outbox row per change,\nand serves fetch and bootstrap "
+		"reads.",
+		opts, sizeof(opts) / sizeof(opts[0])
+	};
+	struct auth_config acfg = { NULL, NULL };
+	struct server_config scfg;
+	struct db_config dcfg;
+	struct server *srv = NULL;
+	struct auth *auth = NULL;
+	struct db *db = NULL;
+	char err[CFG_ERR_MAX], why[256];
+	char *pubkey = NULL;
+	enum log_level lvl;
+	int rc, argi;
+
+	rc = cfg_parse(&spec, argc, (const char *const *)argv, &argi, stdout,
+		       err, sizeof(err));
+	if (rc == CFG_EXIT)
+		return 0;
+	if (rc || argi < argc) {
+		fprintf(stderr, "weft-write: %s\n",
+			rc ? err : "unexpected argument (see --help)");
+		return 1;
+	}
+	if (log_level_parse(level, &lvl)) {
+		fprintf(stderr, "weft-write: bad --log-level '%s'\n", level);
+		return 1;
+	}
+	log_set_level(lvl);
+	log_set_service("weft-write");
+	if (pubkey_file) {
+		pubkey = read_file(pubkey_file);
+		if (!pubkey) {
+			fprintf(stderr, "weft-write: cannot read '%s'\n",
+				pubkey_file);
+			return 1;
+		}
+	}
+	acfg.hs256_secret = pubkey ? NULL : secret;
+	acfg.rs256_pubkey = pubkey;
+	if (auth_new(&auth, &acfg, why, sizeof(why)) != 0) {
+		fprintf(stderr,
+			"weft-write: %s (--jwt-secret or "
+			"--jwt-public-key)\n",
+			why);
+		free(pubkey);
+		return 1;
+	}
+	free(pubkey);
+
+	dcfg = (struct db_config){ pg_url,     (int)workers,	(int)batch,
+				   (int)queue, (int)max_record, (int)keep,
+				   1000 };
+	db_new(&db, &dcfg);
+	scfg = (struct server_config){
+		listen_url,	      node,
+		(uint32_t)max_frame,  (uint32_t)max_ops,
+		(uint32_t)max_record, (uint32_t)max_out,
+		(uint32_t)page_bytes, (uint32_t)heartbeat,
+		(uint32_t)idle,	      (uint32_t)retry,
+	};
+	if (server_new(&srv, &scfg, auth, db, why, sizeof(why)) != 0) {
+		log_event(LOG_ERROR, "listen_failed", "why=\"%s\"", why);
+		db_free(db);
+		auth_free(auth);
+		return 1;
+	}
+	signal(SIGTERM, on_signal);
+	signal(SIGINT, on_signal);
+	signal(SIGPIPE, SIG_IGN);
+	log_event(LOG_INFO, "started",
+		  "listen=%s pg_workers=%lld batch_max=%lld", listen_url,
+		  (long long)workers, (long long)batch);
+	while (!stop_signal)
+		clock_sleep_ms(100);
+	log_event(LOG_INFO, "stopping", "signal=%d", (int)stop_signal);
+	server_free(srv); /* stop taking requests; answers still flow */
+	db_free(db);	  /* finish what is queued */
+	auth_free(auth);
+	log_event(LOG_INFO, "stopped", NULL);
+	return 0;
+}

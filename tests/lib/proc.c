@@ -1,0 +1,98 @@
+/*
+ * proc.c - start and stop services for end-to-end tests (see proc.h).
+ */
+#include "tests/lib/proc.h"
+
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tests/lib/testenv.h"
+#include "tests/lib/wclient.h"
+
+int
+proc_free_port(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
+	getsockname(fd, (struct sockaddr *)&a, &len);
+	port = ntohs(a.sin_port);
+	close(fd);
+	return port;
+}
+
+void
+proc_start_write(struct proc *p, const char *const *extra)
+{
+	const char *bin = getenv("WEFT_WRITE_BIN");
+	char listen[80];
+	const char *argv[32];
+	int n = 0;
+
+	cr_assert_not_null(bin, "WEFT_WRITE_BIN is not set (run via ctest)");
+	snprintf(p->url, sizeof(p->url), "tcp://127.0.0.1:%d",
+		 proc_free_port());
+	snprintf(listen, sizeof(listen), "--listen=%s", p->url);
+	argv[n++] = bin;
+	argv[n++] = listen;
+	argv[n++] = "--pg-workers=2";
+	argv[n++] = "--log-level=warn";
+	for (; extra && *extra && n < 30; extra++)
+		argv[n++] = *extra;
+	argv[n] = NULL;
+	setenv("WEFT_PG_URL", testenv_get("WEFT_PG_URL"), 1);
+	setenv("WEFT_JWT_SECRET", PROC_SECRET, 1);
+	p->pid = fork();
+	cr_assert(p->pid >= 0);
+	if (p->pid == 0) {
+		execv(bin, (char *const *)(uintptr_t)argv);
+		_exit(127);
+	}
+	for (int i = 0; i < 200; i++) {
+		struct wclient c;
+
+		if (wclient_dial(&c, p->url) == 0) {
+			wclient_close(&c);
+			return;
+		}
+		wclient_close(&c);
+		usleep(25000);
+	}
+	kill(p->pid, SIGKILL);
+	cr_assert_fail("weft-write did not start listening on %s", p->url);
+}
+
+void
+proc_stop(struct proc *p)
+{
+	int status = 0;
+
+	if (p->pid <= 0)
+		return;
+	kill(p->pid, SIGTERM);
+	for (int i = 0; i < 200; i++) {
+		if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
+			p->pid = 0;
+			cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+				  "weft-write exited with status %d", status);
+			return;
+		}
+		usleep(25000);
+	}
+	kill(p->pid, SIGKILL);
+	waitpid(p->pid, &status, 0);
+	p->pid = 0;
+	cr_assert_fail("weft-write did not stop within 5 s of SIGTERM");
+}

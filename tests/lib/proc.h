@@ -1,0 +1,31 @@
+/*
+ * proc.h - run a weft service as a real process for end-to-end tests.
+ */
+#ifndef WEFT_TEST_PROC_H
+#define WEFT_TEST_PROC_H
+
+#include <sys/types.h>
+
+struct proc {
+	pid_t pid;
+	char url[64]; /* where it listens */
+};
+
+/* proc_free_port - a loopback TCP port that was free a moment ago. */
+int proc_free_port(void);
+
+/*
+ * proc_start_write - start weft-write ($WEFT_WRITE_BIN) against the
+ * harness's Postgres with the test secret, listening on a free port;
+ * returns once it accepts connections (fails the test otherwise).
+ * extra: more NULL-terminated arguments, or NULL.
+ */
+void proc_start_write(struct proc *p, const char *const *extra);
+
+/* proc_stop - SIGTERM, wait; fails the test if it does not exit 0. */
+void proc_stop(struct proc *p);
+
+/* PROC_SECRET - the HS256 secret test services verify tokens with. */
+#define PROC_SECRET "weft-test-secret-0123456789abcdef0123"
+
+#endif

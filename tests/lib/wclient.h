@@ -1,0 +1,38 @@
+/*
+ * wclient.h - a small blocking protocol client for tests: dial a weft
+ * service, send messages, receive whole frames with a timeout.
+ */
+#ifndef WEFT_TEST_WCLIENT_H
+#define WEFT_TEST_WCLIENT_H
+
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "proto/frame.h"
+#include "proto/msg.h"
+
+struct wclient {
+	void *stream; /* nng_stream */
+	struct frame_reader fr;
+	uint8_t rx[16384];
+	size_t rx_len, rx_off; /* unread bytes in rx */
+	uint8_t *frame;	       /* last frame received (owned) */
+	uint32_t frame_len;
+};
+
+/* wclient_dial - connect to url; 0 or a weft_err. */
+int wclient_dial(struct wclient *c, const char *url);
+void wclient_close(struct wclient *c);
+
+/* wclient_send - encode and send one message; 0 or a weft_err. */
+int wclient_send(struct wclient *c, const struct proto_msg *m);
+
+/* wclient_send_raw - send bytes as they are (hostile input). */
+int wclient_send_raw(struct wclient *c, const void *p, size_t n);
+
+/* wclient_recv - the next message, waiting up to ms; it borrows from the
+ * client until the next recv.  0, WEFT_ETIMEDOUT, WEFT_ECLOSED, or the
+ * decoder's error. */
+int wclient_recv(struct wclient *c, struct proto_msg *m, int ms);
+
+#endif
