@@ -483,3 +483,29 @@ Test(write, hostile_input_gets_errors_and_the_service_stays_up)
 	session(&c, N("alice"));
 	wclient_close(&c);
 }
+
+Test(write, weft_token_mints_a_token_the_service_accepts)
+{
+	const char *cli = getenv("WEFT_CLI_BIN");
+	struct proto_msg m = { .type = PROTO_HELLO }, r;
+	char cmd[512], tok[2048];
+	struct wclient c;
+	FILE *p;
+
+	cr_assert_not_null(cli, "WEFT_CLI_BIN not set");
+	snprintf(cmd, sizeof(cmd), "%s token --user cli-user --ttl 5m", cli);
+	setenv("WEFT_JWT_SECRET", PROC_SECRET, 1);
+	p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	cr_assert_not_null(fgets(tok, sizeof(tok), p));
+	cr_assert(eq(i64, pclose(p), 0));
+	tok[strcspn(tok, "\n")] = '\0';
+	cr_assert(eq(i64, wclient_dial(&c, svc.url), 0));
+	m.u.hello = (struct proto_hello){ 1,	  PROTO_VERSION, S(tok),
+					  S("c"), { 0, 0 },	 { 0, 0 } };
+	wclient_send(&c, &m);
+	cr_assert(eq(i64, wclient_recv(&c, &r, WAIT_MS), 0));
+	cr_assert(eq(i64, r.type, PROTO_WELCOME));
+	cr_assert(proto_str_eq(r.u.welcome.user, "cli-user"));
+	wclient_close(&c);
+}
