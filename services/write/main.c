@@ -62,7 +62,7 @@ main(int argc, char **argv)
 	int64_t page_bytes, heartbeat, idle, retry, keep;
 	const struct cfg_opt opts[] = {
 		{ "listen", CFG_STR, &listen_url, "tcp://127.0.0.1:7400",
-		  "URL clients connect to (tcp://, tls+tcp://, ws://)", 0, 0 },
+		  "URL clients connect to (tcp://host:port)", 0, 0 },
 		{ "pg-url", CFG_STR, &pg_url,
 		  "postgresql://weft@127.0.0.1:54320/weft",
 		  "Postgres connection URL", 0, 0 },
