@@ -58,6 +58,7 @@ int
 main(int argc, char **argv)
 {
 	const char *listen_url, *pg_url, *secret, *pubkey_file, *level, *node;
+	const char *schema_path;
 	int64_t workers, batch, queue, max_frame, max_ops, max_record, max_out;
 	int64_t page_bytes, heartbeat, idle, retry, keep;
 	const struct cfg_opt opts[] = {
@@ -99,6 +100,10 @@ main(int argc, char **argv)
 		  86400000 },
 		{ "retry-after", CFG_DURATION, &retry, "200ms",
 		  "delay asked of clients when overloaded", 1, 60000 },
+		{ "schema", CFG_STR, &schema_path, NULL,
+		  "app schema file (JSON); without one any table and field "
+		  "is accepted",
+		  0, 0 },
 		{ "node", CFG_STR, &node, "weft-write",
 		  "name reported to clients and in logs", 0, 0 },
 		{ "log-level", CFG_STR, &level, "info",
@@ -116,6 +121,7 @@ main(int argc, char **argv)
 	struct db_config dcfg;
 	struct server *srv = NULL;
 	struct auth *auth = NULL;
+	struct schema *schema = NULL;
 	struct db *db = NULL;
 	char err[CFG_ERR_MAX], why[256];
 	char *pubkey = NULL;
@@ -156,6 +162,16 @@ main(int argc, char **argv)
 		return 1;
 	}
 	free(pubkey);
+	if (schema_path) {
+		if (schema_load(&schema, schema_path, why, sizeof(why)) != 0) {
+			fprintf(stderr, "weft-write: %s\n", why);
+			auth_free(auth);
+			return 1;
+		}
+	} else {
+		log_event(LOG_WARN, "no_schema",
+			  "msg=\"no --schema: any table and field accepted\"");
+	}
 
 	dcfg = (struct db_config){ pg_url,     (int)workers,	(int)batch,
 				   (int)queue, (int)max_record, (int)keep,
@@ -168,10 +184,11 @@ main(int argc, char **argv)
 		(uint32_t)page_bytes, (uint32_t)heartbeat,
 		(uint32_t)idle,	      (uint32_t)retry,
 	};
-	if (server_new(&srv, &scfg, auth, db, why, sizeof(why)) != 0) {
+	if (server_new(&srv, &scfg, auth, schema, db, why, sizeof(why)) != 0) {
 		log_event(LOG_ERROR, "listen_failed", "why=\"%s\"", why);
 		db_free(db);
 		auth_free(auth);
+		schema_free(schema);
 		return 1;
 	}
 	signal(SIGTERM, on_signal);
@@ -186,6 +203,7 @@ main(int argc, char **argv)
 	server_free(srv); /* stop taking requests; answers still flow */
 	db_free(db);	  /* finish what is queued */
 	auth_free(auth);
+	schema_free(schema);
 	log_event(LOG_INFO, "stopped", NULL);
 	return 0;
 }

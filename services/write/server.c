@@ -37,6 +37,7 @@
 #include "proto/frame.h"
 #include "proto/json.h"
 #include "proto/msg.h"
+#include "proto/schema.h"
 
 #include "common/banned.h"
 
@@ -68,6 +69,7 @@ struct conn {
 struct server {
 	struct server_config cfg;
 	const struct auth *auth;
+	const struct schema *schema; /* NULL: any table and field */
 	struct db *db;
 	nng_stream_listener *listener;
 	nng_aio *accept_aio;
@@ -537,31 +539,68 @@ submit_locked(struct conn *c, struct job *job)
 	conn_queue_locked(c, &m);
 }
 
+/* a rejection as weft_apply()'s p_reject: {"code","msg","opnum","field"} */
+static void
+reject_json(struct buf *b, int code, uint32_t opnum, const char *field,
+	    const char *msg)
+{
+	buf_reset(b);
+	buf_appendf(b, "{\"code\":%d,\"opnum\":%u,\"msg\":", code, opnum);
+	json_put_string(b, msg, (uint32_t)strlen(msg));
+	if (field) {
+		buf_append(b, ",\"field\":", 9);
+		json_put_string(b, field, (uint32_t)strlen(field));
+	}
+	buf_append(b, "}", 2); /* with the NUL */
+}
+
 /* the ops of a transaction as the JSON weft_apply() takes; on a client
  * mistake the rejection JSON instead (it is stored like any other) */
 static void
 txn_to_json(struct conn *c, const struct proto_txn *t, struct job *job)
 {
 	const struct server_config *cfg = &c->srv->cfg;
-	struct buf b, why;
+	struct buf b, why, data;
 	struct proto_iter it;
 	struct proto_op op;
+	char text[320];
 	uint32_t n = 0;
 	int rc = 0;
 
 	buf_init(&b, 0);
 	buf_init(&why, 0);
+	buf_init(&data, 0);
 	if (t->ops.n > cfg->max_ops) {
-		buf_appendf(&why,
-			    "{\"code\":%d,\"msg\":\"%u ops, more than the "
-			    "limit of %u\"}",
-			    WEFT_ELIMIT, t->ops.n, cfg->max_ops);
+		snprintf(text, sizeof(text),
+			 "%u ops, more than the limit of %u", t->ops.n,
+			 cfg->max_ops);
+		reject_json(&why, WEFT_ELIMIT, 0, NULL, text);
 		goto out_reject;
 	}
 	buf_append(&b, "[", 1);
 	proto_iter_init(&it, &t->ops);
 	while (proto_next_op(&it, &op) == 1) {
 		n++;
+		if (c->srv->schema) {
+			const char *field;
+			bool completed;
+
+			buf_reset(&data);
+			rc = schema_check_op(c->srv->schema, &op, &data,
+					     &completed, text, sizeof(text),
+					     &field);
+			if (rc == 0 && data.err)
+				rc = WEFT_ELIMIT;
+			if (rc) {
+				reject_json(&why, WEFT_EVALIDATION, n, field,
+					    text);
+				goto out_reject;
+			}
+			if (completed) /* the defaults filled in */
+				op.data = (struct proto_bytes){
+					data.data, (uint32_t)data.len
+				};
+		}
 		if (n > 1)
 			buf_append(&b, ",", 1);
 		buf_appendf(&b, "{\"op\":\"%s\",\"table\":",
@@ -582,12 +621,11 @@ txn_to_json(struct conn *c, const struct proto_txn *t, struct job *job)
 				    (unsigned long long)op.expect);
 		if (op.data.p && cfg->max_record &&
 		    op.data.len > cfg->max_record) {
-			buf_appendf(&why,
-				    "{\"code\":%d,\"opnum\":%u,\"msg\":"
-				    "\"data of %u bytes, over the %u-byte "
-				    "record limit\"}",
-				    WEFT_ELIMIT, n, op.data.len,
-				    cfg->max_record);
+			snprintf(text, sizeof(text),
+				 "data of %u bytes, over the %u-byte record "
+				 "limit",
+				 op.data.len, cfg->max_record);
+			reject_json(&why, WEFT_ELIMIT, n, NULL, text);
 			goto out_reject;
 		}
 		if (op.data.p) {
@@ -599,9 +637,7 @@ txn_to_json(struct conn *c, const struct proto_txn *t, struct job *job)
 			rc = json_from_mp(&b, op.value.p, op.value.len);
 		}
 		if (rc) {
-			buf_appendf(&why,
-				    "{\"code\":%d,\"opnum\":%u,\"msg\":\"%s\"}",
-				    WEFT_EVALIDATION, n,
+			reject_json(&why, WEFT_EVALIDATION, n, NULL,
 				    rc == WEFT_EVALIDATION
 					    ? "a map has the same key twice"
 					    : "value cannot be stored");
@@ -612,17 +648,18 @@ txn_to_json(struct conn *c, const struct proto_txn *t, struct job *job)
 	buf_append(&b, "]", 1);
 	buf_append(&b, "", 1); /* NUL */
 	if (b.err) {
-		buf_appendf(&why, "{\"code\":%d,\"msg\":\"too large\"}",
-			    WEFT_ELIMIT);
+		reject_json(&why, WEFT_ELIMIT, 0, NULL,
+			    "transaction too large");
 		goto out_reject;
 	}
 	job->ops_json = (char *)b.data;
 	buf_fini(&why);
+	buf_fini(&data);
 	return;
 out_reject:
-	buf_append(&why, "", 1);
 	job->reject_json = (char *)why.data;
 	buf_fini(&b);
+	buf_fini(&data);
 }
 
 static void
@@ -888,7 +925,8 @@ accept_cb(void *arg)
 
 int
 server_new(struct server **out, const struct server_config *cfg,
-	   const struct auth *auth, struct db *db, char *why, size_t whylen)
+	   const struct auth *auth, const struct schema *schema, struct db *db,
+	   char *why, size_t whylen)
 {
 	struct server *srv = xcalloc(1, sizeof(*srv));
 	int rv;
@@ -896,6 +934,7 @@ server_new(struct server **out, const struct server_config *cfg,
 	*out = NULL;
 	srv->cfg = *cfg;
 	srv->auth = auth;
+	srv->schema = schema;
 	srv->db = db;
 	pthread_mutex_init(&srv->mu, NULL);
 	pthread_cond_init(&srv->gone, NULL);

@@ -13,6 +13,7 @@
 
 #include <stdint.h>
 
+#include "proto/schema.h"
 #include "services/shared/auth.h"
 #include "services/write/db.h"
 
@@ -44,13 +45,14 @@ struct server_stats {
 struct server;
 
 /*
- * server_new - listen on cfg->listen_url and serve.  auth and db are
- * borrowed and must outlive the server.  Errors: WEFT_ECONFIG (bad URL,
+ * server_new - listen on cfg->listen_url and serve.  auth, schema (NULL:
+ * accept any table and field) and db are borrowed and must outlive the
+ * server.  Errors: WEFT_ECONFIG (bad URL,
  * address in use; a sentence in why), WEFT_ENOMEM.
  */
 int server_new(struct server **out, const struct server_config *cfg,
-	       const struct auth *auth, struct db *db, char *why,
-	       size_t whylen);
+	       const struct auth *auth, const struct schema *schema,
+	       struct db *db, char *why, size_t whylen);
 
 /* server_stats - a snapshot of the counters.  Thread-safe. */
 void server_stats(struct server *srv, struct server_stats *out);

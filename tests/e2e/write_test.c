@@ -509,3 +509,54 @@ Test(write, weft_token_mints_a_token_the_service_accepts)
 	cr_assert(proto_str_eq(r.u.welcome.user, "cli-user"));
 	wclient_close(&c);
 }
+
+Test(write, the_app_schema_is_enforced_and_fills_defaults)
+{
+	char arg[600];
+	const char *extra[2] = { arg, NULL };
+	const char *sp = N("team"), *cl = N("client");
+	struct proto_op op = { .kind = PROTO_OP_CREATE,
+			       .table = S("issues"),
+			       .id = S(N("schema-i1")),
+			       .space = S(sp),
+			       .data = map0() };
+	struct proto_iter it;
+	struct proto_record rec;
+	struct proto_msg r;
+	struct proc strict;
+	struct wclient c;
+	struct proc keep = svc;
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+
+	snprintf(arg, sizeof(arg), "--schema=%s", getenv("WEFT_DEMO_SCHEMA"));
+	proc_start_write(&strict, extra);
+	svc = strict; /* session() dials svc.url */
+	session(&c, N("alice"));
+	make_space(&c, cl, sp);
+	r = txn(&c, cl, 2, &op, 1);
+	cr_assert(eq(i64, r.type, PROTO_REJECT));
+	cr_assert(eq(i64, r.u.reject.code, WEFT_EVALIDATION));
+	cr_assert(proto_str_eq(r.u.reject.field, "title"));
+	cr_assert(eq(u32, r.u.reject.opnum, 1));
+	cr_assert(proto_str_eq(r.u.reject.msg,
+			       "issues.title: required field missing"));
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 1);
+	msgpack_pack_str_with_body(&pk, "title", 5);
+	msgpack_pack_str_with_body(&pk, "Fix", 3);
+	op.data = (struct proto_bytes){ (const uint8_t *)sb.data,
+					(uint32_t)sb.size };
+	r = txn(&c, cl, 3, &op, 1);
+	cr_assert(eq(i64, r.type, PROTO_ACK), "mid 2's rejection advanced "
+					      "the id");
+	proto_iter_init(&it, &r.u.ack.records);
+	cr_assert(eq(i64, proto_next_record(&it, &rec), 1));
+	cr_assert_not_null(memmem(rec.data.p, rec.data.len, "backlog", 7),
+			   "the status default was filled in");
+	msgpack_sbuffer_destroy(&sb);
+	wclient_close(&c);
+	proc_stop(&strict);
+	svc = keep;
+}
