@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <weft/error.h>
 
@@ -537,40 +538,81 @@ take(struct worker *w, int *n)
 	return first;
 }
 
+/* answer every job queued for this worker: the database is unreachable */
+static void
+fail_queued(struct worker *w)
+{
+	struct job *jobs;
+
+	pthread_mutex_lock(&w->db->mu);
+	jobs = w->head;
+	w->db->queued -= w->queued;
+	w->head = w->tail = NULL;
+	w->queued = 0;
+	pthread_mutex_unlock(&w->db->mu);
+	if (jobs)
+		answer_all(w->db, jobs, WEFT_EUNAVAILABLE);
+}
+
+/*
+ * The worker connects at start and after any loss, backing off up to
+ * DB_BACKOFF_MAX_MS between attempts.  While it has no connection, jobs
+ * routed to it are answered WEFT_EUNAVAILABLE at once (clients retry)
+ * rather than left waiting.
+ */
 static void *
 worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct db *db = w->db;
 	uint32_t backoff = 50;
+	uint64_t next_try = 0;
 
 	for (;;) {
 		struct job *jobs;
 		int n;
 
+		if (!w->pg && clock_now_ns() >= next_try) {
+			if (connect_pg(w)) {
+				backoff = 50;
+			} else {
+				next_try = clock_now_ns() +
+					   (uint64_t)backoff * 1000000u;
+				backoff = backoff * 2 > DB_BACKOFF_MAX_MS
+						  ? DB_BACKOFF_MAX_MS
+						  : backoff * 2;
+			}
+		}
+		if (!w->pg) {
+			struct timespec until;
+			uint64_t wait_ns = next_try > clock_now_ns()
+						   ? next_try - clock_now_ns()
+						   : 0;
+			bool stop;
+
+			fail_queued(w);
+			clock_gettime(CLOCK_REALTIME, &until);
+			until.tv_sec += (time_t)(wait_ns / 1000000000u);
+			until.tv_nsec += (long)(wait_ns % 1000000000u);
+			if (until.tv_nsec >= 1000000000L) {
+				until.tv_sec++;
+				until.tv_nsec -= 1000000000L;
+			}
+			pthread_mutex_lock(&db->mu);
+			if (!db->stopping && !w->head)
+				pthread_cond_timedwait(&db->cv, &db->mu,
+						       &until);
+			stop = db->stopping;
+			pthread_mutex_unlock(&db->mu);
+			if (stop)
+				break;
+			continue;
+		}
 		pthread_mutex_lock(&db->mu);
 		jobs = take(w, &n);
 		pthread_mutex_unlock(&db->mu);
 		if (!jobs)
 			break;
-		while (!w->pg && !connect_pg(w)) {
-			bool stop;
-
-			pthread_mutex_lock(&db->mu);
-			stop = db->stopping;
-			pthread_mutex_unlock(&db->mu);
-			if (stop)
-				break;
-			clock_sleep_ms(backoff);
-			backoff = backoff * 2 > DB_BACKOFF_MAX_MS
-					  ? DB_BACKOFF_MAX_MS
-					  : backoff * 2;
-		}
-		if (!w->pg) {
-			answer_all(db, jobs, WEFT_EUNAVAILABLE);
-			continue;
-		}
-		backoff = 50;
 		if (jobs->kind == JOB_TXN)
 			run_group(w, jobs, n);
 		else if (jobs->kind == JOB_FETCH)
@@ -578,6 +620,7 @@ worker_main(void *arg)
 		else
 			run_bootstrap(w, jobs);
 	}
+	fail_queued(w);
 	disconnect(w);
 	return NULL;
 }

@@ -18,6 +18,7 @@
 #include "common/log.h"
 #include "proto/frame.h"
 #include "services/shared/auth.h"
+#include "services/shared/http.h"
 #include "services/write/db.h"
 #include "services/write/server.h"
 
@@ -29,6 +30,93 @@ static void
 on_signal(int sig)
 {
 	stop_signal = sig;
+}
+
+/* what /healthz and /metrics read */
+struct ops_view {
+	struct db *db;
+	struct server *srv;
+	int workers;
+};
+
+static bool
+health(void *arg, struct buf *out)
+{
+	struct ops_view *v = arg;
+	struct db_stats ds;
+
+	db_stats(v->db, &ds);
+	if (stop_signal) {
+		buf_appendf(out, "draining");
+		return false;
+	}
+	buf_appendf(out, "%s: %d of %d postgres connections up",
+		    ds.connected > 0 ? "ok" : "unavailable", ds.connected,
+		    v->workers);
+	return ds.connected > 0;
+}
+
+static void
+metrics(void *arg, struct buf *out)
+{
+	static const double group_le[] = { 1, 3, 7, 15, 31, 63, 127 };
+	struct ops_view *v = arg;
+	struct server_stats ss;
+	struct db_stats ds;
+	double lat_le[15];
+
+	db_stats(v->db, &ds);
+	server_stats(v->srv, &ss);
+	metric_counter(out, "weft_write_connections_total",
+		       "client connections accepted", ss.conns);
+	metric_gauge(out, "weft_write_connections_open",
+		     "client connections open", (double)ss.open);
+	metric_counter(out, "weft_write_requests_total", "frames received",
+		       ss.requests);
+	metric_counter(out, "weft_write_bad_frames_total",
+		       "frames the decoder refused", ss.bad_frames);
+	metric_counter(out, "weft_write_auth_failures_total",
+		       "HELLOs with a bad token", ss.auth_failed);
+	metric_counter(out, "weft_write_backoffs_total",
+		       "requests refused with BACKOFF (queue full)",
+		       ss.backoffs);
+	metric_counter(out, "weft_write_txns_total",
+		       "client transactions answered", ds.txns);
+	metric_counter(out, "weft_write_commits_total",
+		       "Postgres transactions committed (groups)", ds.commits);
+	metric_counter(out, "weft_write_group_retries_total",
+		       "groups retried after a deadlock or serialisation "
+		       "failure",
+		       ds.retries);
+	metric_counter(out, "weft_write_unavailable_total",
+		       "requests answered EUNAVAILABLE (database trouble)",
+		       ds.unavailable);
+	metric_counter(out, "weft_write_reads_total", "bootstrap pages served",
+		       ds.reads);
+	metric_gauge(out, "weft_write_queue_depth",
+		     "requests waiting for Postgres", ds.queued);
+	metric_gauge(out, "weft_write_pg_connections",
+		     "Postgres connections up", ds.connected);
+	metric_gauge(out, "weft_write_pg_workers",
+		     "Postgres connections configured", v->workers);
+	buf_appendf(out, "# HELP weft_write_rejections_total rejected client "
+			 "transactions by reason\n"
+			 "# TYPE weft_write_rejections_total counter\n");
+	for (int i = 1; i < 64; i++)
+		if (ss.rejects[i])
+			buf_appendf(out,
+				    "weft_write_rejections_total{code=\"%s\"} "
+				    "%llu\n",
+				    weft_errname(-i),
+				    (unsigned long long)ss.rejects[i]);
+	metric_histogram(out, "weft_write_group_size",
+			 "client transactions per Postgres transaction",
+			 group_le, ds.group_hist, 7, 0);
+	for (int k = 0; k < 15; k++)
+		lat_le[k] = (double)(2u << k) * 100e-6;
+	metric_histogram(out, "weft_write_txn_latency_seconds",
+			 "client transaction queued to answered", lat_le,
+			 ss.lat_hist, 15, (double)ss.lat_sum_us / 1e6);
 }
 
 static char *
@@ -58,7 +146,7 @@ int
 main(int argc, char **argv)
 {
 	const char *listen_url, *pg_url, *secret, *pubkey_file, *level, *node;
-	const char *schema_path;
+	const char *schema_path, *http_url;
 	int64_t workers, batch, queue, max_frame, max_ops, max_record, max_out;
 	int64_t page_bytes, heartbeat, idle, retry, keep;
 	const struct cfg_opt opts[] = {
@@ -100,6 +188,8 @@ main(int argc, char **argv)
 		  86400000 },
 		{ "retry-after", CFG_DURATION, &retry, "200ms",
 		  "delay asked of clients when overloaded", 1, 60000 },
+		{ "http", CFG_STR, &http_url, "http://127.0.0.1:7401",
+		  "where /healthz and /metrics are served (empty: off)", 0, 0 },
 		{ "schema", CFG_STR, &schema_path, NULL,
 		  "app schema file (JSON); without one any table and field "
 		  "is accepted",
@@ -122,6 +212,8 @@ main(int argc, char **argv)
 	struct server *srv = NULL;
 	struct auth *auth = NULL;
 	struct schema *schema = NULL;
+	struct http_ops *http = NULL;
+	struct ops_view view;
 	struct db *db = NULL;
 	char err[CFG_ERR_MAX], why[256];
 	char *pubkey = NULL;
@@ -191,6 +283,17 @@ main(int argc, char **argv)
 		schema_free(schema);
 		return 1;
 	}
+	view = (struct ops_view){ db, srv, (int)workers };
+	if (http_url && *http_url &&
+	    http_ops_start(&http, http_url, health, metrics, &view, why,
+			   sizeof(why)) != 0) {
+		log_event(LOG_ERROR, "http_failed", "why=\"%s\"", why);
+		server_free(srv);
+		db_free(db);
+		auth_free(auth);
+		schema_free(schema);
+		return 1;
+	}
 	signal(SIGTERM, on_signal);
 	signal(SIGINT, on_signal);
 	signal(SIGPIPE, SIG_IGN);
@@ -201,7 +304,8 @@ main(int argc, char **argv)
 		clock_sleep_ms(100);
 	log_event(LOG_INFO, "stopping", "signal=%d", (int)stop_signal);
 	server_free(srv); /* stop taking requests; answers still flow */
-	db_free(db);	  /* finish what is queued */
+	http_ops_stop(http);
+	db_free(db); /* finish what is queued */
 	auth_free(auth);
 	schema_free(schema);
 	log_event(LOG_INFO, "stopped", NULL);

@@ -82,7 +82,7 @@ struct server {
 	struct { /* atomics: counted under a conn's mu */
 		atomic_ullong conns, open, requests, bad_frames;
 		atomic_ullong auth_failed, backoffs;
-		atomic_ullong rejects[64], lat_hist[16];
+		atomic_ullong rejects[64], lat_hist[16], lat_sum_us;
 	} st;
 };
 
@@ -326,6 +326,7 @@ count_latency(struct server *srv, uint64_t queued_ns)
 	for (uint64_t v = us / 100; v > 1 && b < 15; v >>= 1)
 		b++;
 	stat_add(&srv->st.lat_hist[b], 1);
+	stat_add(&srv->st.lat_sum_us, (long long)us);
 }
 
 /* c->mu held */
@@ -970,6 +971,7 @@ server_stats(struct server *srv, struct server_stats *out)
 		out->rejects[i] = atomic_load(&srv->st.rejects[i]);
 	for (int i = 0; i < 16; i++)
 		out->lat_hist[i] = atomic_load(&srv->st.lat_hist[i]);
+	out->lat_sum_us = atomic_load(&srv->st.lat_sum_us);
 }
 
 void

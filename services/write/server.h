@@ -39,7 +39,9 @@ struct server_stats {
 	uint64_t backoffs;     /* requests refused with BACKOFF */
 	uint64_t rejects[64];  /* rejections by -code (index 0..63) */
 	uint64_t lat_hist[16]; /* txn latency, queued to answered: bucket
-				* k holds [2^k, 2^(k+1)) * 100 us */
+				* k holds [2^k, 2^(k+1)) * 100 us (0: < 200 us)
+				*/
+	uint64_t lat_sum_us;   /* sum of those latencies */
 };
 
 struct server;

@@ -560,3 +560,48 @@ Test(write, the_app_schema_is_enforced_and_fills_defaults)
 	proc_stop(&strict);
 	svc = keep;
 }
+
+Test(write, healthz_and_metrics)
+{
+	static char body[65536];
+	struct proto_op op = { .kind = PROTO_OP_CREATE,
+			       .table = S("spaces"),
+			       .id = S(N("m-space")),
+			       .space = S(N("m-space")),
+			       .data = map0() };
+	struct wclient c;
+	struct proto_msg r;
+
+	/* the Postgres workers connect right after start */
+	for (int i = 0; i < 100; i++) {
+		if (proc_http_get(&svc, "/healthz", body, sizeof(body)) == 200)
+			break;
+		usleep(50000);
+	}
+	cr_assert(eq(i64, proc_http_get(&svc, "/healthz", body, sizeof(body)),
+		     200));
+	cr_assert(eq(i64, strncmp(body, "ok:", 3), 0), "%s", body);
+	session(&c, N("alice"));
+	r = txn(&c, N("m-client"), 1, &op, 1);
+	cr_assert(eq(i64, r.type, PROTO_ACK));
+	r = txn(&c, N("m-client"), 2, &op, 1); /* exists: a rejection */
+	cr_assert(eq(i64, r.type, PROTO_REJECT));
+	wclient_close(&c);
+	cr_assert(eq(i64, proc_http_get(&svc, "/metrics", body, sizeof(body)),
+		     200));
+	cr_assert_not_null(strstr(body, "# TYPE weft_write_txns_total "
+					"counter\nweft_write_txns_total "),
+			   "%s", body);
+	cr_assert_null(strstr(body, "weft_write_txns_total 0\n"),
+		       "transactions were counted");
+	cr_assert_not_null(
+		strstr(body,
+		       "weft_write_rejections_total{code=\"WEFT_EEXIST\"} "
+		       "1\n"),
+		"%s", body);
+	cr_assert_not_null(strstr(body, "weft_write_txn_latency_seconds_"
+					"bucket{le=\"+Inf\"} 2\n"),
+			   "%s", body);
+	cr_assert(
+		eq(i64, proc_http_get(&svc, "/nope", body, sizeof(body)), 404));
+}

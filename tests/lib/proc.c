@@ -36,8 +36,15 @@ proc_free_port(void)
 void
 proc_start_write(struct proc *p, const char *const *extra)
 {
+	proc_start_write_pg(p, testenv_get("WEFT_PG_URL"), extra);
+}
+
+void
+proc_start_write_pg(struct proc *p, const char *pg_url,
+		    const char *const *extra)
+{
 	const char *bin = getenv("WEFT_WRITE_BIN");
-	char listen[80];
+	char listen[80], http[80];
 	const char *argv[32];
 	int n = 0;
 
@@ -45,14 +52,18 @@ proc_start_write(struct proc *p, const char *const *extra)
 	snprintf(p->url, sizeof(p->url), "tcp://127.0.0.1:%d",
 		 proc_free_port());
 	snprintf(listen, sizeof(listen), "--listen=%s", p->url);
+	p->http_port = proc_free_port();
+	snprintf(http, sizeof(http), "--http=http://127.0.0.1:%d",
+		 p->http_port);
 	argv[n++] = bin;
 	argv[n++] = listen;
+	argv[n++] = http;
 	argv[n++] = "--pg-workers=2";
 	argv[n++] = "--log-level=warn";
 	for (; extra && *extra && n < 30; extra++)
 		argv[n++] = *extra;
 	argv[n] = NULL;
-	setenv("WEFT_PG_URL", testenv_get("WEFT_PG_URL"), 1);
+	setenv("WEFT_PG_URL", pg_url, 1);
 	setenv("WEFT_JWT_SECRET", PROC_SECRET, 1);
 	p->pid = fork();
 	cr_assert(p->pid >= 0);
@@ -95,4 +106,41 @@ proc_stop(struct proc *p)
 	waitpid(p->pid, &status, 0);
 	p->pid = 0;
 	cr_assert_fail("weft-write did not stop within 5 s of SIGTERM");
+}
+
+int
+proc_http_get(const struct proc *p, const char *path, char *out, size_t cap)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	char req[256], *body;
+	size_t got = 0;
+	ssize_t n;
+	int fd, status = -1;
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	a.sin_port = htons((uint16_t)p->http_port);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	snprintf(req, sizeof(req),
+		 "GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: "
+		 "close\r\n\r\n",
+		 path);
+	if (write(fd, req, strlen(req)) < 0) {
+		close(fd);
+		return -1;
+	}
+	while (got + 1 < cap && (n = read(fd, out + got, cap - 1 - got)) > 0)
+		got += (size_t)n;
+	out[got] = '\0';
+	close(fd);
+	if (sscanf(out, "HTTP/1.%*d %d", &status) != 1)
+		return -1;
+	body = strstr(out, "\r\n\r\n");
+	if (body)
+		memmove(out, body + 4, strlen(body + 4) + 1);
+	return status;
 }

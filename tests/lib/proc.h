@@ -8,8 +8,16 @@
 
 struct proc {
 	pid_t pid;
-	char url[64]; /* where it listens */
+	char url[64];  /* where it listens */
+	int http_port; /* /healthz and /metrics */
 };
+
+/*
+ * proc_http_get - GET path from the service's ops endpoint into out (cap
+ * bytes, NUL-terminated body).  Returns the HTTP status, or -1.
+ */
+int proc_http_get(const struct proc *p, const char *path, char *out,
+		  size_t cap);
 
 /* proc_free_port - a loopback TCP port that was free a moment ago. */
 int proc_free_port(void);
@@ -21,6 +29,10 @@ int proc_free_port(void);
  * extra: more NULL-terminated arguments, or NULL.
  */
 void proc_start_write(struct proc *p, const char *const *extra);
+
+/* proc_start_write_pg - the same against another Postgres. */
+void proc_start_write_pg(struct proc *p, const char *pg_url,
+			 const char *const *extra);
 
 /* proc_stop - SIGTERM, wait; fails the test if it does not exit 0. */
 void proc_stop(struct proc *p);
