@@ -303,7 +303,11 @@ main(int argc, char **argv)
 	while (!stop_signal)
 		clock_sleep_ms(100);
 	log_event(LOG_INFO, "stopping", "signal=%d", (int)stop_signal);
-	server_free(srv); /* stop taking requests; answers still flow */
+	/* stop taking requests; answer and flush everything taken */
+	if (server_drain(srv, 10000) != 0)
+		log_event(LOG_WARN, "drain_timeout",
+			  "msg=\"requests still in flight after 10 s\"");
+	server_free(srv);
 	http_ops_stop(http);
 	db_free(db); /* finish what is queued */
 	auth_free(auth);

@@ -78,6 +78,8 @@ struct server {
 	pthread_cond_t gone; /* a connection was freed */
 	struct conn *conns;
 	bool stopping;
+	atomic_bool draining; /* SIGTERM: no new requests, finish the rest */
+	atomic_int pending;   /* jobs submitted and not yet answered */
 	uint64_t next_id;
 	struct { /* atomics: counted under a conn's mu */
 		atomic_ullong conns, open, requests, bad_frames;
@@ -492,6 +494,7 @@ job_done(struct job *job, int status, json_t *res)
 	else
 		reply_page(c, job, res);
 	job_free(job);
+	atomic_fetch_sub(&c->srv->pending, 1);
 	conn_unref_locked(c);
 }
 
@@ -528,8 +531,10 @@ submit_locked(struct conn *c, struct job *job)
 	struct proto_msg m = { .type = PROTO_BACKOFF };
 
 	c->refs++;
+	atomic_fetch_add(&c->srv->pending, 1);
 	if (db_submit(c->srv->db, job) == 0)
 		return;
+	atomic_fetch_sub(&c->srv->pending, 1);
 	c->refs--;
 	stat_add(&c->srv->st.backoffs, 1);
 	m.u.backoff = (struct proto_backoff){
@@ -838,6 +843,11 @@ conn_recv_cb(void *arg)
 	size_t n, off = 0;
 
 	pthread_mutex_lock(&c->mu);
+	if (rv == NNG_ECANCELED && atomic_load(&c->srv->draining)) {
+		/* draining: stop reading, keep answering and sending */
+		conn_unref_locked(c);
+		return;
+	}
 	if (rv != 0 || c->state == CONN_CLOSED) {
 		conn_close_locked(c, rv == NNG_ETIMEDOUT ? "idle" : "recv");
 		conn_unref_locked(c);
@@ -867,7 +877,8 @@ conn_recv_cb(void *arg)
 			frame_reader_next(&c->fr);
 		}
 	}
-	if (c->state == CONN_HELLO || c->state == CONN_READY) {
+	if ((c->state == CONN_HELLO || c->state == CONN_READY) &&
+	    !atomic_load(&c->srv->draining)) {
 		conn_recv(c); /* keeps the receive's reference */
 		pthread_mutex_unlock(&c->mu);
 		return;
@@ -972,6 +983,45 @@ server_stats(struct server *srv, struct server_stats *out)
 	for (int i = 0; i < 16; i++)
 		out->lat_hist[i] = atomic_load(&srv->st.lat_hist[i]);
 	out->lat_sum_us = atomic_load(&srv->st.lat_sum_us);
+}
+
+/* are all answers given and all queued replies sent? */
+static bool
+drained(struct server *srv)
+{
+	bool done = atomic_load(&srv->pending) == 0;
+
+	pthread_mutex_lock(&srv->mu);
+	for (struct conn *c = srv->conns; c && done; c = c->next) {
+		pthread_mutex_lock(&c->mu);
+		done = c->state == CONN_CLOSED ||
+		       (!c->tx_busy && c->out.len == 0);
+		pthread_mutex_unlock(&c->mu);
+	}
+	pthread_mutex_unlock(&srv->mu);
+	return done;
+}
+
+int
+server_drain(struct server *srv, uint32_t timeout_ms)
+{
+	uint64_t deadline = clock_now_ms() + timeout_ms;
+
+	atomic_store(&srv->draining, true);
+	pthread_mutex_lock(&srv->mu);
+	srv->stopping = true;
+	pthread_mutex_unlock(&srv->mu);
+	nng_stream_listener_close(srv->listener);
+	pthread_mutex_lock(&srv->mu);
+	for (struct conn *c = srv->conns; c; c = c->next)
+		nng_aio_cancel(c->rx_aio); /* no new requests */
+	pthread_mutex_unlock(&srv->mu);
+	while (!drained(srv)) {
+		if (clock_now_ms() >= deadline)
+			return WEFT_ETIMEDOUT;
+		clock_sleep_ms(10);
+	}
+	return 0;
 }
 
 void

@@ -60,6 +60,14 @@ int server_new(struct server **out, const struct server_config *cfg,
 void server_stats(struct server *srv, struct server_stats *out);
 
 /*
+ * server_drain - for a clean shutdown: stop accepting connections and
+ * reading requests, then wait (up to timeout_ms) until every request
+ * already taken has been answered and every reply sent.  Returns 0, or
+ * WEFT_ETIMEDOUT if some were still in flight.  Call server_free next.
+ */
+int server_drain(struct server *srv, uint32_t timeout_ms);
+
+/*
  * server_free - stop accepting, close every connection and wait until
  * each is gone.  Jobs still in the database queue are answered into the
  * void.  NULL is fine.

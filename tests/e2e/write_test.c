@@ -9,10 +9,13 @@
 #include <criterion/new/assert.h>
 #include <dirent.h>
 #include <jwt.h>
+#include <libpq-fe.h>
 #include <msgpack.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -20,6 +23,7 @@
 
 #include "services/shared/auth.h"
 #include "tests/lib/proc.h"
+#include "tests/lib/testenv.h"
 #include "tests/lib/wclient.h"
 
 #define S(x)	proto_str_c(x)
@@ -32,6 +36,7 @@ static void
 setup(void)
 {
 	snprintf(sfx, sizeof(sfx), "%d", (int)getpid());
+	setenv("WEFT_TEST_PG_URL", testenv_get("WEFT_PG_URL"), 1);
 	proc_start_write(&svc, NULL);
 }
 
@@ -604,4 +609,62 @@ Test(write, healthz_and_metrics)
 			   "%s", body);
 	cr_assert(
 		eq(i64, proc_http_get(&svc, "/nope", body, sizeof(body)), 404));
+}
+
+Test(write, sigterm_answers_everything_it_took_then_exits)
+{
+	char sp[80], cl[80]; /* copies: N() reuses its buffers */
+	struct proto_op ops[60];
+	char ids[60][24], sql[256];
+	struct proto_msg m = { .type = PROTO_TXN }, r;
+	struct wclient c;
+	int acked = 0, status = 0;
+	uint64_t next = 2;
+	PGconn *pg;
+	PGresult *res;
+
+	snprintf(sp, sizeof(sp), "%s", N("drain"));
+	snprintf(cl, sizeof(cl), "%s", N("drain-client"));
+	session(&c, N("alice"));
+	make_space(&c, cl, sp);
+	for (int i = 0; i < 60; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "%s-%d", N("d"), i);
+		ops[i] = (struct proto_op){ .kind = PROTO_OP_CREATE,
+					    .table = S("rows"),
+					    .id = S(ids[i]),
+					    .space = S(sp),
+					    .data = map0() };
+		m.u.txn = (struct proto_txn){ (uint64_t)i + 2, S(cl),
+					      (uint64_t)i + 2,
+					      PROTO_LIST(1, &ops[i]) };
+		cr_assert(eq(i64, wclient_send(&c, &m), 0));
+	}
+	/* the first answer shows requests are flowing; then stop */
+	cr_assert(eq(i64, wclient_recv(&c, &r, WAIT_MS), 0));
+	cr_assert(eq(i64, r.type, PROTO_ACK));
+	cr_assert(eq(u64, r.u.ack.mid, next++));
+	acked++;
+	kill(svc.pid, SIGTERM);
+	while (wclient_recv(&c, &r, WAIT_MS) == 0) {
+		cr_assert(eq(i64, r.type, PROTO_ACK), "got %s",
+			  proto_type_name(r.type));
+		cr_assert(eq(u64, r.u.ack.mid, next++), "in order");
+		acked++;
+	}
+	wclient_close(&c);
+	cr_assert(eq(i64, waitpid(svc.pid, &status, 0), svc.pid));
+	cr_assert(eq(i64, status, 0), "clean exit (wait status %d)", status);
+	svc.pid = 0;
+	/* every transaction applied was answered: none applied silently */
+	pg = PQconnectdb(getenv("WEFT_TEST_PG_URL"));
+	cr_assert(eq(i64, PQstatus(pg), CONNECTION_OK));
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM weft_records WHERE tbl = 'rows' AND "
+		 "space = '%s'",
+		 sp);
+	res = PQexec(pg, sql);
+	cr_assert(eq(i64, strtol(PQgetvalue(res, 0, 0), NULL, 10), acked),
+		  "rows in the database = acks received");
+	PQclear(res);
+	PQfinish(pg);
 }
