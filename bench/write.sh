@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# bench/write.sh - weft-write throughput and ack latency, beside the raw
+# Postgres equivalent measured in the same run on the same database.
+#
+#   bench/write.sh [BUILD_DIR] [SECONDS]     (defaults: build-rel, 10)
+#
+# 1. starts its own local stack (deploy/local/stack, scratch dir) and seeds
+#    100 spaces and 100k records;
+# 2. raw limit: pgbench, one transaction per write that bumps the record's
+#    version and inserts the outbox row (one statement, prepared), at 1, 16
+#    and 64 clients, synchronous_commit=on;
+# 3. weft-write: write_bench with 1, 16, 64 and 256 clients, each sending
+#    one `set` per transaction and waiting for its ack (TPS, p50/p99 ack);
+# 4. prints both and the ratio to the best pgbench figure.
+# Build first:  cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release &&
+#               cmake --build build-rel
+set -euo pipefail
+
+REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
+BUILD=${1:-$REPO/build-rel}
+SECS=${2:-10}
+SECRET=bench-secret-0123456789abcdef0123456789
+DIR=$(mktemp -d /tmp/weft-bench-write.XXXXXX)
+chmod 755 "$DIR"
+WPID=
+cleanup() {
+	[[ -n $WPID ]] && kill "$WPID" 2>/dev/null && wait "$WPID" 2>/dev/null
+	"$REPO/deploy/local/stack" down --dir "$DIR" >/dev/null 2>&1 || true
+	rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+for b in "$BUILD/services/write/weft-write" "$BUILD/bench/write_bench"; do
+	[[ -x $b ]] || { echo "write.sh: build $b first" >&2; exit 1; }
+done
+"$REPO/deploy/local/stack" up --dir "$DIR" --ports auto >/dev/null
+set -a
+# shellcheck disable=SC1091
+. "$DIR/env"
+set +a
+PGBIN=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
+[[ -x $PGBIN/pgbench ]] || PGBIN=/usr/lib/postgresql/15/bin
+psql -X -q -d "$WEFT_PG_URL" <<'SQL'
+INSERT INTO weft_spaces (id, created_by)
+	SELECT 's' || g, 'bench' FROM generate_series(1, 100) g;
+INSERT INTO weft_members (space, user_id, role)
+	SELECT 's' || g, 'bench', 'writer' FROM generate_series(1, 100) g;
+INSERT INTO weft_records (tbl, id, space, version, data, updated_by)
+	SELECT 'items', 'r' || g, 's' || (g % 100 + 1), 1,
+	       jsonb_build_object('n', 0, 'title', 'item number ' || g,
+				  'status', 'open'), 'bench'
+	FROM generate_series(1, 100000) g;
+VACUUM ANALYZE weft_records, weft_members, weft_spaces;
+SQL
+cat >"$DIR/write.sql" <<'SQL'
+\set id random(1, 100000)
+\set v random(1, 1000000)
+WITH u AS (UPDATE weft_records SET data = jsonb_set(data, '{n}', to_jsonb(:v::int)), version = version + 1, updated_at = now() WHERE tbl = 'items' AND id = 'r' || :id::text RETURNING tbl, id, space, version, data) INSERT INTO weft_outbox (tbl, id, space, version, op, deleted, data, client_id, mid, user_id) SELECT tbl, id, space, version, 3, false, data, 'pgbench', 0, 'bench' FROM u;
+SQL
+
+echo "bench/write: ${SECS}s per run, Postgres $(psql -X -At -d "$WEFT_PG_URL" -c 'SHOW server_version'), synchronous_commit=$(psql -X -At -d "$WEFT_PG_URL" -c 'SHOW synchronous_commit')"
+echo
+echo "raw limit: pgbench, one write transaction (version bump + outbox row)"
+best=0
+for c in 1 16 64; do
+	tps=$("$PGBIN/pgbench" -n -M prepared -c "$c" -j 2 -T "$SECS" \
+		-f "$DIR/write.sql" "$WEFT_PG_URL" 2>"$DIR/pgbench.err" |
+		awk '/^tps/ {printf "%d", $3}')
+	[[ -n $tps ]] || { cat "$DIR/pgbench.err" >&2; exit 1; }
+	printf '  pgbench  clients %-4s %8s tps\n' "$c" "$tps"
+	((tps > best)) && best=$tps
+done
+
+WPORT=$((40000 + RANDOM % 10000))
+"$BUILD/services/write/weft-write" --listen="tcp://127.0.0.1:$WPORT" \
+	--http="http://127.0.0.1:$((WPORT + 1))" \
+	--jwt-secret="$SECRET" --pg-url="$WEFT_PG_URL" --log-level=warn \
+	${WEFT_BENCH_WRITE_ARGS:-} &
+WPID=$!
+sleep 1
+echo
+echo "weft-write (one set per transaction, each client waits for its ack)"
+printf '  %-8s %-8s %10s %8s %10s %10s %8s\n' "" clients acked tps "p50 ms" \
+	"p99 ms" "x best"
+for c in 1 16 64 256; do
+	read -r n acked tps p50 p99 errs < <("$BUILD/bench/write_bench" \
+		"tcp://127.0.0.1:$WPORT" "$SECRET" "$c" "$SECS")
+	printf '  weft     %-8s %10s %8s %10s %10s %7.2fx%s\n' "$n" "$acked" \
+		"$tps" "$p50" "$p99" "$(awk -v a="$tps" -v b="$best" 'BEGIN {print a / b}')" \
+		"$([[ $errs != 0 ]] && echo "  ($errs errors)")"
+done
+echo
+echo "best pgbench: $best tps"
