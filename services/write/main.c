@@ -19,6 +19,7 @@
 #include "proto/frame.h"
 #include "services/shared/auth.h"
 #include "services/shared/http.h"
+#include "services/shared/migrate.h"
 #include "services/write/db.h"
 #include "services/write/server.h"
 
@@ -146,7 +147,8 @@ int
 main(int argc, char **argv)
 {
 	const char *listen_url, *pg_url, *secret, *pubkey_file, *level, *node;
-	const char *schema_path, *http_url;
+	const char *schema_path, *http_url, *migrations;
+	bool migrate_only;
 	int64_t workers, batch, queue, max_frame, max_ops, max_record, max_out;
 	int64_t page_bytes, heartbeat, idle, retry, keep;
 	const struct cfg_opt opts[] = {
@@ -194,6 +196,10 @@ main(int argc, char **argv)
 		  "app schema file (JSON); without one any table and field "
 		  "is accepted",
 		  0, 0 },
+		{ "migrate", CFG_BOOL, &migrate_only, "false",
+		  "apply the database migrations, then exit", 0, 0 },
+		{ "migrations-dir", CFG_STR, &migrations, WEFT_MIGRATIONS_DIR,
+		  "where NNNN_name.sql migrations are", 0, 0 },
 		{ "node", CFG_STR, &node, "weft-write",
 		  "name reported to clients and in logs", 0, 0 },
 		{ "log-level", CFG_STR, &level, "info",
@@ -235,6 +241,19 @@ main(int argc, char **argv)
 	}
 	log_set_level(lvl);
 	log_set_service("weft-write");
+	if (migrate_only) {
+		int applied;
+
+		rc = migrate_run(pg_url, migrations, &applied, why,
+				 sizeof(why));
+		if (rc) {
+			fprintf(stderr, "weft-write: migrate: %s\n", why);
+			return 3;
+		}
+		printf("weft-write: migrations applied: %d (up to date)\n",
+		       applied);
+		return 0;
+	}
 	if (pubkey_file) {
 		pubkey = read_file(pubkey_file);
 		if (!pubkey) {

@@ -33,51 +33,13 @@
 
 static char dir[64];
 static struct proc svc; /* killed by teardown if a check failed */
-static char stack_cmd[512];
-
-static void
-stack(const char *verb)
-{
-	char cmd[700];
-
-	snprintf(cmd, sizeof(cmd), "%s %s --dir %s --ports auto >/dev/null",
-		 stack_cmd, verb, dir);
-	cr_assert(eq(i64, system(cmd), 0), "stack %s failed", verb);
-}
-
-static void
-read_pg_url(char *url, size_t cap)
-{
-	char path[128], line[256];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/env", dir);
-	f = fopen(path, "r");
-	cr_assert_not_null(f);
-	url[0] = '\0';
-	while (fgets(line, sizeof(line), f)) {
-		if (strncmp(line, "WEFT_PG_URL=", 12) == 0)
-			snprintf(url, cap, "%.*s",
-				 (int)strcspn(line + 12, "\n"), line + 12);
-	}
-	fclose(f);
-	cr_assert(ne(i64, url[0], '\0'), "no WEFT_PG_URL in %s", path);
-}
 
 static void
 teardown(void)
 {
 	if (svc.pid > 0)
 		kill(svc.pid, SIGKILL);
-	if (dir[0]) {
-		char cmd[700];
-
-		snprintf(cmd, sizeof(cmd),
-			 "%s down --dir %s >/dev/null 2>&1; rm -rf %s",
-			 stack_cmd, dir, dir);
-		if (system(cmd) != 0)
-			fprintf(stderr, "cleanup of %s failed\n", dir);
-	}
+	proc_stack_destroy(dir);
 }
 
 Test(pgrestart, no_false_ack_no_lost_write, .fini = teardown, .timeout = 180)
@@ -96,12 +58,7 @@ Test(pgrestart, no_false_ack_no_lost_write, .fini = teardown, .timeout = 180)
 	PGresult *res;
 
 	cr_assert_not_null(script, "WEFT_STACK_SCRIPT not set");
-	snprintf(stack_cmd, sizeof(stack_cmd), "%s", script);
-	snprintf(dir, sizeof(dir), "/tmp/weft-pgrestart-XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
-	chmod(dir, 0755); /* Postgres may run as another user */
-	stack("up");
-	read_pg_url(url, sizeof(url));
+	proc_stack_up(dir, url);
 	proc_start_write_pg(&svc, url, NULL);
 	cr_assert(eq(i64, wclient_dial(&c, svc.url), 0));
 	tok = auth_mint_hs256(PROC_SECRET, "u", (int64_t)time(NULL), 3600);
@@ -115,14 +72,14 @@ Test(pgrestart, no_false_ack_no_lost_write, .fini = teardown, .timeout = 180)
 	chaos = fork();
 	cr_assert(chaos >= 0);
 	if (chaos == 0) { /* restart Postgres twice, under load */
-		char cmd[2 * sizeof(stack_cmd) + 2 * sizeof(dir) + 100];
+		char cmd[2048];
 
 		for (int k = 0; k < 2; k++) {
 			usleep(700000);
 			snprintf(cmd, sizeof(cmd),
 				 "%s down --dir %s >/dev/null && sleep 1 && "
 				 "%s up --dir %s --ports auto >/dev/null",
-				 stack_cmd, dir, stack_cmd, dir);
+				 script, dir, script, dir);
 			if (system(cmd) != 0)
 				_exit(1);
 		}

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -143,4 +144,59 @@ proc_http_get(const struct proc *p, const char *path, char *out, size_t cap)
 	if (body)
 		memmove(out, body + 4, strlen(body + 4) + 1);
 	return status;
+}
+
+static const char *
+stack_script(void)
+{
+	const char *s = getenv("WEFT_STACK_SCRIPT");
+
+	cr_assert_not_null(s, "WEFT_STACK_SCRIPT not set (run via ctest)");
+	return s;
+}
+
+void
+proc_stack(const char *dir, const char *verb)
+{
+	char cmd[1024];
+
+	snprintf(cmd, sizeof(cmd), "%s %s --dir %s --ports auto >/dev/null",
+		 stack_script(), verb, dir);
+	cr_assert(system(cmd) == 0, "stack %s failed", verb);
+}
+
+void
+proc_stack_up(char *dir, char *url)
+{
+	char path[128], line[256];
+	FILE *f;
+
+	snprintf(dir, 64, "/tmp/weft-test-stack-XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+	chmod(dir, 0755); /* Postgres may run as another user */
+	proc_stack(dir, "up");
+	snprintf(path, sizeof(path), "%s/env", dir);
+	f = fopen(path, "r");
+	cr_assert_not_null(f);
+	url[0] = '\0';
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, "WEFT_PG_URL=", 12) == 0)
+			snprintf(url, 256, "%.*s",
+				 (int)strcspn(line + 12, "\n"), line + 12);
+	fclose(f);
+	cr_assert(url[0] != '\0', "no WEFT_PG_URL in %s", path);
+}
+
+void
+proc_stack_destroy(const char *dir)
+{
+	char cmd[1024];
+
+	if (!dir[0])
+		return;
+	snprintf(cmd, sizeof(cmd),
+		 "%s down --dir %s >/dev/null 2>&1; rm -rf %s", stack_script(),
+		 dir, dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cleanup of %s failed\n", dir);
 }

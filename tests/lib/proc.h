@@ -37,6 +37,17 @@ void proc_start_write_pg(struct proc *p, const char *pg_url,
 /* proc_stop - SIGTERM, wait; fails the test if it does not exit 0. */
 void proc_stop(struct proc *p);
 
+/*
+ * proc_stack_up - a private Postgres and Redis (deploy/local/stack, path
+ * in $WEFT_STACK_SCRIPT) in a new scratch directory, for tests that must
+ * not disturb the shared ones.  dir[64] receives its path, url[256] its
+ * Postgres URL.  proc_stack(dir, "down"|"up") stops and restarts it;
+ * proc_stack_destroy stops it and removes the directory.
+ */
+void proc_stack_up(char *dir, char *url);
+void proc_stack(const char *dir, const char *verb);
+void proc_stack_destroy(const char *dir);
+
 /* PROC_SECRET - the HS256 secret test services verify tokens with. */
 #define PROC_SECRET "weft-test-secret-0123456789abcdef0123"
 
