@@ -441,6 +441,8 @@ DECLARE
 	c      weft_clients;
 	res    jsonb;
 	stored jsonb;
+	o      jsonb := p_ops->0;
+	rec    jsonb;
 BEGIN
 	SELECT * INTO c FROM weft_clients WHERE client_id = p_client
 		FOR UPDATE;
@@ -472,6 +474,46 @@ BEGIN
 		res := jsonb_build_object('s', 'reject', 'mid', p_mid) ||
 		       p_reject;
 	ELSE
+	-- fast path: a transaction of one set/unset on a live record of an
+	-- ordinary table the user may write, within the size limit, is one
+	-- statement and needs no savepoint (it cannot half-apply); anything
+	-- else, or a miss, takes the general path, which explains a refusal
+	IF jsonb_array_length(p_ops) = 1 AND o->>'op' IN ('set', 'unset') AND
+	   NOT o ? 'expect' AND o->>'table' NOT IN ('members', 'spaces') THEN
+		WITH u AS (
+			UPDATE weft_records SET
+				data = CASE WHEN o->>'op' = 'set'
+					THEN jsonb_set(data, ARRAY[o->>'field'],
+						       o->'value', true)
+					ELSE data - (o->>'field') END,
+				version = version + 1, updated_at = now(),
+				updated_by = p_user
+			WHERE tbl = o->>'table' AND id = o->>'id' AND
+			      NOT deleted AND
+			      EXISTS (SELECT 1 FROM weft_members m
+				      WHERE m.space = weft_records.space AND
+					    m.user_id = p_user AND
+					    m.role IN ('writer', 'admin')) AND
+			      (p_max_record <= 0 OR octet_length((CASE
+				WHEN o->>'op' = 'set' THEN jsonb_set(data,
+					ARRAY[o->>'field'], o->'value', true)
+				ELSE data - (o->>'field') END)::text)
+				<= p_max_record)
+			RETURNING tbl, id, space, version, data),
+		ob AS (
+			INSERT INTO weft_outbox (tbl, id, space, version, op,
+				deleted, data, client_id, mid, user_id)
+			SELECT tbl, id, space, version,
+			       CASE WHEN o->>'op' = 'set' THEN 3 ELSE 4 END,
+			       false, data, p_client, p_mid, p_user FROM u)
+		SELECT jsonb_build_object('table', tbl, 'id', id,
+			'space', space, 'ver', version, 'data', data)
+		INTO rec FROM u;
+	END IF;
+	IF rec IS NOT NULL THEN
+		res := jsonb_build_object('s', 'ack', 'mid', p_mid,
+					  'records', jsonb_build_array(rec));
+	ELSE
 	BEGIN
 		res := jsonb_build_object('s', 'ack', 'mid', p_mid,
 			'records', weft_apply_ops(p_client, p_user, p_mid,
@@ -490,6 +532,7 @@ BEGIN
 				'code', -11, 'msg', format(
 				'internal error (%s): %s', SQLSTATE, SQLERRM));
 	END;
+	END IF;
 	END IF;
 	UPDATE weft_clients SET last_mid = p_mid, updated_at = now()
 		WHERE client_id = p_client;
