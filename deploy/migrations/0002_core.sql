@@ -444,6 +444,13 @@ DECLARE
 	o      jsonb := p_ops->0;
 	rec    jsonb;
 BEGIN
+	-- the common case in one statement: p_mid is this client's next id
+	UPDATE weft_clients SET last_mid = p_mid, updated_at = now()
+		WHERE client_id = p_client AND user_id = p_user AND
+		      last_mid = p_mid - 1;
+	IF FOUND THEN
+		c.last_mid := p_mid - 1;
+	ELSE
 	SELECT * INTO c FROM weft_clients WHERE client_id = p_client
 		FOR UPDATE;
 	IF NOT FOUND THEN  -- a new client id: it belongs to this user
@@ -467,6 +474,9 @@ BEGIN
 	IF p_mid > c.last_mid + 1 THEN
 		RETURN jsonb_build_object('s', 'gap', 'expected',
 					  c.last_mid + 1);
+	END IF;
+	UPDATE weft_clients SET last_mid = p_mid, updated_at = now()
+		WHERE client_id = p_client;
 	END IF;
 	IF p_reject IS NOT NULL THEN
 		-- refused before reaching here (schema, limits): stored and
@@ -534,8 +544,6 @@ BEGIN
 	END;
 	END IF;
 	END IF;
-	UPDATE weft_clients SET last_mid = p_mid, updated_at = now()
-		WHERE client_id = p_client;
 	INSERT INTO weft_client_results (client_id, mid, result)
 		VALUES (p_client, p_mid, res);
 	IF p_mid % 32 = 0 THEN  -- prune in steps: keeps at most keep + 31
