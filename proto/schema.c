@@ -11,6 +11,7 @@
 
 #include <weft/error.h>
 
+#include "common/file.h"
 #include "proto/json.h"
 #include "proto/mp.h"
 
@@ -346,28 +347,20 @@ schema_parse(struct schema **out, const char *text, size_t len, char *why,
 int
 schema_load(struct schema **out, const char *path, char *why, size_t whylen)
 {
-	FILE *f = fopen(path, "rb");
 	char *text;
 	size_t n;
 	int rc;
 
 	*out = NULL;
-	if (!f) {
-		snprintf(why, whylen, "cannot open schema '%s'", path);
-		return WEFT_EIO;
-	}
-	text = malloc(SCHEMA_MAX_BYTES + 1);
-	if (!text) {
-		fclose(f);
-		return WEFT_ENOMEM;
-	}
-	n = fread(text, 1, SCHEMA_MAX_BYTES + 1, f);
-	fclose(f);
-	if (n > SCHEMA_MAX_BYTES) {
-		free(text);
+	rc = file_read(path, SCHEMA_MAX_BYTES, &text, &n);
+	if (rc == WEFT_ETOOBIG) {
 		snprintf(why, whylen, "schema '%s' is over %u bytes", path,
 			 SCHEMA_MAX_BYTES);
 		return WEFT_ECONFIG;
+	}
+	if (rc) {
+		snprintf(why, whylen, "cannot read schema '%s'", path);
+		return rc == WEFT_ENOMEM ? rc : WEFT_EIO;
 	}
 	rc = schema_parse(out, text, n, why, whylen);
 	free(text);

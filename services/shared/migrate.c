@@ -13,6 +13,8 @@
 
 #include <weft/error.h>
 
+#include "common/file.h"
+
 #include "common/banned.h"
 
 /* MIGRATE_MAX_FILES - migrations in one directory. */
@@ -40,26 +42,6 @@ version_of(const char *name)
 		return -1;
 	return (name[0] - '0') * 1000 + (name[1] - '0') * 100 +
 	       (name[2] - '0') * 10 + (name[3] - '0');
-}
-
-static char *
-slurp(const char *path)
-{
-	FILE *f = fopen(path, "rb");
-	char *text;
-	size_t n;
-
-	if (!f)
-		return NULL;
-	text = malloc(MIGRATE_MAX_BYTES + 1);
-	n = text ? fread(text, 1, MIGRATE_MAX_BYTES + 1, f) : 0;
-	fclose(f);
-	if (!text || n > MIGRATE_MAX_BYTES) {
-		free(text);
-		return NULL;
-	}
-	text[n] = '\0';
-	return text;
 }
 
 static bool
@@ -115,8 +97,7 @@ apply_one(PGconn *pg, const char *dir, const char *name, char *why,
 	}
 	PQclear(r);
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	sql = slurp(path);
-	if (!sql) {
+	if (file_read(path, MIGRATE_MAX_BYTES, &sql, NULL) != 0) {
 		snprintf(why, whylen, "cannot read '%s'", path);
 		r = NULL;
 		rc = WEFT_EIO;

@@ -15,6 +15,7 @@
 
 #include "common/clock.h"
 #include "common/config.h"
+#include "common/file.h"
 #include "common/log.h"
 #include "proto/frame.h"
 #include "services/shared/auth.h"
@@ -118,29 +119,6 @@ metrics(void *arg, struct buf *out)
 	metric_histogram(out, "weft_write_txn_latency_seconds",
 			 "client transaction queued to answered", lat_le,
 			 ss.lat_hist, 15, (double)ss.lat_sum_us / 1e6);
-}
-
-static char *
-read_file(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	char *buf;
-	long n;
-
-	if (!f)
-		return NULL;
-	fseek(f, 0, SEEK_END);
-	n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	buf = n >= 0 && n < (1 << 20) ? malloc((size_t)n + 1) : NULL;
-	if (buf && fread(buf, 1, (size_t)n, f) == (size_t)n) {
-		buf[n] = '\0';
-	} else {
-		free(buf);
-		buf = NULL;
-	}
-	fclose(f);
-	return buf;
 }
 
 int
@@ -255,8 +233,7 @@ main(int argc, char **argv)
 		return 0;
 	}
 	if (pubkey_file) {
-		pubkey = read_file(pubkey_file);
-		if (!pubkey) {
+		if (file_read(pubkey_file, 1 << 20, &pubkey, NULL) != 0) {
 			fprintf(stderr, "weft-write: cannot read '%s'\n",
 				pubkey_file);
 			return 1;
