@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # stack_test.sh: checks every claim deploy/local/stack makes against real
 # servers: a Postgres ready for logical replication with a non-superuser
-# 'weft' role, a Redis whose writes reach its append-only file, idempotent
-# up/down, migrations applied exactly once, ports on loopback only, data
-# that survives a restart, and that only our own pids are ever stopped.
+# 'weft' role, a Redis whose writes reach its append-only file, weft-write
+# answering /healthz with the stack's dev JWT secret, idempotent up/down,
+# migrations applied exactly once, ports on loopback only, data that
+# survives a restart, a stack without weft-write when it is not built, and
+# that only our own pids are ever stopped.
 #
 # Usage: tests/integration/stack_test.sh
+#
+# weft-write comes from $WEFT_WRITE_BIN, else from the build tree ctest runs
+# this in, else from the newest <repo>/build*/; the weft-write checks are
+# skipped when there is none.
 #
 # Runs its own stack in a fresh temporary directory on free ports, so it can
 # run alongside a developer's stack and other tests. Prints TAP-style
@@ -22,7 +28,8 @@ readonly MIGRATE=$REPO/deploy/local/migrate
 # (WEFT_STACK_TIMEOUT and WEFT_PG_BINDIR adapt to the machine, so stay.)
 unset WEFT_STACK_DIR WEFT_PG_PORT WEFT_REDIS_PORT WEFT_STACK_PORTS \
 	WEFT_PG_URL WEFT_REDIS_URL WEFT_PG_SOCKET_DIR WEFT_MIGRATIONS_DIR \
-	WEFT_REDIS_APPENDFSYNC
+	WEFT_REDIS_APPENDFSYNC WEFT_WRITE_PORT WEFT_WRITE_HTTP_PORT \
+	WEFT_WRITE_URL WEFT_WRITE_HTTP WEFT_JWT_SECRET
 
 # As root the stack runs Postgres as 'postgres', which must be able to enter
 # the directory; mktemp makes it 0700.
@@ -37,6 +44,7 @@ FAILED=0
 LAST_OK=0
 PG_PID=
 REDIS_PID=
+WRITE_PID=
 DECOY_PID=
 
 # ---- reporting ---------------------------------------------------------------
@@ -94,6 +102,11 @@ check_output() {
 	fi
 }
 
+skip() {
+	CHECKS=$((CHECKS + 1))
+	printf 'ok %d - %s # SKIP %s\n' "$CHECKS" "$1" "$2"
+}
+
 bail() {
 	printf 'Bail out! %s\n' "$*"
 	exit 1
@@ -146,6 +159,57 @@ load_env() {
 read_pids() {
 	PG_PID=$(head -n 1 "$DIR/pg/data/postmaster.pid" 2>/dev/null || true)
 	REDIS_PID=$(cat "$DIR/run/redis.pid" 2>/dev/null || true)
+	WRITE_PID=$(cat "$DIR/run/weft-write.pid" 2>/dev/null || true)
+}
+
+# The weft-write binary under test: $WEFT_WRITE_BIN, else the one in the
+# build tree we run in (ctest runs us in <build>/tests/integration), else
+# the newest <repo>/build*/services/write/weft-write. Prints nothing if
+# there is none.
+find_write_bin() {
+	local d=$PWD b newest=''
+	if [[ -n ${WEFT_WRITE_BIN:-} ]]; then
+		[[ ! -x $WEFT_WRITE_BIN ]] || echo "$WEFT_WRITE_BIN"
+		return 0
+	fi
+	while [[ $d != / ]]; do
+		if [[ -f $d/CMakeCache.txt && -x $d/services/write/weft-write ]]; then
+			echo "$d/services/write/weft-write"
+			return 0
+		fi
+		d=$(dirname "$d")
+	done
+	for b in "$REPO"/build*/services/write/weft-write; do
+		[[ -x $b ]] || continue
+		[[ -n $newest && ! $b -nt $newest ]] || newest=$b
+	done
+	[[ -z $newest ]] || echo "$newest"
+}
+
+# http_get PORT PATH: prints "STATUS BODY" (the body's first line) of a GET
+# to 127.0.0.1, through bash's /dev/tcp; "none" if nothing answers.
+http_get() {
+	local resp first body=''
+	# shellcheck disable=SC2016 # expanded by the inner bash
+	resp=$(timeout 5 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+		printf "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n" "$2" >&3
+		cat <&3' http_get "$1" "$2" 2>/dev/null) || true
+	first=${resp%%$'\r'*}
+	if [[ ! $first =~ ^HTTP/1\.[01]\ ([0-9]{3}) ]]; then
+		echo none
+		return 0
+	fi
+	[[ $resp != *$'\r\n\r\n'* ]] || body=${resp#*$'\r\n\r\n'}
+	body=${body%%$'\n'*}
+	echo "${BASH_REMATCH[1]} ${body%$'\r'}"
+}
+
+# Prints "200 ok" if /healthz answers 200 with a body starting with "ok",
+# else what it answered.
+healthz_state() {
+	local r
+	r=$(http_get "$1" /healthz)
+	if [[ $r == '200 ok'* ]]; then echo "200 ok"; else echo "$r"; fi
 }
 
 # ---- cleanup -----------------------------------------------------------------
@@ -163,6 +227,7 @@ cleanup() {
 	set +e
 	if [[ -d $DIR ]]; then
 		"$STACK" down --dir "$DIR" >/dev/null 2>&1
+		kill_ours "$WRITE_PID"
 		kill_ours "$PG_PID"
 		kill_ours "$REDIS_PID"
 	fi
@@ -172,7 +237,8 @@ cleanup() {
 	fi
 	if ((FAILED > 0 || rc != 0)) && [[ -d $DIR/log ]]; then
 		local log
-		for log in "$DIR"/log/postgres.log "$DIR"/log/redis.log; do
+		for log in "$DIR"/log/postgres.log "$DIR"/log/redis.log \
+			"$DIR"/log/weft-write.log; do
 			[[ -f $log ]] || continue
 			printf '# --- %s (last 20 lines)\n' "${log##*/}"
 			tail -n 20 "$log" | sed 's/^/# /'
@@ -183,6 +249,18 @@ cleanup() {
 trap cleanup EXIT
 
 # ---- the test ----------------------------------------------------------------
+
+WRITE_BIN=$(find_write_bin)
+if [[ -n $WRITE_BIN ]]; then
+	HAVE_WRITE=1
+	export WEFT_WRITE_BIN=$WRITE_BIN
+	printf '# weft-write: %s\n' "$WRITE_BIN"
+else
+	HAVE_WRITE=0
+	export WEFT_WRITE_BIN=none
+	printf '# weft-write: not built; its checks are skipped\n'
+fi
+readonly WRITE_BIN HAVE_WRITE
 
 check_rc "up on a fresh dir exits 0" 0 "$STACK" up --dir "$DIR" --ports auto
 ((LAST_OK)) || bail "stack up failed"
@@ -233,6 +311,47 @@ check_eq "the write is in the AOF right away" "found" \
 		echo "not found (aof: '${aof:-none}')")"
 check_eq "redis pid is alive" "alive" "$(alive "$REDIS_PID" && echo alive || echo "dead ($REDIS_PID)")"
 
+# The JWT secret and weft-write's ports are in DIR/env, built or not.
+check_eq "env: WEFT_WRITE_URL" "tcp://127.0.0.1:$WEFT_WRITE_PORT" "$WEFT_WRITE_URL"
+check_eq "env: WEFT_WRITE_HTTP is the next port" \
+	"http://127.0.0.1:$((WEFT_WRITE_PORT + 1))" "$WEFT_WRITE_HTTP"
+check_eq "env: WEFT_WRITE_HTTP_PORT" "$((WEFT_WRITE_PORT + 1))" "$WEFT_WRITE_HTTP_PORT"
+check_eq "weft-write's auto ports are distinct from the others and not the default" "yes" \
+	"$([[ $WEFT_WRITE_PORT != 7400 && $WEFT_WRITE_PORT != "$WEFT_PG_PORT" &&
+		$WEFT_WRITE_PORT != "$WEFT_REDIS_PORT" &&
+		$WEFT_WRITE_HTTP_PORT != "$WEFT_PG_PORT" &&
+		$WEFT_WRITE_HTTP_PORT != "$WEFT_REDIS_PORT" ]] && echo yes ||
+		echo "no: write $WEFT_WRITE_PORT, pg $WEFT_PG_PORT, redis $WEFT_REDIS_PORT")"
+check_eq "DIR/jwt-secret is mode 600" "600" "$(stat -c %a "$DIR/jwt-secret" 2>&1)"
+check_eq "DIR/env (which holds the secret) is mode 600" "600" "$(stat -c %a "$DIR/env")"
+SECRET=$(head -n 1 "$DIR/jwt-secret" 2>/dev/null || true)
+check_eq "env: WEFT_JWT_SECRET is DIR/jwt-secret" "$SECRET" "$WEFT_JWT_SECRET"
+check_eq "the secret is 64 hex digits" "yes" \
+	"$([[ $SECRET =~ ^[0-9a-f]{64}$ ]] && echo yes || echo "no: '$SECRET'")"
+
+# weft-write
+if ((HAVE_WRITE)); then
+	check_eq "weft-write pid is alive" "alive" \
+		"$(alive "$WRITE_PID" && echo alive || echo "dead ('$WRITE_PID')")"
+	check_eq "weft-write /healthz answers 200 ok" "200 ok" \
+		"$(healthz_state "$WEFT_WRITE_HTTP_PORT")"
+	check_eq "weft-write listens on 127.0.0.1 only" \
+		"127.0.0.1:$WEFT_WRITE_PORT 127.0.0.1:$WEFT_WRITE_HTTP_PORT" \
+		"$(ss -Htln "( sport = :$WEFT_WRITE_PORT or sport = :$WEFT_WRITE_HTTP_PORT )" |
+			awk '{print $4}' | sort -u | paste -sd ' ')"
+	cmdline=$(tr '\0' ' ' <"/proc/$WRITE_PID/cmdline" 2>/dev/null || true)
+	check_eq "weft-write runs with the demo schema and the stack's Postgres" "yes" \
+		"$([[ $cmdline == *"--schema=$REPO/deploy/schema/issues.json"* &&
+			$cmdline == *"--pg-url=$WEFT_PG_URL"* ]] && echo yes || echo "no: $cmdline")"
+	check_eq "the secret is not on weft-write's command line" "absent" \
+		"$([[ -n $SECRET && $cmdline != *"$SECRET"* ]] && echo absent || echo present)"
+	check_eq "weft-write gets the secret through its environment" "yes" \
+		"$(tr '\0' '\n' <"/proc/$WRITE_PID/environ" 2>/dev/null |
+			grep -qx "WEFT_JWT_SECRET=$SECRET" && echo yes || echo no)"
+else
+	skip "weft-write checks" "weft-write is not built"
+fi
+
 # Migrations: every file in deploy/migrations, each recorded once
 NMIG=$(find "$REPO/deploy/migrations" -name '[0-9][0-9][0-9][0-9]_*.sql' | wc -l)
 check_eq "every migration recorded exactly once" "$NMIG|$NMIG" \
@@ -242,7 +361,8 @@ check_eq "0001_bootstrap ran" "weft" \
 
 # Idempotence
 cp "$DIR/env" "$TMP/env.before"
-first_pg=$PG_PID first_redis=$REDIS_PID
+cp "$DIR/jwt-secret" "$TMP/jwt-secret.before"
+first_pg=$PG_PID first_redis=$REDIS_PID first_write=$WRITE_PID
 check_rc "up again exits 0" 0 "$STACK" up --dir "$DIR" --ports auto
 check_output "up again says postgres is already running" \
 	'^stack: postgres: already running'
@@ -251,6 +371,11 @@ check_output "up again says redis is already running" \
 read_pids
 check_eq "up again keeps the postgres pid" "$first_pg" "$PG_PID"
 check_eq "up again keeps the redis pid" "$first_redis" "$REDIS_PID"
+if ((HAVE_WRITE)); then
+	check_output "up again says weft-write is already running" \
+		'^stack: weft-write: already running'
+	check_eq "up again keeps the weft-write pid" "$first_write" "$WRITE_PID"
+fi
 check_eq "up again leaves DIR/env as it was" "same" \
 	"$(cmp -s "$TMP/env.before" "$DIR/env" && echo same || echo changed)"
 check_rc "migrate again exits 0" 0 "$MIGRATE" --url "$WEFT_PG_URL"
@@ -263,9 +388,24 @@ check_output "status shows postgres with wal_level" \
 	"^postgres +running +pid $PG_PID +port $WEFT_PG_PORT +wal_level=logical"
 check_output "status shows redis with appendonly" \
 	"^redis +running +pid $REDIS_PID +port $WEFT_REDIS_PORT +appendonly=yes"
+if ((HAVE_WRITE)); then
+	check_output "status shows weft-write with its /healthz" \
+		"^weft-write +running +pid $WRITE_PID +port $WEFT_WRITE_PORT +http $WEFT_WRITE_HTTP_PORT +healthz: ok"
+fi
 
 # Down
 check_rc "down exits 0" 0 "$STACK" down --dir "$DIR"
+if ((HAVE_WRITE)); then
+	check_eq "down stops weft-write first" "weft-write postgres redis" \
+		"$(sed -n 's/^stack: \([a-z-]*\): stopped.*/\1/p' "$OUT" | paste -sd ' ')"
+	check_eq "weft-write pid is gone" "gone" "$(gone_state "$WRITE_PID")"
+	check_eq "weft-write logged a clean stop (drained)" "yes" \
+		"$(grep -q 'event=stopped' "$DIR/log/weft-write.log" && echo yes || echo no)"
+	check_eq "weft-write port is closed" "closed" "$(listening "$WEFT_WRITE_PORT")"
+	check_eq "weft-write http port is closed" "closed" "$(listening "$WEFT_WRITE_HTTP_PORT")"
+	check_eq "no weft-write pidfile left" "none" \
+		"$([[ -e $DIR/run/weft-write.pid ]] && echo present || echo none)"
+fi
 check_eq "postgres pid is gone" "gone" "$(gone_state "$PG_PID")"
 check_eq "redis pid is gone" "gone" "$(gone_state "$REDIS_PID")"
 check_eq "postgres port is closed" "closed" "$(listening "$WEFT_PG_PORT")"
@@ -273,12 +413,35 @@ check_eq "redis port is closed" "closed" "$(listening "$WEFT_REDIS_PORT")"
 check_rc "status exits nonzero when down" nonzero "$STACK" status --dir "$DIR"
 check_rc "down when down exits 0" 0 "$STACK" down --dir "$DIR"
 
+# Without a weft-write binary the stack is Postgres and Redis, as before.
+check_rc "up without a weft-write binary exits 0" 0 \
+	env WEFT_WRITE_BIN="$TMP/no-such/weft-write" "$STACK" up --dir "$DIR" --ports auto
+check_output "up says weft-write was not started because it is not built" \
+	'^stack: weft-write: not started because it is not built'
+check_eq "no weft-write pidfile" "none" \
+	"$([[ -e $DIR/run/weft-write.pid ]] && echo present || echo none)"
+check_rc "status without a weft-write binary exits 0" 0 \
+	env WEFT_WRITE_BIN="$TMP/no-such/weft-write" "$STACK" status --dir "$DIR"
+check_output "status says weft-write is not built" '^weft-write +not built'
+check_eq "DIR/env is unchanged" "same" \
+	"$(cmp -s "$TMP/env.before" "$DIR/env" && echo same || echo changed)"
+if ((HAVE_WRITE)); then
+	check_rc "status exits nonzero when weft-write is built but stopped" nonzero \
+		"$STACK" status --dir "$DIR"
+	check_output "status says weft-write is stopped" \
+		"^weft-write +stopped +port $WEFT_WRITE_PORT"
+fi
+check_rc "down without weft-write exits 0" 0 "$STACK" down --dir "$DIR"
+
 # A stale pidfile naming someone else's process must not get it killed.
 sleep 300 &
 DECOY_PID=$!
 echo "$DECOY_PID" >"$DIR/run/redis.pid"
-check_rc "down with a stale redis pidfile exits 0" 0 "$STACK" down --dir "$DIR"
-check_eq "down leaves the stale pidfile's process alone" "alive" \
+echo "$DECOY_PID" >"$DIR/run/weft-write.pid"
+check_rc "down with stale redis and weft-write pidfiles exits 0" 0 "$STACK" down --dir "$DIR"
+check_output "down says the weft-write pidfile is stale" \
+	"^stack: weft-write: not running \(stale pidfile: pid $DECOY_PID "
+check_eq "down leaves the stale pidfiles' process alone" "alive" \
 	"$(alive "$DECOY_PID" && echo alive || echo killed)"
 kill "$DECOY_PID"
 wait "$DECOY_PID" 2>/dev/null || true # it ends by SIGTERM: status 143
@@ -289,10 +452,22 @@ check_rc "up after down exits 0" 0 "$STACK" up --dir "$DIR" --ports auto
 read_pids
 check_eq "up after down reuses the remembered ports" "same" \
 	"$(cmp -s "$TMP/env.before" "$DIR/env" && echo same || echo changed)"
+check_eq "up after down keeps the JWT secret" "same" \
+	"$(cmp -s "$TMP/jwt-secret.before" "$DIR/jwt-secret" && echo same || echo changed)"
+if ((HAVE_WRITE)); then
+	check_eq "weft-write runs again" "alive" \
+		"$(alive "$WRITE_PID" && [[ $WRITE_PID != "$first_write" ]] && echo alive ||
+			echo "not a new live pid ('$WRITE_PID', was $first_write)")"
+	check_eq "weft-write /healthz answers 200 ok again" "200 ok" \
+		"$(healthz_state "$WEFT_WRITE_HTTP_PORT")"
+fi
 check_eq "the XADD survived the restart (AOF)" "1" "$(rcli XLEN stack_test)"
 check_eq "migrations still recorded once each" "$NMIG" \
 	"$(sql 'SELECT count(*) FROM weft_schema_migrations')"
 check_rc "final down exits 0" 0 "$STACK" down --dir "$DIR"
+if ((HAVE_WRITE)); then
+	check_eq "weft-write pid is gone after final down" "gone" "$(gone_state "$WRITE_PID")"
+fi
 check_eq "postgres pid is gone after final down" "gone" "$(gone_state "$PG_PID")"
 check_eq "redis pid is gone after final down" "gone" "$(gone_state "$REDIS_PID")"
 
