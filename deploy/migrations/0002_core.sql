@@ -140,7 +140,8 @@ $$;
 -- wins per field, in commit order.  A record touched by several ops of one
 -- transaction gets one version bump and one outbox row.
 CREATE FUNCTION weft_apply_ops(p_client text, p_user text, p_mid bigint,
-			       p_ops jsonb, p_max_record int)
+			       p_ops jsonb, p_max_record int,
+			       p_max_reply int DEFAULT 0)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
 	o        jsonb;
@@ -162,6 +163,7 @@ DECLARE
 		"delete":5,"list_add":6,"list_remove":7,"incr":8}';
 	result   jsonb := '[]';
 	key      text;
+	total    bigint := 0;          -- bytes of the rows the reply carries
 BEGIN
 	FOR o IN SELECT * FROM jsonb_array_elements(p_ops) LOOP
 		n := n + 1;
@@ -236,6 +238,17 @@ BEGIN
 						'space %s already exists', i),
 						n, NULL, t, i);
 				END IF;
+				-- a deleted space's id is never reused: its old
+				-- records would come with it to the new owner
+				IF EXISTS (SELECT 1 FROM weft_records
+					   WHERE space = i AND
+						 NOT (tbl = 'spaces' AND id = i))
+				THEN
+					PERFORM weft_reject(-9, format(
+						'space id %s was used before and '
+						'cannot be reused', i),
+						n, NULL, t, i);
+				END IF;
 				-- the creator is its first admin, as a members
 				-- record (so it syncs) and at once in the
 				-- derived index (so later ops of this same
@@ -271,6 +284,16 @@ BEGIN
 				PERFORM weft_need_role(sp, p_user,
 					CASE WHEN t = 'members' THEN 3 ELSE 2
 					END, n, t, i);
+			END IF;
+			IF ex AND r.space <> sp THEN
+				-- re-creating in another space moves the id:
+				-- the old space must allow it and hear of it
+				PERFORM weft_need_role(r.space, p_user, 2, n, t,
+						       i);
+				IF NOT moved ? key THEN
+					moved := moved ||
+						jsonb_build_object(key, r.space);
+				END IF;
 			END IF;
 			IF ex THEN         -- re-create over a tombstone
 				UPDATE weft_records SET space = sp,
@@ -410,7 +433,16 @@ BEGIN
 			(last_op->>key)::smallint, r.deleted, r.data, p_client,
 			p_mid, p_user);
 		result := result || weft_row_json(r);
+		total := total + coalesce(octet_length(r.data::text), 0);
 	END LOOP;
+	-- the ack carries every touched row: keep it sendable (and its
+	-- stored copy resendable), or the client could never get an answer
+	IF p_max_reply > 0 AND total > p_max_reply THEN
+		PERFORM weft_reject(-33, format('the records this transaction '
+			'touches total %s bytes, over the %s-byte reply limit; '
+			'split it', total, p_max_reply), NULL, NULL, NULL,
+			NULL);
+	END IF;
 	RETURN result;
 END
 $$;
@@ -435,7 +467,8 @@ $$;
 CREATE FUNCTION weft_apply(p_client text, p_user text, p_mid bigint,
 			   p_ops jsonb, p_max_record int DEFAULT 0,
 			   p_keep_results int DEFAULT 256,
-			   p_reject jsonb DEFAULT NULL)
+			   p_reject jsonb DEFAULT NULL,
+			   p_max_reply int DEFAULT 0)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
 	c      weft_clients;
@@ -527,13 +560,14 @@ BEGIN
 	BEGIN
 		res := jsonb_build_object('s', 'ack', 'mid', p_mid,
 			'records', weft_apply_ops(p_client, p_user, p_mid,
-						  p_ops, p_max_record));
+						  p_ops, p_max_record,
+						  p_max_reply));
 	EXCEPTION
 		WHEN deadlock_detected OR serialization_failure OR
 		     lock_not_available OR query_canceled OR
-		     admin_shutdown OR crash_shutdown OR
-		     cannot_connect_now THEN
-			RAISE;
+		     insufficient_resources OR operator_intervention OR
+		     system_error THEN
+			RAISE; /* passing conditions: retry, never reject */
 		WHEN SQLSTATE 'WF001' THEN
 			res := jsonb_build_object('s', 'reject',
 				'mid', p_mid) || SQLERRM::jsonb;

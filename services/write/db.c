@@ -38,10 +38,11 @@
 
 static const char SQL_APPLY[] =
 	"SELECT weft_apply($1, $2, $3::bigint, $4::jsonb, $5::int, $6::int, "
-	"$7::jsonb)::text";
+	"$7::jsonb, $8::int)::text";
 static const char SQL_FETCH[] =
 	"SELECT coalesce(jsonb_agg(weft_row_json(r)), '[]')::text "
-	"FROM jsonb_to_recordset($2::jsonb) AS k(\"table\" text, id text) "
+	"FROM (SELECT DISTINCT * FROM jsonb_to_recordset($2::jsonb) "
+	"AS x(\"table\" text, id text)) AS k "
 	"JOIN weft_records r ON r.tbl = k.\"table\" AND r.id = k.id "
 	"JOIN weft_members m ON m.space = r.space AND m.user_id = $1";
 static const char SQL_ROLE[] =
@@ -181,7 +182,17 @@ disconnect(struct worker *w)
 static bool
 connect_pg(struct worker *w)
 {
-	PGconn *pg = PQconnectdb(w->db->cfg.pg_url);
+	/* keepalives and a TCP timeout: a silently dead database must fail
+	 * the connection (and its jobs, retryably), never hang a worker */
+	static const char *const keys[] = {
+		"dbname",	    "keepalives",
+		"keepalives_idle",  "keepalives_interval",
+		"keepalives_count", "tcp_user_timeout",
+		"connect_timeout",  NULL
+	};
+	const char *vals[] = { w->db->cfg.pg_url, "1", "10", "5", "3",
+			       "20000",		  "5", NULL };
+	PGconn *pg = PQconnectdbParams(keys, vals, 1);
 
 	if (PQstatus(pg) != CONNECTION_OK) {
 		log_event(LOG_WARN, "pg_connect_failed", "worker=%d err=\"%s\"",
@@ -244,18 +255,19 @@ try_group(struct worker *w, struct job **jobs, int n, char **results)
 {
 	PGconn *pg = w->pg;
 	enum group_outcome out = GROUP_OK;
-	char max_record[16], keep[16];
+	char max_record[16], keep[16], max_reply[16];
 	PGresult *r;
 	int stage = 0; /* 0 BEGIN, 1..n applies, n+1 COMMIT, then SYNC */
 
 	snprintf(max_record, sizeof(max_record), "%d", w->db->cfg.max_record);
 	snprintf(keep, sizeof(keep), "%d", w->db->cfg.keep_results);
+	snprintf(max_reply, sizeof(max_reply), "%d", w->db->cfg.max_reply);
 	if (!PQenterPipelineMode(pg))
 		return GROUP_LOST;
 	PQsendQueryParams(pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
 	for (int i = 0; i < n; i++) {
 		char mid[24];
-		const char *params[7];
+		const char *params[8];
 
 		snprintf(mid, sizeof(mid), "%llu",
 			 (unsigned long long)jobs[i]->mid);
@@ -266,7 +278,8 @@ try_group(struct worker *w, struct job **jobs, int n, char **results)
 		params[4] = max_record;
 		params[5] = keep;
 		params[6] = jobs[i]->reject_json;
-		PQsendQueryPrepared(pg, "apply", 7, params, NULL, NULL, 0);
+		params[7] = max_reply;
+		PQsendQueryPrepared(pg, "apply", 8, params, NULL, NULL, 0);
 	}
 	PQsendQueryParams(pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
 	if (!PQpipelineSync(pg)) {
@@ -417,6 +430,12 @@ run_fetch(struct worker *w, struct job *job)
 		if (PQstatus(w->pg) != CONNECTION_OK)
 			disconnect(w);
 		answer(job, WEFT_EUNAVAILABLE, NULL);
+		return;
+	}
+	if (w->db->cfg.max_reply &&
+	    PQgetlength(r, 0, 0) > w->db->cfg.max_reply) {
+		PQclear(r); /* the reply could not be sent: refuse it */
+		answer(job, WEFT_ELIMIT, NULL);
 		return;
 	}
 	recs = parse_or_null(PQgetvalue(r, 0, 0));

@@ -72,6 +72,8 @@ struct db_config {
 	int max_record;	  /* bytes of one record's JSON; 0 = no limit */
 	int keep_results; /* stored results kept per client */
 	int page_rows;	  /* rows fetched per bootstrap query */
+	int max_reply;	  /* bytes of rows one reply may carry: a txn touching
+			   * more is rejected ELIMIT, a larger fetch refused */
 };
 
 struct db_stats {

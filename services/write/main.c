@@ -261,9 +261,17 @@ main(int argc, char **argv)
 			  "msg=\"no --schema: any table and field accepted\"");
 	}
 
-	dcfg = (struct db_config){ pg_url,     (int)workers,	(int)batch,
-				   (int)queue, (int)max_record, (int)keep,
-				   1000 };
+	if (max_record > max_out / 4) {
+		fprintf(stderr, "weft-write: --max-record must be at most a "
+				"quarter of --max-out (an ack carries the "
+				"rows)\n");
+		auth_free(auth);
+		schema_free(schema);
+		return 1;
+	}
+	dcfg = (struct db_config){ pg_url,     (int)workers,	  (int)batch,
+				   (int)queue, (int)max_record,	  (int)keep,
+				   1000,       (int)(max_out / 2) };
 	db_new(&db, &dcfg);
 	scfg = (struct server_config){
 		listen_url,	      node,

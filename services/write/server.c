@@ -482,7 +482,11 @@ job_done(struct job *job, int status, json_t *res)
 	pthread_mutex_lock(&c->mu);
 	if (job->kind == JOB_TXN)
 		count_latency(c->srv, job->queued_ns);
-	if (status != 0)
+	if (status == WEFT_ELIMIT)
+		conn_error_locked(c, job->rid, status, false, 0,
+				  "the result is too large for one reply: ask "
+				  "for fewer records");
+	else if (status != 0)
 		conn_error_locked(
 			c, job->rid, status, false, 0, "%s: try again",
 			status == WEFT_EUNAVAILABLE ? "database unavailable"
@@ -682,12 +686,19 @@ handle_txn(struct conn *c, const struct proto_txn *t)
 static void
 handle_fetch(struct conn *c, const struct proto_fetch *f)
 {
-	struct job *job = job_for(c, JOB_FETCH, f->rid);
+	struct job *job;
 	struct proto_iter it;
 	struct proto_keyref k;
 	struct buf b;
 	uint32_t n = 0;
 
+	if (f->keys.n > c->srv->cfg.max_ops) {
+		conn_error_locked(c, f->rid, WEFT_ELIMIT, false, 0,
+				  "%u keys, more than the limit of %u",
+				  f->keys.n, c->srv->cfg.max_ops);
+		return;
+	}
+	job = job_for(c, JOB_FETCH, f->rid);
 	buf_init(&b, 0);
 	buf_append(&b, "[", 1);
 	proto_iter_init(&it, &f->keys);
@@ -825,14 +836,18 @@ handle_frame(struct conn *c, const uint8_t *body, uint32_t len)
 	}
 }
 
-static void
+/* c->mu held: arm the next receive; false (nothing armed) while draining */
+static bool
 conn_recv(struct conn *c)
 {
 	nng_iov iov = { c->rx, sizeof(c->rx) };
 
+	if (atomic_load(&c->srv->draining))
+		return false;
 	nng_aio_set_iov(c->rx_aio, 1, &iov);
 	nng_aio_set_timeout(c->rx_aio, (nng_duration)c->srv->cfg.idle_ms);
 	nng_stream_recv(c->stream, c->rx_aio);
+	return true;
 }
 
 static void
@@ -878,9 +893,8 @@ conn_recv_cb(void *arg)
 		}
 	}
 	if ((c->state == CONN_HELLO || c->state == CONN_READY) &&
-	    !atomic_load(&c->srv->draining)) {
-		conn_recv(c); /* keeps the receive's reference */
-		pthread_mutex_unlock(&c->mu);
+	    conn_recv(c)) {
+		pthread_mutex_unlock(&c->mu); /* the receive keeps its ref */
 		return;
 	}
 	conn_unref_locked(c);
@@ -931,7 +945,10 @@ accept_cb(void *arg)
 		nng_stream_listener_accept(srv->listener, srv->accept_aio);
 	pthread_mutex_unlock(&srv->mu);
 	pthread_mutex_lock(&c->mu);
-	conn_recv(c);
+	if (!conn_recv(c)) {
+		conn_unref_locked(c); /* draining: never read */
+		return;
+	}
 	pthread_mutex_unlock(&c->mu);
 }
 
@@ -1013,8 +1030,13 @@ server_drain(struct server *srv, uint32_t timeout_ms)
 	pthread_mutex_unlock(&srv->mu);
 	nng_stream_listener_close(srv->listener);
 	pthread_mutex_lock(&srv->mu);
-	for (struct conn *c = srv->conns; c; c = c->next)
-		nng_aio_cancel(c->rx_aio); /* no new requests */
+	/* no new requests: cancel what is armed; conn_recv (under c->mu)
+	 * arms nothing once `draining` is set */
+	for (struct conn *c = srv->conns; c; c = c->next) {
+		pthread_mutex_lock(&c->mu);
+		nng_aio_cancel(c->rx_aio);
+		pthread_mutex_unlock(&c->mu);
+	}
 	pthread_mutex_unlock(&srv->mu);
 	while (!drained(srv)) {
 		if (clock_now_ms() >= deadline)

@@ -668,3 +668,24 @@ Test(write, sigterm_answers_everything_it_took_then_exits)
 	PQclear(res);
 	PQfinish(pg);
 }
+
+Test(write, fetch_asks_for_at_most_max_ops_keys)
+{
+	static struct proto_keyref keys[257];
+	struct proto_msg m = { .type = PROTO_FETCH }, r;
+	struct wclient c;
+
+	for (int i = 0; i < 257; i++)
+		keys[i] = (struct proto_keyref){ S("t"), S("same") };
+	session(&c, N("alice"));
+	m.u.fetch = (struct proto_fetch){ 5, PROTO_LIST(257, keys) };
+	cr_assert(eq(i64, wclient_send(&c, &m), 0));
+	cr_assert(eq(i64, wclient_recv(&c, &r, WAIT_MS), 0));
+	cr_assert(eq(i64, r.type, PROTO_ERROR));
+	cr_assert(eq(i64, r.u.error.code, WEFT_ELIMIT));
+	m.u.fetch.keys.n = 256; /* at the limit, duplicates are fine */
+	cr_assert(eq(i64, wclient_send(&c, &m), 0));
+	cr_assert(eq(i64, wclient_recv(&c, &r, WAIT_MS), 0));
+	cr_assert(eq(i64, r.type, PROTO_RECORDS));
+	wclient_close(&c);
+}

@@ -422,3 +422,87 @@ Test(apply, outbox_gets_one_after_image_per_record_per_transaction)
 		  "op of the last change to the record (set)");
 	json_decref(r);
 }
+
+Test(apply, a_reply_too_large_to_send_is_a_stored_rejection)
+{
+	const char *sp = N("team"), *c = N("c"), *u = N("u");
+	const char *params[8];
+	json_t *r;
+
+	make_space(sp, c, u);
+	params[0] = c;
+	params[1] = u;
+	params[2] = "2";
+	params[4] = "0";
+	params[5] = "256";
+	params[6] = NULL;
+	params[7] = "40"; /* bytes of rows one reply may carry */
+	{
+		char ops[512];
+
+		snprintf(ops, sizeof(ops),
+			 "[{\"op\":\"create\",\"table\":\"t\",\"id\":\"%s\","
+			 "\"space\":\"%s\",\"data\":{\"s\":"
+			 "\"0123456789012345678901234567890123456789\"}}]",
+			 N("big"), sp);
+		params[3] = ops;
+		r = sql_json("SELECT weft_apply($1, $2, $3::bigint, $4::jsonb, "
+			     "$5::int, $6::int, $7::jsonb, $8::int)",
+			     8, params);
+	}
+	cr_assert_str_eq(s_of(r), "reject", "%s", json_dumps(r, 0));
+	cr_assert(eq(i64, json_integer_value(json_object_get(r, "code")), -33));
+	json_decref(r);
+	r = apply(c, u, 3, "[]");
+	cr_assert_str_eq(s_of(r), "ack", "the id advanced past it");
+	json_decref(r);
+}
+
+Test(apply, a_deleted_space_id_cannot_be_taken_over)
+{
+	const char *sp = N("team"), *ca = N("ca"), *ua = N("alice");
+	const char *ce = N("ce"), *ue = N("eve");
+	json_t *r;
+
+	make_space(sp, ca, ua);
+	r = apply(ca, ua, 2,
+		  "[{\"op\":\"create\",\"table\":\"t\",\"id\":\"%s\","
+		  "\"space\":\"%s\",\"data\":{\"secret\":1}},"
+		  "{\"op\":\"delete\",\"table\":\"spaces\",\"id\":\"%s\"}]",
+		  N("doc"), sp, sp);
+	cr_assert_str_eq(s_of(r), "ack", "%s", json_dumps(r, 0));
+	json_decref(r);
+	r = apply(ce, ue, 1,
+		  "[{\"op\":\"create\",\"table\":\"spaces\",\"id\":\"%s\","
+		  "\"space\":\"%s\",\"data\":{}}]",
+		  sp, sp);
+	cr_assert_str_eq(s_of(r), "reject", "%s", json_dumps(r, 0));
+	cr_assert(eq(i64, json_integer_value(json_object_get(r, "code")), -9));
+	json_decref(r);
+}
+
+Test(apply, recreating_a_tombstone_in_another_space_needs_the_old_space)
+{
+	const char *a = N("a"), *b = N("b");
+	const char *ca = N("ca"), *ua = N("alice");
+	const char *cb = N("cb"), *ub = N("bob");
+	json_t *r;
+
+	make_space(a, ca, ua);
+	make_space(b, cb, ub);
+	r = apply(ca, ua, 2,
+		  "[{\"op\":\"create\",\"table\":\"t\",\"id\":\"%s\","
+		  "\"space\":\"%s\",\"data\":{}},"
+		  "{\"op\":\"delete\",\"table\":\"t\",\"id\":\"%s\"}]",
+		  N("x"), a, N("x"));
+	cr_assert_str_eq(s_of(r), "ack");
+	json_decref(r);
+	/* bob writes only in b: he may not take the id over from a */
+	r = apply(cb, ub, 2,
+		  "[{\"op\":\"create\",\"table\":\"t\",\"id\":\"%s\","
+		  "\"space\":\"%s\",\"data\":{}}]",
+		  N("x"), b);
+	cr_assert_str_eq(s_of(r), "reject", "%s", json_dumps(r, 0));
+	cr_assert(eq(i64, json_integer_value(json_object_get(r, "code")), -22));
+	json_decref(r);
+}
