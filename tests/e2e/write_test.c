@@ -21,6 +21,7 @@
 
 #include <weft/error.h>
 
+#include "proto/json.h"
 #include "services/shared/auth.h"
 #include "tests/lib/proc.h"
 #include "tests/lib/testenv.h"
@@ -687,5 +688,142 @@ Test(write, fetch_asks_for_at_most_max_ops_keys)
 	cr_assert(eq(i64, wclient_send(&c, &m), 0));
 	cr_assert(eq(i64, wclient_recv(&c, &r, WAIT_MS), 0));
 	cr_assert(eq(i64, r.type, PROTO_RECORDS));
+	wclient_close(&c);
+}
+
+/* msgpack of one small value, kept in a ring */
+static struct proto_bytes
+mp_int(int v)
+{
+	static uint8_t store[8][9];
+	static int next;
+	uint8_t *d = store[next++ % 8];
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_int(&pk, v);
+	memcpy(d, sb.data, sb.size);
+	struct proto_bytes b = { d, (uint32_t)sb.size };
+	msgpack_sbuffer_destroy(&sb);
+	return b;
+}
+
+/* the row of the single record an ack carries, as JSON text */
+static void
+ack_row(const struct proto_msg *r, char *out, size_t cap, uint64_t *ver,
+	bool *deleted)
+{
+	struct proto_iter it;
+	struct proto_record rec;
+	struct buf b;
+
+	cr_assert(eq(i64, r->type, PROTO_ACK), "got %s",
+		  proto_type_name(r->type));
+	proto_iter_init(&it, &r->u.ack.records);
+	cr_assert(eq(i64, proto_next_record(&it, &rec), 1));
+	*ver = rec.version;
+	*deleted = rec.deleted;
+	buf_init(&b, 0);
+	if (rec.data.p)
+		cr_assert(
+			eq(i64, json_from_mp(&b, rec.data.p, rec.data.len), 0));
+	buf_append(&b, "", 1);
+	snprintf(out, cap, "%s", (const char *)b.data);
+	buf_fini(&b);
+}
+
+Test(write, every_op_through_the_service)
+{
+	char sp[80], cl[80], id[80], row[512];
+	struct proto_op ops[8];
+	struct proto_msg r;
+	struct wclient c;
+	uint64_t ver;
+	bool del;
+	static uint8_t data[64];
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+
+	snprintf(sp, sizeof(sp), "%s", N("ops"));
+	snprintf(cl, sizeof(cl), "%s", N("ops-client"));
+	snprintf(id, sizeof(id), "%s", N("rec"));
+	session(&c, N("alice"));
+	make_space(&c, cl, sp);
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 2);
+	msgpack_pack_str_with_body(&pk, "labels", 6);
+	msgpack_pack_array(&pk, 1);
+	msgpack_pack_int(&pk, 1);
+	msgpack_pack_str_with_body(&pk, "gone", 4);
+	msgpack_pack_true(&pk);
+	memcpy(data, sb.data, sb.size);
+	ops[0] = (struct proto_op){ .kind = PROTO_OP_CREATE,
+				    .table = S("t"),
+				    .id = S(id),
+				    .space = S(sp),
+				    .data = { data, (uint32_t)sb.size } };
+	msgpack_sbuffer_destroy(&sb);
+	/* list_add of a duplicate and of a new value, list_remove of a
+	 * missing one, incr of a missing field twice, unset */
+	ops[1] = (struct proto_op){ .kind = PROTO_OP_LIST_ADD,
+				    .table = S("t"),
+				    .id = S(id),
+				    .field = S("labels"),
+				    .value = mp_int(1) };
+	ops[2] = (struct proto_op){ .kind = PROTO_OP_LIST_ADD,
+				    .table = S("t"),
+				    .id = S(id),
+				    .field = S("labels"),
+				    .value = mp_int(2) };
+	ops[3] = (struct proto_op){ .kind = PROTO_OP_LIST_REMOVE,
+				    .table = S("t"),
+				    .id = S(id),
+				    .field = S("labels"),
+				    .value = mp_int(9) };
+	ops[4] = (struct proto_op){ .kind = PROTO_OP_INCR,
+				    .table = S("t"),
+				    .id = S(id),
+				    .field = S("n"),
+				    .value = mp_int(5) };
+	ops[5] = (struct proto_op){ .kind = PROTO_OP_INCR,
+				    .table = S("t"),
+				    .id = S(id),
+				    .field = S("n"),
+				    .value = mp_int(-2) };
+	ops[6] = (struct proto_op){ .kind = PROTO_OP_UNSET,
+				    .table = S("t"),
+				    .id = S(id),
+				    .field = S("gone") };
+	r = txn(&c, cl, 2, ops, 7);
+	ack_row(&r, row, sizeof(row), &ver, &del);
+	cr_assert(eq(u64, ver, 1), "seven ops, one version");
+	cr_assert_str_eq(row, "{\"n\":3,\"labels\":[1,2]}");
+	/* list_remove of a present value */
+	ops[0] = ops[1];
+	ops[0].kind = PROTO_OP_LIST_REMOVE;
+	r = txn(&c, cl, 3, ops, 1);
+	ack_row(&r, row, sizeof(row), &ver, &del);
+	cr_assert_str_eq(row, "{\"n\":3,\"labels\":[2]}");
+	/* tombstone, then re-create: the version moves on */
+	ops[0] = (struct proto_op){ .kind = PROTO_OP_DELETE,
+				    .table = S("t"),
+				    .id = S(id) };
+	r = txn(&c, cl, 4, ops, 1);
+	ack_row(&r, row, sizeof(row), &ver, &del);
+	cr_assert(del);
+	cr_assert(eq(u64, ver, 3));
+	ops[0] = (struct proto_op){ .kind = PROTO_OP_CREATE,
+				    .table = S("t"),
+				    .id = S(id),
+				    .space = S(sp),
+				    .data = map0() };
+	r = txn(&c, cl, 5, ops, 1);
+	ack_row(&r, row, sizeof(row), &ver, &del);
+	cr_assert(not(del));
+	cr_assert(eq(u64, ver, 4));
+	cr_assert_str_eq(row, "{}");
 	wclient_close(&c);
 }
