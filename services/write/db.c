@@ -440,6 +440,7 @@ run_fetch(struct worker *w, struct job *job)
 	}
 	recs = parse_or_null(PQgetvalue(r, 0, 0));
 	PQclear(r);
+	count(w->db, &w->db->stats.reads, 1);
 	res = json_pack("{so}", "records", recs ? recs : json_array());
 	answer(job, 0, res);
 	json_decref(res);

@@ -77,11 +77,11 @@ struct db_config {
 };
 
 struct db_stats {
-	uint64_t commits;     /* Postgres transactions committed */
-	uint64_t txns;	      /* client transactions answered */
-	uint64_t retries;     /* groups retried after a transient error */
-	uint64_t unavailable; /* jobs answered WEFT_EUNAVAILABLE */
-	uint64_t reads;
+	uint64_t commits;	/* Postgres transactions committed */
+	uint64_t txns;		/* client transactions answered */
+	uint64_t retries;	/* groups retried after a transient error */
+	uint64_t unavailable;	/* jobs answered WEFT_EUNAVAILABLE */
+	uint64_t reads;		/* fetches and bootstrap pages */
 	uint64_t group_hist[8]; /* group sizes: 1, 2-3, 4-7, ... 128+ */
 	int queued;
 	int connected; /* workers with a live connection */

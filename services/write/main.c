@@ -93,8 +93,8 @@ metrics(void *arg, struct buf *out)
 	metric_counter(out, "weft_write_unavailable_total",
 		       "requests answered EUNAVAILABLE (database trouble)",
 		       ds.unavailable);
-	metric_counter(out, "weft_write_reads_total", "bootstrap pages served",
-		       ds.reads);
+	metric_counter(out, "weft_write_reads_total",
+		       "fetches and bootstrap pages served", ds.reads);
 	metric_gauge(out, "weft_write_queue_depth",
 		     "requests waiting for Postgres", ds.queued);
 	metric_gauge(out, "weft_write_pg_connections",
