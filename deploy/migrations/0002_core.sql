@@ -23,7 +23,7 @@ CREATE TABLE weft_records (
 	updated_by text        NOT NULL,
 	PRIMARY KEY (tbl, id),
 	CHECK (deleted = (data IS NULL))
-);
+) WITH (fillfactor = 80);  -- room on each page for HOT updates of a row
 -- bootstrap lists a space in a stable order: (space, tbl, id)
 CREATE INDEX weft_records_space ON weft_records (space, tbl, id);
 
@@ -56,11 +56,13 @@ CREATE TABLE weft_clients (
 	user_id    text        NOT NULL,
 	last_mid   bigint      NOT NULL DEFAULT 0,
 	updated_at timestamptz NOT NULL DEFAULT now()
-);
+) WITH (fillfactor = 50);  -- updated once per mutation: keep updates HOT
 
 -- The stored result of recent mutations, returned again on a resend.
+-- client_id is a weft_clients id, but not a foreign key: client rows are
+-- never deleted, and the key's trigger cost 18 us per mutation.
 CREATE TABLE weft_client_results (
-	client_id text   NOT NULL REFERENCES weft_clients ON DELETE CASCADE,
+	client_id text   NOT NULL,
 	mid       bigint NOT NULL,
 	result    jsonb  NOT NULL,
 	PRIMARY KEY (client_id, mid)
@@ -586,5 +588,87 @@ BEGIN
 			AND mid <= p_mid - p_keep_results;
 	END IF;
 	RETURN res;
+END
+$$;
+
+-- weft_apply_fast: the common case of group commit, set-based.  Many client
+-- transactions of one `set` or `unset` each (p_ops: 3 set, 4 unset), as
+-- parallel arrays, applied by one statement rather than one weft_apply()
+-- each (about 55 us per transaction here, against 200).
+--
+-- The caller passes at most one transaction per client.  A transaction
+-- applies here only when all is plain: its client row exists, belongs to
+-- p_users[n] and is at p_mids[n] - 1; the record is live, in a space where
+-- the user is writer or admin; the new row is within p_max_record.  Two
+-- transactions on one record: one applies, the other misses.  Returns
+-- (n, result) for each transaction applied, with the result weft_apply()
+-- would have stored (and stores it).  The caller then sends every other
+-- transaction through weft_apply(), in order, which applies it or explains
+-- the refusal.  Ops on the system tables never come here.
+CREATE FUNCTION weft_apply_fast(p_clients text[], p_users text[],
+				p_mids bigint[], p_tbls text[], p_ids text[],
+				p_ops smallint[], p_fields text[],
+				p_values jsonb[], p_max_record int,
+				p_keep_results int)
+RETURNS TABLE (o_n int, o_result text) LANGUAGE plpgsql AS $$
+BEGIN
+	RETURN QUERY
+	WITH i AS (
+		SELECT * FROM unnest(p_clients, p_users, p_mids, p_tbls, p_ids,
+				     p_ops, p_fields, p_values) WITH ORDINALITY
+			AS x(client, usr, mid, tbl, id, op, field, val, n)
+		WHERE x.tbl NOT IN ('members', 'spaces') AND x.op IN (3, 4)
+	), c AS (
+		-- lock the client rows: no one else advances them meanwhile
+		SELECT i.* FROM i JOIN weft_clients wc
+			ON wc.client_id = i.client AND wc.user_id = i.usr AND
+			   wc.last_mid = i.mid - 1
+		ORDER BY i.tbl, i.id  -- the order records are locked in
+		FOR UPDATE OF wc
+	), u AS (
+		UPDATE weft_records r SET
+			data = CASE WHEN c.op = 3
+				THEN jsonb_set(r.data, ARRAY[c.field], c.val,
+					       true)
+				ELSE r.data - c.field END,
+			version = r.version + 1, updated_at = now(),
+			updated_by = c.usr
+		FROM c
+		WHERE r.tbl = c.tbl AND r.id = c.id AND NOT r.deleted AND
+		      EXISTS (SELECT 1 FROM weft_members m
+			      WHERE m.space = r.space AND m.user_id = c.usr AND
+				    m.role IN ('writer', 'admin')) AND
+		      (p_max_record <= 0 OR octet_length((CASE WHEN c.op = 3
+				THEN jsonb_set(r.data, ARRAY[c.field], c.val,
+					       true)
+				ELSE r.data - c.field END)::text)
+			<= p_max_record)
+		RETURNING c.n, c.client, c.usr, c.mid, c.op, r.tbl, r.id,
+			  r.space, r.version, r.data
+	), ob AS (
+		INSERT INTO weft_outbox (tbl, id, space, version, op, deleted,
+					 data, client_id, mid, user_id)
+		SELECT u.tbl, u.id, u.space, u.version, u.op, false, u.data,
+		       u.client, u.mid, u.usr FROM u
+	), cu AS (
+		UPDATE weft_clients wc SET last_mid = u.mid, updated_at = now()
+		FROM u WHERE wc.client_id = u.client
+	), res AS (
+		SELECT u.n, u.client, u.mid,
+		       jsonb_build_object('s', 'ack', 'mid', u.mid, 'records',
+			       jsonb_build_array(jsonb_build_object(
+				       'table', u.tbl, 'id', u.id,
+				       'space', u.space, 'ver', u.version,
+				       'data', u.data))) AS r
+		FROM u
+	), st AS (
+		INSERT INTO weft_client_results (client_id, mid, result)
+		SELECT res.client, res.mid, res.r FROM res
+	), pr AS (  -- prune in steps, as weft_apply() does
+		DELETE FROM weft_client_results x USING u
+		WHERE u.mid % 32 = 0 AND x.client_id = u.client AND
+		      x.mid <= u.mid - p_keep_results
+	)
+	SELECT res.n::int, res.r::text FROM res;
 END
 $$;

@@ -24,6 +24,7 @@
 #include <weft/error.h>
 
 #include "common/alloc.h"
+#include "common/buf.h"
 #include "common/clock.h"
 #include "common/log.h"
 
@@ -39,6 +40,10 @@
 static const char SQL_APPLY[] =
 	"SELECT weft_apply($1, $2, $3::bigint, $4::jsonb, $5::int, $6::int, "
 	"$7::jsonb, $8::int)::text";
+static const char SQL_FAST[] =
+	"SELECT o_n, o_result FROM weft_apply_fast($1::text[], $2::text[], "
+	"$3::bigint[], $4::text[], $5::text[], $6::smallint[], $7::text[], "
+	"$8::jsonb[], $9::int, $10::int)";
 static const char SQL_FETCH[] =
 	"SELECT coalesce(jsonb_agg(weft_row_json(r)), '[]')::text "
 	"FROM (SELECT DISTINCT * FROM jsonb_to_recordset($2::jsonb) "
@@ -58,8 +63,10 @@ struct worker {
 	struct db *db;
 	int index;
 	pthread_t thread;
-	PGconn *pg;	  /* NULL while disconnected */
-	struct job *head; /* queue, oldest first (under db->mu) */
+	PGconn *pg;	   /* NULL while disconnected */
+	pthread_cond_t cv; /* its queue got a job, or stopping (db->mu) */
+	bool idle;	   /* waiting on cv: only then is it signalled */
+	struct job *head;  /* queue, oldest first (under db->mu) */
 	struct job *tail;
 	int queued;
 };
@@ -67,7 +74,6 @@ struct worker {
 struct db {
 	struct db_config cfg;
 	pthread_mutex_t mu;
-	pthread_cond_t cv; /* jobs arrived or stopping */
 	bool stopping;
 	int queued; /* over all workers */
 	int per_worker_max;
@@ -86,6 +92,10 @@ job_free(struct job *job)
 	free(job->keys_json);
 	free(job->space);
 	free(job->after);
+	free(job->fast_tbl);
+	free(job->fast_id);
+	free(job->fast_field);
+	free(job->fast_value);
 	free(job);
 }
 
@@ -132,7 +142,8 @@ db_submit(struct db *db, struct job *job)
 	w->tail = job;
 	w->queued++;
 	db->queued++;
-	pthread_cond_broadcast(&db->cv);
+	if (w->idle) /* a busy worker takes it with its next group */
+		pthread_cond_signal(&w->cv);
 	pthread_mutex_unlock(&db->mu);
 	return 0;
 }
@@ -201,6 +212,7 @@ connect_pg(struct worker *w)
 		return false;
 	}
 	if (!prepare(pg, "apply", SQL_APPLY) ||
+	    !prepare(pg, "fast", SQL_FAST) ||
 	    !prepare(pg, "fetch", SQL_FETCH) ||
 	    !prepare(pg, "role", SQL_ROLE) || !prepare(pg, "page", SQL_PAGE)) {
 		PQfinish(pg);
@@ -249,26 +261,234 @@ transient(const PGresult *r)
 
 enum group_outcome { GROUP_OK, GROUP_RETRY, GROUP_FAILED, GROUP_LOST };
 
-/* one attempt: results[i] receives the weft_apply() text of job i */
+/* an element of a Postgres array literal: "..." with \ and " escaped */
+static void
+arr_put(struct buf *b, const char *s)
+{
+	if (b->len > 1)
+		buf_append(b, ",", 1);
+	buf_append(b, "\"", 1);
+	for (const char *p = s; *p; p++) {
+		size_t run = strcspn(p, "\\\"");
+
+		buf_append(b, p, run);
+		p += run;
+		if (!*p)
+			break;
+		buf_append(b, "\\", 1);
+		buf_append(b, p, 1);
+	}
+	buf_append(b, "\"", 1);
+}
+
+/*
+ * pick_fast - mark the jobs the set-based path may take: a single set or
+ * unset (job->fast_op) that is the first job of its client in the group.
+ * Later jobs of that client must follow it, through weft_apply(), so its
+ * ids stay in order whatever the fast path does.  Returns how many.
+ */
+static int
+pick_fast(struct job **jobs, int n, bool *fast)
+{
+	size_t cap = 16, mask;
+	const char **seen;
+	int picked = 0;
+
+	while (cap < (size_t)n * 2)
+		cap <<= 1;
+	mask = cap - 1;
+	seen = xcalloc(cap, sizeof(*seen));
+	for (int i = 0; i < n; i++) {
+		size_t h = hash_str(jobs[i]->client_id) & mask;
+		bool first = true;
+
+		fast[i] = false;
+		for (; seen[h]; h = (h + 1) & mask)
+			if (strcmp(seen[h], jobs[i]->client_id) == 0) {
+				first = false;
+				break;
+			}
+		if (!first)
+			continue;
+		seen[h] = jobs[i]->client_id;
+		if (jobs[i]->fast_op && !jobs[i]->reject_json) {
+			fast[i] = true;
+			picked++;
+		}
+	}
+	free(seen);
+	return picked;
+}
+
+/* the parameters of weft_apply_fast() for the jobs marked fast */
+static void
+fast_params(struct job **jobs, int n, const bool *fast, struct buf arrays[8])
+{
+	static const char *const op[] = { "", "3", "4" };
+
+	for (int a = 0; a < 8; a++) {
+		buf_init(&arrays[a], 0);
+		buf_append(&arrays[a], "{", 1);
+	}
+	for (int i = 0; i < n; i++) {
+		char mid[24];
+
+		if (!fast[i])
+			continue;
+		snprintf(mid, sizeof(mid), "%llu",
+			 (unsigned long long)jobs[i]->mid);
+		arr_put(&arrays[0], jobs[i]->client_id);
+		arr_put(&arrays[1], jobs[i]->user);
+		arr_put(&arrays[2], mid);
+		arr_put(&arrays[3], jobs[i]->fast_tbl);
+		arr_put(&arrays[4], jobs[i]->fast_id);
+		arr_put(&arrays[5], op[jobs[i]->fast_op]);
+		arr_put(&arrays[6], jobs[i]->fast_field);
+		arr_put(&arrays[7], jobs[i]->fast_value);
+	}
+	for (int a = 0; a < 8; a++)
+		buf_append(&arrays[a], "}", 2); /* with the NUL */
+}
+
+/* read one pipelined query's results up to its NULL; rows (o_n, text)
+ * of weft_apply_fast() or one row of weft_apply() land in results */
 static enum group_outcome
-try_group(struct worker *w, struct job **jobs, int n, char **results)
+read_query(struct worker *w, const char *what, int *map, int nmap,
+	   char **results, enum group_outcome out)
+{
+	PGconn *pg = w->pg;
+	PGresult *r;
+
+	while ((r = PQgetResult(pg))) {
+		switch (PQresultStatus(r)) {
+		case PGRES_TUPLES_OK:
+			for (int k = 0; k < PQntuples(r); k++) {
+				/* fast: (o_n, result); apply: (result) */
+				int at = PQnfields(r) == 2
+						 ? (int)strtol(
+							   PQgetvalue(r, k, 0),
+							   NULL, 10) -
+							   1
+						 : 0;
+				const char *v =
+					PQgetvalue(r, k, PQnfields(r) - 1);
+
+				if (at >= 0 && at < nmap && !results[map[at]])
+					results[map[at]] = xstrdup(v);
+			}
+			break;
+		case PGRES_FATAL_ERROR:
+			if (out == GROUP_OK) {
+				out = transient(r) ? GROUP_RETRY : GROUP_FAILED;
+				log_event(out == GROUP_RETRY ? LOG_INFO
+							     : LOG_ERROR,
+					  "group_failed",
+					  "worker=%d stage=%s err=\"%s\"",
+					  w->index, what,
+					  PQresultErrorMessage(r));
+			}
+			break;
+		default: /* COMMAND_OK, PIPELINE_ABORTED */
+			break;
+		}
+		PQclear(r);
+	}
+	if (PQstatus(pg) != CONNECTION_OK)
+		return GROUP_LOST;
+	return out;
+}
+
+/* the Sync that ends a pipeline section */
+static enum group_outcome
+read_sync(PGconn *pg, enum group_outcome out)
+{
+	PGresult *r = PQgetResult(pg);
+
+	if (!r || PQresultStatus(r) != PGRES_PIPELINE_SYNC)
+		out = GROUP_LOST;
+	PQclear(r);
+	return out;
+}
+
+/*
+ * One attempt at a group: results[i] receives the result text of job i.
+ *
+ * With use_fast, the jobs pick_fast() marks go first, in one
+ * weft_apply_fast() call (BEGIN; fast; Sync), and the rest follow in the
+ * same Postgres transaction once its answer is in: every other job, and
+ * every fast one it did not apply, through weft_apply() in the group's
+ * order (applies; COMMIT; Sync).  Without fast jobs it is one pipeline.
+ */
+static enum group_outcome
+try_group(struct worker *w, struct job **jobs, int n, char **results,
+	  bool use_fast, int *n_fast)
 {
 	PGconn *pg = w->pg;
 	enum group_outcome out = GROUP_OK;
 	char max_record[16], keep[16], max_reply[16];
-	PGresult *r;
-	int stage = 0; /* 0 BEGIN, 1..n applies, n+1 COMMIT, then SYNC */
+	bool *fast = xcalloc((size_t)n, sizeof(*fast));
+	int *map = xcalloc((size_t)n, sizeof(*map));
+	int nfast = use_fast ? pick_fast(jobs, n, fast) : 0, m = 0;
 
+	*n_fast = 0;
 	snprintf(max_record, sizeof(max_record), "%d", w->db->cfg.max_record);
 	snprintf(keep, sizeof(keep), "%d", w->db->cfg.keep_results);
 	snprintf(max_reply, sizeof(max_reply), "%d", w->db->cfg.max_reply);
-	if (!PQenterPipelineMode(pg))
-		return GROUP_LOST;
+	if (!PQenterPipelineMode(pg)) {
+		out = GROUP_LOST;
+		goto out_free;
+	}
 	PQsendQueryParams(pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
+	if (nfast) {
+		struct buf arrays[8];
+		const char *params[10];
+
+		fast_params(jobs, n, fast, arrays);
+		for (int a = 0; a < 8; a++)
+			params[a] = (const char *)arrays[a].data;
+		params[8] = max_record;
+		params[9] = keep;
+		for (int i = 0; i < n; i++)
+			if (fast[i])
+				map[m++] = i;
+		PQsendQueryPrepared(pg, "fast", 10, params, NULL, NULL, 0);
+		for (int a = 0; a < 8; a++)
+			buf_fini(&arrays[a]);
+		if (!PQpipelineSync(pg)) {
+			out = GROUP_LOST;
+			goto out_exit;
+		}
+		out = read_query(w, "begin", map, m, results, out);
+		if (out != GROUP_LOST)
+			out = read_query(w, "fast", map, m, results, out);
+		if (out != GROUP_LOST)
+			out = read_sync(pg, out);
+		if (out != GROUP_OK) {
+			/* roll back whatever began; the caller decides */
+			if (out != GROUP_LOST) {
+				PQsendQueryParams(pg, "ROLLBACK", 0, NULL, NULL,
+						  NULL, NULL, 0);
+				if (!PQpipelineSync(pg))
+					out = GROUP_LOST;
+				else if (read_query(w, "rollback", map, 0,
+						    results,
+						    GROUP_OK) == GROUP_LOST ||
+					 read_sync(pg, GROUP_OK) == GROUP_LOST)
+					out = GROUP_LOST;
+			}
+			goto out_exit;
+		}
+		for (int k = 0; k < m; k++)
+			if (results[map[k]])
+				(*n_fast)++;
+	}
+	m = 0;
 	for (int i = 0; i < n; i++) {
 		char mid[24];
 		const char *params[8];
 
+		if (results[i]) /* the fast path applied it */
+			continue;
 		snprintf(mid, sizeof(mid), "%llu",
 			 (unsigned long long)jobs[i]->mid);
 		params[0] = jobs[i]->client_id;
@@ -280,61 +500,27 @@ try_group(struct worker *w, struct job **jobs, int n, char **results)
 		params[6] = jobs[i]->reject_json;
 		params[7] = max_reply;
 		PQsendQueryPrepared(pg, "apply", 8, params, NULL, NULL, 0);
+		map[m++] = i;
 	}
 	PQsendQueryParams(pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
 	if (!PQpipelineSync(pg)) {
 		out = GROUP_LOST;
 		goto out_exit;
 	}
-	while (stage <= n + 1) {
-		r = PQgetResult(pg);
-		if (!r) { /* end of one query's results */
-			if (PQstatus(pg) != CONNECTION_OK) {
-				out = GROUP_LOST;
-				goto out_exit;
-			}
-			stage++;
-			continue;
-		}
-		switch (PQresultStatus(r)) {
-		case PGRES_TUPLES_OK:
-			if (stage >= 1 && stage <= n && PQntuples(r) == 1)
-				results[stage - 1] =
-					xstrdup(PQgetvalue(r, 0, 0));
-			break;
-		case PGRES_COMMAND_OK:
-			break;
-		case PGRES_PIPELINE_ABORTED:
-			break;
-		case PGRES_FATAL_ERROR:
-			if (out == GROUP_OK) {
-				out = transient(r) ? GROUP_RETRY : GROUP_FAILED;
-				log_event(out == GROUP_RETRY ? LOG_INFO
-							     : LOG_ERROR,
-					  "group_failed",
-					  "worker=%d stage=%d/%d err=\"%s\"",
-					  w->index, stage, n + 1,
-					  PQresultErrorMessage(r));
-			}
-			if (PQstatus(pg) != CONNECTION_OK) {
-				PQclear(r);
-				out = GROUP_LOST;
-				goto out_exit;
-			}
-			break;
-		default:
-			break;
-		}
-		PQclear(r);
-	}
-	/* the Sync */
-	r = PQgetResult(pg);
-	if (!r || PQresultStatus(r) != PGRES_PIPELINE_SYNC)
-		out = GROUP_LOST;
-	PQclear(r);
+	if (!nfast) /* BEGIN is in this section */
+		out = read_query(w, "begin", map, 0, results, out);
+	for (int k = 0; k < m && out != GROUP_LOST; k++)
+		out = read_query(w, "apply", map + k, 1, results, out);
+	if (out != GROUP_LOST)
+		out = read_query(w, "commit", map, 0, results, out);
+	if (out != GROUP_LOST)
+		out = read_sync(pg, out);
 out_exit:
 	if (out != GROUP_LOST && !PQexitPipelineMode(pg))
 		out = GROUP_LOST;
+out_free:
+	free(fast);
+	free(map);
 	return out;
 }
 
@@ -356,7 +542,8 @@ run_group(struct worker *w, struct job *list, int n)
 	struct job **jobs = xcalloc((size_t)n, sizeof(*jobs));
 	char **results = xcalloc((size_t)n, sizeof(*results));
 	enum group_outcome out = GROUP_RETRY;
-	int i = 0, attempt;
+	bool use_fast = true;
+	int i = 0, attempt, n_fast = 0;
 
 	for (struct job *j = list; j; j = j->next)
 		jobs[i++] = j;
@@ -368,7 +555,13 @@ run_group(struct worker *w, struct job *list, int n)
 		}
 		if (attempt)
 			count(w->db, &w->db->stats.retries, 1);
-		out = try_group(w, jobs, n, results);
+		out = try_group(w, jobs, n, results, use_fast, &n_fast);
+		if (out == GROUP_FAILED && use_fast) {
+			/* whatever the set-based path tripped on, weft_apply()
+			 * turns into a stored rejection of one transaction */
+			use_fast = false;
+			out = GROUP_RETRY;
+		}
 	}
 	if (out == GROUP_LOST)
 		disconnect(w);
@@ -383,6 +576,7 @@ run_group(struct worker *w, struct job *list, int n)
 	pthread_mutex_lock(&w->db->mu);
 	w->db->stats.commits++;
 	w->db->stats.txns += (uint64_t)n;
+	w->db->stats.fast += (uint64_t)n_fast;
 	w->db->stats.group_hist[hist_bucket(n)]++;
 	pthread_mutex_unlock(&w->db->mu);
 	for (i = 0; i < n; i++) {
@@ -537,8 +731,11 @@ take(struct worker *w, int *n)
 	struct job *first, *last;
 
 	*n = 0;
-	while (!w->head && !db->stopping)
-		pthread_cond_wait(&db->cv, &db->mu);
+	while (!w->head && !db->stopping) {
+		w->idle = true;
+		pthread_cond_wait(&w->cv, &db->mu);
+		w->idle = false;
+	}
 	if (!w->head)
 		return NULL;
 	first = last = w->head;
@@ -619,9 +816,11 @@ worker_main(void *arg)
 				until.tv_nsec -= 1000000000L;
 			}
 			pthread_mutex_lock(&db->mu);
-			if (!db->stopping && !w->head)
-				pthread_cond_timedwait(&db->cv, &db->mu,
-						       &until);
+			if (!db->stopping && !w->head) {
+				w->idle = true;
+				pthread_cond_timedwait(&w->cv, &db->mu, &until);
+				w->idle = false;
+			}
 			stop = db->stopping;
 			pthread_mutex_unlock(&db->mu);
 			if (stop)
@@ -661,8 +860,9 @@ db_new(struct db **out, const struct db_config *cfg)
 	if (db->per_worker_max < db->cfg.batch_max)
 		db->per_worker_max = db->cfg.batch_max;
 	pthread_mutex_init(&db->mu, NULL);
-	pthread_cond_init(&db->cv, NULL);
 	db->workers = xcalloc((size_t)db->cfg.workers, sizeof(*db->workers));
+	for (int i = 0; i < db->cfg.workers; i++)
+		pthread_cond_init(&db->workers[i].cv, NULL);
 	for (int i = 0; i < db->cfg.workers; i++) {
 		db->workers[i].db = db;
 		db->workers[i].index = i;
@@ -681,12 +881,14 @@ db_free(struct db *db)
 		return;
 	pthread_mutex_lock(&db->mu);
 	db->stopping = true;
-	pthread_cond_broadcast(&db->cv);
+	for (int i = 0; i < db->cfg.workers; i++)
+		pthread_cond_signal(&db->workers[i].cv);
 	pthread_mutex_unlock(&db->mu);
 	for (int i = 0; i < db->cfg.workers; i++)
 		pthread_join(db->workers[i].thread, NULL);
+	for (int i = 0; i < db->cfg.workers; i++)
+		pthread_cond_destroy(&db->workers[i].cv);
 	pthread_mutex_destroy(&db->mu);
-	pthread_cond_destroy(&db->cv);
 	free(db->workers);
 	free(db);
 }

@@ -53,6 +53,11 @@ struct job {
 	uint64_t mid;
 	char *ops_json;	   /* owned: JSON array of ops, or NULL */
 	char *reject_json; /* owned: a rejection decided before the db */
+	/* a transaction of one set (fast_op 1) or unset (2) on an app table,
+	 * without expect_version, may take the set-based path */
+	int fast_op;
+	char *fast_tbl, *fast_id, *fast_field; /* owned, when fast_op */
+	char *fast_value; /* owned: JSON; "null" for unset */
 	/* JOB_FETCH */
 	char *keys_json; /* owned: [{"table":..,"id":..}, ...] */
 	/* JOB_BOOTSTRAP */
@@ -79,6 +84,7 @@ struct db_config {
 struct db_stats {
 	uint64_t commits;	/* Postgres transactions committed */
 	uint64_t txns;		/* client transactions answered */
+	uint64_t fast;		/* of which applied by weft_apply_fast() */
 	uint64_t retries;	/* groups retried after a transient error */
 	uint64_t unavailable;	/* jobs answered WEFT_EUNAVAILABLE */
 	uint64_t reads;		/* fetches and bootstrap pages */

@@ -84,6 +84,10 @@ metrics(void *arg, struct buf *out)
 		       ss.backoffs);
 	metric_counter(out, "weft_write_txns_total",
 		       "client transactions answered", ds.txns);
+	metric_counter(out, "weft_write_fast_txns_total",
+		       "client transactions applied set-based "
+		       "(weft_apply_fast)",
+		       ds.fast);
 	metric_counter(out, "weft_write_commits_total",
 		       "Postgres transactions committed (groups)", ds.commits);
 	metric_counter(out, "weft_write_group_retries_total",

@@ -564,6 +564,35 @@ reject_json(struct buf *b, int code, uint32_t opnum, const char *field,
 	buf_append(b, "}", 2); /* with the NUL */
 }
 
+/* a transaction of this one op may take the set-based path (db.c) */
+static void
+mark_fast(struct job *job, const struct proto_op *op)
+{
+	struct buf v;
+
+	if ((op->kind != PROTO_OP_SET && op->kind != PROTO_OP_UNSET) ||
+	    op->expect || proto_str_eq(op->table, "members") ||
+	    proto_str_eq(op->table, "spaces"))
+		return;
+	buf_init(&v, 0);
+	if (op->kind == PROTO_OP_UNSET)
+		buf_append(&v, "null", 4);
+	else if (json_from_mp(&v, op->value.p, op->value.len) != 0) {
+		buf_fini(&v);
+		return;
+	}
+	buf_append(&v, "", 1);
+	if (v.err) {
+		buf_fini(&v);
+		return;
+	}
+	job->fast_op = op->kind == PROTO_OP_SET ? 1 : 2;
+	job->fast_tbl = strndup_str(op->table);
+	job->fast_id = strndup_str(op->id);
+	job->fast_field = strndup_str(op->field);
+	job->fast_value = (char *)v.data;
+}
+
 /* the ops of a transaction as the JSON weft_apply() takes; on a client
  * mistake the rejection JSON instead (it is stored like any other) */
 static void
@@ -572,7 +601,7 @@ txn_to_json(struct conn *c, const struct proto_txn *t, struct job *job)
 	const struct server_config *cfg = &c->srv->cfg;
 	struct buf b, why, data;
 	struct proto_iter it;
-	struct proto_op op;
+	struct proto_op op, first = { 0 };
 	char text[320];
 	uint32_t n = 0;
 	int rc = 0;
@@ -611,7 +640,9 @@ txn_to_json(struct conn *c, const struct proto_txn *t, struct job *job)
 					data.data, (uint32_t)data.len
 				};
 		}
-		if (n > 1)
+		if (n == 1)
+			first = op;
+		else
 			buf_append(&b, ",", 1);
 		buf_appendf(&b, "{\"op\":\"%s\",\"table\":",
 			    proto_op_name(op.kind));
@@ -663,6 +694,8 @@ txn_to_json(struct conn *c, const struct proto_txn *t, struct job *job)
 		goto out_reject;
 	}
 	job->ops_json = (char *)b.data;
+	if (n == 1)
+		mark_fast(job, &first);
 	buf_fini(&why);
 	buf_fini(&data);
 	return;

@@ -506,3 +506,160 @@ Test(apply, recreating_a_tombstone_in_another_space_needs_the_old_space)
 	cr_assert(eq(i64, json_integer_value(json_object_get(r, "code")), -22));
 	json_decref(r);
 }
+
+/* weft_apply_fast() with its arrays as literals; returns "n,n,..." of the
+ * transactions it applied, in order */
+static void
+apply_fast(char *out, size_t cap, const char *clients, const char *users,
+	   const char *mids, const char *tbls, const char *ids, const char *ops,
+	   const char *fields, const char *values, int max_record)
+{
+	char mr[16];
+	const char *params[9] = { clients, users,  mids,   tbls, ids,
+				  ops,	   fields, values, mr };
+	PGresult *r;
+
+	snprintf(mr, sizeof(mr), "%d", max_record);
+	r = PQexecParams(pg,
+			 "SELECT coalesce(string_agg(o_n::text, ',' ORDER BY "
+			 "o_n), '') FROM weft_apply_fast($1, $2, $3, $4, $5, "
+			 "$6, $7, $8, $9::int, 256)",
+			 9, NULL, params, NULL, NULL, 0);
+	cr_assert(eq(i64, PQresultStatus(r), PGRES_TUPLES_OK), "%s",
+		  PQerrorMessage(pg));
+	snprintf(out, cap, "%s", PQgetvalue(r, 0, 0));
+	PQclear(r);
+}
+
+static const char *
+sql_text(const char *fmt, ...)
+{
+	static char out[1024];
+	char sql[1024];
+	va_list ap;
+	PGresult *r;
+
+	va_start(ap, fmt);
+	vsnprintf(sql, sizeof(sql), fmt, ap);
+	va_end(ap);
+	r = PQexec(pg, sql);
+	cr_assert(eq(i64, PQresultStatus(r), PGRES_TUPLES_OK), "%s: %s", sql,
+		  PQerrorMessage(pg));
+	snprintf(out, sizeof(out), "%s", PQgetvalue(r, 0, 0));
+	PQclear(r);
+	return out;
+}
+
+Test(apply, set_based_path_applies_only_the_plain_cases)
+{
+	char sp[64], ua[64], ub[64], ids[5][64], cl[9][64], got[64];
+	char clients[1024], users[1024], idarr[1024], values[1024];
+	char big[400], stored[1024];
+	json_t *r;
+
+	snprintf(sp, sizeof(sp), "%s", N("fast"));
+	snprintf(ua, sizeof(ua), "%s", N("alice"));
+	snprintf(ub, sizeof(ub), "%s", N("bob"));
+	for (int i = 0; i < 5; i++)
+		snprintf(ids[i], sizeof(ids[i]), "%s-%d", N("fi"), i + 1);
+	for (int i = 0; i < 9; i++)
+		snprintf(cl[i], sizeof(cl[i]), "%s-%d", N("fc"), i + 1);
+	make_space(sp, cl[0], ua);
+	for (int i = 0; i < 5; i++) {
+		r = apply(cl[0], ua, i + 2,
+			  "[{\"op\":\"create\",\"table\":\"issues\","
+			  "\"id\":\"%s\",\"space\":\"%s\",\"data\":{\"x\":1}}]",
+			  ids[i], sp);
+		cr_assert_str_eq(s_of(r), "ack");
+		json_decref(r);
+	}
+	r = apply(cl[0], ua, 7,
+		  "[{\"op\":\"delete\",\"table\":\"issues\","
+		  "\"id\":\"%s\"}]",
+		  ids[4]);
+	cr_assert_str_eq(s_of(r), "ack");
+	json_decref(r);
+	r = apply(cl[0], ua, 8,
+		  "[{\"op\":\"create\",\"table\":\"members\",\"id\":\"%s:%s\","
+		  "\"space\":\"%s\",\"data\":{\"user\":\"%s\","
+		  "\"role\":\"reader\"}}]",
+		  sp, ub, sp, ub);
+	cr_assert_str_eq(s_of(r), "ack");
+	json_decref(r);
+	/* every other client exists at mid 1 (a rejected no-op each) */
+	for (int i = 1; i < 9; i++) {
+		r = apply(cl[i], i == 1 ? ub : ua, 1,
+			  "[{\"op\":\"set\",\"table\":\"issues\",\"id\":\"%s\","
+			  "\"field\":\"x\",\"value\":1}]",
+			  N("missing"));
+		cr_assert_str_eq(s_of(r), "reject");
+		json_decref(r);
+	}
+	memset(big, 'z', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	/*  1 alice  set i1.a         applies (or 6 does: same record)
+	 *  2 bob    set i2           reader: misses
+	 *  3 alice's client as bob   foreign: misses
+	 *  4 alice  mid 5            a gap: misses
+	 *  5 alice  set i5           a tombstone: misses
+	 *  6 alice  set i1.b         same record as 1: one of them misses
+	 *  7 alice  set i3 = 399 z   over the 200-byte record limit
+	 *  8 alice  set members      a system table: never here
+	 *  9 alice  unset i4.x       applies */
+	snprintf(clients, sizeof(clients), "{%s,%s,%s,%s,%s,%s,%s,%s,%s}",
+		 cl[0], cl[1], cl[2], cl[3], cl[4], cl[5], cl[6], cl[7], cl[8]);
+	snprintf(users, sizeof(users), "{%s,%s,%s,%s,%s,%s,%s,%s,%s}", ua, ub,
+		 ub, ua, ua, ua, ua, ua, ua);
+	snprintf(idarr, sizeof(idarr), "{%s,%s,%s,%s,%s,%s,%s,%s:%s,%s}",
+		 ids[0], ids[1], ids[1], ids[1], ids[4], ids[0], ids[2], sp, ua,
+		 ids[3]);
+	snprintf(values, sizeof(values), "{1,2,3,4,5,6,\"\\\"%s\\\"\",8,null}",
+		 big);
+	apply_fast(got, sizeof(got), clients, users, "{9,2,2,5,2,2,2,2,2}",
+		   "{issues,issues,issues,issues,issues,issues,issues,members,"
+		   "issues}",
+		   idarr, "{3,3,3,3,3,3,3,3,4}", "{a,a,a,a,a,b,a,role,x}",
+		   values, 200);
+	cr_assert(strcmp(got, "1,9") == 0 || strcmp(got, "6,9") == 0,
+		  "applied: %s", got);
+	/* only the applied ones moved their client ids and wrote outbox rows */
+	cr_assert_str_eq(sql_text("SELECT string_agg(last_mid::text, ',' ORDER "
+				  "BY client_id) FROM weft_clients WHERE "
+				  "client_id LIKE '%s-%%'",
+				  N("fc")),
+			 strcmp(got, "1,9") == 0 ? "9,1,1,1,1,1,1,1,2"
+						 : "8,1,1,1,1,2,1,1,2");
+	cr_assert_str_eq(sql_text("SELECT count(*) FROM weft_outbox WHERE "
+				  "client_id LIKE '%s-%%' AND mid >= 2 AND "
+				  "client_id <> '%s'",
+				  N("fc"), cl[0]),
+			 strcmp(got, "1,9") == 0 ? "1" : "2");
+	cr_assert_str_eq(sql_text("SELECT version || ' ' || data::text FROM "
+				  "weft_records WHERE tbl = 'issues' AND "
+				  "id = '%s'",
+				  ids[3]),
+			 "2 {}");
+	cr_assert_str_eq(sql_text("SELECT version::text FROM weft_records "
+				  "WHERE tbl = 'issues' AND id = '%s'",
+				  ids[2]),
+			 "1");
+	/* the stored result is what weft_apply() returns on a resend */
+	snprintf(stored, sizeof(stored), "%s",
+		 sql_text("SELECT result::text FROM weft_client_results "
+			  "WHERE client_id = '%s' AND mid = 2",
+			  cl[8]));
+	r = apply(cl[8], ua, 2,
+		  "[{\"op\":\"unset\",\"table\":\"issues\",\"id\":\"%s\","
+		  "\"field\":\"x\"}]",
+		  ids[3]);
+	cr_assert_str_eq(s_of(r), "ack");
+	cr_assert(is_true(json_object_get(r, "replay")));
+	cr_assert(eq(i64, ver(rec(r, 0)), 2));
+	cr_assert_null(field(rec(r, 0), "x"));
+	cr_assert_not_null(strstr(stored, "\"s\": \"ack\""), "%s", stored);
+	json_decref(r);
+	cr_assert_str_eq(sql_text("SELECT version::text FROM weft_records "
+				  "WHERE tbl = 'issues' AND id = '%s'",
+				  ids[3]),
+			 "2", "no second effect");
+}
