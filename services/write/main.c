@@ -129,13 +129,17 @@ int
 main(int argc, char **argv)
 {
 	const char *listen_url, *pg_url, *secret, *pubkey_file, *level, *node;
-	const char *schema_path, *http_url, *migrations;
+	const char *schema_path, *http_url, *migrations, *tls_cert;
 	bool migrate_only;
 	int64_t workers, batch, queue, max_frame, max_ops, max_record, max_out;
 	int64_t page_bytes, heartbeat, idle, retry, keep;
 	const struct cfg_opt opts[] = {
 		{ "listen", CFG_STR, &listen_url, "tcp://127.0.0.1:7400",
-		  "URL clients connect to (tcp://host:port)", 0, 0 },
+		  "URL clients connect to: tcp://, tls+tcp:// or wss:// (with "
+		  "--tls-cert), ws://",
+		  0, 0 },
+		{ "tls-cert", CFG_STR, &tls_cert, NULL,
+		  "PEM file with the TLS certificate chain and its key", 0, 0 },
 		{ "pg-url", CFG_STR, &pg_url,
 		  "postgresql://weft@127.0.0.1:54320/weft",
 		  "Postgres connection URL", 0, 0 },
@@ -278,11 +282,17 @@ main(int argc, char **argv)
 				   1000,       (int)(max_out / 2) };
 	db_new(&db, &dcfg);
 	scfg = (struct server_config){
-		listen_url,	      node,
-		(uint32_t)max_frame,  (uint32_t)max_ops,
-		(uint32_t)max_record, (uint32_t)max_out,
-		(uint32_t)page_bytes, (uint32_t)heartbeat,
-		(uint32_t)idle,	      (uint32_t)retry,
+		listen_url,
+		tls_cert,
+		node,
+		(uint32_t)max_frame,
+		(uint32_t)max_ops,
+		(uint32_t)max_record,
+		(uint32_t)max_out,
+		(uint32_t)page_bytes,
+		(uint32_t)heartbeat,
+		(uint32_t)idle,
+		(uint32_t)retry,
 	};
 	if (server_new(&srv, &scfg, auth, schema, db, why, sizeof(why)) != 0) {
 		log_event(LOG_ERROR, "listen_failed", "why=\"%s\"", why);

@@ -38,6 +38,7 @@
 #include "proto/json.h"
 #include "proto/msg.h"
 #include "proto/schema.h"
+#include "services/shared/listen.h"
 
 #include "common/banned.h"
 
@@ -944,7 +945,7 @@ accept_cb(void *arg)
 	struct conn *c;
 
 	if (rv != 0) {
-		if (rv != NNG_ECLOSED)
+		if (rv != NNG_ECLOSED && rv != NNG_ECANCELED) /* stopping */
 			log_event(LOG_WARN, "accept_failed", "err=\"%s\"",
 				  nng_strerror(rv));
 		pthread_mutex_lock(&srv->mu);
@@ -1000,19 +1001,18 @@ server_new(struct server **out, const struct server_config *cfg,
 	srv->db = db;
 	pthread_mutex_init(&srv->mu, NULL);
 	pthread_cond_init(&srv->gone, NULL);
-	rv = nng_stream_listener_alloc(&srv->listener, cfg->listen_url);
-	if (!rv)
-		rv = nng_stream_listener_listen(srv->listener);
-	if (!rv)
-		rv = nng_aio_alloc(&srv->accept_aio, accept_cb, srv);
-	if (rv) {
-		snprintf(why, whylen, "cannot listen on '%s': %s",
-			 cfg->listen_url, nng_strerror(rv));
+	rv = listen_open(&srv->listener, cfg->listen_url, cfg->tls_cert,
+			 cfg->max_frame, why, whylen);
+	if (!rv && nng_aio_alloc(&srv->accept_aio, accept_cb, srv) != 0) {
+		snprintf(why, whylen, "out of memory");
 		nng_stream_listener_free(srv->listener);
+		rv = WEFT_ENOMEM;
+	}
+	if (rv) {
 		pthread_mutex_destroy(&srv->mu);
 		pthread_cond_destroy(&srv->gone);
 		free(srv);
-		return WEFT_ECONFIG;
+		return rv;
 	}
 	nng_stream_listener_accept(srv->listener, srv->accept_aio);
 	*out = srv;

@@ -18,7 +18,9 @@
 #include "services/write/db.h"
 
 struct server_config {
-	const char *listen_url; /* tcp://127.0.0.1:7400, tls+tcp://, ws:// */
+	const char *listen_url; /* tcp://127.0.0.1:7400, tls+tcp://, ws://,
+				 * wss:// */
+	const char *tls_cert;	/* PEM cert + key: tls+tcp://, wss:// only */
 	const char *node;	/* name sent in WELCOME */
 	uint32_t max_frame;	/* largest request body accepted */
 	uint32_t max_ops;	/* ops per transaction */

@@ -82,11 +82,11 @@ q1(const char *fmt, ...)
 }
 
 /* assert that a query's first value is want */
-#define EXPECT_Q(want, ...)                                                  \
-	do {                                                                 \
-		const char *got_ = q1(__VA_ARGS__);                          \
+#define EXPECT_Q(want, ...)                                                 \
+	do {                                                                \
+		const char *got_ = q1(__VA_ARGS__);                         \
 		cr_assert(strcmp(got_, (want)) == 0, "%s: got %s, want %s", \
-			  #want, got_, (want));                              \
+			  #want, got_, (want));                             \
 	} while (0)
 
 static struct proto_bytes
@@ -183,8 +183,9 @@ Test(group, each_client_transaction_fails_alone_within_one_commit)
 		name(cl[i], base);
 	}
 	cr_assert(eq(i64, wclient_dial(&c, svc.url), 0));
-	m.u.hello = (struct proto_hello){ 1,	     PROTO_VERSION, S(tok),
-					  S("group"), { 0, 0 },	    S("test") };
+	m.u.hello =
+		(struct proto_hello){ 1,	  PROTO_VERSION, S(tok),
+				      S("group"), { 0, 0 },	 S("test") };
 	cr_assert(eq(i64, wclient_send(&c, &m), 0));
 	cr_assert(eq(i64, wclient_recv(&c, &r, WAIT_MS), 0));
 	cr_assert(eq(i64, r.type, PROTO_WELCOME));
@@ -300,39 +301,48 @@ Test(group, each_client_transaction_fails_alone_within_one_commit)
 	cr_assert(eq(i64, ans[6].type, PROTO_ACK));
 
 	/* the rejected ones left nothing behind, and advanced their ids */
-	EXPECT_Q(x2_before, "SELECT version || ' ' || data::text FROM "
-				"weft_records WHERE tbl = 'issues' AND "
-				"id = '%s'",
-				x[1]);
-	EXPECT_Q("0", "SELECT count(*) FROM weft_records WHERE "
-				"tbl = 'issues' AND id = '%s'",
-				none);
-	EXPECT_Q("3,2,2,2,2", "SELECT string_agg(last_mid::text, ',' ORDER "
-				"BY client_id) FROM weft_clients WHERE "
-				"client_id IN ('%s', '%s', '%s', '%s', '%s')",
-				cl[1], cl[2], cl[3], cl[4], cl[5]);
+	EXPECT_Q(x2_before,
+		 "SELECT version || ' ' || data::text FROM "
+		 "weft_records WHERE tbl = 'issues' AND "
+		 "id = '%s'",
+		 x[1]);
+	EXPECT_Q("0",
+		 "SELECT count(*) FROM weft_records WHERE "
+		 "tbl = 'issues' AND id = '%s'",
+		 none);
+	EXPECT_Q("3,2,2,2,2",
+		 "SELECT string_agg(last_mid::text, ',' ORDER "
+		 "BY client_id) FROM weft_clients WHERE "
+		 "client_id IN ('%s', '%s', '%s', '%s', '%s')",
+		 cl[1], cl[2], cl[3], cl[4], cl[5]);
 	/* both sets on x1 landed, one version each */
-	EXPECT_Q("3 onetwo", "SELECT version || ' ' || (data->>'a') || "
-				"(data->>'b') FROM weft_records WHERE "
-				"tbl = 'issues' AND id = '%s'",
-				x[0]);
-	EXPECT_Q("{}", "SELECT data::text FROM weft_records WHERE "
-				"tbl = 'issues' AND id = '%s'",
-				x[3]);
+	EXPECT_Q("3 onetwo",
+		 "SELECT version || ' ' || (data->>'a') || "
+		 "(data->>'b') FROM weft_records WHERE "
+		 "tbl = 'issues' AND id = '%s'",
+		 x[0]);
+	EXPECT_Q("{}",
+		 "SELECT data::text FROM weft_records WHERE "
+		 "tbl = 'issues' AND id = '%s'",
+		 x[3]);
 
 	/* the applied ones committed together, after the held one */
 	for (int i = 0; i < 4; i++)
 		snprintf(xmin[i], sizeof(xmin[i]), "%s",
 			 q1("SELECT xmin::text FROM weft_records WHERE "
 			    "tbl = 'issues' AND id = '%s'",
-			    i == 3 ? blk : x[i == 0 ? 0 : i == 1 ? 2 : 3]));
+			    i == 3 ? blk
+				   : x[i == 0	? 0
+				       : i == 1 ? 2
+						: 3]));
 	cr_assert(eq(str, xmin[0], xmin[1]), "x1 and x3 in one commit");
 	cr_assert(eq(str, xmin[0], xmin[2]), "x1 and x4 in one commit");
 	cr_assert(ne(str, xmin[0], xmin[3]), "the held group came before");
-	EXPECT_Q("1 4", "SELECT count(DISTINCT xmin::text) || ' ' || "
-				"count(*) FROM weft_outbox WHERE client_id IN "
-				"('%s', '%s', '%s') AND mid >= 2",
-				cl[1], cl[4], cl[5]);
+	EXPECT_Q("1 4",
+		 "SELECT count(DISTINCT xmin::text) || ' ' || "
+		 "count(*) FROM weft_outbox WHERE client_id IN "
+		 "('%s', '%s', '%s') AND mid >= 2",
+		 cl[1], cl[4], cl[5]);
 	/* x1 (one of its two sets) and x4 took the set-based path; the rest
 	 * went through weft_apply(), in order */
 	cr_assert(eq(i64, metric("weft_write_fast_txns_total") - fast0, 3),

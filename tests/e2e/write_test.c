@@ -827,3 +827,86 @@ Test(write, every_op_through_the_service)
 	cr_assert_str_eq(row, "{}");
 	wclient_close(&c);
 }
+
+/* one session and one transaction over url; ca for TLS, or NULL */
+static void
+roundtrip_on(const char *url, const char *ca, const char *space)
+{
+	struct proto_msg m = { .type = PROTO_HELLO }, r;
+	struct proto_op op = { .kind = PROTO_OP_CREATE,
+			       .table = S("spaces"),
+			       .id = S(space),
+			       .space = S(space),
+			       .data = map0() };
+	char *tok = token(N("alice"));
+	struct wclient c;
+
+	cr_assert(eq(i64, wclient_dial_ca(&c, url, ca), 0), "dial %s", url);
+	m.u.hello =
+		(struct proto_hello){ 1,	   PROTO_VERSION, S(tok),
+				      S("client"), { 0, 0 },	  S("test") };
+	cr_assert(eq(i64, wclient_send(&c, &m), 0));
+	cr_assert(eq(i64, wclient_recv(&c, &r, WAIT_MS), 0), "%s", url);
+	cr_assert(eq(i64, r.type, PROTO_WELCOME), "%s", url);
+	r = txn(&c, space, 1, &op, 1); /* the space names the client too */
+	cr_assert(eq(i64, r.type, PROTO_ACK), "%s: got %s", url,
+		  proto_type_name(r.type));
+	wclient_close(&c);
+	free(tok);
+}
+
+Test(write, tls_and_websocket_listeners)
+{
+	char dir[] = "/tmp/weft-tls-XXXXXX", cmd[512], pem[96], ca[96];
+	char flag[128], sp[80];
+	const char *extra[2] = { flag, NULL };
+	struct proc keep = svc, tls, ws, wss;
+	struct wclient c;
+	struct proto_msg r;
+
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(ca, sizeof(ca), "%s/ca.pem", dir);
+	snprintf(pem, sizeof(pem), "%s/server.pem", dir);
+	snprintf(cmd, sizeof(cmd),
+		 "openssl req -x509 -newkey rsa:2048 -nodes -days 1 "
+		 "-subj /CN=localhost -addext subjectAltName=DNS:localhost "
+		 "-keyout %s/key.pem -out %s 2>/dev/null && cat %s "
+		 "%s/key.pem > %s",
+		 dir, ca, ca, dir, pem);
+	cr_assert(eq(i64, system(cmd), 0), "openssl made a certificate");
+	snprintf(flag, sizeof(flag), "--tls-cert=%s", pem);
+
+	proc_start_write_on(&tls, "tls+tcp", "", ca, extra);
+	snprintf(sp, sizeof(sp), "%s", N("tls-space"));
+	roundtrip_on(tls.url, ca, sp);
+	/* a client that speaks plain TCP to it gets no session */
+	{
+		char plain[96];
+
+		snprintf(plain, sizeof(plain), "tcp%s", tls.url + 7);
+		cr_assert(eq(i64, wclient_dial(&c, plain), 0));
+		struct proto_msg m = { .type = PROTO_HELLO };
+		m.u.hello = (struct proto_hello){ 1,	    PROTO_VERSION,
+						  S("x"),   S("client"),
+						  { 0, 0 }, S("test") };
+		wclient_send(&c, &m);
+		cr_assert(ne(i64, wclient_recv(&c, &r, 2000), 0),
+			  "no reply in clear text");
+		wclient_close(&c);
+	}
+	proc_stop(&tls);
+
+	proc_start_write_on(&ws, "ws", "/weft", NULL, NULL);
+	snprintf(sp, sizeof(sp), "%s", N("ws-space"));
+	roundtrip_on(ws.url, NULL, sp);
+	proc_stop(&ws);
+
+	proc_start_write_on(&wss, "wss", "/weft", ca, extra);
+	snprintf(sp, sizeof(sp), "%s", N("wss-space"));
+	roundtrip_on(wss.url, ca, sp);
+	proc_stop(&wss);
+
+	svc = keep;
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	cr_assert(eq(i64, system(cmd), 0));
+}

@@ -40,18 +40,37 @@ proc_start_write(struct proc *p, const char *const *extra)
 	proc_start_write_pg(p, testenv_get("WEFT_PG_URL"), extra);
 }
 
+static void start_write(struct proc *p, const char *pg_url, const char *scheme,
+			const char *path, const char *ca_file,
+			const char *const *extra);
+
 void
 proc_start_write_pg(struct proc *p, const char *pg_url,
 		    const char *const *extra)
 {
+	start_write(p, pg_url, "tcp", "", NULL, extra);
+}
+
+void
+proc_start_write_on(struct proc *p, const char *scheme, const char *path,
+		    const char *ca_file, const char *const *extra)
+{
+	start_write(p, testenv_get("WEFT_PG_URL"), scheme, path, ca_file,
+		    extra);
+}
+
+static void
+start_write(struct proc *p, const char *pg_url, const char *scheme,
+	    const char *path, const char *ca_file, const char *const *extra)
+{
 	const char *bin = getenv("WEFT_WRITE_BIN");
-	char listen[80], http[80];
+	char listen[128], http[80];
 	const char *argv[32];
 	int n = 0;
 
 	cr_assert_not_null(bin, "WEFT_WRITE_BIN is not set (run via ctest)");
-	snprintf(p->url, sizeof(p->url), "tcp://127.0.0.1:%d",
-		 proc_free_port());
+	snprintf(p->url, sizeof(p->url), "%s://127.0.0.1:%d%s", scheme,
+		 proc_free_port(), path);
 	snprintf(listen, sizeof(listen), "--listen=%s", p->url);
 	p->http_port = proc_free_port();
 	snprintf(http, sizeof(http), "--http=http://127.0.0.1:%d",
@@ -75,7 +94,7 @@ proc_start_write_pg(struct proc *p, const char *pg_url,
 	for (int i = 0; i < 200; i++) {
 		struct wclient c;
 
-		if (wclient_dial(&c, p->url) == 0) {
+		if (wclient_dial_ca(&c, p->url, ca_file) == 0) {
 			wclient_close(&c);
 			return;
 		}

@@ -8,7 +8,7 @@
 
 struct proc {
 	pid_t pid;
-	char url[64];  /* where it listens */
+	char url[96];  /* where it listens */
 	int http_port; /* /healthz and /metrics */
 };
 
@@ -33,6 +33,14 @@ void proc_start_write(struct proc *p, const char *const *extra);
 /* proc_start_write_pg - the same against another Postgres. */
 void proc_start_write_pg(struct proc *p, const char *pg_url,
 			 const char *const *extra);
+
+/*
+ * proc_start_write_on - the same, listening on scheme://127.0.0.1:PORT
+ * path (scheme tcp, tls+tcp, ws or wss; path "" or "/weft" for ws);
+ * for TLS, the readiness check verifies the certificate with ca_file.
+ */
+void proc_start_write_on(struct proc *p, const char *scheme, const char *path,
+			 const char *ca_file, const char *const *extra);
 
 /* proc_stop - SIGTERM, wait; fails the test if it does not exit 0. */
 void proc_stop(struct proc *p);

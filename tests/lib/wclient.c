@@ -12,14 +12,29 @@
 int
 wclient_dial(struct wclient *c, const char *url)
 {
+	return wclient_dial_ca(c, url, NULL);
+}
+
+int
+wclient_dial_ca(struct wclient *c, const char *url, const char *ca_file)
+{
 	nng_stream_dialer *d;
 	nng_aio *aio;
-	int rv;
+	int rv = 0;
 
 	memset(c, 0, sizeof(*c));
 	frame_reader_init(&c->fr, FRAME_MAX_HARD);
 	if (nng_stream_dialer_alloc(&d, url) != 0)
 		return WEFT_EINVAL;
+	if (ca_file) /* verify the server: certificate and name */
+		rv = nng_stream_dialer_set_string(d, NNG_OPT_TLS_CA_FILE,
+						  ca_file) ||
+		     nng_stream_dialer_set_string(d, NNG_OPT_TLS_SERVER_NAME,
+						  "localhost");
+	if (rv) {
+		nng_stream_dialer_free(d);
+		return WEFT_EINVAL;
+	}
 	nng_aio_alloc(&aio, NULL, NULL);
 	nng_aio_set_timeout(aio, 5000);
 	nng_stream_dialer_dial(d, aio);

@@ -22,6 +22,10 @@ struct wclient {
 
 /* wclient_dial - connect to url; 0 or a weft_err. */
 int wclient_dial(struct wclient *c, const char *url);
+
+/* wclient_dial_ca - the same; for tls+tcp:// and wss://, the server's
+ * certificate must chain to ca_file and name "localhost". */
+int wclient_dial_ca(struct wclient *c, const char *url, const char *ca_file);
 void wclient_close(struct wclient *c);
 
 /* wclient_send - encode and send one message; 0 or a weft_err. */
