@@ -11,7 +11,10 @@
 #    and 64 clients, synchronous_commit=on;
 # 3. weft-write: write_bench with 1, 16, 64 and 256 clients, each sending
 #    one `set` per transaction and waiting for its ack (TPS, p50/p99 ack);
-# 4. prints both and the ratio to the best pgbench figure.
+# 4. prints both and the ratio to the best pgbench figure, and for each
+#    weft-write run the CPU time per acked transaction of Postgres (the
+#    postmaster and its children), weft-write and the load generator, from
+#    /proc/PID/stat: all three share this machine's cores.
 # Build first:  cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release &&
 #               cmake --build build-rel
 set -euo pipefail
@@ -78,15 +81,52 @@ WPORT=$((40000 + RANDOM % 10000))
 	${WEFT_BENCH_WRITE_ARGS:-} &
 WPID=$!
 sleep 1
+# cpu_ticks PID...: utime + stime of those processes, in clock ticks
+cpu_ticks() {
+	local t=0 p
+	for p in "$@"; do
+		[[ -r /proc/$p/stat ]] || continue
+		t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+	done
+	echo "$t"
+}
+# the postmaster and its children (backends, WAL writer, ...)
+pg_pids() {
+	local pm
+	pm=$(head -n 1 "$DIR/pg/data/postmaster.pid")
+	echo "$pm" $(ps -o pid= --ppid "$pm")
+}
+HZ=$(getconf CLK_TCK)
 echo
 echo "weft-write (one set per transaction, each client waits for its ack)"
-printf '  %-8s %-8s %10s %8s %10s %10s %8s\n' "" clients acked tps "p50 ms" \
-	"p99 ms" "x best"
+echo "  cpu: microseconds of CPU per acked transaction, by process"
+printf '  %-8s %-8s %10s %8s %10s %10s %8s %9s %9s %9s\n' "" clients acked \
+	tps "p50 ms" "p99 ms" "x best" "cpu pg" "cpu weft" "cpu load"
 for c in 1 16 64 256; do
-	read -r n acked tps p50 p99 errs < <("$BUILD/bench/write_bench" \
-		"tcp://127.0.0.1:$WPORT" "$SECRET" "$c" "$SECS")
-	printf '  weft     %-8s %10s %8s %10s %10s %7.2fx%s\n' "$n" "$acked" \
-		"$tps" "$p50" "$p99" "$(awk -v a="$tps" -v b="$best" 'BEGIN {print a / b}')" \
+	pg0=$(cpu_ticks $(pg_pids))
+	w0=$(cpu_ticks "$WPID")
+	"$BUILD/bench/write_bench" "tcp://127.0.0.1:$WPORT" "$SECRET" "$c" \
+		"$SECS" >"$DIR/bench.out" &
+	BPID=$!
+	# the load generator's own ticks, read just before it exits
+	b=0
+	while kill -0 "$BPID" 2>/dev/null; do
+		b=$(cpu_ticks "$BPID")
+		sleep 0.2
+	done
+	wait "$BPID" || true
+	pg1=$(cpu_ticks $(pg_pids))
+	w1=$(cpu_ticks "$WPID")
+	read -r n acked tps p50 p99 errs <"$DIR/bench.out"
+	printf '  weft     %-8s %10s %8s %10s %10s %7.2fx %9s %9s %9s%s\n' \
+		"$n" "$acked" "$tps" "$p50" "$p99" \
+		"$(awk -v a="$tps" -v b="$best" 'BEGIN {print a / b}')" \
+		"$(awk -v t=$((pg1 - pg0)) -v n="$acked" -v hz="$HZ" \
+			'BEGIN {printf "%.0f", n ? t * 1e6 / hz / n : 0}')" \
+		"$(awk -v t=$((w1 - w0)) -v n="$acked" -v hz="$HZ" \
+			'BEGIN {printf "%.0f", n ? t * 1e6 / hz / n : 0}')" \
+		"$(awk -v t="$b" -v n="$acked" -v hz="$HZ" \
+			'BEGIN {printf "%.0f", n ? t * 1e6 / hz / n : 0}')" \
 		"$([[ $errs != 0 ]] && echo "  ($errs errors)")"
 done
 echo

@@ -45,7 +45,9 @@ CREATE TABLE weft_outbox (
 	user_id    text        NOT NULL,
 	created_at timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX weft_outbox_created ON weft_outbox (created_at);
+-- pruning by age: rows arrive in time order, so a BRIN index (a few
+-- pages, next to free to maintain) finds old ones as well as a btree
+CREATE INDEX weft_outbox_created ON weft_outbox USING brin (created_at);
 CREATE PUBLICATION weft_outbox_pub FOR TABLE weft_outbox
 	WITH (publish = 'insert');
 

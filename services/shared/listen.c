@@ -25,9 +25,8 @@ listen_is_tls(const char *url)
 }
 
 int
-listen_open(nng_stream_listener **out, const char *url,
-	    const char *tls_cert, uint32_t max_frame, char *why,
-	    size_t whylen)
+listen_open(nng_stream_listener **out, const char *url, const char *tls_cert,
+	    uint32_t max_frame, char *why, size_t whylen)
 {
 	nng_stream_listener *l = NULL;
 	const char *step = "listen";
@@ -60,9 +59,9 @@ listen_open(nng_stream_listener **out, const char *url,
 						  (size_t)max_frame +
 							  FRAME_HEADER);
 		if (!rv)
-			rv = nng_stream_listener_set_size(
-				l, NNG_OPT_RECVMAXSZ,
-				(size_t)max_frame + FRAME_HEADER);
+			rv = nng_stream_listener_set_size(l, NNG_OPT_RECVMAXSZ,
+							  (size_t)max_frame +
+								  FRAME_HEADER);
 	}
 	if (!rv) {
 		step = "listen";

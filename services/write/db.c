@@ -288,7 +288,7 @@ arr_put(struct buf *b, const char *s)
  * ids stay in order whatever the fast path does.  Returns how many.
  */
 static int
-pick_fast(struct job **jobs, int n, bool *fast)
+pick_fast(struct job **jobs, int n, char **done, bool *fast)
 {
 	size_t cap = 16, mask;
 	const char **seen;
@@ -311,7 +311,7 @@ pick_fast(struct job **jobs, int n, bool *fast)
 		if (!first)
 			continue;
 		seen[h] = jobs[i]->client_id;
-		if (jobs[i]->fast_op && !jobs[i]->reject_json) {
+		if (jobs[i]->fast_op && !jobs[i]->reject_json && !done[i]) {
 			fast[i] = true;
 			picked++;
 		}
@@ -410,27 +410,51 @@ read_sync(PGconn *pg, enum group_outcome out)
 	return out;
 }
 
+/* ROLLBACK after a failed first section; false if the connection is
+ * gone */
+static bool
+rollback(struct worker *w)
+{
+	PQsendQueryParams(w->pg, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0);
+	if (!PQpipelineSync(w->pg))
+		return false;
+	return read_query(w, "rollback", NULL, 0, NULL, GROUP_OK) !=
+		       GROUP_LOST &&
+	       read_sync(w->pg, GROUP_OK) != GROUP_LOST;
+}
+
 /*
- * One attempt at a group: results[i] receives the result text of job i.
+ * One attempt at a group.  Jobs whose results[i] is set are done (a
+ * committed earlier attempt) and skipped; the others receive their
+ * result text, and durable[i] is set for results already committed.
  *
  * With use_fast, the jobs pick_fast() marks go first, in one
- * weft_apply_fast() call (BEGIN; fast; Sync), and the rest follow in the
- * same Postgres transaction once its answer is in: every other job, and
- * every fast one it did not apply, through weft_apply() in the group's
- * order (applies; COMMIT; Sync).  Without fast jobs it is one pipeline.
+ * weft_apply_fast() call.  When every pending job is marked, that call
+ * runs on its own, committed at its Sync: one round trip, no BEGIN.
+ * Otherwise it opens the transaction (BEGIN; fast; Sync) and the rest
+ * follow in it once its answer is in: every unmarked job, and every
+ * marked one it did not apply, through weft_apply() in the group's order
+ * (applies; COMMIT; Sync).  The ones an autocommitted fast call did not
+ * apply go the same way, in a transaction of their own: each is the only
+ * job of its client in the group, so no order changes.
  */
 static enum group_outcome
 try_group(struct worker *w, struct job **jobs, int n, char **results,
-	  bool use_fast, int *n_fast)
+	  bool *durable, bool use_fast, int *n_fast)
 {
 	PGconn *pg = w->pg;
 	enum group_outcome out = GROUP_OK;
 	char max_record[16], keep[16], max_reply[16];
 	bool *fast = xcalloc((size_t)n, sizeof(*fast));
 	int *map = xcalloc((size_t)n, sizeof(*map));
-	int nfast = use_fast ? pick_fast(jobs, n, fast) : 0, m = 0;
+	int nfast = 0, pending = 0, m = 0;
+	bool autocommit = false, in_txn = false;
 
-	*n_fast = 0;
+	for (int i = 0; i < n; i++)
+		pending += !results[i];
+	if (use_fast)
+		nfast = pick_fast(jobs, n, results, fast);
+	autocommit = nfast == pending;
 	snprintf(max_record, sizeof(max_record), "%d", w->db->cfg.max_record);
 	snprintf(keep, sizeof(keep), "%d", w->db->cfg.keep_results);
 	snprintf(max_reply, sizeof(max_reply), "%d", w->db->cfg.max_reply);
@@ -438,7 +462,6 @@ try_group(struct worker *w, struct job **jobs, int n, char **results,
 		out = GROUP_LOST;
 		goto out_free;
 	}
-	PQsendQueryParams(pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
 	if (nfast) {
 		struct buf arrays[8];
 		const char *params[10];
@@ -451,6 +474,9 @@ try_group(struct worker *w, struct job **jobs, int n, char **results,
 		for (int i = 0; i < n; i++)
 			if (fast[i])
 				map[m++] = i;
+		if (!autocommit)
+			PQsendQueryParams(pg, "BEGIN", 0, NULL, NULL, NULL,
+					  NULL, 0);
 		PQsendQueryPrepared(pg, "fast", 10, params, NULL, NULL, 0);
 		for (int a = 0; a < 8; a++)
 			buf_fini(&arrays[a]);
@@ -458,37 +484,40 @@ try_group(struct worker *w, struct job **jobs, int n, char **results,
 			out = GROUP_LOST;
 			goto out_exit;
 		}
-		out = read_query(w, "begin", map, m, results, out);
+		if (!autocommit)
+			out = read_query(w, "begin", map, 0, results, out);
 		if (out != GROUP_LOST)
 			out = read_query(w, "fast", map, m, results, out);
 		if (out != GROUP_LOST)
 			out = read_sync(pg, out);
 		if (out != GROUP_OK) {
-			/* roll back whatever began; the caller decides */
-			if (out != GROUP_LOST) {
-				PQsendQueryParams(pg, "ROLLBACK", 0, NULL, NULL,
-						  NULL, NULL, 0);
-				if (!PQpipelineSync(pg))
-					out = GROUP_LOST;
-				else if (read_query(w, "rollback", map, 0,
-						    results,
-						    GROUP_OK) == GROUP_LOST ||
-					 read_sync(pg, GROUP_OK) == GROUP_LOST)
-					out = GROUP_LOST;
+			if (out != GROUP_LOST && !autocommit && !rollback(w))
+				out = GROUP_LOST;
+			for (int k = 0; k < m; k++) { /* none of it stands */
+				free(results[map[k]]);
+				results[map[k]] = NULL;
 			}
 			goto out_exit;
 		}
 		for (int k = 0; k < m; k++)
-			if (results[map[k]])
+			if (results[map[k]]) {
 				(*n_fast)++;
+				durable[map[k]] = autocommit;
+			}
+		in_txn = !autocommit;
 	}
 	m = 0;
 	for (int i = 0; i < n; i++) {
 		char mid[24];
 		const char *params[8];
 
-		if (results[i]) /* the fast path applied it */
+		if (results[i]) /* done: by the fast path, or before */
 			continue;
+		if (!in_txn) {
+			PQsendQueryParams(pg, "BEGIN", 0, NULL, NULL, NULL,
+					  NULL, 0);
+			in_txn = true;
+		}
 		snprintf(mid, sizeof(mid), "%llu",
 			 (unsigned long long)jobs[i]->mid);
 		params[0] = jobs[i]->client_id;
@@ -502,12 +531,14 @@ try_group(struct worker *w, struct job **jobs, int n, char **results,
 		PQsendQueryPrepared(pg, "apply", 8, params, NULL, NULL, 0);
 		map[m++] = i;
 	}
+	if (!in_txn) /* all done by an autocommitted fast call */
+		goto out_exit;
 	PQsendQueryParams(pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
 	if (!PQpipelineSync(pg)) {
 		out = GROUP_LOST;
 		goto out_exit;
 	}
-	if (!nfast) /* BEGIN is in this section */
+	if (!nfast || autocommit) /* BEGIN is in this section */
 		out = read_query(w, "begin", map, 0, results, out);
 	for (int k = 0; k < m && out != GROUP_LOST; k++)
 		out = read_query(w, "apply", map + k, 1, results, out);
@@ -515,10 +546,19 @@ try_group(struct worker *w, struct job **jobs, int n, char **results,
 		out = read_query(w, "commit", map, 0, results, out);
 	if (out != GROUP_LOST)
 		out = read_sync(pg, out);
+	if (out == GROUP_OK)
+		for (int i = 0; i < n; i++)
+			durable[i] = results[i] != NULL;
 out_exit:
 	if (out != GROUP_LOST && !PQexitPipelineMode(pg))
 		out = GROUP_LOST;
 out_free:
+	if (out != GROUP_OK) /* what did not commit does not stand */
+		for (int i = 0; i < n; i++)
+			if (!durable[i]) {
+				free(results[i]);
+				results[i] = NULL;
+			}
 	free(fast);
 	free(map);
 	return out;
@@ -541,6 +581,7 @@ run_group(struct worker *w, struct job *list, int n)
 {
 	struct job **jobs = xcalloc((size_t)n, sizeof(*jobs));
 	char **results = xcalloc((size_t)n, sizeof(*results));
+	bool *durable = xcalloc((size_t)n, sizeof(*durable));
 	enum group_outcome out = GROUP_RETRY;
 	bool use_fast = true;
 	int i = 0, attempt, n_fast = 0;
@@ -549,13 +590,10 @@ run_group(struct worker *w, struct job *list, int n)
 		jobs[i++] = j;
 	for (attempt = 0; attempt < DB_RETRIES && out == GROUP_RETRY;
 	     attempt++) {
-		for (i = 0; i < n; i++) {
-			free(results[i]);
-			results[i] = NULL;
-		}
 		if (attempt)
 			count(w->db, &w->db->stats.retries, 1);
-		out = try_group(w, jobs, n, results, use_fast, &n_fast);
+		out = try_group(w, jobs, n, results, durable, use_fast,
+				&n_fast);
 		if (out == GROUP_FAILED && use_fast) {
 			/* whatever the set-based path tripped on, weft_apply()
 			 * turns into a stored rejection of one transaction */
@@ -565,26 +603,27 @@ run_group(struct worker *w, struct job *list, int n)
 	}
 	if (out == GROUP_LOST)
 		disconnect(w);
-	if (out != GROUP_OK) {
-		/* nothing of this group is known to be committed: a
-		 * retryable error, never an ack */
-		for (i = 0; i < n; i++)
-			jobs[i]->next = i + 1 < n ? jobs[i + 1] : NULL;
-		answer_all(w->db, jobs[0], WEFT_EUNAVAILABLE);
-		goto out_free;
-	}
 	pthread_mutex_lock(&w->db->mu);
-	w->db->stats.commits++;
-	w->db->stats.txns += (uint64_t)n;
+	if (out == GROUP_OK) {
+		w->db->stats.commits++;
+		w->db->stats.group_hist[hist_bucket(n)]++;
+	}
 	w->db->stats.fast += (uint64_t)n_fast;
-	w->db->stats.group_hist[hist_bucket(n)]++;
 	pthread_mutex_unlock(&w->db->mu);
 	for (i = 0; i < n; i++) {
 		json_error_t jerr;
-		json_t *res =
-			results[i] ? json_loads(results[i], 0, &jerr) : NULL;
+		json_t *res;
 
 		jobs[i]->next = NULL;
+		if (!results[i]) {
+			/* not known to be committed: a retryable error,
+			 * never an ack */
+			answer(jobs[i], WEFT_EUNAVAILABLE, NULL);
+			count(w->db, &w->db->stats.unavailable, 1);
+			continue;
+		}
+		count(w->db, &w->db->stats.txns, 1);
+		res = json_loads(results[i], 0, &jerr);
 		if (!res) {
 			log_event(LOG_ERROR, "bad_apply_result",
 				  "worker=%d mid=%llu", w->index,
@@ -595,10 +634,10 @@ run_group(struct worker *w, struct job *list, int n)
 		answer(jobs[i], 0, res);
 		json_decref(res);
 	}
-out_free:
 	for (i = 0; i < n; i++)
 		free(results[i]);
 	free(results);
+	free(durable);
 	free(jobs);
 }
 
