@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -88,6 +89,7 @@ start_write(struct proc *p, const char *pg_url, const char *scheme,
 	p->pid = fork();
 	cr_assert(p->pid >= 0);
 	if (p->pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
 		execv(bin, (char *const *)(uintptr_t)argv);
 		_exit(127);
 	}
@@ -218,4 +220,82 @@ proc_stack_destroy(const char *dir)
 		 dir, dir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "cleanup of %s failed\n", dir);
+}
+
+void
+proc_start_svc(struct proc *p, const char *const *argv)
+{
+	const char *args[40];
+	char http[80], body[256];
+	int n = 0;
+
+	p->http_port = proc_free_port();
+	p->url[0] = '\0';
+	snprintf(http, sizeof(http), "--http=http://127.0.0.1:%d",
+		 p->http_port);
+	for (; argv[n] && n < 38; n++)
+		args[n] = argv[n];
+	args[n++] = http;
+	args[n] = NULL;
+	p->pid = fork();
+	cr_assert(p->pid >= 0);
+	if (p->pid == 0) {
+		/* never outlive the test (a timeout kills it hard) */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		execv(args[0], (char *const *)(uintptr_t)args);
+		_exit(127);
+	}
+	for (int i = 0; i < 200; i++) {
+		if (proc_http_get(p, "/healthz", body, sizeof(body)) > 0)
+			return;
+		usleep(25000);
+	}
+	kill(p->pid, SIGKILL);
+	cr_assert_fail("%s did not answer /healthz", args[0]);
+}
+
+void
+proc_kill9(struct proc *p)
+{
+	int status;
+
+	if (p->pid <= 0)
+		return;
+	kill(p->pid, SIGKILL);
+	waitpid(p->pid, &status, 0);
+	p->pid = 0;
+}
+
+void
+proc_stack_env(const char *dir, const char *key, char *out, size_t cap)
+{
+	char path[128], line[512];
+	size_t kl = strlen(key);
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/env", dir);
+	f = fopen(path, "r");
+	cr_assert_not_null(f, "%s", path);
+	out[0] = '\0';
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, key, kl) == 0 && line[kl] == '=')
+			snprintf(out, cap, "%.*s",
+				 (int)strcspn(line + kl + 1, "\n"),
+				 line + kl + 1);
+	fclose(f);
+	cr_assert(out[0] != '\0', "no %s in %s", key, path);
+}
+
+int64_t
+proc_metric(const struct proc *p, const char *name)
+{
+	static char body[65536];
+	char key[160];
+	const char *at;
+
+	if (proc_http_get(p, "/metrics", body, sizeof(body)) != 200)
+		return -1;
+	snprintf(key, sizeof(key), "\n%s ", name);
+	at = strstr(body, key);
+	return at ? (int64_t)strtod(at + strlen(key), NULL) : -1;
 }

@@ -4,6 +4,8 @@
 #ifndef WEFT_TEST_PROC_H
 #define WEFT_TEST_PROC_H
 
+#include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 struct proc {
@@ -55,6 +57,21 @@ void proc_stop(struct proc *p);
 void proc_stack_up(char *dir, char *url);
 void proc_stack(const char *dir, const char *verb);
 void proc_stack_destroy(const char *dir);
+
+/*
+ * proc_start_svc - run argv[0] (NULL-terminated argv) with an added
+ * --http on a free port; returns once /healthz answers at all.
+ */
+void proc_start_svc(struct proc *p, const char *const *argv);
+
+/* proc_kill9 - SIGKILL and reap; no check of the status. */
+void proc_kill9(struct proc *p);
+
+/* proc_stack_env - KEY's value from a private stack's env file. */
+void proc_stack_env(const char *dir, const char *key, char *out, size_t cap);
+
+/* proc_metric - a metric's value from /metrics (first sample), or -1. */
+int64_t proc_metric(const struct proc *p, const char *name);
 
 /* PROC_SECRET - the HS256 secret test services verify tokens with. */
 #define PROC_SECRET "weft-test-secret-0123456789abcdef0123"

@@ -1,0 +1,757 @@
+/*
+ * relay.c - see relay.h.
+ */
+#include "services/relay/relay.h"
+
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <msgpack.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <weft/error.h>
+
+#include "common/alloc.h"
+#include "common/buf.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "proto/json.h"
+#include "services/relay/pgoutput.h"
+#include "services/shared/redis.h"
+
+#include "common/banned.h"
+
+/* STATUS_MS - a standby status update at least this often */
+#define STATUS_MS 1000
+/* PRUNE_MS - how often the active relay prunes the outbox */
+#define PRUNE_MS 10000
+/* PRUNE_ROWS - rows deleted per statement while pruning */
+#define PRUNE_ROWS 10000
+/* BACKOFF_MAX_MS - longest wait between reconnection attempts */
+#define BACKOFF_MAX_MS 2000
+
+/* the outbox columns the relay reads, by name */
+enum col {
+	COL_TBL,
+	COL_ID,
+	COL_SPACE,
+	COL_PREV,
+	COL_VERSION,
+	COL_OP,
+	COL_DELETED,
+	COL_DATA,
+	COL_CLIENT,
+	COL_MID,
+	COL_USER,
+	COL_N
+};
+static const char *const col_names[COL_N] = {
+	"tbl", "id", "space", "prev_space", "version", "op", "deleted",
+	"data", "client_id", "mid", "user_id"
+};
+/* their field names in the stream entry (see docs/relay.md) */
+static const char *const field_names[COL_N] = { "t", "i", "s", "p", "v", "o",
+						"x", "d", "c", "m", "u" };
+
+/* one stream entry waiting for its XADD */
+struct entry {
+	char id[48]; /* <lsn>-<idx> */
+	int nargs;
+	const char *argv[7 + 2 * COL_N];
+	size_t lens[7 + 2 * COL_N];
+	char *mem; /* owns the values */
+};
+
+struct relay {
+	const struct relay_config *cfg;
+	const volatile sig_atomic_t *stop;
+	PGconn *repl;	 /* replication connection */
+	PGconn *sql;	 /* ordinary connection: pruning */
+	redisContext *r; /* NULL while down */
+	char maxlen[24];
+	/* the outbox relation, from the last Relation message */
+	uint32_t outbox_relid;
+	int colmap[COL_N]; /* column index of each enum col, or -1 */
+	/* the transaction being decoded */
+	bool in_txn;
+	uint64_t txn_lsn; /* its commit LSN (from BEGIN) */
+	uint32_t txn_idx; /* entries of it so far */
+	int64_t txn_time; /* its commit time, Unix µs */
+	/* entries decoded and not yet in Redis */
+	struct entry *pending;
+	int npending, cap;
+	uint64_t seen_end;	 /* end LSN of the last commit decoded */
+	int64_t seen_time;	 /* its commit time */
+	uint64_t seen_txns;	 /* commits decoded, not yet counted */
+	uint64_t confirmed;	 /* flushed LSN told to Postgres */
+	uint64_t last_added;	 /* commit LSN of the newest entry Redis
+				  * acknowledged */
+	uint64_t wal_end;	 /* latest server WAL end */
+	uint64_t next_status_ms; /* when to send a status update */
+	uint64_t next_prune_ms;
+	uint64_t next_lag_warn_ms;
+};
+
+static pthread_mutex_t stats_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct relay_stats stats;
+
+void
+relay_stats(struct relay_stats *out)
+{
+	pthread_mutex_lock(&stats_mu);
+	*out = stats;
+	pthread_mutex_unlock(&stats_mu);
+}
+
+static void
+set_state(enum relay_state s)
+{
+	pthread_mutex_lock(&stats_mu);
+	if (s == RELAY_ACTIVE && stats.state != RELAY_ACTIVE)
+		stats.takeovers++;
+	stats.state = s;
+	pthread_mutex_unlock(&stats_mu);
+}
+
+static void
+count(uint64_t *c, uint64_t n)
+{
+	pthread_mutex_lock(&stats_mu);
+	*c += n;
+	pthread_mutex_unlock(&stats_mu);
+}
+
+static int64_t
+unix_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void
+lsn_text(uint64_t lsn, char out[24])
+{
+	snprintf(out, 24, "%X/%X", (unsigned)(lsn >> 32), (unsigned)lsn);
+}
+
+static void
+entry_free(struct entry *e)
+{
+	free(e->mem);
+	e->mem = NULL;
+}
+
+static void
+drop_pending(struct relay *rl)
+{
+	for (int i = 0; i < rl->npending; i++)
+		entry_free(&rl->pending[i]);
+	rl->npending = 0;
+}
+
+/* ---- Redis ---- */
+
+static void
+redis_drop(struct relay *rl)
+{
+	redisFree(rl->r);
+	rl->r = NULL;
+}
+
+/* connect and check the stream did not lose what was confirmed */
+static bool
+redis_up(struct relay *rl)
+{
+	char why[256];
+	redisReply *top;
+
+	if (rl->r)
+		return true;
+	rl->r = redis_open(rl->cfg->redis_url, 5000, why, sizeof(why));
+	if (!rl->r) {
+		log_event(LOG_WARN, "redis_connect_failed", "why=\"%s\"", why);
+		count(&stats.redis_errors, 1);
+		return false;
+	}
+	top = redisCommand(rl->r, "XREVRANGE %s + - COUNT 1", rl->cfg->stream);
+	if (!top) {
+		redis_drop(rl);
+		return false;
+	}
+	if (top->type == REDIS_REPLY_ARRAY && top->elements == 1 &&
+	    top->element[0]->type == REDIS_REPLY_ARRAY &&
+	    top->element[0]->elements >= 1 &&
+	    top->element[0]->element[0]->type == REDIS_REPLY_STRING) {
+		uint64_t lsn = strtoull(top->element[0]->element[0]->str, NULL,
+					10);
+
+		if (lsn < rl->last_added) {
+			char a[24], b[24];
+
+			lsn_text(lsn, a);
+			lsn_text(rl->last_added, b);
+			log_event(LOG_ERROR, "redis_lost_entries",
+				  "stream_top=%s acked=%s msg=\"Redis lost "
+				  "entries it had acknowledged (is appendfsync "
+				  "always?); fanout nodes will send catch-up\"",
+				  a, b);
+		}
+	}
+	freeReplyObject(top);
+	log_event(LOG_INFO, "redis_connected", "url=%s", rl->cfg->redis_url);
+	return true;
+}
+
+static size_t
+hist_bucket(uint64_t n)
+{
+	size_t b = 0;
+
+	while (n > 1 && b < 7) {
+		n >>= 1;
+		b++;
+	}
+	return b;
+}
+
+/*
+ * flush - XADD every pending entry in one pipeline.  true when Redis
+ * holds all of them (new or duplicate); then every commit decoded so far
+ * is safe, and the status update may confirm it.
+ */
+static bool
+flush(struct relay *rl)
+{
+	uint64_t added = 0, dups = 0;
+	bool ok = true;
+
+	if (rl->npending == 0)
+		goto done;
+	if (!redis_up(rl))
+		return false;
+	for (int i = 0; i < rl->npending; i++) {
+		struct entry *e = &rl->pending[i];
+
+		redisAppendCommandArgv(rl->r, e->nargs, e->argv, e->lens);
+	}
+	for (int i = 0; i < rl->npending; i++) {
+		redisReply *rep = NULL;
+
+		if (redisGetReply(rl->r, (void **)&rep) != REDIS_OK || !rep) {
+			log_event(LOG_WARN, "redis_failed", "why=\"%s\"",
+				  rl->r->errstr);
+			count(&stats.redis_errors, 1);
+			redis_drop(rl);
+			return false; /* the whole batch again, later */
+		}
+		if (rep->type == REDIS_REPLY_ERROR) {
+			if (strstr(rep->str, "equal or smaller")) {
+				dups++;
+			} else {
+				if (ok)
+					log_event(LOG_ERROR, "xadd_failed",
+						  "id=%s err=\"%s\"",
+						  rl->pending[i].id, rep->str);
+				ok = false;
+			}
+		} else {
+			added++;
+		}
+		freeReplyObject(rep);
+	}
+	if (!ok) {
+		count(&stats.redis_errors, 1);
+		return false;
+	}
+	rl->last_added = strtoull(rl->pending[rl->npending - 1].id, NULL, 10);
+	pthread_mutex_lock(&stats_mu);
+	stats.rows += added;
+	stats.duplicates += dups;
+	stats.batches++;
+	stats.batch_hist[hist_bucket((uint64_t)rl->npending)]++;
+	pthread_mutex_unlock(&stats_mu);
+	drop_pending(rl);
+done:
+	if (rl->seen_txns) {
+		double ms = (double)(unix_us() - rl->seen_time) / 1000.0;
+		size_t b = 0;
+
+		while (b < 11 && ms >= (double)(2u << b))
+			b++;
+		pthread_mutex_lock(&stats_mu);
+		stats.txns += rl->seen_txns;
+		stats.lag_hist[b]++;
+		stats.lag_sum_s += ms / 1000.0;
+		stats.lag_n++;
+		stats.last_lag_ms = ms;
+		pthread_mutex_unlock(&stats_mu);
+		rl->seen_txns = 0;
+	}
+	if (rl->seen_end > rl->confirmed) {
+		rl->confirmed = rl->seen_end;
+		rl->next_status_ms = 0; /* tell Postgres now */
+	}
+	return true;
+}
+
+/* ---- decoding ---- */
+
+static void
+map_relation(struct relay *rl, const struct pgo_msg *m)
+{
+	if (m->relname.len != 11 || memcmp(m->relname.p, "weft_outbox", 11))
+		return;
+	rl->outbox_relid = m->relid;
+	for (int c = 0; c < COL_N; c++) {
+		rl->colmap[c] = -1;
+		for (int i = 0; i < m->ncols; i++)
+			if (m->names[i].len == strlen(col_names[c]) &&
+			    memcmp(m->names[i].p, col_names[c],
+				   m->names[i].len) == 0)
+				rl->colmap[c] = i;
+	}
+}
+
+/* jsonb text -> msgpack into b; false if it is not JSON */
+static bool
+data_to_mp(const struct pgo_str *text, msgpack_sbuffer *sb)
+{
+	json_error_t jerr;
+	json_t *j = json_loadb(text->p, text->len, JSON_DECODE_ANY, &jerr);
+	msgpack_packer pk;
+	int rc;
+
+	if (!j)
+		return false;
+	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+	rc = json_to_mp(&pk, j);
+	json_decref(j);
+	return rc == 0;
+}
+
+static void
+add_entry(struct relay *rl, const struct pgo_msg *m)
+{
+	struct entry *e;
+	msgpack_sbuffer sb;
+	size_t total = 0, off = 0;
+	struct pgo_str vals[COL_N];
+	bool have[COL_N];
+
+	if (rl->npending == rl->cap) {
+		rl->cap = rl->cap ? rl->cap * 2 : 256;
+		rl->pending = xrealloc(rl->pending,
+				       (size_t)rl->cap * sizeof(*rl->pending));
+	}
+	e = &rl->pending[rl->npending++];
+	memset(e, 0, sizeof(*e));
+	snprintf(e->id, sizeof(e->id), "%llu-%u",
+		 (unsigned long long)rl->txn_lsn, rl->txn_idx++);
+	msgpack_sbuffer_init(&sb);
+	for (int c = 0; c < COL_N; c++) {
+		int k = rl->colmap[c];
+
+		have[c] = k >= 0 && k < m->ncols &&
+			  m->cols[k].kind == PGO_COL_TEXT;
+		vals[c] = have[c] ? m->cols[k].value : (struct pgo_str){ 0 };
+		if (c == COL_DATA && have[c]) {
+			if (!data_to_mp(&vals[c], &sb)) {
+				log_event(LOG_ERROR, "bad_outbox_data",
+					  "id=%s", e->id);
+				have[c] = false;
+			} else {
+				vals[c] = (struct pgo_str){ sb.data,
+							    (uint32_t)sb.size };
+			}
+		}
+		if (have[c])
+			total += vals[c].len;
+	}
+	e->mem = xmalloc(total ? total : 1);
+	e->argv[0] = "XADD";
+	e->argv[1] = rl->cfg->stream;
+	e->argv[2] = "MAXLEN";
+	e->argv[3] = "~";
+	e->argv[4] = rl->maxlen;
+	e->argv[5] = e->id;
+	for (int i = 0; i < 6; i++)
+		e->lens[i] = strlen(e->argv[i]);
+	e->nargs = 6;
+	for (int c = 0; c < COL_N; c++) {
+		if (!have[c])
+			continue;
+		memcpy(e->mem + off, vals[c].p, vals[c].len);
+		e->argv[e->nargs] = field_names[c];
+		e->lens[e->nargs] = strlen(field_names[c]);
+		e->argv[e->nargs + 1] = e->mem + off;
+		e->lens[e->nargs + 1] = vals[c].len;
+		e->nargs += 2;
+		off += vals[c].len;
+	}
+	msgpack_sbuffer_destroy(&sb);
+}
+
+/* one XLogData payload; false on a decoding error */
+static bool
+on_wal(struct relay *rl, const struct pgo_copy *cp)
+{
+	static struct pgo_msg m; /* large; one relay thread */
+	int rc = pgo_decode(cp->data, cp->len, &m);
+
+	if (rc) {
+		log_event(LOG_ERROR, "pgoutput_bad", "err=%s at=%llu",
+			  weft_errname(rc), (unsigned long long)cp->wal_start);
+		return false;
+	}
+	switch (m.kind) {
+	case PGO_BEGIN:
+		rl->in_txn = true;
+		rl->txn_lsn = m.final_lsn;
+		rl->txn_idx = 0;
+		rl->txn_time = m.commit_time + PGO_EPOCH_OFFSET_US;
+		break;
+	case PGO_RELATION:
+		map_relation(rl, &m);
+		break;
+	case PGO_INSERT:
+		if (rl->in_txn && m.relid == rl->outbox_relid)
+			add_entry(rl, &m);
+		break;
+	case PGO_COMMIT:
+		rl->in_txn = false;
+		rl->seen_end = m.end_lsn;
+		rl->seen_time = rl->txn_time;
+		rl->seen_txns++;
+		break;
+	default:
+		break;
+	}
+	return true;
+}
+
+/* ---- Postgres ---- */
+
+static void
+send_status(struct relay *rl, bool force)
+{
+	uint8_t msg[34];
+	uint64_t now = clock_now_ms();
+
+	if (!force && now < rl->next_status_ms)
+		return;
+	pgo_status_update(msg, rl->wal_end > rl->confirmed ? rl->wal_end
+							   : rl->confirmed,
+			  rl->confirmed, unix_us(), false);
+	if (PQputCopyData(rl->repl, (const char *)msg, sizeof(msg)) == 1)
+		PQflush(rl->repl);
+	rl->next_status_ms = now + STATUS_MS;
+	pthread_mutex_lock(&stats_mu);
+	stats.confirmed = rl->confirmed;
+	stats.wal_end = rl->wal_end;
+	pthread_mutex_unlock(&stats_mu);
+}
+
+static PGconn *
+pg_open(const char *url, bool replication)
+{
+	static const char *const keys[] = { "dbname",	      "replication",
+					    "keepalives",     "keepalives_idle",
+					    "connect_timeout", NULL };
+	const char *vals[] = { url, replication ? "database" : NULL, "1",
+			       "10", "5", NULL };
+	const char *const *k = keys;
+	PGconn *pg;
+
+	if (!replication) { /* drop the replication key */
+		static const char *const k2[] = { "dbname", "keepalives",
+						  "keepalives_idle",
+						  "connect_timeout", NULL };
+		static const char *v2[5];
+
+		v2[0] = url;
+		v2[1] = "1";
+		v2[2] = "10";
+		v2[3] = "5";
+		v2[4] = NULL;
+		pg = PQconnectdbParams(k2, v2, 1);
+	} else {
+		pg = PQconnectdbParams(k, vals, 1);
+	}
+	if (PQstatus(pg) != CONNECTION_OK) {
+		log_event(LOG_WARN, "pg_connect_failed", "err=\"%s\"",
+			  PQerrorMessage(pg));
+		PQfinish(pg);
+		count(&stats.pg_errors, 1);
+		return NULL;
+	}
+	return pg;
+}
+
+static void
+pg_drop(struct relay *rl)
+{
+	PQfinish(rl->repl);
+	rl->repl = NULL;
+	PQfinish(rl->sql);
+	rl->sql = NULL;
+	rl->in_txn = false;
+	rl->outbox_relid = 0;
+	drop_pending(rl); /* Postgres sends them again */
+	rl->seen_txns = 0;
+	rl->seen_end = rl->confirmed;
+}
+
+/* 1 streaming, 0 slot busy (standby), -1 failed */
+static int
+start_streaming(struct relay *rl)
+{
+	char sql[512];
+	PGresult *res;
+	const char *st;
+
+	rl->repl = pg_open(rl->cfg->pg_url, true);
+	if (!rl->repl)
+		return -1;
+	snprintf(sql, sizeof(sql),
+		 "CREATE_REPLICATION_SLOT \"%s\" LOGICAL pgoutput "
+		 "(SNAPSHOT 'nothing')",
+		 rl->cfg->slot);
+	res = PQexec(rl->repl, sql);
+	st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	if (PQresultStatus(res) == PGRES_TUPLES_OK)
+		log_event(LOG_INFO, "slot_created", "slot=%s", rl->cfg->slot);
+	else if (!st || strcmp(st, "42710") != 0) /* not "already exists" */
+		log_event(LOG_WARN, "slot_create_failed", "err=\"%s\"",
+			  PQresultErrorMessage(res));
+	PQclear(res);
+	snprintf(sql, sizeof(sql),
+		 "START_REPLICATION SLOT \"%s\" LOGICAL 0/0 "
+		 "(proto_version '1', publication_names '\"%s\"')",
+		 rl->cfg->slot, rl->cfg->publication);
+	res = PQexec(rl->repl, sql);
+	if (PQresultStatus(res) == PGRES_COPY_BOTH) {
+		PQclear(res);
+		return 1;
+	}
+	st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	if (st && strcmp(st, "55006") == 0) { /* active for another PID */
+		PQclear(res);
+		PQfinish(rl->repl);
+		rl->repl = NULL;
+		return 0;
+	}
+	log_event(LOG_WARN, "start_replication_failed", "err=\"%s\"",
+		  PQresultErrorMessage(res));
+	PQclear(res);
+	count(&stats.pg_errors, 1);
+	PQfinish(rl->repl);
+	rl->repl = NULL;
+	return -1;
+}
+
+static void
+prune(struct relay *rl)
+{
+	char sql[256], secs[24];
+	const char *params[1] = { secs };
+	uint64_t now = clock_now_ms();
+
+	if (now < rl->next_prune_ms || rl->cfg->retention_s <= 0)
+		return;
+	rl->next_prune_ms = now + PRUNE_MS;
+	if (!rl->sql && !(rl->sql = pg_open(rl->cfg->pg_url, false)))
+		return;
+	snprintf(secs, sizeof(secs), "%d", rl->cfg->retention_s);
+	snprintf(sql, sizeof(sql),
+		 "DELETE FROM weft_outbox WHERE seq IN (SELECT seq FROM "
+		 "weft_outbox WHERE created_at < now() - make_interval(secs "
+		 "=> $1::int) LIMIT %d)",
+		 PRUNE_ROWS);
+	for (int round = 0; round < 100; round++) {
+		PGresult *res = PQexecParams(rl->sql, sql, 1, NULL, params,
+					     NULL, NULL, 0);
+		long n = PQresultStatus(res) == PGRES_COMMAND_OK
+				 ? strtol(PQcmdTuples(res), NULL, 10)
+				 : -1;
+
+		if (n < 0) {
+			log_event(LOG_WARN, "prune_failed", "err=\"%s\"",
+				  PQresultErrorMessage(res));
+			PQclear(res);
+			PQfinish(rl->sql);
+			rl->sql = NULL;
+			return;
+		}
+		PQclear(res);
+		count(&stats.pruned, (uint64_t)n);
+		if (n < PRUNE_ROWS)
+			break;
+	}
+}
+
+static void
+check_lag(struct relay *rl)
+{
+	uint64_t now = clock_now_ms();
+	uint64_t behind =
+		rl->wal_end > rl->confirmed ? rl->wal_end - rl->confirmed : 0;
+
+	if ((long long)behind < rl->cfg->lag_warn || now < rl->next_lag_warn_ms)
+		return;
+	rl->next_lag_warn_ms = now + 60000;
+	log_event(LOG_WARN, "relay_behind",
+		  "bytes=%llu msg=\"the relay is behind the WAL; Postgres "
+		  "keeps WAL for the slot up to max_slot_wal_keep_size\"",
+		  (unsigned long long)behind);
+}
+
+/*
+ * flush_or_wait - flush; while Redis is down, keep the replication
+ * connection (status updates keep it alive, nothing more is read, so
+ * Postgres holds the backlog in the slot) and retry with backoff.
+ * false only when stopping.
+ */
+static bool
+flush_or_wait(struct relay *rl)
+{
+	uint32_t backoff = 50;
+
+	while (!flush(rl)) {
+		for (uint32_t t = 0; t < backoff && !*rl->stop; t += 50) {
+			clock_sleep_ms(50);
+			send_status(rl, false);
+		}
+		if (*rl->stop)
+			return false;
+		backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
+						       : backoff * 2;
+	}
+	return true;
+}
+
+/* stream until the connection ends or stop; false on trouble */
+static bool
+stream(struct relay *rl)
+{
+	for (;;) {
+		char *buf = NULL;
+		int n;
+
+		if (*rl->stop)
+			return true;
+		n = PQgetCopyData(rl->repl, &buf, 1);
+		if (n > 0) {
+			struct pgo_copy cp;
+			bool ok = pgo_copy_decode((uint8_t *)buf, (size_t)n,
+						  &cp) == 0;
+
+			if (ok && cp.wal_end > rl->wal_end)
+				rl->wal_end = cp.wal_end;
+			if (ok && cp.kind == 'w')
+				ok = on_wal(rl, &cp);
+			else if (ok && cp.kind == 'k') {
+				/* nothing decoded is unconfirmed: every
+				 * commit before wal_end has been seen */
+				if (!rl->in_txn && !rl->npending &&
+				    !rl->seen_txns &&
+				    cp.wal_end > rl->confirmed) {
+					rl->confirmed = cp.wal_end;
+					rl->seen_end = cp.wal_end;
+				}
+				if (cp.reply_now)
+					rl->next_status_ms = 0;
+			}
+			PQfreemem(buf);
+			if (!ok)
+				return false;
+			if (rl->npending >= rl->cfg->batch_max &&
+			    !flush_or_wait(rl))
+				return true; /* stopping */
+			continue;
+		}
+		if (n == 0) { /* nothing more for now */
+			struct pollfd pfd = { PQsocket(rl->repl), POLLIN, 0 };
+
+			if ((rl->npending || rl->seen_txns) &&
+			    !flush_or_wait(rl))
+				return true; /* stopping */
+			send_status(rl, false);
+			check_lag(rl);
+			prune(rl);
+			if (poll(&pfd, 1, 100) < 0)
+				continue;
+			if (!PQconsumeInput(rl->repl))
+				return false;
+			continue;
+		}
+		return false; /* -1 end of copy, -2 error */
+	}
+}
+
+int
+relay_run(const struct relay_config *cfg, const volatile sig_atomic_t *stop)
+{
+	struct relay rl = { .cfg = cfg, .stop = stop };
+	uint32_t backoff = 50;
+	bool said_standby = false;
+
+	snprintf(rl.maxlen, sizeof(rl.maxlen), "%lld", cfg->stream_maxlen);
+	for (int c = 0; c < COL_N; c++)
+		rl.colmap[c] = -1;
+	while (!*stop) {
+		int s;
+
+		set_state(RELAY_CONNECTING);
+		s = start_streaming(&rl);
+		if (s == 0) {
+			set_state(RELAY_STANDBY);
+			if (!said_standby)
+				log_event(LOG_INFO, "standby",
+					  "slot=%s msg=\"another relay is "
+					  "active\"",
+					  cfg->slot);
+			said_standby = true;
+			for (int t = 0; t < cfg->standby_ms && !*stop; t += 50)
+				clock_sleep_ms(50);
+			continue;
+		}
+		if (s < 0) {
+			clock_sleep_ms(backoff);
+			backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
+							       : backoff * 2;
+			continue;
+		}
+		said_standby = false;
+		backoff = 50;
+		set_state(RELAY_ACTIVE);
+		log_event(LOG_INFO, "active", "slot=%s stream=%s", cfg->slot,
+			  cfg->stream);
+		rl.next_status_ms = 0;
+		if (!stream(&rl)) {
+			log_event(LOG_WARN, "stream_interrupted",
+				  "pg=\"%s\" msg=\"reconnecting; unconfirmed "
+				  "changes are sent again\"",
+				  rl.repl ? PQerrorMessage(rl.repl) : "");
+			pg_drop(&rl);
+			clock_sleep_ms(backoff);
+			continue;
+		}
+		/* stopping: what is flushed gets confirmed */
+		if (flush(&rl))
+			send_status(&rl, true);
+		PQputCopyEnd(rl.repl, NULL);
+		PQflush(rl.repl);
+		pg_drop(&rl);
+	}
+	redis_drop(&rl);
+	drop_pending(&rl);
+	free(rl.pending);
+	return 0;
+}

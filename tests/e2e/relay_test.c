@@ -1,0 +1,378 @@
+/*
+ * relay_test.c - weft-relay as real processes against a private Postgres
+ * (wal_level=logical) and Redis: commit order whatever the sequence
+ * order, and every committed outbox row in the stream exactly once
+ * across kill -9 of the active relay (the standby takes over), a Redis
+ * restart and a Postgres restart, all under steady writes.
+ *
+ * The outbox rows are written straight into weft_outbox: the relay does
+ * not care who wrote them.  Each test marks its rows with its own
+ * client_id and numbers them in mid, and compares the two sides.
+ */
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <hiredis/hiredis.h>
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "tests/lib/proc.h"
+
+static char dir[64], pg_url[256], redis_url[128], redis_port[16];
+
+/* a writer that commits outbox rows until told to stop, reconnecting
+ * through restarts; committed counts the commits that succeeded */
+struct writer {
+	pthread_t thread;
+	const char *marker;
+	volatile bool stop;
+	long next; /* mid of the next row */
+	long committed;
+};
+
+
+static void
+setup(void)
+{
+	proc_stack_up(dir, pg_url);
+	proc_stack_env(dir, "WEFT_REDIS_URL", redis_url, sizeof(redis_url));
+	proc_stack_env(dir, "WEFT_REDIS_PORT", redis_port, sizeof(redis_port));
+}
+
+static struct writer *running; /* stopped by teardown if a test fails */
+
+static void
+teardown(void)
+{
+	if (running) {
+		running->stop = true;
+		pthread_join(running->thread, NULL);
+		running = NULL;
+	}
+	proc_stack_destroy(dir);
+}
+
+TestSuite(relay, .init = setup, .fini = teardown, .timeout = 120);
+
+static void
+start_relay(struct proc *p)
+{
+	char pg[300], rd[160];
+	const char *argv[] = { getenv("WEFT_RELAY_BIN"),
+			       pg,
+			       rd,
+			       "--log-level=warn",
+			       "--outbox-retention=0",
+			       "--standby-retry=200ms",
+			       NULL };
+
+	cr_assert_not_null(argv[0], "WEFT_RELAY_BIN not set (run via ctest)");
+	snprintf(pg, sizeof(pg), "--pg-url=%s", pg_url);
+	snprintf(rd, sizeof(rd), "--redis-url=%s", redis_url);
+	proc_start_svc(p, argv);
+}
+
+static PGconn *
+pg_connect(void)
+{
+	PGconn *c = PQconnectdb(pg_url);
+
+	cr_assert(eq(i64, PQstatus(c), CONNECTION_OK), "%s",
+		  PQerrorMessage(c));
+	return c;
+}
+
+static void
+exec_ok(PGconn *c, const char *fmt, ...)
+{
+	char sql[512];
+	va_list ap;
+	PGresult *r;
+
+	va_start(ap, fmt);
+	vsnprintf(sql, sizeof(sql), fmt, ap);
+	va_end(ap);
+	r = PQexec(c, sql);
+	cr_assert(PQresultStatus(r) == PGRES_COMMAND_OK ||
+			  PQresultStatus(r) == PGRES_TUPLES_OK,
+		  "%s: %s", sql, PQresultErrorMessage(r));
+	PQclear(r);
+}
+
+static const char OUTBOX_ROW[] =
+	"INSERT INTO weft_outbox (tbl, id, space, version, op, deleted, "
+	"data, client_id, mid, user_id) VALUES ('items', '%s', 's', 1, 1, "
+	"false, '{\"n\": %ld}', '%s', %ld, 'u')";
+
+/* the mids of the stream entries marked client_id = marker, in stream
+ * order, and whether their IDs strictly increase */
+static long
+stream_mids(const char *marker, long *mids, long cap, bool *increasing)
+{
+	redisContext *r = redisConnect("127.0.0.1", atoi(redis_port));
+	char last[64] = "-";
+	long n = 0;
+	uint64_t prev_ms = 0, prev_seq = 0;
+
+	cr_assert(r && !r->err, "redis");
+	*increasing = true;
+	for (;;) {
+		redisReply *rep = redisCommand(
+			r, "XRANGE weft:changes %s + COUNT 1000", last);
+
+		cr_assert_not_null(rep);
+		cr_assert(eq(i64, rep->type, REDIS_REPLY_ARRAY));
+		if (rep->elements == 0 ||
+		    (rep->elements == 1 && strcmp(last, "-") != 0 &&
+		     strcmp(rep->element[0]->element[0]->str, last) == 0)) {
+			freeReplyObject(rep);
+			break;
+		}
+		for (size_t i = 0; i < rep->elements; i++) {
+			redisReply *e = rep->element[i], *f = e->element[1];
+			unsigned long long ms, seq;
+			const char *c = NULL, *m = NULL;
+
+			if (strcmp(e->element[0]->str, last) == 0)
+				continue; /* the page boundary */
+			sscanf(e->element[0]->str, "%llu-%llu", &ms, &seq);
+			if (ms < prev_ms || (ms == prev_ms && seq <= prev_seq))
+				*increasing = false;
+			prev_ms = ms;
+			prev_seq = seq;
+			snprintf(last, sizeof(last), "%s",
+				 e->element[0]->str);
+			for (size_t k = 0; k + 1 < f->elements; k += 2) {
+				if (strcmp(f->element[k]->str, "c") == 0)
+					c = f->element[k + 1]->str;
+				if (strcmp(f->element[k]->str, "m") == 0)
+					m = f->element[k + 1]->str;
+			}
+			if (c && m && strcmp(c, marker) == 0 && n < cap)
+				mids[n++] = strtol(m, NULL, 10);
+		}
+		freeReplyObject(rep);
+	}
+	redisFree(r);
+	return n;
+}
+
+/* wait until the stream holds want entries of marker (or 20 s) */
+static long
+wait_for(const char *marker, long want, long *mids, long cap, bool *inc)
+{
+	long n = 0;
+
+	for (int i = 0; i < 200; i++) {
+		n = stream_mids(marker, mids, cap, inc);
+		if (n >= want)
+			break;
+		usleep(100000);
+	}
+	return n;
+}
+
+Test(relay, commit_order_not_sequence_order)
+{
+	struct proc r;
+	PGconn *a = pg_connect(), *b = pg_connect(), *c = pg_connect();
+	long mids[16];
+	bool inc;
+
+	start_relay(&r);
+	/* A takes its outbox seq first and commits last */
+	exec_ok(a, "BEGIN");
+	exec_ok(a, OUTBOX_ROW, "a", 1L, "order", 1L);
+	exec_ok(b, "BEGIN");
+	exec_ok(b, OUTBOX_ROW, "b", 2L, "order", 2L);
+	exec_ok(c, "BEGIN");
+	exec_ok(c, OUTBOX_ROW, "c", 3L, "order", 3L);
+	exec_ok(c, "COMMIT");
+	exec_ok(b, "COMMIT");
+	exec_ok(a, "COMMIT");
+	cr_assert(eq(i64, wait_for("order", 3, mids, 16, &inc), 3),
+		  "every commit delivered");
+	cr_assert(inc, "stream IDs increase");
+	cr_assert(mids[0] == 3 && mids[1] == 2 && mids[2] == 1,
+		  "commit order: %ld %ld %ld", mids[0], mids[1], mids[2]);
+	PQfinish(a);
+	PQfinish(b);
+	PQfinish(c);
+	proc_stop(&r);
+}
+
+static void *
+writer_main(void *arg)
+{
+	struct writer *w = arg;
+	PGconn *c = NULL;
+
+	while (!w->stop) {
+		char sql[512], id[32];
+		PGresult *r;
+
+		if (!c || PQstatus(c) != CONNECTION_OK) {
+			PQfinish(c);
+			c = PQconnectdb(pg_url);
+			if (PQstatus(c) != CONNECTION_OK) {
+				usleep(100000);
+				continue;
+			}
+		}
+		snprintf(id, sizeof(id), "w%ld", w->next);
+		snprintf(sql, sizeof(sql), OUTBOX_ROW, id, w->next, w->marker,
+			 w->next);
+		r = PQexec(c, sql);
+		if (PQresultStatus(r) == PGRES_COMMAND_OK)
+			w->committed++;
+		PQclear(r);
+		w->next++; /* a failed one may or may not have committed */
+		usleep(2000);
+	}
+	PQfinish(c);
+	return NULL;
+}
+
+/* the rows of marker in the outbox (the truth, whatever the writer saw) */
+static long
+outbox_count(const char *marker)
+{
+	PGconn *c = pg_connect();
+	char sql[256];
+	PGresult *r;
+	long n;
+
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM weft_outbox WHERE client_id = '%s'",
+		 marker);
+	r = PQexec(c, sql);
+	n = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+	PQclear(r);
+	PQfinish(c);
+	return n;
+}
+
+static int
+cmp_long(const void *x, const void *y)
+{
+	long a = *(const long *)x, b = *(const long *)y;
+
+	return (a > b) - (a < b);
+}
+
+/* every committed row of marker is in the stream, exactly once */
+static void
+check_exactly_once(const char *marker)
+{
+	static long mids[100000];
+	long want = outbox_count(marker), n;
+	bool inc;
+
+	cr_assert(want > 100, "the writer wrote (%ld rows)", want);
+	n = wait_for(marker, want, mids, 100000, &inc);
+	cr_assert(inc, "stream IDs increase");
+	qsort(mids, (size_t)n, sizeof(*mids), cmp_long);
+	for (long i = 1; i < n; i++)
+		cr_assert(mids[i] != mids[i - 1], "mid %ld twice", mids[i]);
+	cr_assert(eq(i64, n, want), "stream has %ld of %ld committed rows", n,
+		  want);
+}
+
+static bool
+is_active(const struct proc *p)
+{
+	return proc_metric(p, "weft_relay_active") == 1;
+}
+
+Test(relay, kill9_of_the_active_relay_loses_nothing)
+{
+	struct proc r1, r2, *active, *standby;
+	struct writer w = { .marker = "kill9", .next = 1 };
+	uint64_t t0;
+	int i;
+
+	start_relay(&r1);
+	start_relay(&r2);
+	for (i = 0; i < 100 && !is_active(&r1) && !is_active(&r2); i++)
+		usleep(50000);
+	cr_assert(is_active(&r1) != is_active(&r2), "exactly one is active");
+	active = is_active(&r1) ? &r1 : &r2;
+	standby = active == &r1 ? &r2 : &r1;
+	pthread_create(&w.thread, NULL, writer_main, &w);
+	running = &w;
+	usleep(700000);
+	proc_kill9(active);
+	t0 = clock_now_ms();
+	while (!is_active(standby) && clock_now_ms() - t0 < 10000)
+		usleep(20000);
+	cr_assert(is_active(standby), "the standby took over");
+	cr_assert(clock_now_ms() - t0 < 5000, "within 5 s (took %llu ms)",
+		  (unsigned long long)(clock_now_ms() - t0));
+	usleep(700000);
+	w.stop = true;
+	pthread_join(w.thread, NULL);
+	running = NULL;
+	check_exactly_once("kill9");
+	/* the killed one comes back as the standby */
+	start_relay(active);
+	usleep(600000);
+	cr_assert(is_active(standby), "still active");
+	cr_assert(eq(i64, proc_metric(active, "weft_relay_active"), 0),
+		  "the restarted one waits");
+	proc_stop(active);
+	proc_stop(standby);
+}
+
+/* stop one server of the stack by its pid file, then `stack up` again;
+ * sig: SIGINT for Postgres (a fast shutdown: a smart one waits for every
+ * client to leave), SIGTERM for Redis */
+static void
+restart_one(const char *pidfile, int sig)
+{
+	char path[160], cmd[256];
+	FILE *f;
+	long pid = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, pidfile);
+	f = fopen(path, "r");
+	cr_assert_not_null(f, "%s", path);
+	cr_assert(eq(i64, fscanf(f, "%ld", &pid), 1));
+	fclose(f);
+	cr_assert(pid > 1);
+	kill((pid_t)pid, sig);
+	for (int i = 0; i < 100 && kill((pid_t)pid, 0) == 0; i++)
+		usleep(100000);
+	cr_assert(kill((pid_t)pid, 0) != 0, "%s stopped", pidfile);
+	snprintf(cmd, sizeof(cmd), "%s up --dir %s --ports auto >/dev/null",
+		 getenv("WEFT_STACK_SCRIPT"), dir);
+	cr_assert(eq(i64, system(cmd), 0), "stack up again");
+}
+
+Test(relay, redis_and_postgres_restarts_lose_nothing)
+{
+	struct proc r;
+	struct writer w = { .marker = "restarts", .next = 1 };
+
+	start_relay(&r);
+	pthread_create(&w.thread, NULL, writer_main, &w);
+	running = &w;
+	usleep(600000);
+	restart_one("run/redis.pid", SIGTERM);
+	usleep(800000);
+	restart_one("pg/data/postmaster.pid", SIGINT);
+	usleep(1500000);
+	w.stop = true;
+	pthread_join(w.thread, NULL);
+	running = NULL;
+	check_exactly_once("restarts");
+	cr_assert(proc_metric(&r, "weft_relay_active") == 1,
+		  "the relay recovered by itself");
+	proc_stop(&r);
+}
