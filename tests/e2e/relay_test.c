@@ -37,7 +37,6 @@ struct writer {
 	long committed;
 };
 
-
 static void
 setup(void)
 {
@@ -77,6 +76,16 @@ start_relay(struct proc *p)
 	snprintf(pg, sizeof(pg), "--pg-url=%s", pg_url);
 	snprintf(rd, sizeof(rd), "--redis-url=%s", redis_url);
 	proc_start_svc(p, argv);
+	/* streaming or standby: the slot exists from here on, so every
+	 * commit after this point is decoded */
+	for (int i = 0; i < 200; i++) {
+		char body[256];
+
+		if (proc_http_get(p, "/healthz", body, sizeof(body)) == 200)
+			return;
+		usleep(25000);
+	}
+	cr_fatal("the relay did not reach the slot");
 }
 
 static PGconn *
@@ -84,8 +93,7 @@ pg_connect(void)
 {
 	PGconn *c = PQconnectdb(pg_url);
 
-	cr_assert(eq(i64, PQstatus(c), CONNECTION_OK), "%s",
-		  PQerrorMessage(c));
+	cr_assert(eq(i64, PQstatus(c), CONNECTION_OK), "%s", PQerrorMessage(c));
 	return c;
 }
 
@@ -147,8 +155,7 @@ stream_mids(const char *marker, long *mids, long cap, bool *increasing)
 				*increasing = false;
 			prev_ms = ms;
 			prev_seq = seq;
-			snprintf(last, sizeof(last), "%s",
-				 e->element[0]->str);
+			snprintf(last, sizeof(last), "%s", e->element[0]->str);
 			for (size_t k = 0; k + 1 < f->elements; k += 2) {
 				if (strcmp(f->element[k]->str, "c") == 0)
 					c = f->element[k + 1]->str;
