@@ -25,8 +25,7 @@ on_signal(int sig)
 	stop_signal = sig;
 }
 
-static const char *const state_names[] = { "connecting", "standby",
-					   "active" };
+static const char *const state_names[] = { "connecting", "standby", "active" };
 
 static bool
 health(void *arg, struct buf *out)
@@ -39,8 +38,8 @@ health(void *arg, struct buf *out)
 		buf_appendf(out, "stopping");
 		return false;
 	}
-	buf_appendf(out, "%s: %s", st.state == RELAY_CONNECTING ? "unavailable"
-								 : "ok",
+	buf_appendf(out, "%s: %s",
+		    st.state == RELAY_CONNECTING ? "unavailable" : "ok",
 		    state_names[st.state]);
 	return st.state != RELAY_CONNECTING;
 }
@@ -59,8 +58,8 @@ metrics(void *arg, struct buf *out)
 		     st.state == RELAY_ACTIVE);
 	metric_counter(out, "weft_relay_takeovers_total",
 		       "times this relay became the active one", st.takeovers);
-	metric_counter(out, "weft_relay_rows_total",
-		       "stream entries appended", st.rows);
+	metric_counter(out, "weft_relay_rows_total", "stream entries appended",
+		       st.rows);
 	metric_counter(out, "weft_relay_duplicates_total",
 		       "entries re-sent that Redis already held",
 		       st.duplicates);
@@ -73,7 +72,8 @@ metrics(void *arg, struct buf *out)
 	metric_counter(out, "weft_relay_outbox_pruned_total",
 		       "outbox rows deleted after the retention", st.pruned);
 	metric_gauge(out, "weft_relay_confirmed_lsn",
-		     "WAL position confirmed to Postgres", (double)st.confirmed);
+		     "WAL position confirmed to Postgres",
+		     (double)st.confirmed);
 	metric_gauge(out, "weft_relay_lag_bytes",
 		     "WAL bytes between the server's end and what is confirmed",
 		     st.wal_end > st.confirmed

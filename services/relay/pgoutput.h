@@ -87,7 +87,7 @@ int pgo_decode(const uint8_t *p, size_t n, struct pgo_msg *out);
 
 /* pgo_status_update - the standby status update ('r', 34 bytes) that
  * acknowledges flush_lsn; out must hold 34 bytes.  now_us: Unix µs. */
-void pgo_status_update(uint8_t out[34], uint64_t write_lsn,
-		       uint64_t flush_lsn, int64_t now_us, bool reply);
+void pgo_status_update(uint8_t out[34], uint64_t write_lsn, uint64_t flush_lsn,
+		       int64_t now_us, bool reply);
 
 #endif /* WEFT_RELAY_PGOUTPUT_H */

@@ -27,11 +27,11 @@
 #include "common/banned.h"
 
 /* STATUS_MS - a standby status update at least this often */
-#define STATUS_MS 1000
+#define STATUS_MS      1000
 /* PRUNE_MS - how often the active relay prunes the outbox */
-#define PRUNE_MS 10000
+#define PRUNE_MS       10000
 /* PRUNE_ROWS - rows deleted per statement while pruning */
-#define PRUNE_ROWS 10000
+#define PRUNE_ROWS     10000
 /* BACKOFF_MAX_MS - longest wait between reconnection attempts */
 #define BACKOFF_MAX_MS 2000
 
@@ -51,8 +51,8 @@ enum col {
 	COL_N
 };
 static const char *const col_names[COL_N] = {
-	"tbl", "id", "space", "prev_space", "version", "op", "deleted",
-	"data", "client_id", "mid", "user_id"
+	"tbl",	   "id",   "space",	"prev_space", "version", "op",
+	"deleted", "data", "client_id", "mid",	      "user_id"
 };
 /* their field names in the stream entry (see docs/relay.md) */
 static const char *const field_names[COL_N] = { "t", "i", "s", "p", "v", "o",
@@ -60,10 +60,11 @@ static const char *const field_names[COL_N] = { "t", "i", "s", "p", "v", "o",
 
 /* one stream entry waiting for its XADD */
 struct entry {
-	char id[48]; /* <lsn>-<idx> */
+	char id[48];   /* <lsn>-<idx> */
+	char when[24]; /* commit time, Unix ms: field "w" */
 	int nargs;
-	const char *argv[7 + 2 * COL_N];
-	size_t lens[7 + 2 * COL_N];
+	const char *argv[8 + 2 * COL_N];
+	size_t lens[8 + 2 * COL_N];
 	char *mem; /* owns the values */
 };
 
@@ -189,8 +190,8 @@ redis_up(struct relay *rl)
 	    top->element[0]->type == REDIS_REPLY_ARRAY &&
 	    top->element[0]->elements >= 1 &&
 	    top->element[0]->element[0]->type == REDIS_REPLY_STRING) {
-		uint64_t lsn = strtoull(top->element[0]->element[0]->str, NULL,
-					10);
+		uint64_t lsn =
+			strtoull(top->element[0]->element[0]->str, NULL, 10);
 
 		if (lsn < rl->last_added) {
 			char a[24], b[24];
@@ -354,6 +355,8 @@ add_entry(struct relay *rl, const struct pgo_msg *m)
 	memset(e, 0, sizeof(*e));
 	snprintf(e->id, sizeof(e->id), "%llu-%u",
 		 (unsigned long long)rl->txn_lsn, rl->txn_idx++);
+	snprintf(e->when, sizeof(e->when), "%lld",
+		 (long long)(rl->txn_time / 1000));
 	msgpack_sbuffer_init(&sb);
 	for (int c = 0; c < COL_N; c++) {
 		int k = rl->colmap[c];
@@ -363,8 +366,8 @@ add_entry(struct relay *rl, const struct pgo_msg *m)
 		vals[c] = have[c] ? m->cols[k].value : (struct pgo_str){ 0 };
 		if (c == COL_DATA && have[c]) {
 			if (!data_to_mp(&vals[c], &sb)) {
-				log_event(LOG_ERROR, "bad_outbox_data",
-					  "id=%s", e->id);
+				log_event(LOG_ERROR, "bad_outbox_data", "id=%s",
+					  e->id);
 				have[c] = false;
 			} else {
 				vals[c] = (struct pgo_str){ sb.data,
@@ -395,6 +398,11 @@ add_entry(struct relay *rl, const struct pgo_msg *m)
 		e->nargs += 2;
 		off += vals[c].len;
 	}
+	e->argv[e->nargs] = "w";
+	e->lens[e->nargs] = 1;
+	e->argv[e->nargs + 1] = e->when;
+	e->lens[e->nargs + 1] = strlen(e->when);
+	e->nargs += 2;
 	msgpack_sbuffer_destroy(&sb);
 }
 
@@ -446,9 +454,9 @@ send_status(struct relay *rl, bool force)
 
 	if (!force && now < rl->next_status_ms)
 		return;
-	pgo_status_update(msg, rl->wal_end > rl->confirmed ? rl->wal_end
-							   : rl->confirmed,
-			  rl->confirmed, unix_us(), false);
+	pgo_status_update(
+		msg, rl->wal_end > rl->confirmed ? rl->wal_end : rl->confirmed,
+		rl->confirmed, unix_us(), false);
 	if (PQputCopyData(rl->repl, (const char *)msg, sizeof(msg)) == 1)
 		PQflush(rl->repl);
 	rl->next_status_ms = now + STATUS_MS;
@@ -461,11 +469,13 @@ send_status(struct relay *rl, bool force)
 static PGconn *
 pg_open(const char *url, bool replication)
 {
-	static const char *const keys[] = { "dbname",	      "replication",
-					    "keepalives",     "keepalives_idle",
-					    "connect_timeout", NULL };
-	const char *vals[] = { url, replication ? "database" : NULL, "1",
-			       "10", "5", NULL };
+	static const char *const keys[] = {
+		"dbname",	   "replication",     "keepalives",
+		"keepalives_idle", "connect_timeout", NULL
+	};
+	const char *vals[] = { url, replication ? "database" : NULL,
+			       "1", "10",
+			       "5", NULL };
 	const char *const *k = keys;
 	PGconn *pg;
 

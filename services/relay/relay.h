@@ -47,17 +47,17 @@ enum relay_state { RELAY_CONNECTING, RELAY_STANDBY, RELAY_ACTIVE };
 
 struct relay_stats {
 	enum relay_state state;
-	uint64_t rows;	     /* entries appended (not counting dups) */
-	uint64_t duplicates; /* entries Redis already held */
-	uint64_t txns;	     /* commits relayed */
-	uint64_t batches;    /* pipelines flushed */
+	uint64_t rows;		/* entries appended (not counting dups) */
+	uint64_t duplicates;	/* entries Redis already held */
+	uint64_t txns;		/* commits relayed */
+	uint64_t batches;	/* pipelines flushed */
 	uint64_t batch_hist[8]; /* entries per pipeline: 1, 2-3, ... 128+ */
 	uint64_t redis_errors;
 	uint64_t pg_errors;
-	uint64_t pruned;      /* outbox rows deleted */
-	uint64_t takeovers;   /* times this relay became active */
-	uint64_t confirmed;   /* LSN confirmed to Postgres */
-	uint64_t wal_end;     /* the server's WAL end, as last reported */
+	uint64_t pruned;       /* outbox rows deleted */
+	uint64_t takeovers;    /* times this relay became active */
+	uint64_t confirmed;    /* LSN confirmed to Postgres */
+	uint64_t wal_end;      /* the server's WAL end, as last reported */
 	uint64_t lag_hist[12]; /* commit -> XADD answered: bucket k holds
 				* [2^k, 2^(k+1)) ms (0: < 2 ms) */
 	double lag_sum_s;

@@ -50,8 +50,7 @@ redis_open(const char *url, int timeout_ms, char *why, size_t whylen)
 
 		db = strtol(slash + 1, &end, 10);
 		if (db < 0 || *end) {
-			snprintf(why, whylen, "'%s': bad database number",
-				 url);
+			snprintf(why, whylen, "'%s': bad database number", url);
 			return NULL;
 		}
 	}

@@ -64,7 +64,7 @@ static void
 start_relay(struct proc *p)
 {
 	char pg[300], rd[160];
-	const char *argv[] = { getenv("WEFT_RELAY_BIN"),
+	const char *argv[] = { getenv("WEFT_TEST_RELAY_BIN"),
 			       pg,
 			       rd,
 			       "--log-level=warn",
@@ -72,7 +72,8 @@ start_relay(struct proc *p)
 			       "--standby-retry=200ms",
 			       NULL };
 
-	cr_assert_not_null(argv[0], "WEFT_RELAY_BIN not set (run via ctest)");
+	cr_assert_not_null(argv[0],
+			   "WEFT_TEST_RELAY_BIN not set (run via ctest)");
 	snprintf(pg, sizeof(pg), "--pg-url=%s", pg_url);
 	snprintf(rd, sizeof(rd), "--redis-url=%s", redis_url);
 	proc_start_svc(p, argv);
@@ -357,7 +358,9 @@ restart_one(const char *pidfile, int sig)
 	for (int i = 0; i < 100 && kill((pid_t)pid, 0) == 0; i++)
 		usleep(100000);
 	cr_assert(kill((pid_t)pid, 0) != 0, "%s stopped", pidfile);
-	snprintf(cmd, sizeof(cmd), "%s up --dir %s --ports auto >/dev/null",
+	snprintf(cmd, sizeof(cmd),
+		 "WEFT_WRITE_BIN=none WEFT_RELAY_BIN=none "
+		 "WEFT_FANOUT_BIN=none %s up --dir %s --ports auto >/dev/null",
 		 getenv("WEFT_STACK_SCRIPT"), dir);
 	cr_assert(eq(i64, system(cmd), 0), "stack up again");
 }

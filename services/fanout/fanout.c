@@ -1,0 +1,1657 @@
+/*
+ * fanout.c - see fanout.h.
+ *
+ * Locks: f->mu (session list, the key index, the request queues) is
+ * always taken before a session's mu, never after it.  nng callbacks
+ * hold only the session's mu, so they never touch the index: they hand
+ * SUBSCRIBE and UNSUBSCRIBE to the auth thread.
+ *
+ * Lifetime: a session holds a reference for its pending receive, one
+ * while a send is in flight, and one per request queued for the auth
+ * thread.  The last reference marks it CLOSED, takes it out of the index
+ * and the list (under f->mu) and frees it, so the reader, which only
+ * touches sessions under f->mu, never sees a freed one.
+ */
+#include "services/fanout/fanout.h"
+
+#include <hiredis/hiredis.h>
+#include <libpq-fe.h>
+#include <nng/nng.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <weft/error.h>
+
+#include "common/alloc.h"
+#include "common/buf.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "proto/frame.h"
+#include "proto/msg.h"
+#include "services/shared/listen.h"
+#include "services/shared/redis.h"
+
+#include "common/banned.h"
+
+/* RX_CHUNK - bytes read per receive */
+#define RX_CHUNK (16u << 10)
+/* PUSH_MAX - changes in one PUSH frame, at most */
+#define PUSH_MAX 256
+/* XREAD_COUNT / XREAD_BLOCK_MS - one stream read */
+#define XREAD_COUNT 1000
+#define XREAD_BLOCK_MS 100
+/* KEY_MAX - bytes of a subscription key */
+#define KEY_MAX (2 * PROTO_MAX_NAME + 8)
+
+/* ------------------------------------------------------------------ */
+/* changes: one per stream entry, shared by every session it goes to */
+
+struct change {
+	atomic_int refs;
+	struct proto_cursor cursor;
+	char *table, *id, *space, *prev; /* prev: NULL unless it moved */
+	uint64_t version;
+	uint32_t op;
+	bool deleted;
+	uint8_t *data; /* msgpack map; NULL for tombstones */
+	uint32_t data_len;
+	int64_t when_ms; /* commit time */
+	char *mem;	 /* owns the strings and data */
+};
+
+static void
+change_unref(struct change *c)
+{
+	if (c && atomic_fetch_sub(&c->refs, 1) == 1) {
+		free(c->mem);
+		free(c);
+	}
+}
+
+static bool
+parse_cursor(const char *id, struct proto_cursor *out)
+{
+	unsigned long long lsn, idx;
+
+	if (sscanf(id, "%llu-%llu", &lsn, &idx) != 2 || idx > UINT32_MAX)
+		return false;
+	out->lsn = lsn;
+	out->idx = (uint32_t)idx;
+	return true;
+}
+
+static int
+cursor_cmp(struct proto_cursor a, struct proto_cursor b)
+{
+	if (a.lsn != b.lsn)
+		return a.lsn < b.lsn ? -1 : 1;
+	return (a.idx > b.idx) - (a.idx < b.idx);
+}
+
+/* a stream entry ([id, [field, value, ...]]) as a change, or NULL */
+static struct change *
+change_from_entry(const redisReply *e)
+{
+	const redisReply *f;
+	struct change *c;
+	size_t total = 0, off = 0;
+	const redisReply *v[128] = { 0 };
+	char *p;
+
+	if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+	    e->element[0]->type != REDIS_REPLY_STRING ||
+	    e->element[1]->type != REDIS_REPLY_ARRAY)
+		return NULL;
+	f = e->element[1];
+	for (size_t k = 0; k + 1 < f->elements; k += 2) {
+		const redisReply *name = f->element[k];
+
+		if (name->type != REDIS_REPLY_STRING || name->len != 1 ||
+		    f->element[k + 1]->type != REDIS_REPLY_STRING)
+			continue;
+		v[(unsigned char)name->str[0] & 127] = f->element[k + 1];
+		total += f->element[k + 1]->len + 1;
+	}
+	if (!v['t'] || !v['i'] || !v['s'] || !v['v'] || !v['o'])
+		return NULL;
+	c = xcalloc(1, sizeof(*c));
+	if (!parse_cursor(e->element[0]->str, &c->cursor)) {
+		free(c);
+		return NULL;
+	}
+	atomic_init(&c->refs, 1);
+	c->mem = p = xmalloc(total);
+#define TAKE(ch)                                                    \
+	(v[ch] ? (memcpy(p + off, v[ch]->str, v[ch]->len),          \
+		  p[off + v[ch]->len] = '\0', off += v[ch]->len + 1, \
+		  p + off - v[ch]->len - 1)                          \
+	       : NULL)
+	c->table = TAKE('t');
+	c->id = TAKE('i');
+	c->space = TAKE('s');
+	c->prev = v['p'] && v['p']->len ? TAKE('p') : NULL;
+	c->version = strtoull(v['v']->str, NULL, 10);
+	c->op = (uint32_t)strtoul(v['o']->str, NULL, 10);
+	c->deleted = v['x'] && v['x']->len && (v['x']->str[0] == 't' ||
+					       v['x']->str[0] == '1');
+	if (v['d'] && !c->deleted) {
+		c->data_len = (uint32_t)v['d']->len;
+		c->data = (uint8_t *)TAKE('d');
+	}
+	c->when_ms = v['w'] ? strtoll(v['w']->str, NULL, 10) : 0;
+#undef TAKE
+	if (c->version == 0 || c->op == 0 || c->op > PROTO_OP_MAX) {
+		change_unref(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* ------------------------------------------------------------------ */
+/* sessions */
+
+enum sess_state { S_HELLO, S_LIVE, S_DRAINING, S_CLOSED };
+enum sub_state { SUB_CATCHING_UP, SUB_LIVE };
+
+struct sub {
+	char key[KEY_MAX];
+	char space[PROTO_MAX_NAME + 1]; /* rec/ keys: the record's space */
+	enum sub_state state;
+};
+
+/* which of a change's keys a queued change matched */
+enum pend_key { PK_SPACE, PK_PREV, PK_REC };
+
+struct pend {
+	struct change *ch;
+	uint8_t key;	/* enum pend_key: the key is rebuilt when sent */
+	bool hide_data; /* moved out of the subscriber's space */
+};
+
+struct sess {
+	struct fanout *f;
+	uint64_t id;
+	nng_stream *stream;
+	nng_aio *rx_aio, *tx_aio;
+	pthread_mutex_t mu; /* everything below */
+	enum sess_state state;
+	int refs;
+	struct frame_reader fr;
+	uint8_t rx[RX_CHUNK];
+	struct buf out, sending;
+	size_t sent;
+	bool tx_busy;
+	char user[AUTH_USER_MAX];
+	int64_t token_exp;
+	/* subscriptions (under f->mu for the index's sake, and mu) */
+	struct sub *subs;
+	uint32_t nsubs;
+	/* changes waiting for the next PUSH, oldest first */
+	struct pend *pend;
+	uint32_t npend, cappend;
+	struct proto_cursor prev; /* cursor of the last PUSH queued */
+	uint64_t last_ping_ms;
+	struct sess *lprev, *lnext; /* f's list */
+};
+
+/* a queued request for the auth thread */
+struct req {
+	struct req *next;
+	struct sess *s; /* holds a reference */
+	uint64_t rid;
+	bool unsubscribe;
+	struct proto_cursor cursor;
+	uint32_t nkeys;
+	char (*keys)[KEY_MAX];
+};
+
+/* a catch-up for the reader thread: these subscriptions of s */
+struct catchup {
+	struct catchup *next;
+	struct sess *s; /* holds a reference */
+	struct proto_cursor cursor;
+	uint32_t nkeys;
+	char (*keys)[KEY_MAX];
+};
+
+/* the index: key -> sessions subscribed to it */
+struct route {
+	struct route *next; /* bucket chain */
+	char key[KEY_MAX];
+	struct sess **sess;
+	uint32_t n, cap;
+};
+
+#define ROUTE_BUCKETS 65536
+
+struct fanout {
+	struct fanout_config cfg;
+	nng_stream_listener *listener;
+	nng_aio *accept_aio;
+	pthread_mutex_t mu;
+	pthread_cond_t cv; /* requests queued, stopping */
+	bool stopping;
+	struct sess *sessions;
+	uint32_t nsessions;
+	uint64_t next_id;
+	struct route **routes;
+	struct req *reqs, *reqs_tail;
+	struct catchup *catchups;
+	pthread_t auth_thread, reader_thread, house_thread;
+	atomic_bool redis_ok;
+	atomic_ullong pushes;	/* PUSH frames encoded (under s->mu only) */
+	struct fanout_stats st; /* under mu */
+};
+
+static void sess_recv_cb(void *arg);
+static void sess_send_cb(void *arg);
+
+static uint32_t
+hash_key(const char *s)
+{
+	uint32_t h = 2166136261u;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h % ROUTE_BUCKETS;
+}
+
+/* f->mu held */
+static struct route *
+route_get(struct fanout *f, const char *key, bool create)
+{
+	uint32_t b = hash_key(key);
+	struct route *r;
+
+	for (r = f->routes[b]; r; r = r->next)
+		if (strcmp(r->key, key) == 0)
+			return r;
+	if (!create)
+		return NULL;
+	r = xcalloc(1, sizeof(*r));
+	snprintf(r->key, sizeof(r->key), "%s", key);
+	r->next = f->routes[b];
+	f->routes[b] = r;
+	return r;
+}
+
+/* f->mu held */
+static void
+route_add(struct fanout *f, const char *key, struct sess *s)
+{
+	struct route *r = route_get(f, key, true);
+
+	if (r->n == r->cap) {
+		r->cap = r->cap ? r->cap * 2 : 4;
+		r->sess = xrealloc(r->sess, r->cap * sizeof(*r->sess));
+	}
+	r->sess[r->n++] = s;
+}
+
+/* f->mu held */
+static void
+route_del(struct fanout *f, const char *key, struct sess *s)
+{
+	uint32_t b = hash_key(key);
+	struct route **pp, *r;
+
+	for (pp = &f->routes[b]; (r = *pp); pp = &r->next)
+		if (strcmp(r->key, key) == 0)
+			break;
+	if (!r)
+		return;
+	for (uint32_t i = 0; i < r->n; i++)
+		if (r->sess[i] == s) {
+			r->sess[i] = r->sess[--r->n];
+			break;
+		}
+	if (r->n == 0) {
+		*pp = r->next;
+		free(r->sess);
+		free(r);
+	}
+}
+
+static void
+sess_free(struct sess *s)
+{
+	struct fanout *f = s->f;
+
+	pthread_mutex_lock(&f->mu);
+	for (uint32_t i = 0; i < s->nsubs; i++)
+		route_del(f, s->subs[i].key, s);
+	f->st.subscriptions -= s->nsubs;
+	if (s->lprev)
+		s->lprev->lnext = s->lnext;
+	else
+		f->sessions = s->lnext;
+	if (s->lnext)
+		s->lnext->lprev = s->lprev;
+	f->nsessions--;
+	f->st.sessions_open--;
+	pthread_cond_broadcast(&f->cv);
+	pthread_mutex_unlock(&f->mu);
+	for (uint32_t i = 0; i < s->npend; i++)
+		change_unref(s->pend[i].ch);
+	free(s->pend);
+	free(s->subs);
+	nng_stream_free(s->stream);
+	nng_aio_reap(s->rx_aio);
+	nng_aio_reap(s->tx_aio);
+	frame_reader_fini(&s->fr);
+	buf_fini(&s->out);
+	buf_fini(&s->sending);
+	pthread_mutex_destroy(&s->mu);
+	free(s);
+}
+
+/* s->mu held on entry, released here */
+static void
+sess_unref_locked(struct sess *s)
+{
+	bool last = --s->refs == 0;
+
+	if (last)
+		s->state = S_CLOSED;
+	pthread_mutex_unlock(&s->mu);
+	if (last)
+		sess_free(s);
+}
+
+static void
+sess_close_locked(struct sess *s, const char *why)
+{
+	if (s->state == S_CLOSED)
+		return;
+	s->state = S_CLOSED;
+	log_event(LOG_DEBUG, "session_closed", "session=%llu why=%s",
+		  (unsigned long long)s->id, why);
+	nng_stream_close(s->stream);
+}
+
+/* s->mu held: the next PUSH from the queue, when nothing is being sent */
+static void
+sess_pump_locked(struct sess *s)
+{
+	struct fanout *f = s->f;
+	struct proto_change ch[PUSH_MAX];
+	struct proto_msg m = { .type = PROTO_PUSH };
+	uint32_t n = 0;
+	nng_iov iov;
+	struct buf t;
+
+	if (s->state == S_CLOSED || s->tx_busy)
+		return;
+	if (s->out.len == 0 && s->npend > 0) {
+		char(*keys)[KEY_MAX];
+
+		n = s->npend < PUSH_MAX ? s->npend : PUSH_MAX;
+		keys = xmalloc(n * sizeof(*keys));
+		for (uint32_t i = 0; i < n; i++) {
+			const struct change *c = s->pend[i].ch;
+			bool hide = s->pend[i].hide_data;
+
+			if (s->pend[i].key == PK_REC)
+				snprintf(keys[i], KEY_MAX, "rec/%s/%s",
+					 c->table, c->id);
+			else
+				snprintf(keys[i], KEY_MAX, "space/%s",
+					 s->pend[i].key == PK_PREV && c->prev
+						 ? c->prev
+						 : c->space);
+			ch[i] = (struct proto_change){
+				c->cursor,
+				proto_str_c(keys[i]),
+				proto_str_c(c->table),
+				proto_str_c(c->id),
+				proto_str_c(c->space),
+				c->version,
+				c->op,
+				c->deleted,
+				{ hide ? NULL : c->data,
+				  hide ? 0 : c->data_len },
+			};
+		}
+		m.u.push = (struct proto_push){ ch[n - 1].cursor, s->prev,
+						PROTO_LIST(n, ch) };
+		if (proto_encode(&s->out, &m, 0, NULL) == 0) {
+			s->prev = ch[n - 1].cursor;
+			atomic_fetch_add(&f->pushes, 1);
+		}
+		free(keys);
+		for (uint32_t i = 0; i < n; i++)
+			change_unref(s->pend[i].ch);
+		memmove(s->pend, s->pend + n,
+			(s->npend - n) * sizeof(*s->pend));
+		s->npend -= n;
+	}
+	if (s->out.len == 0)
+		return;
+	t = s->sending;
+	s->sending = s->out;
+	s->out = t;
+	buf_reset(&s->out);
+	s->sent = 0;
+	s->tx_busy = true;
+	s->refs++;
+	iov.iov_buf = s->sending.data;
+	iov.iov_len = s->sending.len;
+	nng_aio_set_iov(s->tx_aio, 1, &iov);
+	nng_stream_send(s->stream, s->tx_aio);
+}
+
+static void
+sess_send_cb(void *arg)
+{
+	struct sess *s = arg;
+	int rv = nng_aio_result(s->tx_aio);
+
+	pthread_mutex_lock(&s->mu);
+	s->tx_busy = false;
+	if (rv != 0) {
+		sess_close_locked(s, "send_failed");
+	} else {
+		s->sent += nng_aio_count(s->tx_aio);
+		if (s->sent < s->sending.len && s->state != S_CLOSED) {
+			nng_iov iov = { s->sending.data + s->sent,
+					s->sending.len - s->sent };
+
+			s->tx_busy = true;
+			nng_aio_set_iov(s->tx_aio, 1, &iov);
+			nng_stream_send(s->stream, s->tx_aio);
+			pthread_mutex_unlock(&s->mu);
+			return;
+		}
+		buf_reset(&s->sending);
+		sess_pump_locked(s);
+		if (!s->tx_busy && s->state == S_DRAINING)
+			sess_close_locked(s, "drained");
+	}
+	sess_unref_locked(s);
+}
+
+/* s->mu held: queue one message (replies are small; the cap is on the
+ * change queue, not here) */
+static void
+sess_queue_locked(struct sess *s, const struct proto_msg *m)
+{
+	struct proto_err err;
+
+	if (s->state == S_CLOSED)
+		return;
+	if (proto_encode(&s->out, m, 0, &err) != 0) {
+		log_event(LOG_ERROR, "encode_failed", "type=%s err=%s",
+			  proto_type_name(m->type), err.msg);
+		return;
+	}
+	sess_pump_locked(s);
+}
+
+static void sess_error_locked(struct sess *s, uint64_t rid, int code,
+			      bool fatal, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+
+static void
+sess_error_locked(struct sess *s, uint64_t rid, int code, bool fatal,
+		  const char *fmt, ...)
+{
+	struct proto_msg m = { .type = PROTO_ERROR };
+	char text[PROTO_MAX_TEXT];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	m.u.error = (struct proto_error){ rid, code, proto_str_c(text), 0,
+					  fatal };
+	sess_queue_locked(s, &m);
+	if (fatal && s->state != S_CLOSED) {
+		s->state = S_DRAINING;
+		if (!s->tx_busy)
+			sess_close_locked(s, "fatal_error");
+	}
+}
+
+/* the subscription keys of a session (s->mu held), for CATCHUP */
+static void
+catchup_msg_locked(struct sess *s, const char *msg, struct proto_cursor oldest)
+{
+	struct proto_str keys[64];
+	struct proto_msg m = { .type = PROTO_CATCHUP };
+	uint32_t done = 0;
+
+	while (done < s->nsubs || (done == 0 && s->nsubs == 0)) {
+		uint32_t n = 0;
+
+		for (; done < s->nsubs && n < 64; done++)
+			keys[n++] = proto_str_c(s->subs[done].key);
+		if (n == 0)
+			break;
+		m.u.catchup = (struct proto_catchup){ PROTO_LIST(n, keys),
+						      oldest,
+						      proto_str_c(msg) };
+		sess_queue_locked(s, &m);
+	}
+}
+
+/* s->mu held (and f->mu): queue a change; coalesce with an unsent one
+ * of the same record; past queue_max, drop the queue and ask the client
+ * to catch up from its cursor */
+static void
+sess_offer_locked(struct sess *s, struct change *c, enum pend_key key,
+		  bool hide, struct fanout_stats *st)
+{
+	if (s->state != S_LIVE)
+		return;
+	for (uint32_t i = s->npend; i-- > 0;) {
+		struct change *o = s->pend[i].ch;
+
+		if (strcmp(o->id, c->id) == 0 &&
+		    strcmp(o->table, c->table) == 0) {
+			/* the newer version replaces it, keeping stream order
+			 * among the others: drop the old, append the new */
+			change_unref(o);
+			memmove(s->pend + i, s->pend + i + 1,
+				(s->npend - i - 1) * sizeof(*s->pend));
+			s->npend--;
+			st->coalesced++;
+			break;
+		}
+	}
+	if (s->npend >= s->f->cfg.queue_max) {
+		for (uint32_t i = 0; i < s->npend; i++)
+			change_unref(s->pend[i].ch);
+		s->npend = 0;
+		st->overflows++;
+		catchup_msg_locked(s,
+				   "too far behind: changes were dropped; "
+				   "catch up from your cursor",
+				   (struct proto_cursor){ 0, 0 });
+		return;
+	}
+	if (s->npend == s->cappend) {
+		s->cappend = s->cappend ? s->cappend * 2 : 16;
+		s->pend = xrealloc(s->pend, s->cappend * sizeof(*s->pend));
+	}
+	atomic_fetch_add(&c->refs, 1);
+	s->pend[s->npend++] = (struct pend){ c, (uint8_t)key, hide };
+	st->delivered++;
+}
+
+/* ------------------------------------------------------------------ */
+/* requests from clients (nng callback threads, s->mu held) */
+
+/* append a list of requests (head .. *tail) in order; the caller holds
+ * no session lock (f->mu comes first) */
+static void
+enqueue_reqs(struct fanout *f, struct req *head, struct req **tail)
+{
+	struct req *last = head;
+
+	while (last->next)
+		last = last->next;
+	(void)tail;
+	pthread_mutex_lock(&f->mu);
+	if (f->reqs_tail)
+		f->reqs_tail->next = head;
+	else
+		f->reqs = head;
+	f->reqs_tail = last;
+	pthread_cond_broadcast(&f->cv);
+	pthread_mutex_unlock(&f->mu);
+}
+
+static void
+handle_hello(struct sess *s, const struct proto_hello *h)
+{
+	struct fanout *f = s->f;
+	struct proto_msg m = { .type = PROTO_WELCOME };
+	char why[160], user[AUTH_USER_MAX];
+	int64_t exp;
+	int rc;
+
+	if (h->proto != PROTO_VERSION) {
+		sess_error_locked(s, h->rid, WEFT_EVERSION, true,
+				  "protocol %u not supported; this server "
+				  "speaks %u",
+				  h->proto, PROTO_VERSION);
+		return;
+	}
+	rc = auth_verify(f->cfg.auth, h->token.p, h->token.len,
+			 (int64_t)time(NULL), user, &exp, why, sizeof(why));
+	if (rc == 0 && s->state == S_LIVE && strcmp(user, s->user) != 0)
+		rc = WEFT_EPERM;
+	if (rc) {
+		sess_error_locked(s, h->rid, rc, true, "%s",
+				  rc == WEFT_EPERM ? "a session keeps its user"
+						   : why);
+		return;
+	}
+	memcpy(s->user, user, sizeof(s->user));
+	s->token_exp = exp;
+	s->state = S_LIVE;
+	m.u.welcome = (struct proto_welcome){ h->rid,
+					      PROTO_VERSION,
+					      proto_str_c(s->user),
+					      proto_str_c(f->cfg.node),
+					      s->id,
+					      f->cfg.heartbeat_ms,
+					      f->cfg.max_frame,
+					      0 };
+	sess_queue_locked(s, &m);
+}
+
+/* s->mu held; returns a request to queue (after unlocking), or NULL */
+static struct req *
+handle_subscribe(struct sess *s, const struct proto_subscribe *sub,
+		 bool unsubscribe)
+{
+	struct proto_iter it;
+	struct proto_str k;
+	struct req *r;
+	uint32_t n = 0;
+
+	if (sub->keys.n > s->f->cfg.max_subs) {
+		sess_error_locked(s, sub->rid, WEFT_ELIMIT, false,
+				  "%u keys, more than the limit of %u",
+				  sub->keys.n, s->f->cfg.max_subs);
+		return NULL;
+	}
+	r = xcalloc(1, sizeof(*r));
+	r->keys = xcalloc(sub->keys.n ? sub->keys.n : 1, sizeof(*r->keys));
+	proto_iter_init(&it, &sub->keys);
+	while (proto_next_str(&it, &k) == 1 && n < sub->keys.n) {
+		uint32_t len = k.len < KEY_MAX - 1 ? k.len : KEY_MAX - 1;
+
+		memcpy(r->keys[n], k.p, len);
+		r->keys[n][len] = '\0';
+		n++;
+	}
+	r->nkeys = n;
+	r->s = s;
+	r->rid = sub->rid;
+	r->unsubscribe = unsubscribe;
+	r->cursor = sub->cursor;
+	s->refs++;
+	return r;
+}
+
+/* s->mu held: one frame; a SUBSCRIBE or UNSUBSCRIBE becomes a request
+ * appended to *reqs, queued for the auth thread once s->mu is released */
+static void
+handle_frame(struct sess *s, const uint8_t *body, uint32_t len,
+	     struct req ***tail)
+{
+	struct proto_msg m;
+	struct proto_err err;
+	int rc = proto_decode(body, len, &m, &err);
+	struct req *r;
+
+	if (rc) {
+		sess_error_locked(s, 0, rc, false, "%s", err.msg);
+		return;
+	}
+	switch (m.type) {
+	case PROTO_HELLO:
+		handle_hello(s, &m.u.hello);
+		return;
+	case PROTO_PING:
+		m.type = PROTO_PONG;
+		sess_queue_locked(s, &m);
+		return;
+	case PROTO_PONG:
+		return;
+	default:
+		break;
+	}
+	if (s->state != S_LIVE) {
+		sess_error_locked(s, 0, WEFT_EAUTH, true,
+				  "send HELLO with a token first");
+		return;
+	}
+	if (m.type == PROTO_SUBSCRIBE || m.type == PROTO_UNSUBSCRIBE) {
+		r = handle_subscribe(s, &m.u.subscribe,
+				     m.type == PROTO_UNSUBSCRIBE);
+		if (r) {
+			**tail = r;
+			*tail = &r->next;
+		}
+		return;
+	}
+	sess_error_locked(s, 0, WEFT_EINVAL, false,
+			  "%s is not a request this node serves "
+			  "(writes and reads go to weft-write)",
+			  proto_type_name(m.type));
+}
+
+static bool
+sess_recv(struct sess *s)
+{
+	nng_iov iov = { s->rx, sizeof(s->rx) };
+
+	if (s->state == S_CLOSED || s->state == S_DRAINING)
+		return false;
+	nng_aio_set_iov(s->rx_aio, 1, &iov);
+	nng_aio_set_timeout(s->rx_aio, (nng_duration)s->f->cfg.idle_ms);
+	nng_stream_recv(s->stream, s->rx_aio);
+	return true;
+}
+
+static void
+sess_recv_cb(void *arg)
+{
+	struct sess *s = arg;
+	int rv = nng_aio_result(s->rx_aio);
+	size_t n, off = 0;
+	struct req *reqs = NULL, **tail = &reqs;
+
+	pthread_mutex_lock(&s->mu);
+	if (rv != 0 || s->state == S_CLOSED) {
+		sess_close_locked(s, rv == NNG_ETIMEDOUT ? "idle" : "recv");
+		sess_unref_locked(s);
+		return;
+	}
+	n = nng_aio_count(s->rx_aio);
+	while (off < n && s->state != S_CLOSED && s->state != S_DRAINING) {
+		size_t used;
+		int frc = frame_reader_feed(&s->fr, s->rx + off, n - off,
+					    &used);
+
+		off += used;
+		if (frc) {
+			sess_error_locked(s, 0, frc, true,
+					  "bad frame (cap %u bytes)",
+					  s->fr.max);
+			break;
+		}
+		if (frame_reader_ready(&s->fr)) {
+			uint32_t len;
+			const uint8_t *body = frame_reader_body(&s->fr, &len);
+
+			handle_frame(s, body, len, &tail);
+			frame_reader_next(&s->fr);
+		}
+	}
+	if (reqs) { /* f->mu comes before s->mu: queue them unlocked */
+		pthread_mutex_unlock(&s->mu);
+		enqueue_reqs(s->f, reqs, tail);
+		pthread_mutex_lock(&s->mu);
+	}
+	if ((s->state == S_HELLO || s->state == S_LIVE) && sess_recv(s)) {
+		pthread_mutex_unlock(&s->mu);
+		return;
+	}
+	sess_unref_locked(s);
+}
+
+static void
+accept_cb(void *arg)
+{
+	struct fanout *f = arg;
+	int rv = nng_aio_result(f->accept_aio);
+	struct sess *s;
+	bool full;
+
+	if (rv != 0) {
+		if (rv != NNG_ECLOSED && rv != NNG_ECANCELED)
+			log_event(LOG_WARN, "accept_failed", "err=\"%s\"",
+				  nng_strerror(rv));
+		pthread_mutex_lock(&f->mu);
+		if (!f->stopping)
+			nng_stream_listener_accept(f->listener, f->accept_aio);
+		pthread_mutex_unlock(&f->mu);
+		return;
+	}
+	s = xcalloc(1, sizeof(*s));
+	s->f = f;
+	s->stream = nng_aio_get_output(f->accept_aio, 0);
+	s->state = S_HELLO;
+	s->refs = 1; /* the pending receive */
+	s->last_ping_ms = clock_now_ms();
+	pthread_mutex_init(&s->mu, NULL);
+	frame_reader_init(&s->fr, f->cfg.max_frame);
+	buf_init(&s->out, 0);
+	buf_init(&s->sending, 0);
+	if (nng_aio_alloc(&s->rx_aio, sess_recv_cb, s) != 0 ||
+	    nng_aio_alloc(&s->tx_aio, sess_send_cb, s) != 0)
+		alloc_oom(sizeof(nng_aio *));
+	pthread_mutex_lock(&f->mu);
+	full = f->nsessions >= f->cfg.max_sessions;
+	s->id = ++f->next_id;
+	s->lnext = f->sessions;
+	if (f->sessions)
+		f->sessions->lprev = s;
+	f->sessions = s;
+	f->nsessions++;
+	f->st.sessions_total++;
+	f->st.sessions_open++;
+	if (full)
+		f->st.sessions_refused++;
+	if (!f->stopping)
+		nng_stream_listener_accept(f->listener, f->accept_aio);
+	pthread_mutex_unlock(&f->mu);
+	pthread_mutex_lock(&s->mu);
+	if (full) {
+		struct proto_msg m = { .type = PROTO_BACKOFF };
+
+		m.u.backoff = (struct proto_backoff){
+			0, 1000, true,
+			proto_str_c("this node is full; try another")
+		};
+		sess_queue_locked(s, &m);
+		s->state = S_DRAINING;
+		if (!s->tx_busy)
+			sess_close_locked(s, "full");
+		sess_unref_locked(s);
+		return;
+	}
+	if (!sess_recv(s)) {
+		sess_unref_locked(s);
+		return;
+	}
+	pthread_mutex_unlock(&s->mu);
+}
+
+/* ------------------------------------------------------------------ */
+/* the auth thread: SUBSCRIBE and UNSUBSCRIBE */
+
+static PGconn *
+pg_open(const char *url)
+{
+	static const char *const keys[] = { "dbname", "connect_timeout",
+					    "keepalives", NULL };
+	const char *vals[] = { url, "5", "1", NULL };
+	PGconn *pg = PQconnectdbParams(keys, vals, 1);
+
+	if (PQstatus(pg) != CONNECTION_OK) {
+		log_event(LOG_WARN, "pg_connect_failed", "err=\"%s\"",
+			  PQerrorMessage(pg));
+		PQfinish(pg);
+		return NULL;
+	}
+	return pg;
+}
+
+/*
+ * check one key for user: 0 allowed (space[] gets the space a rec/ key
+ * is in), or a weft_err with msg.  EUNAVAILABLE when Postgres is down.
+ */
+static int
+check_key(PGconn **pg, const char *url, const char *user, const char *key,
+	  char *space, size_t spacelen, const char **msg)
+{
+	const char *params[3];
+	char tbl[PROTO_MAX_NAME + 1];
+	const char *sql;
+	PGresult *res;
+	int n = 1, rc;
+
+	if (strncmp(key, "space/", 6) == 0 && key[6]) {
+		params[0] = key + 6;
+		params[1] = user;
+		n = 2;
+		sql = "SELECT space FROM weft_members WHERE space = $1 AND "
+		      "user_id = $2";
+	} else if (strncmp(key, "rec/", 4) == 0) {
+		const char *slash = strchr(key + 4, '/');
+		size_t tl = slash ? (size_t)(slash - key - 4) : 0;
+
+		if (!slash || tl == 0 || tl >= sizeof(tbl) || !slash[1]) {
+			*msg = "a record key is rec/<table>/<id>";
+			return WEFT_EINVAL;
+		}
+		memcpy(tbl, key + 4, tl);
+		tbl[tl] = '\0';
+		params[0] = tbl;
+		params[1] = slash + 1;
+		params[2] = user;
+		n = 3;
+		sql = "SELECT r.space FROM weft_records r JOIN weft_members m "
+		      "ON m.space = r.space AND m.user_id = $3 "
+		      "WHERE r.tbl = $1 AND r.id = $2";
+	} else {
+		*msg = "a key is space/<id> or rec/<table>/<id>";
+		return WEFT_EINVAL;
+	}
+	if (!*pg && !(*pg = pg_open(url))) {
+		*msg = "the membership database is unavailable; retry";
+		return WEFT_EUNAVAILABLE;
+	}
+	res = PQexecParams(*pg, sql, n, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		log_event(LOG_WARN, "membership_query_failed", "err=\"%s\"",
+			  PQresultErrorMessage(res));
+		PQclear(res);
+		PQfinish(*pg);
+		*pg = NULL;
+		*msg = "the membership database is unavailable; retry";
+		return WEFT_EUNAVAILABLE;
+	}
+	if (PQntuples(res) == 1) {
+		snprintf(space, spacelen, "%s", PQgetvalue(res, 0, 0));
+		rc = 0;
+	} else {
+		*msg = n == 2 ? "not a member of this space"
+			      : "no such record, or not in a space you "
+				"are a member of";
+		rc = WEFT_EPERM;
+	}
+	PQclear(res);
+	return rc;
+}
+
+static int
+sub_find(const struct sess *s, const char *key)
+{
+	for (uint32_t i = 0; i < s->nsubs; i++)
+		if (strcmp(s->subs[i].key, key) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* f->mu and s->mu held: remove subscription i */
+static void
+sub_remove_locked(struct fanout *f, struct sess *s, uint32_t i)
+{
+	route_del(f, s->subs[i].key, s);
+	s->subs[i] = s->subs[--s->nsubs];
+	f->st.subscriptions--;
+}
+
+static void
+serve_req(struct fanout *f, PGconn **pg, struct req *r)
+{
+	struct sess *s = r->s;
+	struct proto_subres *res = xcalloc(r->nkeys + 1, sizeof(*res));
+	char(*spaces)[PROTO_MAX_NAME + 1] =
+		xcalloc(r->nkeys + 1, sizeof(*spaces));
+	struct catchup *cu = NULL;
+	struct proto_msg m = { .type = PROTO_SUBSCRIBED };
+	char user[AUTH_USER_MAX];
+
+	pthread_mutex_lock(&s->mu);
+	memcpy(user, s->user, sizeof(user));
+	pthread_mutex_unlock(&s->mu);
+	/* Postgres first, without locks */
+	for (uint32_t i = 0; i < r->nkeys; i++) {
+		const char *msg = NULL;
+
+		res[i].key = proto_str_c(r->keys[i]);
+		if (!r->unsubscribe)
+			res[i].code = check_key(pg, f->cfg.pg_url, user,
+						r->keys[i], spaces[i],
+						sizeof(spaces[i]), &msg);
+		res[i].msg = proto_str_c(msg);
+	}
+	pthread_mutex_lock(&f->mu);
+	pthread_mutex_lock(&s->mu);
+	for (uint32_t i = 0; i < r->nkeys && s->state != S_CLOSED; i++) {
+		int at = sub_find(s, r->keys[i]);
+
+		if (r->unsubscribe) {
+			if (at >= 0)
+				sub_remove_locked(f, s, (uint32_t)at);
+			continue;
+		}
+		if (res[i].code) {
+			f->st.subscribe_refused++;
+			continue;
+		}
+		if (at >= 0)
+			continue; /* already subscribed */
+		if (s->nsubs >= f->cfg.max_subs) {
+			res[i].code = WEFT_ELIMIT;
+			res[i].msg = proto_str_c("too many subscriptions on "
+						 "this session");
+			continue;
+		}
+		s->subs = xrealloc(s->subs, (s->nsubs + 1) * sizeof(*s->subs));
+		memset(&s->subs[s->nsubs], 0, sizeof(s->subs[0]));
+		snprintf(s->subs[s->nsubs].key, KEY_MAX, "%s", r->keys[i]);
+		snprintf(s->subs[s->nsubs].space, sizeof(s->subs[0].space),
+			 "%s", spaces[i]);
+		s->subs[s->nsubs].state = r->cursor.lsn ? SUB_CATCHING_UP
+							: SUB_LIVE;
+		route_add(f, r->keys[i], s);
+		f->st.subscriptions++;
+		if (r->cursor.lsn) {
+			if (!cu) {
+				cu = xcalloc(1, sizeof(*cu));
+				cu->keys = xcalloc(r->nkeys, sizeof(*cu->keys));
+				cu->s = s;
+				cu->cursor = r->cursor;
+				s->refs++;
+			}
+			memcpy(cu->keys[cu->nkeys++], r->keys[i], KEY_MAX);
+		}
+		s->nsubs++;
+	}
+	m.u.subscribed = (struct proto_subscribed){ r->rid,
+						    PROTO_LIST(r->nkeys, res) };
+	sess_queue_locked(s, &m);
+	if (cu) {
+		cu->next = f->catchups;
+		f->catchups = cu;
+	}
+	pthread_mutex_unlock(&f->mu);
+	sess_unref_locked(s); /* the request's reference */
+	free(res);
+	free(spaces);
+	free(r->keys);
+	free(r);
+}
+
+static void *
+auth_main(void *arg)
+{
+	struct fanout *f = arg;
+	PGconn *pg = NULL;
+
+	for (;;) {
+		struct req *r;
+
+		pthread_mutex_lock(&f->mu);
+		while (!f->reqs && !f->stopping)
+			pthread_cond_wait(&f->cv, &f->mu);
+		r = f->reqs;
+		if (r) {
+			f->reqs = r->next;
+			if (!f->reqs)
+				f->reqs_tail = NULL;
+		}
+		pthread_mutex_unlock(&f->mu);
+		if (!r)
+			break;
+		serve_req(f, &pg, r);
+	}
+	PQfinish(pg);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* the reader thread: the stream into the sessions */
+
+/* f->mu held: one change to every live subscriber of its keys */
+static void
+route_change(struct fanout *f, struct change *c)
+{
+	char key[KEY_MAX];
+	struct route *r;
+
+	/* space/<space>; and the space it left, without the data */
+	for (int pass = 0; pass < 2; pass++) {
+		const char *sp = pass == 0 ? c->space : c->prev;
+
+		if (!sp || (pass == 1 && strcmp(sp, c->space) == 0))
+			continue;
+		snprintf(key, sizeof(key), "space/%s", sp);
+		if (!(r = route_get(f, key, false)))
+			continue;
+		for (uint32_t i = 0; i < r->n; i++) {
+			struct sess *s = r->sess[i];
+			int at;
+
+			pthread_mutex_lock(&s->mu);
+			at = sub_find(s, key);
+			if (at >= 0 && s->subs[at].state == SUB_LIVE) {
+				sess_offer_locked(s, c,
+						  pass == 1 ? PK_PREV
+							    : PK_SPACE,
+						  pass == 1, &f->st);
+				sess_pump_locked(s);
+			}
+			pthread_mutex_unlock(&s->mu);
+		}
+	}
+	snprintf(key, sizeof(key), "rec/%s/%s", c->table, c->id);
+	if ((r = route_get(f, key, false)))
+		for (uint32_t i = 0; i < r->n; i++) {
+			struct sess *s = r->sess[i];
+			int at;
+
+			pthread_mutex_lock(&s->mu);
+			at = sub_find(s, key);
+			if (at >= 0 && s->subs[at].state == SUB_LIVE) {
+				/* the data only while it stays in a space
+				 * the subscriber was allowed to see */
+				bool hide =
+					strcmp(s->subs[at].space, c->space) != 0;
+
+				sess_offer_locked(s, c, PK_REC, hide, &f->st);
+				sess_pump_locked(s);
+			}
+			pthread_mutex_unlock(&s->mu);
+		}
+}
+
+/* f->mu held: a members change that removes a user from a space (or a
+ * space deleted) ends the affected subscriptions at once */
+static void
+revoke(struct fanout *f, const struct change *c)
+{
+	const char *space = c->space;
+	const char *user = NULL;
+	char key[KEY_MAX];
+
+	if (strcmp(c->table, "members") == 0) {
+		size_t sl = strlen(space);
+
+		if (!c->deleted)
+			return; /* a role change keeps read access */
+		if (strncmp(c->id, space, sl) != 0 || c->id[sl] != ':')
+			return;
+		user = c->id + sl + 1;
+	} else if (strcmp(c->table, "spaces") != 0 || !c->deleted) {
+		return;
+	}
+	snprintf(key, sizeof(key), "space/%s", space);
+	/* every session of that user (or all, for a deleted space) that
+	 * holds a key in the space */
+	for (struct sess *s = f->sessions; s; s = s->lnext) {
+		struct proto_subres res[64];
+		struct proto_msg m = { .type = PROTO_SUBSCRIBED };
+		uint32_t n = 0;
+
+		pthread_mutex_lock(&s->mu);
+		if (user && strcmp(s->user, user) != 0) {
+			pthread_mutex_unlock(&s->mu);
+			continue;
+		}
+		for (uint32_t i = s->nsubs; i-- > 0 && n < 64;) {
+			struct sub *sub = &s->subs[i];
+			bool in = strcmp(sub->key, key) == 0 ||
+				  (strncmp(sub->key, "rec/", 4) == 0 &&
+				   strcmp(sub->space, space) == 0);
+
+			if (!in)
+				continue;
+			res[n].key = proto_str_c(sub->key);
+			res[n].code = WEFT_EPERM;
+			res[n].msg = proto_str_c(
+				user ? "membership removed" : "space deleted");
+			n++;
+		}
+		if (n) {
+			/* encode while the key strings still exist */
+			m.u.subscribed = (struct proto_subscribed){
+				0, PROTO_LIST(n, res)
+			};
+			sess_queue_locked(s, &m);
+			for (uint32_t i = s->nsubs; i-- > 0;) {
+				struct sub *sub = &s->subs[i];
+
+				if (strcmp(sub->key, key) == 0 ||
+				    (strncmp(sub->key, "rec/", 4) == 0 &&
+				     strcmp(sub->space, space) == 0)) {
+					sub_remove_locked(f, s, i);
+					f->st.revoked++;
+				}
+			}
+		}
+		pthread_mutex_unlock(&s->mu);
+	}
+}
+
+static void
+count_redis_error(struct fanout *f)
+{
+	pthread_mutex_lock(&f->mu);
+	f->st.redis_errors++;
+	pthread_mutex_unlock(&f->mu);
+}
+
+/* the stream's first and last IDs ("0-0" when empty) */
+static bool
+stream_bounds(redisContext *rc, const char *stream, struct proto_cursor *first,
+	      struct proto_cursor *last)
+{
+	redisReply *a = redisCommand(rc, "XRANGE %s - + COUNT 1", stream);
+	redisReply *b = a ? redisCommand(rc, "XREVRANGE %s + - COUNT 1",
+					 stream)
+			  : NULL;
+	bool ok = a && b && a->type == REDIS_REPLY_ARRAY &&
+		  b->type == REDIS_REPLY_ARRAY;
+
+	*first = *last = (struct proto_cursor){ 0, 0 };
+	if (ok && a->elements == 1)
+		parse_cursor(a->element[0]->element[0]->str, first);
+	if (ok && b->elements == 1)
+		parse_cursor(b->element[0]->element[0]->str, last);
+	freeReplyObject(a);
+	freeReplyObject(b);
+	return ok;
+}
+
+/* one catch-up: (cursor, upto] of the stream, for these keys of s */
+static void
+serve_catchup(struct fanout *f, redisContext *rc, struct catchup *cu,
+	      struct proto_cursor upto)
+{
+	struct sess *s = cu->s;
+	struct proto_cursor first, last;
+	char from[48];
+	bool gone = false;
+
+	if (!stream_bounds(rc, f->cfg.stream, &first, &last))
+		return; /* Redis trouble: the caller retries */
+	(void)last;
+	/* the entries after the cursor are all still there only if the
+	 * oldest one kept is not newer than the one after the cursor */
+	if (first.lsn && cursor_cmp(cu->cursor, first) < 0 &&
+	    !(cu->cursor.lsn == 0))
+		gone = true;
+	snprintf(from, sizeof(from), "(%llu-%u",
+		 (unsigned long long)cu->cursor.lsn, cu->cursor.idx);
+	while (!gone && cursor_cmp(cu->cursor, upto) < 0) {
+		char to[48];
+		redisReply *rep;
+
+		snprintf(to, sizeof(to), "%llu-%u",
+			 (unsigned long long)upto.lsn, upto.idx);
+		rep = redisCommand(rc, "XRANGE %s %s %s COUNT 1000",
+				   f->cfg.stream, from, to);
+		if (!rep || rep->type != REDIS_REPLY_ARRAY) {
+			freeReplyObject(rep);
+			count_redis_error(f);
+			return;
+		}
+		pthread_mutex_lock(&f->mu);
+		for (size_t i = 0; i < rep->elements; i++) {
+			struct change *c = change_from_entry(rep->element[i]);
+			char k1[KEY_MAX], k2[KEY_MAX], k3[KEY_MAX];
+
+			if (!c)
+				continue;
+			snprintf(k1, sizeof(k1), "space/%s", c->space);
+			snprintf(k2, sizeof(k2), "space/%s",
+				 c->prev ? c->prev : "");
+			snprintf(k3, sizeof(k3), "rec/%s/%s", c->table, c->id);
+			pthread_mutex_lock(&s->mu);
+			for (uint32_t k = 0; k < cu->nkeys; k++) {
+				int at = sub_find(s, cu->keys[k]);
+				bool moved_out = c->prev &&
+						 strcmp(cu->keys[k], k2) == 0;
+
+				if (at < 0 ||
+				    (strcmp(cu->keys[k], k1) != 0 &&
+				     strcmp(cu->keys[k], k3) != 0 && !moved_out))
+					continue;
+				sess_offer_locked(
+					s, c,
+					moved_out ? PK_PREV
+					: strcmp(cu->keys[k], k3) == 0
+						? PK_REC
+						: PK_SPACE,
+					moved_out, &f->st);
+				break;
+			}
+			sess_pump_locked(s);
+			pthread_mutex_unlock(&s->mu);
+			cu->cursor = c->cursor;
+			change_unref(c);
+		}
+		pthread_mutex_unlock(&f->mu);
+		if (rep->elements == 0) {
+			freeReplyObject(rep);
+			break;
+		}
+		snprintf(from, sizeof(from), "(%llu-%u",
+			 (unsigned long long)cu->cursor.lsn, cu->cursor.idx);
+		freeReplyObject(rep);
+	}
+	pthread_mutex_lock(&f->mu);
+	pthread_mutex_lock(&s->mu);
+	if (gone) {
+		struct proto_str keys[64];
+		struct proto_msg m = { .type = PROTO_CATCHUP };
+		uint32_t n = cu->nkeys < 64 ? cu->nkeys : 64;
+
+		for (uint32_t k = 0; k < n; k++)
+			keys[k] = proto_str_c(cu->keys[k]);
+		m.u.catchup = (struct proto_catchup){
+			PROTO_LIST(n, keys), first,
+			proto_str_c("your cursor is older than the change "
+				    "log window: bootstrap these again")
+		};
+		sess_queue_locked(s, &m);
+		f->st.catchup_unavailable++;
+	} else {
+		f->st.catchups++;
+	}
+	for (uint32_t k = 0; k < cu->nkeys; k++) {
+		int at = sub_find(s, cu->keys[k]);
+
+		if (at >= 0)
+			s->subs[at].state = SUB_LIVE;
+	}
+	pthread_mutex_unlock(&f->mu);
+	sess_unref_locked(s);
+}
+
+static void *
+reader_main(void *arg)
+{
+	struct fanout *f = arg;
+	redisContext *rc = NULL;
+	struct proto_cursor last = { 0, 0 };
+	bool started = false;
+	uint32_t backoff = 50;
+
+	for (;;) {
+		struct catchup *cus;
+		redisReply *rep;
+		char id[48], why[256];
+
+		pthread_mutex_lock(&f->mu);
+		if (f->stopping) {
+			pthread_mutex_unlock(&f->mu);
+			break;
+		}
+		pthread_mutex_unlock(&f->mu);
+		if (!rc) {
+			rc = redis_open(f->cfg.redis_url, 5000, why,
+					sizeof(why));
+			if (!rc) {
+				log_event(LOG_WARN, "redis_connect_failed",
+					  "why=\"%s\"", why);
+				count_redis_error(f);
+				atomic_store(&f->redis_ok, false);
+				clock_sleep_ms(backoff);
+				backoff = backoff < 1000 ? backoff * 2 : 2000;
+				continue;
+			}
+			backoff = 50;
+			if (!started) { /* live from the current end */
+				struct proto_cursor first;
+
+				if (!stream_bounds(rc, f->cfg.stream, &first,
+						   &last)) {
+					redisFree(rc);
+					rc = NULL;
+					continue;
+				}
+				started = true;
+			}
+			atomic_store(&f->redis_ok, true);
+		}
+		/* catch-ups asked since the last round, up to what has been
+		 * routed live (last): nothing missed, nothing twice */
+		pthread_mutex_lock(&f->mu);
+		cus = f->catchups;
+		f->catchups = NULL;
+		pthread_mutex_unlock(&f->mu);
+		while (cus) {
+			struct catchup *next = cus->next;
+
+			serve_catchup(f, rc, cus, last);
+			free(cus->keys);
+			free(cus);
+			cus = next;
+		}
+		snprintf(id, sizeof(id), "%llu-%u",
+			 (unsigned long long)last.lsn, last.idx);
+		rep = redisCommand(rc, "XREAD COUNT %d BLOCK %d STREAMS %s %s",
+				   XREAD_COUNT, XREAD_BLOCK_MS, f->cfg.stream,
+				   id);
+		if (!rep) {
+			log_event(LOG_WARN, "redis_failed", "why=\"%s\"",
+				  rc->errstr);
+			count_redis_error(f);
+			atomic_store(&f->redis_ok, false);
+			redisFree(rc);
+			rc = NULL;
+			continue;
+		}
+		if (rep->type == REDIS_REPLY_NIL) {
+			/* idle: did the stream go backwards (Redis lost its
+			 * tail)?  Then everyone catches up. */
+			struct proto_cursor first, top;
+
+			freeReplyObject(rep);
+			if (stream_bounds(rc, f->cfg.stream, &first, &top) &&
+			    cursor_cmp(top, last) < 0) {
+				log_event(LOG_ERROR, "stream_regressed",
+					  "msg=\"the stream lost entries; "
+					  "every session catches up\"");
+				pthread_mutex_lock(&f->mu);
+				for (struct sess *s = f->sessions; s;
+				     s = s->lnext) {
+					pthread_mutex_lock(&s->mu);
+					catchup_msg_locked(
+						s,
+						"the change log lost entries; "
+						"bootstrap again",
+						first);
+					pthread_mutex_unlock(&s->mu);
+				}
+				pthread_mutex_unlock(&f->mu);
+				last = top;
+			}
+			continue;
+		}
+		if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 1 &&
+		    rep->element[0]->elements == 2) {
+			redisReply *entries = rep->element[0]->element[1];
+
+			pthread_mutex_lock(&f->mu);
+			for (size_t i = 0; i < entries->elements; i++) {
+				struct change *c =
+					change_from_entry(entries->element[i]);
+
+				if (!c) {
+					log_event(LOG_WARN, "bad_entry",
+						  "msg=\"an entry without the "
+						  "fields of a change\"");
+					continue;
+				}
+				last = c->cursor;
+				f->st.entries++;
+				if (c->when_ms) {
+					struct timespec ts;
+
+					clock_gettime(CLOCK_REALTIME, &ts);
+					f->st.stream_lag_ms =
+						(double)(ts.tv_sec * 1000 +
+							 ts.tv_nsec / 1000000 -
+							 c->when_ms);
+				}
+				route_change(f, c);
+				revoke(f, c);
+				change_unref(c);
+			}
+			pthread_mutex_unlock(&f->mu);
+		}
+		freeReplyObject(rep);
+	}
+	redisFree(rc);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* housekeeping: pings, expired tokens */
+
+static void *
+house_main(void *arg)
+{
+	struct fanout *f = arg;
+
+	for (;;) {
+		uint64_t now;
+
+		for (int t = 0; t < 10; t++) {
+			bool stop;
+
+			clock_sleep_ms(100);
+			pthread_mutex_lock(&f->mu);
+			stop = f->stopping;
+			pthread_mutex_unlock(&f->mu);
+			if (stop)
+				return NULL;
+		}
+		now = clock_now_ms();
+		pthread_mutex_lock(&f->mu);
+		for (struct sess *s = f->sessions; s; s = s->lnext) {
+			pthread_mutex_lock(&s->mu);
+			if (s->state == S_LIVE &&
+			    s->token_exp < (int64_t)time(NULL)) {
+				sess_error_locked(s, 0, WEFT_EEXPIRED, true,
+						  "token expired: reconnect "
+						  "with a fresh one");
+			} else if (s->state == S_LIVE &&
+				   now - s->last_ping_ms >=
+					   f->cfg.heartbeat_ms) {
+				struct proto_msg m = { .type = PROTO_PING };
+
+				m.u.ping.nonce = now;
+				s->last_ping_ms = now;
+				sess_queue_locked(s, &m);
+			}
+			pthread_mutex_unlock(&s->mu);
+		}
+		pthread_mutex_unlock(&f->mu);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+
+int
+fanout_new(struct fanout **out, const struct fanout_config *cfg, char *why,
+	   size_t whylen)
+{
+	struct fanout *f = xcalloc(1, sizeof(*f));
+	int rc;
+
+	*out = NULL;
+	f->cfg = *cfg;
+	f->routes = xcalloc(ROUTE_BUCKETS, sizeof(*f->routes));
+	pthread_mutex_init(&f->mu, NULL);
+	pthread_cond_init(&f->cv, NULL);
+	rc = listen_open(&f->listener, cfg->listen_url, cfg->tls_cert,
+			 cfg->max_frame, why, whylen);
+	if (!rc && nng_aio_alloc(&f->accept_aio, accept_cb, f) != 0) {
+		nng_stream_listener_free(f->listener);
+		snprintf(why, whylen, "out of memory");
+		rc = WEFT_ENOMEM;
+	}
+	if (rc) {
+		free(f->routes);
+		free(f);
+		return rc;
+	}
+	if (pthread_create(&f->auth_thread, NULL, auth_main, f) != 0 ||
+	    pthread_create(&f->reader_thread, NULL, reader_main, f) != 0 ||
+	    pthread_create(&f->house_thread, NULL, house_main, f) != 0)
+		alloc_oom(0);
+	nng_stream_listener_accept(f->listener, f->accept_aio);
+	*out = f;
+	return 0;
+}
+
+void
+fanout_stats(struct fanout *f, struct fanout_stats *out)
+{
+	pthread_mutex_lock(&f->mu);
+	*out = f->st;
+	pthread_mutex_unlock(&f->mu);
+	out->pushes = atomic_load(&f->pushes);
+}
+
+bool
+fanout_redis_ok(struct fanout *f)
+{
+	return atomic_load(&f->redis_ok);
+}
+
+void
+fanout_free(struct fanout *f)
+{
+	uint64_t until;
+
+	if (!f)
+		return;
+	pthread_mutex_lock(&f->mu);
+	f->stopping = true;
+	pthread_cond_broadcast(&f->cv);
+	for (struct sess *s = f->sessions; s; s = s->lnext) {
+		struct proto_msg m = { .type = PROTO_BACKOFF };
+
+		pthread_mutex_lock(&s->mu);
+		m.u.backoff = (struct proto_backoff){
+			0, 100, true,
+			proto_str_c("this node is shutting down; reconnect "
+				    "to another")
+		};
+		sess_queue_locked(s, &m);
+		if (s->state != S_CLOSED) {
+			s->state = S_DRAINING;
+			if (!s->tx_busy)
+				sess_close_locked(s, "shutdown");
+		}
+		pthread_mutex_unlock(&s->mu);
+	}
+	pthread_mutex_unlock(&f->mu);
+	nng_stream_listener_close(f->listener);
+	nng_aio_stop(f->accept_aio);
+	pthread_join(f->auth_thread, NULL);
+	pthread_join(f->reader_thread, NULL);
+	pthread_join(f->house_thread, NULL);
+	/* requests the auth thread never took */
+	while (f->reqs) {
+		struct req *r = f->reqs;
+
+		f->reqs = r->next;
+		pthread_mutex_lock(&r->s->mu);
+		sess_unref_locked(r->s);
+		free(r->keys);
+		free(r);
+	}
+	while (f->catchups) {
+		struct catchup *c = f->catchups;
+
+		f->catchups = c->next;
+		pthread_mutex_lock(&c->s->mu);
+		sess_unref_locked(c->s);
+		free(c->keys);
+		free(c);
+	}
+	/* give the goodbyes up to 2 s, then close what is left */
+	until = clock_now_ms() + 2000;
+	pthread_mutex_lock(&f->mu);
+	while (f->sessions && clock_now_ms() < until) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 50 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&f->cv, &f->mu, &ts);
+	}
+	for (struct sess *s = f->sessions; s; s = s->lnext) {
+		pthread_mutex_lock(&s->mu);
+		sess_close_locked(s, "shutdown");
+		pthread_mutex_unlock(&s->mu);
+	}
+	while (f->sessions)
+		pthread_cond_wait(&f->cv, &f->mu);
+	pthread_mutex_unlock(&f->mu);
+	nng_aio_free(f->accept_aio);
+	nng_stream_listener_free(f->listener);
+	for (uint32_t b = 0; b < ROUTE_BUCKETS; b++)
+		while (f->routes[b]) {
+			struct route *r = f->routes[b];
+
+			f->routes[b] = r->next;
+			free(r->sess);
+			free(r);
+		}
+	free(f->routes);
+	pthread_cond_destroy(&f->cv);
+	pthread_mutex_destroy(&f->mu);
+	free(f);
+}

@@ -1,0 +1,612 @@
+/*
+ * fanout_test.c - the realtime path end to end, every part a real
+ * process: a private Postgres and Redis, weft-write, weft-relay and two
+ * weft-fanout nodes.  Clients speak the wire protocol (tests/lib/wclient).
+ *
+ * It proves: a write reaches subscribers on both nodes, in order with an
+ * unbroken prev-cursor chain; an unauthorised subscribe gets EPERM and no
+ * data; removing a member ends their pushes at once; a client that moves
+ * to the other node with its cursor misses nothing; a cursor older than
+ * the stream window gets CATCHUP; a client that never reads is dropped to
+ * catch-up while another session keeps its latency; hostile input gets
+ * errors or a disconnect and the node stays up; SIGTERM sends
+ * "reconnect elsewhere".
+ */
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <msgpack.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <weft/error.h>
+
+#include "common/clock.h"
+#include "services/shared/auth.h"
+#include "tests/lib/proc.h"
+#include "tests/lib/wclient.h"
+
+#define S(x)	proto_str_c(x)
+#define WAIT_MS 10000
+
+static char dir[64], pg_url[256], redis_url[128];
+static struct proc wr, relay, fa, fb;
+
+static void
+start_fanout(struct proc *p, const char *node, const char *extra)
+{
+	char listen[128], pg[300], rd[160], nd[64], url[96];
+	const char *argv[] = { getenv("WEFT_TEST_FANOUT_BIN"),
+			       listen,
+			       pg,
+			       rd,
+			       nd,
+			       "--jwt-secret=" PROC_SECRET,
+			       "--log-level=warn",
+			       "--heartbeat=1s",
+			       extra ? extra : "--idle-timeout=30s",
+			       NULL };
+
+	cr_assert_not_null(argv[0], "WEFT_TEST_FANOUT_BIN not set");
+	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", proc_free_port());
+	snprintf(listen, sizeof(listen), "--listen=%s", url);
+	snprintf(pg, sizeof(pg), "--pg-url=%s", pg_url);
+	snprintf(rd, sizeof(rd), "--redis-url=%s", redis_url);
+	snprintf(nd, sizeof(nd), "--node=%s", node);
+	proc_start_svc(p, argv);
+	snprintf(p->url, sizeof(p->url), "%s", url);
+	for (int i = 0; i < 200; i++) { /* until it reads the stream */
+		char body[128];
+
+		if (proc_http_get(p, "/healthz", body, sizeof(body)) == 200)
+			return;
+		usleep(25000);
+	}
+	cr_fatal("%s never became healthy", node);
+}
+
+static void
+setup(void)
+{
+	char pg[300], rd[160];
+	const char *rargv[] = { getenv("WEFT_TEST_RELAY_BIN"),
+				pg,
+				rd,
+				"--log-level=warn",
+				NULL };
+
+	proc_stack_up(dir, pg_url);
+	proc_stack_env(dir, "WEFT_REDIS_URL", redis_url, sizeof(redis_url));
+	snprintf(pg, sizeof(pg), "--pg-url=%s", pg_url);
+	snprintf(rd, sizeof(rd), "--redis-url=%s", redis_url);
+	cr_assert_not_null(rargv[0], "WEFT_TEST_RELAY_BIN not set");
+	proc_start_svc(&relay, rargv);
+	for (int i = 0; i < 200; i++) { /* the slot exists */
+		char body[128];
+
+		if (proc_http_get(&relay, "/healthz", body, sizeof(body)) ==
+		    200)
+			break;
+		usleep(25000);
+	}
+	proc_start_write_pg(&wr, pg_url, NULL);
+	start_fanout(&fa, "fanout-a", NULL);
+	start_fanout(&fb, "fanout-b", NULL);
+}
+
+static void
+teardown(void)
+{
+	proc_kill9(&fa);
+	proc_kill9(&fb);
+	proc_kill9(&relay);
+	proc_kill9(&wr);
+	proc_stack_destroy(dir);
+}
+
+TestSuite(fanout, .init = setup, .fini = teardown, .timeout = 120);
+
+/* ---- clients ---- */
+
+static void
+hello(struct wclient *c, const char *url, const char *user)
+{
+	struct proto_msg m = { .type = PROTO_HELLO }, r;
+	char *tok = auth_mint_hs256(PROC_SECRET, user, (int64_t)time(NULL),
+				    3600);
+
+	cr_assert(eq(i64, wclient_dial(c, url), 0), "dial %s", url);
+	m.u.hello = (struct proto_hello){ 1,	    PROTO_VERSION, S(tok),
+					  S(user), { 0, 0 },	   S("test") };
+	cr_assert(eq(i64, wclient_send(c, &m), 0));
+	cr_assert(eq(i64, wclient_recv(c, &r, WAIT_MS), 0));
+	cr_assert(eq(i64, r.type, PROTO_WELCOME), "got %s",
+		  proto_type_name(r.type));
+	free(tok);
+}
+
+/* the next message that is not a PING (answered), within ms */
+static int
+next_msg(struct wclient *c, struct proto_msg *r, int ms)
+{
+	uint64_t until = clock_now_ms() + (uint64_t)ms;
+
+	for (;;) {
+		uint64_t now = clock_now_ms();
+		int rc;
+
+		if (now >= until)
+			return WEFT_ETIMEDOUT;
+		rc = wclient_recv(c, r, (int)(until - now));
+		if (rc || r->type != PROTO_PING)
+			return rc;
+		r->type = PROTO_PONG;
+		wclient_send(c, r);
+	}
+}
+
+/* subscribe to one key; returns the result code */
+static int
+subscribe(struct wclient *c, const char *key, struct proto_cursor from)
+{
+	struct proto_str k = S(key);
+	struct proto_msg m = { .type = PROTO_SUBSCRIBE }, r;
+	struct proto_iter it;
+	struct proto_subres res;
+
+	m.u.subscribe = (struct proto_subscribe){ 7, PROTO_LIST(1, &k), from };
+	cr_assert(eq(i64, wclient_send(c, &m), 0));
+	for (;;) {
+		cr_assert(eq(i64, next_msg(c, &r, WAIT_MS), 0),
+			  "SUBSCRIBED for %s", key);
+		if (r.type == PROTO_SUBSCRIBED && r.u.subscribed.rid == 7)
+			break;
+	}
+	proto_iter_init(&it, &r.u.subscribed.results);
+	cr_assert(eq(i64, proto_next_subres(&it, &res), 1));
+	return res.code;
+}
+
+static uint64_t next_mid[64];
+
+static struct proto_bytes
+map_str(const char *k, const char *v)
+{
+	static uint8_t store[8][128];
+	static int n;
+	uint8_t *d = store[n++ % 8];
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	struct proto_bytes b;
+
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 2);
+	msgpack_pack_str_with_body(&pk, "user", 4);
+	msgpack_pack_str_with_body(&pk, k, strlen(k));
+	msgpack_pack_str_with_body(&pk, "role", 4);
+	msgpack_pack_str_with_body(&pk, v, strlen(v));
+	memcpy(d, sb.data, sb.size);
+	b = (struct proto_bytes){ d, (uint32_t)sb.size };
+	msgpack_sbuffer_destroy(&sb);
+	return b;
+}
+
+/* one transaction through weft-write as user (client id = user); the
+ * ack's type */
+static int
+write_op(const char *user, int slot, struct proto_op op)
+{
+	struct wclient c;
+	struct proto_msg m = { .type = PROTO_TXN }, r;
+	int type;
+
+	hello(&c, wr.url, user);
+	m.u.txn = (struct proto_txn){ 1, S(user), ++next_mid[slot],
+				      PROTO_LIST(1, &op) };
+	cr_assert(eq(i64, wclient_send(&c, &m), 0));
+	cr_assert(eq(i64, wclient_recv(&c, &r, WAIT_MS), 0));
+	type = (int)r.type;
+	wclient_close(&c);
+	return type;
+}
+
+static struct proto_op
+create_op(const char *table, const char *id, const char *space)
+{
+	static const uint8_t empty = 0x80;
+
+	return (struct proto_op){ .kind = PROTO_OP_CREATE,
+				  .table = S(table),
+				  .id = S(id),
+				  .space = S(space),
+				  .data = { &empty, 1 } };
+}
+
+static struct proto_op
+set_op(const char *id, int v)
+{
+	static uint8_t vals[16][9];
+	static int n;
+	uint8_t *d = vals[n++ % 16];
+
+	d[0] = 0xd2; /* int32 */
+	d[1] = (uint8_t)(v >> 24);
+	d[2] = (uint8_t)(v >> 16);
+	d[3] = (uint8_t)(v >> 8);
+	d[4] = (uint8_t)v;
+	return (struct proto_op){ .kind = PROTO_OP_SET,
+				  .table = S("issues"),
+				  .id = S(id),
+				  .field = S("n"),
+				  .value = { d, 5 } };
+}
+
+/* a create with a 120 KB row: a few fill a socket's buffers */
+static struct proto_op
+big_create_op(const char *id, const char *space)
+{
+	static uint8_t *d;
+	static uint32_t n;
+
+	if (!d) {
+		msgpack_sbuffer sb;
+		msgpack_packer pk;
+		static char blob[120000];
+
+		memset(blob, 'x', sizeof(blob));
+		msgpack_sbuffer_init(&sb);
+		msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+		msgpack_pack_map(&pk, 1);
+		msgpack_pack_str_with_body(&pk, "blob", 4);
+		msgpack_pack_str_with_body(&pk, blob, sizeof(blob));
+		d = malloc(sb.size);
+		memcpy(d, sb.data, sb.size);
+		n = (uint32_t)sb.size;
+		msgpack_sbuffer_destroy(&sb);
+	}
+	struct proto_op op = create_op("issues", id, space);
+	op.data = (struct proto_bytes){ d, n };
+	return op;
+}
+
+/* the changes of the next PUSH: versions of ids, its cursors */
+struct got {
+	int n;
+	char ids[PROTO_MAX_TEXT / 8][64];
+	uint64_t ver[PROTO_MAX_TEXT / 8];
+	bool has_data[PROTO_MAX_TEXT / 8];
+	struct proto_cursor cursor, prev;
+};
+
+static int
+next_push(struct wclient *c, struct got *g, int ms)
+{
+	struct proto_msg r;
+	struct proto_iter it;
+	struct proto_change ch;
+	int rc;
+
+	do {
+		rc = next_msg(c, &r, ms);
+		if (rc)
+			return rc;
+	} while (r.type != PROTO_PUSH && r.type != PROTO_CATCHUP);
+	if (r.type == PROTO_CATCHUP)
+		return WEFT_ECATCHUP;
+	g->n = 0;
+	g->cursor = r.u.push.cursor;
+	g->prev = r.u.push.prev;
+	proto_iter_init(&it, &r.u.push.changes);
+	while (proto_next_change(&it, &ch) == 1 && g->n < 128) {
+		snprintf(g->ids[g->n], 64, "%.*s", (int)ch.id.len, ch.id.p);
+		g->ver[g->n] = ch.version;
+		g->has_data[g->n] = ch.data.p != NULL;
+		g->n++;
+	}
+	return 0;
+}
+
+/* wait for a push carrying id; false on timeout */
+static bool
+wait_change(struct wclient *c, const char *id, struct got *g, int ms)
+{
+	uint64_t until = clock_now_ms() + (uint64_t)ms;
+
+	while (clock_now_ms() < until) {
+		if (next_push(c, g, (int)(until - clock_now_ms())) != 0)
+			return false;
+		for (int i = 0; i < g->n; i++)
+			if (strcmp(g->ids[i], id) == 0)
+				return true;
+	}
+	return false;
+}
+
+/* a team: alice's space with bob as a writer */
+static void
+team(const char *sp)
+{
+	char mid[128];
+	struct proto_op add;
+
+	cr_assert(eq(i64, write_op("alice", 0, create_op("spaces", sp, sp)),
+		     PROTO_ACK));
+	snprintf(mid, sizeof(mid), "%s:bob", sp);
+	add = create_op("members", mid, sp);
+	add.data = map_str("bob", "writer");
+	cr_assert(eq(i64, write_op("alice", 0, add), PROTO_ACK));
+}
+
+Test(fanout, a_write_reaches_subscribers_on_both_nodes_in_order)
+{
+	struct wclient a, b;
+	struct got g;
+	struct proto_cursor last = { 0, 0 };
+
+	team("t1");
+	hello(&a, fa.url, "alice");
+	hello(&b, fb.url, "bob");
+	cr_assert(eq(i64, subscribe(&a, "space/t1", last), 0));
+	cr_assert(eq(i64, subscribe(&b, "space/t1", last), 0));
+	cr_assert(eq(i64, write_op("bob", 1, create_op("issues", "i1", "t1")),
+		     PROTO_ACK));
+	for (int v = 1; v <= 5; v++)
+		cr_assert(eq(i64, write_op("alice", 0, set_op("i1", v)),
+			     PROTO_ACK));
+	/* both see the last version; each push chains to the one before */
+	for (int k = 0; k < 2; k++) {
+		struct wclient *c = k ? &b : &a;
+		uint64_t seen = 0;
+
+		last = (struct proto_cursor){ 0, 0 };
+		while (seen < 6) {
+			cr_assert(eq(i64, next_push(c, &g, WAIT_MS), 0),
+				  "push %d, version %llu so far", k,
+				  (unsigned long long)seen);
+			cr_assert(g.prev.lsn == last.lsn &&
+					  g.prev.idx == last.idx,
+				  "prev chains to the previous push");
+			last = g.cursor;
+			for (int i = 0; i < g.n; i++) {
+				cr_assert(g.ver[i] > seen,
+					  "versions only grow");
+				cr_assert(g.has_data[i]);
+				seen = g.ver[i];
+			}
+		}
+	}
+	wclient_close(&a);
+	wclient_close(&b);
+}
+
+Test(fanout, unauthorised_subscribe_gets_eperm_and_no_data)
+{
+	struct wclient c;
+	struct got g;
+
+	team("t2");
+	hello(&c, fa.url, "carol");
+	cr_assert(eq(i64, subscribe(&c, "space/t2", (struct proto_cursor){ 0 }),
+		     WEFT_EPERM));
+	cr_assert(eq(i64, subscribe(&c, "rec/spaces/t2",
+				    (struct proto_cursor){ 0 }),
+		     WEFT_EPERM));
+	cr_assert(eq(i64, subscribe(&c, "nonsense", (struct proto_cursor){ 0 }),
+		     WEFT_EINVAL));
+	cr_assert(eq(i64, write_op("alice", 0, create_op("issues", "i2", "t2")),
+		     PROTO_ACK));
+	cr_assert(ne(i64, next_push(&c, &g, 1500), 0), "no data, ever");
+	wclient_close(&c);
+}
+
+Test(fanout, removing_a_member_stops_their_pushes_at_once)
+{
+	struct wclient b;
+	struct got g;
+	struct proto_msg r;
+	struct proto_op del = { .kind = PROTO_OP_DELETE,
+				.table = S("members"),
+				.id = S("t3:bob") };
+	bool told = false;
+
+	team("t3");
+	hello(&b, fb.url, "bob");
+	cr_assert(eq(i64, subscribe(&b, "space/t3", (struct proto_cursor){ 0 }),
+		     0));
+	cr_assert(eq(i64, write_op("alice", 0, create_op("issues", "i3", "t3")),
+		     PROTO_ACK));
+	cr_assert(wait_change(&b, "i3", &g, WAIT_MS));
+	cr_assert(eq(i64, write_op("alice", 0, del), PROTO_ACK));
+	/* bob is told his subscription ended */
+	for (uint64_t until = clock_now_ms() + WAIT_MS;
+	     !told && clock_now_ms() < until;) {
+		if (next_msg(&b, &r, WAIT_MS) != 0)
+			break;
+		if (r.type == PROTO_SUBSCRIBED && r.u.subscribed.rid == 0) {
+			struct proto_iter it;
+			struct proto_subres res;
+
+			proto_iter_init(&it, &r.u.subscribed.results);
+			cr_assert(eq(i64, proto_next_subres(&it, &res), 1));
+			cr_assert(eq(i64, res.code, WEFT_EPERM));
+			told = true;
+		}
+	}
+	cr_assert(told, "the session heard of the removal");
+	cr_assert(eq(i64, write_op("alice", 0, set_op("i3", 9)), PROTO_ACK));
+	cr_assert(ne(i64, next_push(&b, &g, 1500), 0), "no more pushes");
+	/* and cannot subscribe again */
+	cr_assert(eq(i64, subscribe(&b, "space/t3", (struct proto_cursor){ 0 }),
+		     WEFT_EPERM));
+	wclient_close(&b);
+}
+
+Test(fanout, moving_nodes_with_a_cursor_misses_nothing)
+{
+	struct wclient b;
+	struct got g;
+	struct proto_cursor cur;
+	char id[16];
+	int seen = 0;
+
+	team("t4");
+	hello(&b, fa.url, "bob");
+	cr_assert(eq(i64, subscribe(&b, "space/t4", (struct proto_cursor){ 0 }),
+		     0));
+	cr_assert(eq(i64, write_op("alice", 0, create_op("issues", "m0", "t4")),
+		     PROTO_ACK));
+	cr_assert(wait_change(&b, "m0", &g, WAIT_MS));
+	cur = g.cursor;
+	wclient_close(&b);
+	/* offline: three changes, then one of another space */
+	for (int i = 1; i <= 3; i++) {
+		snprintf(id, sizeof(id), "m%d", i);
+		cr_assert(eq(i64, write_op("alice", 0,
+					   create_op("issues", id, "t4")),
+			     PROTO_ACK));
+	}
+	team("t4x");
+	usleep(300000);
+	/* back, on the other node, from the cursor */
+	hello(&b, fb.url, "bob");
+	cr_assert(eq(i64, subscribe(&b, "space/t4", cur), 0));
+	while (seen < 3) {
+		cr_assert(eq(i64, next_push(&b, &g, WAIT_MS), 0), "seen %d",
+			  seen);
+		for (int i = 0; i < g.n; i++) {
+			snprintf(id, sizeof(id), "m%d", seen + 1);
+			cr_assert(eq(str, g.ids[i], id), "in order");
+			seen++;
+		}
+	}
+	/* and live after that */
+	cr_assert(eq(i64, write_op("alice", 0, create_op("issues", "m4", "t4")),
+		     PROTO_ACK));
+	cr_assert(wait_change(&b, "m4", &g, WAIT_MS));
+	wclient_close(&b);
+}
+
+Test(fanout, a_cursor_older_than_the_window_gets_catchup)
+{
+	struct wclient b;
+	struct got g;
+
+	team("t5");
+	cr_assert(eq(i64, write_op("alice", 0, create_op("issues", "c1", "t5")),
+		     PROTO_ACK));
+	usleep(300000);
+	hello(&b, fa.url, "bob");
+	/* an LSN far below anything this cluster has written */
+	cr_assert(eq(i64, subscribe(&b, "space/t5", (struct proto_cursor){ 1, 0 }),
+		     0));
+	cr_assert(eq(i64, next_push(&b, &g, WAIT_MS), WEFT_ECATCHUP));
+	wclient_close(&b);
+}
+
+Test(fanout, hostile_input_gets_errors_and_the_node_stays_up)
+{
+	static const uint8_t garbage[] = { 0, 0, 0, 3, 0xc1, 0xc1, 0xc1 };
+	static const uint8_t huge[] = { 0x7f, 0xff, 0xff, 0xff, 1, 2 };
+	struct wclient c, d;
+	struct proto_msg r;
+	char body[256];
+
+	hello(&c, fa.url, "mallory");
+	cr_assert(eq(i64, wclient_send_raw(&c, garbage, sizeof(garbage)), 0));
+	cr_assert(eq(i64, next_msg(&c, &r, WAIT_MS), 0));
+	cr_assert(eq(i64, r.type, PROTO_ERROR));
+	cr_assert(eq(i64, r.u.error.fatal, 0), "a bad frame is not fatal");
+	/* an oversized length claim: a fatal error, then the close */
+	cr_assert(eq(i64, wclient_send_raw(&c, huge, sizeof(huge)), 0));
+	cr_assert(eq(i64, next_msg(&c, &r, WAIT_MS), 0));
+	cr_assert(eq(i64, r.type, PROTO_ERROR));
+	cr_assert(r.u.error.fatal);
+	cr_assert(ne(i64, next_msg(&c, &r, 3000), 0), "closed");
+	wclient_close(&c);
+	/* no HELLO: refused */
+	cr_assert(eq(i64, wclient_dial(&d, fa.url), 0));
+	{
+		struct proto_str k = S("space/x");
+		struct proto_msg m = { .type = PROTO_SUBSCRIBE };
+
+		m.u.subscribe = (struct proto_subscribe){ 1, PROTO_LIST(1, &k),
+							  { 0, 0 } };
+		cr_assert(eq(i64, wclient_send(&d, &m), 0));
+		cr_assert(eq(i64, next_msg(&d, &r, WAIT_MS), 0));
+		cr_assert(eq(i64, r.type, PROTO_ERROR));
+		cr_assert(eq(i64, r.u.error.code, WEFT_EAUTH));
+	}
+	wclient_close(&d);
+	cr_assert(eq(i64, proc_http_get(&fa, "/healthz", body, sizeof(body)),
+		     200),
+		  "still up: %s", body);
+}
+
+Test(fanout, a_client_that_never_reads_is_dropped_to_catchup)
+{
+	struct wclient slow, fast;
+	struct got g;
+	struct proto_msg r;
+	struct proc small;
+	char id[16];
+	bool catchup = false;
+	uint64_t worst = 0;
+
+	start_fanout(&small, "fanout-small", "--queue-max=16");
+	team("t6");
+	hello(&slow, small.url, "bob");
+	hello(&fast, small.url, "alice");
+	cr_assert(eq(i64, subscribe(&slow, "space/t6", (struct proto_cursor){ 0 }),
+		     0));
+	cr_assert(eq(i64, subscribe(&fast, "space/t6", (struct proto_cursor){ 0 }),
+		     0));
+	/* many changes (with big rows, so the socket buffers fill); slow
+	 * never reads while fast keeps up */
+	for (int i = 0; i < 150; i++) {
+		uint64_t t0 = clock_now_ms();
+
+		snprintf(id, sizeof(id), "s%d", i);
+		cr_assert(eq(i64, write_op("alice", 0, big_create_op(id, "t6")),
+			     PROTO_ACK));
+		cr_assert(wait_change(&fast, id, &g, WAIT_MS),
+			  "fast session got %s", id);
+		if (clock_now_ms() - t0 > worst)
+			worst = clock_now_ms() - t0;
+	}
+	cr_assert(lt(u64, worst, 2000), "the fast session was not held up");
+	cr_assert(gt(i64, proc_metric(&small, "weft_fanout_overflows_total"),
+		     0),
+		  "the slow queue overflowed");
+	/* the slow one, reading at last, is told to catch up */
+	for (int i = 0; i < 400 && !catchup; i++) {
+		if (next_msg(&slow, &r, WAIT_MS) != 0)
+			break;
+		catchup = r.type == PROTO_CATCHUP;
+	}
+	cr_assert(catchup, "told to catch up");
+	wclient_close(&slow);
+	wclient_close(&fast);
+	proc_stop(&small);
+}
+
+Test(fanout, sigterm_tells_sessions_to_reconnect_elsewhere)
+{
+	struct wclient c;
+	struct proto_msg r;
+	int status;
+
+	hello(&c, fb.url, "alice");
+	kill(fb.pid, SIGTERM);
+	cr_assert(eq(i64, next_msg(&c, &r, WAIT_MS), 0));
+	cr_assert(eq(i64, r.type, PROTO_BACKOFF));
+	cr_assert(r.u.backoff.reconnect);
+	cr_assert(eq(i64, waitpid(fb.pid, &status, 0), fb.pid));
+	cr_assert(eq(i64, status, 0), "clean exit (wait status %d)", status);
+	fb.pid = 0;
+	wclient_close(&c);
+}
