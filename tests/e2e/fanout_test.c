@@ -15,6 +15,7 @@
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
 #include <msgpack.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,11 +74,8 @@ static void
 setup(void)
 {
 	char pg[300], rd[160];
-	const char *rargv[] = { getenv("WEFT_TEST_RELAY_BIN"),
-				pg,
-				rd,
-				"--log-level=warn",
-				NULL };
+	const char *rargv[] = { getenv("WEFT_TEST_RELAY_BIN"), pg, rd,
+				"--log-level=warn", NULL };
 
 	proc_stack_up(dir, pg_url);
 	proc_stack_env(dir, "WEFT_REDIS_URL", redis_url, sizeof(redis_url));
@@ -116,12 +114,12 @@ static void
 hello(struct wclient *c, const char *url, const char *user)
 {
 	struct proto_msg m = { .type = PROTO_HELLO }, r;
-	char *tok = auth_mint_hs256(PROC_SECRET, user, (int64_t)time(NULL),
-				    3600);
+	char *tok =
+		auth_mint_hs256(PROC_SECRET, user, (int64_t)time(NULL), 3600);
 
 	cr_assert(eq(i64, wclient_dial(c, url), 0), "dial %s", url);
-	m.u.hello = (struct proto_hello){ 1,	    PROTO_VERSION, S(tok),
-					  S(user), { 0, 0 },	   S("test") };
+	m.u.hello = (struct proto_hello){ 1,	   PROTO_VERSION, S(tok),
+					  S(user), { 0, 0 },	  S("test") };
 	cr_assert(eq(i64, wclient_send(c, &m), 0));
 	cr_assert(eq(i64, wclient_recv(c, &r, WAIT_MS), 0));
 	cr_assert(eq(i64, r.type, PROTO_WELCOME), "got %s",
@@ -393,8 +391,8 @@ Test(fanout, unauthorised_subscribe_gets_eperm_and_no_data)
 	hello(&c, fa.url, "carol");
 	cr_assert(eq(i64, subscribe(&c, "space/t2", (struct proto_cursor){ 0 }),
 		     WEFT_EPERM));
-	cr_assert(eq(i64, subscribe(&c, "rec/spaces/t2",
-				    (struct proto_cursor){ 0 }),
+	cr_assert(eq(i64,
+		     subscribe(&c, "rec/spaces/t2", (struct proto_cursor){ 0 }),
 		     WEFT_EPERM));
 	cr_assert(eq(i64, subscribe(&c, "nonsense", (struct proto_cursor){ 0 }),
 		     WEFT_EINVAL));
@@ -466,9 +464,10 @@ Test(fanout, moving_nodes_with_a_cursor_misses_nothing)
 	/* offline: three changes, then one of another space */
 	for (int i = 1; i <= 3; i++) {
 		snprintf(id, sizeof(id), "m%d", i);
-		cr_assert(eq(i64, write_op("alice", 0,
-					   create_op("issues", id, "t4")),
-			     PROTO_ACK));
+		cr_assert(
+			eq(i64,
+			   write_op("alice", 0, create_op("issues", id, "t4")),
+			   PROTO_ACK));
 	}
 	team("t4x");
 	usleep(300000);
@@ -502,7 +501,8 @@ Test(fanout, a_cursor_older_than_the_window_gets_catchup)
 	usleep(300000);
 	hello(&b, fa.url, "bob");
 	/* an LSN far below anything this cluster has written */
-	cr_assert(eq(i64, subscribe(&b, "space/t5", (struct proto_cursor){ 1, 0 }),
+	cr_assert(eq(i64,
+		     subscribe(&b, "space/t5", (struct proto_cursor){ 1, 0 }),
 		     0));
 	cr_assert(eq(i64, next_push(&b, &g, WAIT_MS), WEFT_ECATCHUP));
 	wclient_close(&b);
@@ -534,7 +534,8 @@ Test(fanout, hostile_input_gets_errors_and_the_node_stays_up)
 		struct proto_str k = S("space/x");
 		struct proto_msg m = { .type = PROTO_SUBSCRIBE };
 
-		m.u.subscribe = (struct proto_subscribe){ 1, PROTO_LIST(1, &k),
+		m.u.subscribe = (struct proto_subscribe){ 1,
+							  PROTO_LIST(1, &k),
 							  { 0, 0 } };
 		cr_assert(eq(i64, wclient_send(&d, &m), 0));
 		cr_assert(eq(i64, next_msg(&d, &r, WAIT_MS), 0));
@@ -561,9 +562,11 @@ Test(fanout, a_client_that_never_reads_is_dropped_to_catchup)
 	team("t6");
 	hello(&slow, small.url, "bob");
 	hello(&fast, small.url, "alice");
-	cr_assert(eq(i64, subscribe(&slow, "space/t6", (struct proto_cursor){ 0 }),
+	cr_assert(eq(i64,
+		     subscribe(&slow, "space/t6", (struct proto_cursor){ 0 }),
 		     0));
-	cr_assert(eq(i64, subscribe(&fast, "space/t6", (struct proto_cursor){ 0 }),
+	cr_assert(eq(i64,
+		     subscribe(&fast, "space/t6", (struct proto_cursor){ 0 }),
 		     0));
 	/* many changes (with big rows, so the socket buffers fill); slow
 	 * never reads while fast keeps up */
@@ -579,9 +582,9 @@ Test(fanout, a_client_that_never_reads_is_dropped_to_catchup)
 			worst = clock_now_ms() - t0;
 	}
 	cr_assert(lt(u64, worst, 2000), "the fast session was not held up");
-	cr_assert(gt(i64, proc_metric(&small, "weft_fanout_overflows_total"),
-		     0),
-		  "the slow queue overflowed");
+	cr_assert(
+		gt(i64, proc_metric(&small, "weft_fanout_overflows_total"), 0),
+		"the slow queue overflowed");
 	/* the slow one, reading at last, is told to catch up */
 	for (int i = 0; i < 400 && !catchup; i++) {
 		if (next_msg(&slow, &r, WAIT_MS) != 0)
@@ -609,4 +612,165 @@ Test(fanout, sigterm_tells_sessions_to_reconnect_elsewhere)
 	cr_assert(eq(i64, status, 0), "clean exit (wait status %d)", status);
 	fb.pid = 0;
 	wclient_close(&c);
+}
+
+/* ---- every committed change reaches every subscriber, through chaos ---- */
+
+#define CHAOS_MAX 20000
+
+/* creates d0, d1, ... in a space through weft-write, each resent with
+ * the same mid until it is acknowledged, so each exists exactly once */
+struct cwriter {
+	pthread_t thread;
+	const char *space;
+	volatile bool stop;
+	volatile int acked;
+};
+
+static void *
+cwriter_main(void *arg)
+{
+	struct cwriter *w = arg;
+	struct wclient c;
+	bool up = false;
+	uint64_t mid = 1;
+
+	while (!w->stop && w->acked < CHAOS_MAX) {
+		struct proto_msg m = { .type = PROTO_TXN }, r;
+		struct proto_op op;
+		char id[32];
+
+		if (!up) {
+			struct proto_msg h = { .type = PROTO_HELLO };
+			char *tok = auth_mint_hs256(PROC_SECRET, "alice",
+						    (int64_t)time(NULL), 3600);
+
+			h.u.hello =
+				(struct proto_hello){ 1,	PROTO_VERSION,
+						      S(tok),	S("chaos"),
+						      { 0, 0 }, S("test") };
+			up = wclient_dial(&c, wr.url) == 0 &&
+			     wclient_send(&c, &h) == 0 &&
+			     wclient_recv(&c, &r, 2000) == 0 &&
+			     r.type == PROTO_WELCOME;
+			free(tok);
+			if (!up) {
+				wclient_close(&c);
+				usleep(100000);
+				continue;
+			}
+		}
+		snprintf(id, sizeof(id), "d%d", w->acked);
+		op = create_op("issues", id, w->space);
+		m.u.txn = (struct proto_txn){ mid, S("chaos"), mid,
+					      PROTO_LIST(1, &op) };
+		if (wclient_send(&c, &m) != 0 ||
+		    wclient_recv(&c, &r, 5000) != 0) {
+			wclient_close(&c);
+			up = false;
+			continue;
+		}
+		if (r.type == PROTO_ACK) {
+			w->acked++;
+			mid++;
+			usleep(3000);
+		} else {
+			usleep(50000); /* EUNAVAILABLE, BACKOFF: same mid */
+		}
+	}
+	if (up)
+		wclient_close(&c);
+	return NULL;
+}
+
+/* a subscriber counting what it receives: seen[k] for record dk */
+struct counter {
+	pthread_t thread;
+	const char *url, *user, *space;
+	volatile bool stop;
+	uint8_t seen[CHAOS_MAX];
+	int distinct, dups;
+};
+
+static void *
+counter_main(void *arg)
+{
+	struct counter *k = arg;
+	struct wclient c;
+	struct got g;
+
+	hello(&c, k->url, k->user);
+	cr_assert(eq(i64, subscribe(&c, k->space, (struct proto_cursor){ 0 }),
+		     0));
+	while (!k->stop) {
+		if (next_push(&c, &g, 200) != 0)
+			continue;
+		for (int i = 0; i < g.n; i++) {
+			int n;
+
+			if (g.ids[i][0] != 'd')
+				continue;
+			n = atoi(g.ids[i] + 1);
+			if (n < 0 || n >= CHAOS_MAX)
+				continue;
+			if (k->seen[n]++)
+				k->dups++;
+			else
+				k->distinct++;
+		}
+	}
+	wclient_close(&c);
+	return NULL;
+}
+
+Test(fanout, every_change_reaches_every_subscriber_through_chaos,
+     .timeout = 240)
+{
+	static struct counter ka, kb;
+	struct cwriter w = { .space = "chaos" };
+	struct proc relay2;
+	char pg[300], rd[160];
+	const char *rargv[] = {
+		getenv("WEFT_TEST_RELAY_BIN"), pg,  rd, "--log-level=warn",
+		"--standby-retry=200ms",       NULL
+	};
+	uint64_t until;
+
+	snprintf(pg, sizeof(pg), "--pg-url=%s", pg_url);
+	snprintf(rd, sizeof(rd), "--redis-url=%s", redis_url);
+	proc_start_svc(&relay2, rargv); /* the standby */
+	team("chaos");
+	ka = (struct counter){ .url = fa.url,
+			       .user = "alice",
+			       .space = "space/chaos" };
+	kb = (struct counter){ .url = fb.url,
+			       .user = "bob",
+			       .space = "space/chaos" };
+	pthread_create(&ka.thread, NULL, counter_main, &ka);
+	pthread_create(&kb.thread, NULL, counter_main, &kb);
+	usleep(500000); /* subscribed */
+	pthread_create(&w.thread, NULL, cwriter_main, &w);
+	usleep(1000000);
+	proc_kill9(&relay); /* the active one: the standby takes over */
+	usleep(1500000);
+	proc_stack_restart(dir, "run/redis.pid", SIGTERM);
+	usleep(1500000);
+	proc_stack_restart(dir, "pg/data/postmaster.pid", SIGINT);
+	usleep(2000000);
+	w.stop = true;
+	pthread_join(w.thread, NULL);
+	cr_assert(gt(i64, w.acked, 200), "writes went on (%d)", w.acked);
+	until = clock_now_ms() + 30000;
+	while ((ka.distinct < w.acked || kb.distinct < w.acked) &&
+	       clock_now_ms() < until)
+		usleep(100000);
+	ka.stop = kb.stop = true;
+	pthread_join(ka.thread, NULL);
+	pthread_join(kb.thread, NULL);
+	cr_assert(eq(i64, ka.distinct, w.acked), "alice (node a) got %d of %d",
+		  ka.distinct, w.acked);
+	cr_assert(eq(i64, kb.distinct, w.acked), "bob (node b) got %d of %d",
+		  kb.distinct, w.acked);
+	cr_assert(eq(i64, ka.dups + kb.dups, 0), "nothing twice");
+	proc_stop(&relay2);
 }

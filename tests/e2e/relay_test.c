@@ -338,33 +338,6 @@ Test(relay, kill9_of_the_active_relay_loses_nothing)
 	proc_stop(standby);
 }
 
-/* stop one server of the stack by its pid file, then `stack up` again;
- * sig: SIGINT for Postgres (a fast shutdown: a smart one waits for every
- * client to leave), SIGTERM for Redis */
-static void
-restart_one(const char *pidfile, int sig)
-{
-	char path[160], cmd[256];
-	FILE *f;
-	long pid = 0;
-
-	snprintf(path, sizeof(path), "%s/%s", dir, pidfile);
-	f = fopen(path, "r");
-	cr_assert_not_null(f, "%s", path);
-	cr_assert(eq(i64, fscanf(f, "%ld", &pid), 1));
-	fclose(f);
-	cr_assert(pid > 1);
-	kill((pid_t)pid, sig);
-	for (int i = 0; i < 100 && kill((pid_t)pid, 0) == 0; i++)
-		usleep(100000);
-	cr_assert(kill((pid_t)pid, 0) != 0, "%s stopped", pidfile);
-	snprintf(cmd, sizeof(cmd),
-		 "WEFT_WRITE_BIN=none WEFT_RELAY_BIN=none "
-		 "WEFT_FANOUT_BIN=none %s up --dir %s --ports auto >/dev/null",
-		 getenv("WEFT_STACK_SCRIPT"), dir);
-	cr_assert(eq(i64, system(cmd), 0), "stack up again");
-}
-
 Test(relay, redis_and_postgres_restarts_lose_nothing)
 {
 	struct proc r;
@@ -374,9 +347,9 @@ Test(relay, redis_and_postgres_restarts_lose_nothing)
 	pthread_create(&w.thread, NULL, writer_main, &w);
 	running = &w;
 	usleep(600000);
-	restart_one("run/redis.pid", SIGTERM);
+	proc_stack_restart(dir, "run/redis.pid", SIGTERM);
 	usleep(800000);
-	restart_one("pg/data/postmaster.pid", SIGINT);
+	proc_stack_restart(dir, "pg/data/postmaster.pid", SIGINT);
 	usleep(1500000);
 	w.stop = true;
 	pthread_join(w.thread, NULL);

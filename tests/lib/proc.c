@@ -302,3 +302,22 @@ proc_metric(const struct proc *p, const char *name)
 	at = strstr(body, key);
 	return at ? (int64_t)strtod(at + strlen(key), NULL) : -1;
 }
+
+void
+proc_stack_restart(const char *dir, const char *pidfile, int sig)
+{
+	char path[160];
+	FILE *f;
+	long pid = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, pidfile);
+	f = fopen(path, "r");
+	cr_assert_not_null(f, "%s", path);
+	cr_assert(fscanf(f, "%ld", &pid) == 1 && pid > 1, "pid in %s", path);
+	fclose(f);
+	kill((pid_t)pid, sig);
+	for (int i = 0; i < 100 && kill((pid_t)pid, 0) == 0; i++)
+		usleep(100000);
+	cr_assert(kill((pid_t)pid, 0) != 0, "%s stopped", pidfile);
+	proc_stack(dir, "up");
+}

@@ -67,6 +67,14 @@ void proc_start_svc(struct proc *p, const char *const *argv);
 /* proc_kill9 - SIGKILL and reap; no check of the status. */
 void proc_kill9(struct proc *p);
 
+/*
+ * proc_stack_restart - stop one server of a private stack by its pid file
+ * (relative to dir) with sig, wait until it is gone, then `stack up`
+ * starts it again.  SIGINT for Postgres (a fast shutdown: a smart one
+ * waits for every client to leave), SIGTERM for Redis.
+ */
+void proc_stack_restart(const char *dir, const char *pidfile, int sig);
+
 /* proc_stack_env - KEY's value from a private stack's env file. */
 void proc_stack_env(const char *dir, const char *key, char *out, size_t cap);
 
