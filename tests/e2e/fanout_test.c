@@ -273,11 +273,13 @@ big_create_op(const char *id, const char *space)
 }
 
 /* the changes of the next PUSH: versions of ids, its cursors */
+#define GOT_MAX 1024 /* more than a PUSH carries (256 in weft-fanout) */
+
 struct got {
 	int n;
-	char ids[PROTO_MAX_TEXT / 8][64];
-	uint64_t ver[PROTO_MAX_TEXT / 8];
-	bool has_data[PROTO_MAX_TEXT / 8];
+	char ids[GOT_MAX][64];
+	uint64_t ver[GOT_MAX];
+	bool has_data[GOT_MAX];
 	struct proto_cursor cursor, prev;
 };
 
@@ -300,7 +302,9 @@ next_push(struct wclient *c, struct got *g, int ms)
 	g->cursor = r.u.push.cursor;
 	g->prev = r.u.push.prev;
 	proto_iter_init(&it, &r.u.push.changes);
-	while (proto_next_change(&it, &ch) == 1 && g->n < 128) {
+	while (proto_next_change(&it, &ch) == 1) {
+		cr_assert(lt(i64, g->n, GOT_MAX), "a PUSH larger than %d",
+			  GOT_MAX);
 		snprintf(g->ids[g->n], 64, "%.*s", (int)ch.id.len, ch.id.p);
 		g->ver[g->n] = ch.version;
 		g->has_data[g->n] = ch.data.p != NULL;
