@@ -48,7 +48,7 @@ static void
 metrics(void *arg, struct buf *out)
 {
 	static const double batch_le[] = { 1, 3, 7, 15, 31, 63, 127 };
-	double lag_le[11];
+	double lag_le[15];
 	struct relay_stats st;
 
 	(void)arg;
@@ -85,11 +85,11 @@ metrics(void *arg, struct buf *out)
 	metric_histogram(out, "weft_relay_batch_size",
 			 "entries per Redis pipeline", batch_le, st.batch_hist,
 			 7, 0);
-	for (int k = 0; k < 11; k++)
-		lag_le[k] = (double)(2u << k) / 1000.0;
+	for (int k = 0; k < 15; k++)
+		lag_le[k] = 0.25 * (double)(2u << k) / 1000.0;
 	metric_histogram(out, "weft_relay_lag_seconds",
 			 "commit to XADD answered, per flush", lag_le,
-			 st.lag_hist, 11, st.lag_sum_s);
+			 st.lag_hist, 15, st.lag_sum_s);
 }
 
 int

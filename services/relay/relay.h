@@ -58,8 +58,9 @@ struct relay_stats {
 	uint64_t takeovers;    /* times this relay became active */
 	uint64_t confirmed;    /* LSN confirmed to Postgres */
 	uint64_t wal_end;      /* the server's WAL end, as last reported */
-	uint64_t lag_hist[12]; /* commit -> XADD answered: bucket k holds
-				* [2^k, 2^(k+1)) ms (0: < 2 ms) */
+	uint64_t lag_hist[16]; /* commit -> XADD answered: bucket k holds
+				* [0.25 * 2^k, 0.25 * 2^(k+1)) ms (0: under
+				* 0.5 ms), the last one everything above */
 	double lag_sum_s;
 	uint64_t lag_n;
 	double last_lag_ms; /* of the newest commit relayed */

@@ -347,4 +347,5 @@ Test(group, each_client_transaction_fails_alone_within_one_commit)
 	 * went through weft_apply(), in order */
 	cr_assert(eq(i64, metric("weft_write_fast_txns_total") - fast0, 3),
 		  "the held set, x1 once and x4");
+	wclient_close(&c);
 }

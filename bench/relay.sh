@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# bench/relay.sh - weft-relay: backlog drain rate and commit->XADD lag,
+# beside the raw Redis limit measured in the same run.
+#
+#   bench/relay.sh [BUILD_DIR] [ROWS] [SECONDS]   (build-rel, 200000, 10)
+#
+# 1. starts its own Postgres + Redis (deploy/local/stack, scratch dir);
+# 2. raw limit: redis-benchmark, pipelined XADD (-P 1000) of a ~150-byte
+#    entry, on the same Redis;
+# 3. drain: with the relay stopped, commits ROWS outbox rows (100 per
+#    transaction), then starts weft-relay and times it from start until
+#    every row is in the stream (changes/s, and the ratio to the raw XADD
+#    rate);
+# 4. lag: pgbench commits one outbox row per transaction at 5,000/s for
+#    SECONDS while the relay runs; the relay's weft_relay_lag_seconds
+#    histogram (commit time -> Redis answered, measured on the oldest
+#    commit of each pipeline) gives p50/p99.
+# Build first: cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release &&
+#              cmake --build build-rel
+set -euo pipefail
+
+REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
+BUILD=${1:-$REPO/build-rel}
+ROWS=${2:-200000}
+SECS=${3:-10}
+RATE=5000
+DIR=$(mktemp -d /tmp/weft-bench-relay.XXXXXX)
+chmod 755 "$DIR"
+RPID=
+cleanup() {
+	[[ -n $RPID ]] && kill "$RPID" 2>/dev/null && wait "$RPID" 2>/dev/null
+	WEFT_WRITE_BIN=none WEFT_RELAY_BIN=none WEFT_FANOUT_BIN=none \
+		"$REPO/deploy/local/stack" down --dir "$DIR" >/dev/null 2>&1 || true
+	rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+RELAY=$BUILD/services/relay/weft-relay
+[[ -x $RELAY ]] || { echo "relay.sh: build $RELAY first" >&2; exit 1; }
+WEFT_WRITE_BIN=none WEFT_RELAY_BIN=none WEFT_FANOUT_BIN=none \
+	"$REPO/deploy/local/stack" up --dir "$DIR" --ports auto >/dev/null
+set -a
+# shellcheck disable=SC1091
+. "$DIR/env"
+set +a
+PGBIN=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
+[[ -x $PGBIN/pgbench ]] || PGBIN=/usr/lib/postgresql/15/bin
+HPORT=$((40000 + RANDOM % 10000))
+rcli() { redis-cli -p "$WEFT_REDIS_PORT" "$@"; }
+metric() { # NAME: its value from the relay's /metrics
+	curl -s "http://127.0.0.1:$HPORT/metrics" |
+		awk -v n="$1" '$1 == n {print $2; exit}'
+}
+start_relay() {
+	"$RELAY" --pg-url="$WEFT_PG_URL" --redis-url="$WEFT_REDIS_URL" \
+		--http="http://127.0.0.1:$HPORT" --log-level=warn \
+		--outbox-retention=0 &
+	RPID=$!
+	until [[ $(curl -s -o /dev/null -w '%{http_code}' \
+		"http://127.0.0.1:$HPORT/healthz") == 200 ]]; do
+		sleep 0.05
+	done
+}
+stop_relay() {
+	kill "$RPID"
+	wait "$RPID" || true
+	RPID=
+}
+now_ms() { date +%s%3N; }
+
+echo "bench/relay: Postgres $(psql -X -At -d "$WEFT_PG_URL" -c 'SHOW server_version'), Redis $(rcli INFO server | awk -F: '/^redis_version/ {print $2}' | tr -d '\r'), appendfsync $(rcli CONFIG GET appendfsync | tail -1)"
+
+# 2. the raw limit
+raw=$(redis-benchmark -p "$WEFT_REDIS_PORT" -n "$ROWS" -P 1000 -c 1 -q \
+	XADD bench:raw '*' t items i r12345 s s42 v 7 o 3 x f \
+	d 0123456789012345678901234567890123456789012345678901234567890123456789 \
+	c client-0001 m 42 u alice w 1700000000000 | tr '\r' '\n' |
+	grep -o '[0-9.]* requests per second' | awk '{print int($1)}')
+rcli DEL bench:raw >/dev/null
+echo
+echo "raw limit: redis-benchmark XADD, pipelined 1000: $raw entries/s"
+
+# 3. drain a backlog: the slot exists (relay started once), rows
+#    committed while it is down
+start_relay
+stop_relay
+psql -X -q -d "$WEFT_PG_URL" <<SQL
+DO \$\$
+BEGIN
+	FOR b IN 0 .. $ROWS / 100 - 1 LOOP
+		INSERT INTO weft_outbox (tbl, id, space, version, op, deleted,
+					 data, client_id, mid, user_id)
+		SELECT 'items', 'r' || (b * 100 + g), 's' || (g % 100), 1, 3,
+		       false, jsonb_build_object('n', g, 'title',
+						 'item number ' || g),
+		       'bench', b * 100 + g, 'alice'
+		FROM generate_series(1, 100) g;
+		COMMIT;
+	END LOOP;
+END
+\$\$;
+SQL
+t0=$(now_ms)
+start_relay
+[[ -n ${WEFT_BENCH_PERF:-} ]] && perf record -F 999 -g -p "$RPID" -o "$WEFT_BENCH_PERF" -- sleep 2 >/dev/null 2>&1 &
+until [[ $(rcli XLEN weft:changes) -ge $ROWS ]]; do sleep 0.02; done
+t1=$(now_ms)
+drain=$(awk -v n="$ROWS" -v ms=$((t1 - t0)) 'BEGIN {printf "%d", n * 1000 / ms}')
+echo
+echo "drain: $ROWS rows in $((t1 - t0)) ms (relay start to last XADD): $drain changes/s, $(awk -v a="$drain" -v b="$raw" 'BEGIN {printf "%.2f", a / b}')x the raw XADD rate"
+
+# 4. lag at a steady write rate
+cat >"$DIR/insert.sql" <<'SQL'
+INSERT INTO weft_outbox (tbl, id, space, version, op, deleted, data, client_id, mid, user_id) VALUES ('items', 'lag', 's1', 1, 3, false, '{"n": 1}', 'bench', 0, 'alice');
+SQL
+hist0=$(curl -s "http://127.0.0.1:$HPORT/metrics" | grep '^weft_relay_lag_seconds_bucket')
+"$PGBIN/pgbench" -n -c 8 -j 2 -R "$RATE" -T "$SECS" -f "$DIR/insert.sql" \
+	"$WEFT_PG_URL" >"$DIR/pgbench.out" 2>&1
+sleep 0.5
+hist1=$(curl -s "http://127.0.0.1:$HPORT/metrics" | grep '^weft_relay_lag_seconds_bucket')
+tps=$(awk '/^tps/ {printf "%d", $3}' "$DIR/pgbench.out")
+# percentiles from the bucket deltas (upper bound of the bucket reached)
+read -r p50 p99 n < <(paste <(echo "$hist0") <(echo "$hist1") | awk '
+	{ split($1, a, "\""); le[NR] = a[2]; d[NR] = $4 - $2 }
+	END {
+		for (i = 1; i <= NR; i++) if (le[i] == "+Inf") total = d[i]
+		p50 = p99 = "+Inf"
+		for (i = 1; i <= NR; i++) {
+			if (p50 == "+Inf" && d[i] >= total * 0.50) p50 = le[i] * 1000
+			if (p99 == "+Inf" && d[i] >= total * 0.99) p99 = le[i] * 1000
+		}
+		print p50, p99, total
+	}')
+echo
+echo "lag: pgbench at ${RATE}/s for ${SECS}s (achieved $tps commits/s), $n pipelines:"
+echo "  commit -> XADD answered, oldest commit of each pipeline: p50 <= ${p50} ms, p99 <= ${p99} ms (histogram bucket bounds)"
+stop_relay
