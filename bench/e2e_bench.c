@@ -8,8 +8,9 @@
  *   e2e_bench WRITE_URL FANOUT_URL SECRET SPACE SAMPLES LOAD
  *
  * The space must exist with user "bench" as a writer, and hold records
- * p0 (probed) and b0..b7 (one per background connection).  Prints: samples, p50 ms, p99 ms,
- * max ms, background writes/s achieved.  bench/e2e.sh sets it all up.
+ * p0 (probed) and b0..b7 (one per background connection).  Prints: samples, p50
+ * ms, p99 ms, max ms, background writes/s achieved.  bench/e2e.sh sets it all
+ * up.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -43,8 +44,9 @@ session(struct wclient *c, const char *url, const char *client)
 		free(tok);
 		return -1;
 	}
-	m.u.hello = (struct proto_hello){ 1,	      PROTO_VERSION, S(tok),
-					  S(client), { 0, 0 },	     S("bench") };
+	m.u.hello =
+		(struct proto_hello){ 1,	 PROTO_VERSION, S(tok),
+				      S(client), { 0, 0 },	S("bench") };
 	rc = wclient_send(c, &m) || wclient_recv(c, &r, 5000) ||
 			     r.type != PROTO_WELCOME
 		     ? -1
@@ -166,15 +168,17 @@ main(int argc, char **argv)
 	if (!lat || session(&w, write_url, client) != 0 ||
 	    session(&sub, argv[2], "bench-sub") != 0) {
 		fprintf(stderr, "e2e_bench: cannot connect\n");
+		free(lat);
 		return 1;
 	}
 	snprintf(keytext, sizeof(keytext), "space/%s", space);
 	key = S(keytext);
-	m.u.subscribe = (struct proto_subscribe){ 1, PROTO_LIST(1, &key),
-						  { 0, 0 } };
+	m.u.subscribe =
+		(struct proto_subscribe){ 1, PROTO_LIST(1, &key), { 0, 0 } };
 	if (wclient_send(&sub, &m) || wclient_recv(&sub, &r, 5000) ||
 	    r.type != PROTO_SUBSCRIBED) {
 		fprintf(stderr, "e2e_bench: subscribe failed\n");
+		free(lat);
 		return 1;
 	}
 	for (int k = 0; load > 0 && k < BG_WRITERS; k++) {

@@ -38,14 +38,14 @@
 #include "common/banned.h"
 
 /* RX_CHUNK - bytes read per receive */
-#define RX_CHUNK (16u << 10)
+#define RX_CHUNK       (16u << 10)
 /* PUSH_MAX - changes in one PUSH frame, at most */
-#define PUSH_MAX 256
+#define PUSH_MAX       256
 /* XREAD_COUNT / XREAD_BLOCK_MS - one stream read */
-#define XREAD_COUNT 1000
+#define XREAD_COUNT    1000
 #define XREAD_BLOCK_MS 100
 /* KEY_MAX - bytes of a subscription key */
-#define KEY_MAX (2 * PROTO_MAX_NAME + 8)
+#define KEY_MAX	       (2 * PROTO_MAX_NAME + 8)
 
 /* ------------------------------------------------------------------ */
 /* changes: one per stream entry, shared by every session it goes to */
@@ -125,8 +125,8 @@ change_from_entry(const redisReply *e)
 	}
 	atomic_init(&c->refs, 1);
 	c->mem = p = xmalloc(total);
-#define TAKE(ch)                                                    \
-	(v[ch] ? (memcpy(p + off, v[ch]->str, v[ch]->len),          \
+#define TAKE(ch)                                                     \
+	(v[ch] ? (memcpy(p + off, v[ch]->str, v[ch]->len),           \
 		  p[off + v[ch]->len] = '\0', off += v[ch]->len + 1, \
 		  p + off - v[ch]->len - 1)                          \
 	       : NULL)
@@ -136,8 +136,8 @@ change_from_entry(const redisReply *e)
 	c->prev = v['p'] && v['p']->len ? TAKE('p') : NULL;
 	c->version = strtoull(v['v']->str, NULL, 10);
 	c->op = (uint32_t)strtoul(v['o']->str, NULL, 10);
-	c->deleted = v['x'] && v['x']->len && (v['x']->str[0] == 't' ||
-					       v['x']->str[0] == '1');
+	c->deleted = v['x'] && v['x']->len &&
+		     (v['x']->str[0] == 't' || v['x']->str[0] == '1');
 	if (v['d'] && !c->deleted) {
 		c->data_len = (uint32_t)v['d']->len;
 		c->data = (uint8_t *)TAKE('d');
@@ -416,10 +416,11 @@ sess_pump_locked(struct sess *s)
 				  hide ? 0 : c->data_len },
 			};
 		}
-		m.u.push = (struct proto_push){ ch[n - 1].cursor, s->prev,
-						PROTO_LIST(n, ch) };
+		/* n >= 1: npend > 0 */
+		m.u.push = (struct proto_push){ s->pend[n - 1].ch->cursor,
+						s->prev, PROTO_LIST(n, ch) };
 		if (proto_encode(&s->out, &m, 0, NULL) == 0) {
-			s->prev = ch[n - 1].cursor;
+			s->prev = m.u.push.cursor;
 			atomic_fetch_add(&f->pushes, 1);
 		}
 		free(keys);
@@ -506,8 +507,8 @@ sess_error_locked(struct sess *s, uint64_t rid, int code, bool fatal,
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
-	m.u.error = (struct proto_error){ rid, code, proto_str_c(text), 0,
-					  fatal };
+	m.u.error =
+		(struct proto_error){ rid, code, proto_str_c(text), 0, fatal };
 	sess_queue_locked(s, &m);
 	if (fatal && s->state != S_CLOSED) {
 		s->state = S_DRAINING;
@@ -531,9 +532,9 @@ catchup_msg_locked(struct sess *s, const char *msg, struct proto_cursor oldest)
 			keys[n++] = proto_str_c(s->subs[done].key);
 		if (n == 0)
 			break;
-		m.u.catchup = (struct proto_catchup){ PROTO_LIST(n, keys),
-						      oldest,
-						      proto_str_c(msg) };
+		m.u.catchup =
+			(struct proto_catchup){ PROTO_LIST(n, keys), oldest,
+						proto_str_c(msg) };
 		sess_queue_locked(s, &m);
 	}
 }
@@ -758,8 +759,8 @@ sess_recv_cb(void *arg)
 	n = nng_aio_count(s->rx_aio);
 	while (off < n && s->state != S_CLOSED && s->state != S_DRAINING) {
 		size_t used;
-		int frc = frame_reader_feed(&s->fr, s->rx + off, n - off,
-					    &used);
+		int frc =
+			frame_reader_feed(&s->fr, s->rx + off, n - off, &used);
 
 		off += used;
 		if (frc) {
@@ -982,9 +983,9 @@ serve_req(struct fanout *f, PGconn **pg, struct req *r)
 
 		res[i].key = proto_str_c(r->keys[i]);
 		if (!r->unsubscribe)
-			res[i].code = check_key(pg, f->cfg.pg_url, user,
-						r->keys[i], spaces[i],
-						sizeof(spaces[i]), &msg);
+			res[i].code =
+				check_key(pg, f->cfg.pg_url, user, r->keys[i],
+					  spaces[i], sizeof(spaces[i]), &msg);
 		res[i].msg = proto_str_c(msg);
 	}
 	pthread_mutex_lock(&f->mu);
@@ -1014,8 +1015,8 @@ serve_req(struct fanout *f, PGconn **pg, struct req *r)
 		snprintf(s->subs[s->nsubs].key, KEY_MAX, "%s", r->keys[i]);
 		snprintf(s->subs[s->nsubs].space, sizeof(s->subs[0].space),
 			 "%s", spaces[i]);
-		s->subs[s->nsubs].state = r->cursor.lsn ? SUB_CATCHING_UP
-							: SUB_LIVE;
+		s->subs[s->nsubs].state =
+			r->cursor.lsn ? SUB_CATCHING_UP : SUB_LIVE;
 		route_add(f, r->keys[i], s);
 		f->st.subscriptions++;
 		if (r->cursor.lsn) {
@@ -1030,8 +1031,8 @@ serve_req(struct fanout *f, PGconn **pg, struct req *r)
 		}
 		s->nsubs++;
 	}
-	m.u.subscribed = (struct proto_subscribed){ r->rid,
-						    PROTO_LIST(r->nkeys, res) };
+	m.u.subscribed =
+		(struct proto_subscribed){ r->rid, PROTO_LIST(r->nkeys, res) };
 	sess_queue_locked(s, &m);
 	if (cu) {
 		cu->next = f->catchups;
@@ -1098,10 +1099,9 @@ route_change(struct fanout *f, struct change *c)
 			pthread_mutex_lock(&s->mu);
 			at = sub_find(s, key);
 			if (at >= 0 && s->subs[at].state == SUB_LIVE) {
-				sess_offer_locked(s, c,
-						  pass == 1 ? PK_PREV
-							    : PK_SPACE,
-						  pass == 1, &f->st);
+				sess_offer_locked(
+					s, c, pass == 1 ? PK_PREV : PK_SPACE,
+					pass == 1, &f->st);
 				sess_pump_locked(s);
 			}
 			pthread_mutex_unlock(&s->mu);
@@ -1118,8 +1118,8 @@ route_change(struct fanout *f, struct change *c)
 			if (at >= 0 && s->subs[at].state == SUB_LIVE) {
 				/* the data only while it stays in a space
 				 * the subscriber was allowed to see */
-				bool hide =
-					strcmp(s->subs[at].space, c->space) != 0;
+				bool hide = strcmp(s->subs[at].space,
+						   c->space) != 0;
 
 				sess_offer_locked(s, c, PK_REC, hide, &f->st);
 				sess_pump_locked(s);
@@ -1171,15 +1171,15 @@ revoke(struct fanout *f, const struct change *c)
 				continue;
 			res[n].key = proto_str_c(sub->key);
 			res[n].code = WEFT_EPERM;
-			res[n].msg = proto_str_c(
-				user ? "membership removed" : "space deleted");
+			res[n].msg = proto_str_c(user ? "membership removed"
+						      : "space deleted");
 			n++;
 		}
 		if (n) {
 			/* encode while the key strings still exist */
-			m.u.subscribed = (struct proto_subscribed){
-				0, PROTO_LIST(n, res)
-			};
+			m.u.subscribed =
+				(struct proto_subscribed){ 0,
+							   PROTO_LIST(n, res) };
 			sess_queue_locked(s, &m);
 			for (uint32_t i = s->nsubs; i-- > 0;) {
 				struct sub *sub = &s->subs[i];
@@ -1210,9 +1210,8 @@ stream_bounds(redisContext *rc, const char *stream, struct proto_cursor *first,
 	      struct proto_cursor *last)
 {
 	redisReply *a = redisCommand(rc, "XRANGE %s - + COUNT 1", stream);
-	redisReply *b = a ? redisCommand(rc, "XREVRANGE %s + - COUNT 1",
-					 stream)
-			  : NULL;
+	redisReply *b =
+		a ? redisCommand(rc, "XREVRANGE %s + - COUNT 1", stream) : NULL;
 	bool ok = a && b && a->type == REDIS_REPLY_ARRAY &&
 		  b->type == REDIS_REPLY_ARRAY;
 
@@ -1273,20 +1272,19 @@ serve_catchup(struct fanout *f, redisContext *rc, struct catchup *cu,
 			pthread_mutex_lock(&s->mu);
 			for (uint32_t k = 0; k < cu->nkeys; k++) {
 				int at = sub_find(s, cu->keys[k]);
-				bool moved_out = c->prev &&
-						 strcmp(cu->keys[k], k2) == 0;
+				bool moved_out =
+					c->prev && strcmp(cu->keys[k], k2) == 0;
 
-				if (at < 0 ||
-				    (strcmp(cu->keys[k], k1) != 0 &&
-				     strcmp(cu->keys[k], k3) != 0 && !moved_out))
+				if (at < 0 || (strcmp(cu->keys[k], k1) != 0 &&
+					       strcmp(cu->keys[k], k3) != 0 &&
+					       !moved_out))
 					continue;
-				sess_offer_locked(
-					s, c,
-					moved_out ? PK_PREV
-					: strcmp(cu->keys[k], k3) == 0
-						? PK_REC
-						: PK_SPACE,
-					moved_out, &f->st);
+				sess_offer_locked(s, c,
+						  moved_out ? PK_PREV
+						  : strcmp(cu->keys[k], k3) == 0
+							  ? PK_REC
+							  : PK_SPACE,
+						  moved_out, &f->st);
 				break;
 			}
 			sess_pump_locked(s);

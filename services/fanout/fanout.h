@@ -77,8 +77,8 @@ struct fanout_stats {
 struct fanout;
 
 /* fanout_new - listen and start the threads.  Errors: ECONFIG (why). */
-int fanout_new(struct fanout **out, const struct fanout_config *cfg,
-	       char *why, size_t whylen);
+int fanout_new(struct fanout **out, const struct fanout_config *cfg, char *why,
+	       size_t whylen);
 
 /* fanout_stats - a snapshot.  Thread-safe. */
 void fanout_stats(struct fanout *f, struct fanout_stats *out);

@@ -71,8 +71,8 @@ metrics(void *arg, struct buf *out)
 	metric_counter(out, "weft_fanout_subscribe_refused_total",
 		       "subscriptions refused (not a member, bad key)",
 		       st.subscribe_refused);
-	metric_counter(out, "weft_fanout_entries_total",
-		       "stream entries read", st.entries);
+	metric_counter(out, "weft_fanout_entries_total", "stream entries read",
+		       st.entries);
 	metric_counter(out, "weft_fanout_pushes_total", "PUSH frames sent",
 		       st.pushes);
 	metric_counter(out, "weft_fanout_delivered_total",
@@ -109,8 +109,7 @@ main(int argc, char **argv)
 		  "--tls-cert), ws://",
 		  0, 0 },
 		{ "tls-cert", CFG_STR, &tls_cert, NULL,
-		  "PEM file with the TLS certificate chain and its key", 0,
-		  0 },
+		  "PEM file with the TLS certificate chain and its key", 0, 0 },
 		{ "pg-url", CFG_STR, &pg_url,
 		  "postgresql://weft@127.0.0.1:54320/weft",
 		  "Postgres URL (membership checks at subscribe)", 0, 0 },
@@ -194,7 +193,8 @@ main(int argc, char **argv)
 	}
 	free(pubkey);
 	/* a session is one descriptor: never accept more than we can hold */
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+	    rl.rlim_cur != RLIM_INFINITY &&
 	    (int64_t)rl.rlim_cur - FD_RESERVE < max_sessions) {
 		int64_t cap = (int64_t)rl.rlim_cur - FD_RESERVE;
 
@@ -206,10 +206,18 @@ main(int argc, char **argv)
 		max_sessions = cap > 1 ? cap : 1;
 	}
 	fcfg = (struct fanout_config){
-		listen_url,	      tls_cert,		 node,
-		pg_url,		      redis_url,	 stream,
-		auth,		      (uint32_t)max_frame, (uint32_t)max_sessions,
-		(uint32_t)max_subs,   (uint32_t)queue_max, (uint32_t)heartbeat,
+		listen_url,
+		tls_cert,
+		node,
+		pg_url,
+		redis_url,
+		stream,
+		auth,
+		(uint32_t)max_frame,
+		(uint32_t)max_sessions,
+		(uint32_t)max_subs,
+		(uint32_t)queue_max,
+		(uint32_t)heartbeat,
 		(uint32_t)idle,
 	};
 	if (fanout_new(&f, &fcfg, why, sizeof(why)) != 0) {
