@@ -12,12 +12,12 @@
 
 #include "common/clock.h"
 #include "common/config.h"
-#include "common/file.h"
 #include "common/log.h"
 #include "proto/frame.h"
 #include "services/fanout/fanout.h"
 #include "services/shared/auth.h"
 #include "services/shared/http.h"
+#include "services/shared/svc.h"
 
 #include "common/banned.h"
 
@@ -101,7 +101,8 @@ int
 main(int argc, char **argv)
 {
 	const char *listen_url, *tls_cert, *node, *pg_url, *redis_url, *stream;
-	const char *secret, *pubkey_file, *http_url, *level;
+	const char *secret, *pubkey_file, *http_url;
+	const char *level = NULL;
 	int64_t max_frame, max_sessions, max_subs, queue_max, heartbeat, idle;
 	const struct cfg_opt opts[] = {
 		{ "listen", CFG_STR, &listen_url, "tcp://127.0.0.1:7420",
@@ -151,47 +152,18 @@ main(int argc, char **argv)
 		"the sessions\nsubscribed to it.",
 		opts, sizeof(opts) / sizeof(opts[0])
 	};
-	struct auth_config acfg = { NULL, NULL };
 	struct fanout_config fcfg;
 	struct fanout *f = NULL;
 	struct http_ops *http = NULL;
 	struct auth *auth = NULL;
 	struct rlimit rl;
-	char err[CFG_ERR_MAX], why[256];
-	char *pubkey = NULL;
-	enum log_level lvl;
-	int rc, argi;
+	char why[256];
+	int rc = svc_args(&spec, argc, argv, &level);
 
-	rc = cfg_parse(&spec, argc, (const char *const *)argv, &argi, stdout,
-		       err, sizeof(err));
-	if (rc == CFG_EXIT)
-		return 0;
-	if (rc || argi < argc) {
-		fprintf(stderr, "weft-fanout: %s\n",
-			rc ? err : "unexpected argument (see --help)");
+	if (rc)
+		return rc < 0 ? 0 : 1;
+	if (svc_auth("weft-fanout", secret, pubkey_file, &auth))
 		return 1;
-	}
-	if (log_level_parse(level, &lvl)) {
-		fprintf(stderr, "weft-fanout: bad --log-level '%s'\n", level);
-		return 1;
-	}
-	log_set_level(lvl);
-	log_set_service("weft-fanout");
-	if (pubkey_file &&
-	    file_read(pubkey_file, 1 << 20, &pubkey, NULL) != 0) {
-		fprintf(stderr, "weft-fanout: cannot read '%s'\n", pubkey_file);
-		return 1;
-	}
-	acfg.hs256_secret = pubkey ? NULL : secret;
-	acfg.rs256_pubkey = pubkey;
-	if (auth_new(&auth, &acfg, why, sizeof(why)) != 0) {
-		fprintf(stderr,
-			"weft-fanout: %s (--jwt-secret or --jwt-public-key)\n",
-			why);
-		free(pubkey);
-		return 1;
-	}
-	free(pubkey);
 	/* a session is one descriptor: never accept more than we can hold */
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
 	    rl.rlim_cur != RLIM_INFINITY &&

@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "services/relay/relay.h"
 #include "services/shared/http.h"
+#include "services/shared/svc.h"
 
 #include "common/banned.h"
 
@@ -95,7 +96,8 @@ metrics(void *arg, struct buf *out)
 int
 main(int argc, char **argv)
 {
-	const char *pg_url, *redis_url, *slot, *publication, *stream, *level;
+	const char *pg_url, *redis_url, *slot, *publication, *stream;
+	const char *level = NULL;
 	const char *http_url;
 	int64_t batch, maxlen, retention, standby, lag_warn;
 	const struct cfg_opt opts[] = {
@@ -140,25 +142,11 @@ main(int argc, char **argv)
 	};
 	struct relay_config rcfg;
 	struct http_ops *http = NULL;
-	char err[CFG_ERR_MAX], why[256];
-	enum log_level lvl;
-	int rc, argi;
+	char why[256];
+	int rc = svc_args(&spec, argc, argv, &level);
 
-	rc = cfg_parse(&spec, argc, (const char *const *)argv, &argi, stdout,
-		       err, sizeof(err));
-	if (rc == CFG_EXIT)
-		return 0;
-	if (rc || argi < argc) {
-		fprintf(stderr, "weft-relay: %s\n",
-			rc ? err : "unexpected argument (see --help)");
-		return 1;
-	}
-	if (log_level_parse(level, &lvl)) {
-		fprintf(stderr, "weft-relay: bad --log-level '%s'\n", level);
-		return 1;
-	}
-	log_set_level(lvl);
-	log_set_service("weft-relay");
+	if (rc)
+		return rc < 0 ? 0 : 1;
 	rcfg = (struct relay_config){ pg_url,
 				      redis_url,
 				      slot,

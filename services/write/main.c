@@ -15,12 +15,12 @@
 
 #include "common/clock.h"
 #include "common/config.h"
-#include "common/file.h"
 #include "common/log.h"
 #include "proto/frame.h"
 #include "services/shared/auth.h"
 #include "services/shared/http.h"
 #include "services/shared/migrate.h"
+#include "services/shared/svc.h"
 #include "services/write/db.h"
 #include "services/write/server.h"
 
@@ -128,7 +128,8 @@ metrics(void *arg, struct buf *out)
 int
 main(int argc, char **argv)
 {
-	const char *listen_url, *pg_url, *secret, *pubkey_file, *level, *node;
+	const char *listen_url, *pg_url, *secret, *pubkey_file, *node;
+	const char *level = NULL;
 	const char *schema_path, *http_url, *migrations, *tls_cert;
 	bool migrate_only;
 	int64_t workers, batch, queue, max_frame, max_ops, max_record, max_out;
@@ -198,7 +199,6 @@ main(int argc, char **argv)
 		"reads.",
 		opts, sizeof(opts) / sizeof(opts[0])
 	};
-	struct auth_config acfg = { NULL, NULL };
 	struct server_config scfg;
 	struct db_config dcfg;
 	struct server *srv = NULL;
@@ -207,26 +207,12 @@ main(int argc, char **argv)
 	struct http_ops *http = NULL;
 	struct ops_view view;
 	struct db *db = NULL;
-	char err[CFG_ERR_MAX], why[256];
-	char *pubkey = NULL;
-	enum log_level lvl;
-	int rc, argi;
+	char why[256];
+	int rc;
 
-	rc = cfg_parse(&spec, argc, (const char *const *)argv, &argi, stdout,
-		       err, sizeof(err));
-	if (rc == CFG_EXIT)
-		return 0;
-	if (rc || argi < argc) {
-		fprintf(stderr, "weft-write: %s\n",
-			rc ? err : "unexpected argument (see --help)");
-		return 1;
-	}
-	if (log_level_parse(level, &lvl)) {
-		fprintf(stderr, "weft-write: bad --log-level '%s'\n", level);
-		return 1;
-	}
-	log_set_level(lvl);
-	log_set_service("weft-write");
+	rc = svc_args(&spec, argc, argv, &level);
+	if (rc)
+		return rc < 0 ? 0 : 1;
 	if (migrate_only) {
 		int applied;
 
@@ -240,24 +226,8 @@ main(int argc, char **argv)
 		       applied);
 		return 0;
 	}
-	if (pubkey_file) {
-		if (file_read(pubkey_file, 1 << 20, &pubkey, NULL) != 0) {
-			fprintf(stderr, "weft-write: cannot read '%s'\n",
-				pubkey_file);
-			return 1;
-		}
-	}
-	acfg.hs256_secret = pubkey ? NULL : secret;
-	acfg.rs256_pubkey = pubkey;
-	if (auth_new(&auth, &acfg, why, sizeof(why)) != 0) {
-		fprintf(stderr,
-			"weft-write: %s (--jwt-secret or "
-			"--jwt-public-key)\n",
-			why);
-		free(pubkey);
+	if (svc_auth("weft-write", secret, pubkey_file, &auth))
 		return 1;
-	}
-	free(pubkey);
 	if (schema_path) {
 		if (schema_load(&schema, schema_path, why, sizeof(why)) != 0) {
 			fprintf(stderr, "weft-write: %s\n", why);
