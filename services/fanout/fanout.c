@@ -39,8 +39,11 @@
 
 /* RX_CHUNK - bytes read per receive */
 #define RX_CHUNK       (16u << 10)
-/* PUSH_MAX - changes in one PUSH frame, at most */
+/* PUSH_MAX / PUSH_BYTES - one PUSH frame carries at most this many
+ * changes and, beyond its first change, about this many bytes (a client
+ * accepts 1 MiB frames by default) */
 #define PUSH_MAX       256
+#define PUSH_BYTES     (512u << 10)
 /* XREAD_COUNT / XREAD_BLOCK_MS - one stream read */
 #define XREAD_COUNT    1000
 #define XREAD_BLOCK_MS 100
@@ -249,6 +252,8 @@ struct fanout {
 
 static void sess_recv_cb(void *arg);
 static void sess_send_cb(void *arg);
+static void catchup_msg_locked(struct sess *s, const char *msg,
+			       struct proto_cursor oldest);
 
 static uint32_t
 hash_key(const char *s)
@@ -389,7 +394,20 @@ sess_pump_locked(struct sess *s)
 	if (s->out.len == 0 && s->npend > 0) {
 		char(*keys)[KEY_MAX];
 
-		n = s->npend < PUSH_MAX ? s->npend : PUSH_MAX;
+		/* up to PUSH_MAX changes and about PUSH_BYTES: a client
+		 * accepts frames of 1 MiB by default (FRAME_MAX_DEFAULT) */
+		size_t bytes = 0;
+
+		for (n = 0; n < s->npend && n < PUSH_MAX; n++) {
+			const struct change *c = s->pend[n].ch;
+			size_t sz = 2 * KEY_MAX + strlen(c->table) +
+				    strlen(c->id) + strlen(c->space) +
+				    (s->pend[n].hide_data ? 0 : c->data_len);
+
+			if (n > 0 && bytes + sz > PUSH_BYTES)
+				break;
+			bytes += sz;
+		}
 		keys = xmalloc(n * sizeof(*keys));
 		for (uint32_t i = 0; i < n; i++) {
 			const struct change *c = s->pend[i].ch;
@@ -422,6 +440,15 @@ sess_pump_locked(struct sess *s)
 		if (proto_encode(&s->out, &m, 0, NULL) == 0) {
 			s->prev = m.u.push.cursor;
 			atomic_fetch_add(&f->pushes, 1);
+		} else { /* cannot happen within PUSH_BYTES; never silent */
+			log_event(LOG_ERROR, "push_encode_failed",
+				  "session=%llu changes=%u",
+				  (unsigned long long)s->id, n);
+			buf_reset(&s->out);
+			catchup_msg_locked(s,
+					   "a push could not be encoded; "
+					   "catch up from your cursor",
+					   (struct proto_cursor){ 0, 0 });
 		}
 		free(keys);
 		for (uint32_t i = 0; i < n; i++)

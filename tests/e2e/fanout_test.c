@@ -788,3 +788,33 @@ Test(fanout, every_change_reaches_every_subscriber_through_chaos)
 	cr_assert(eq(i64, ka.dups + kb.dups, 0), "nothing twice");
 	proc_stop(&relay2);
 }
+
+Test(fanout, pushes_fit_in_a_default_client_frame)
+{
+	struct wclient b;
+	struct got g;
+	char id[16];
+	int seen = 0;
+
+	team("t7");
+	hello(&b, fa.url, "bob");
+	/* a client with the protocol's default frame cap, as libweft has */
+	frame_reader_fini(&b.fr);
+	frame_reader_init(&b.fr, FRAME_MAX_DEFAULT);
+	cr_assert(eq(i64, subscribe(&b, "space/t7", (struct proto_cursor){ 0 }),
+		     0));
+	/* 100 rows of 120 KB while bob does not read: they pile up in his
+	 * queue and must leave it in pushes a 1 MiB reader accepts */
+	for (int i = 0; i < 100; i++) {
+		snprintf(id, sizeof(id), "big%d", i);
+		cr_assert(eq(i64, write_op("alice", 0, big_create_op(id, "t7")),
+			     PROTO_ACK));
+	}
+	while (seen < 100) {
+		cr_assert(eq(i64, next_push(&b, &g, WAIT_MS), 0),
+			  "push after %d changes", seen);
+		seen += g.n;
+	}
+	cr_assert(eq(i64, seen, 100));
+	wclient_close(&b);
+}
