@@ -37,8 +37,9 @@
 
 #include "common/banned.h"
 
-/* RX_CHUNK - bytes read per receive */
-#define RX_CHUNK       (16u << 10)
+/* RX_CHUNK - bytes read per receive: clients send small requests, and
+ * this buffer is most of an idle session's memory */
+#define RX_CHUNK       (2u << 10)
 /* PUSH_MAX / PUSH_BYTES - one PUSH frame carries at most this many
  * changes and, beyond its first change, about this many bytes (a client
  * accepts 1 MiB frames by default) */

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# bench/fanout.sh - weft-fanout delivery rate beside a raw socket blast
+# measured in the same run, and its memory per idle session.
+#
+#   bench/fanout.sh [BUILD_DIR] [DELIVERIES]     (build-rel, 2000000)
+#
+# 1. starts its own Postgres + Redis (scratch dir) and one weft-fanout;
+#    100 spaces b0..b99, user "bench" a member of each;
+# 2. for 1,000 and 15,000 sessions (session k on space/b<k % 100), spread
+#    over generator processes of at most 7,500 sessions (every process is
+#    capped at 20,000 descriptors):
+#    - RSS per idle session: the node's VmRSS growth / sessions (a
+#      generator connects all its sessions before it reads, so the node
+#      runs with a long --idle-timeout);
+#    - deliveries: rounds of one XADD per space (each change reaches 1% of
+#      the sessions: one update per session per round), straight into the
+#      stream with redis-cli --pipe, until DELIVERIES changes have been
+#      pushed; deliveries/s (first to last push) and per fanout CPU-second;
+#    - raw limit: fanout_bench blast, one thread writing one 64-byte
+#      message per plain loopback socket per round to as many sockets,
+#      sharded the same way.
+set -euo pipefail
+
+REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
+BUILD=$(cd -- "${1:-$REPO/build-rel}" && pwd -P)
+DELIVERIES=${2:-2000000}
+SHARD=7500
+DIR=$(mktemp -d /tmp/weft-bench-fanout.XXXXXX)
+chmod 755 "$DIR"
+FPID=
+SECRET=bench-secret-0123456789abcdef0123456789
+cleanup() {
+	[[ -n $FPID ]] && kill "$FPID" 2>/dev/null && wait "$FPID" 2>/dev/null
+	WEFT_WRITE_BIN=none WEFT_RELAY_BIN=none WEFT_FANOUT_BIN=none \
+		"$REPO/deploy/local/stack" down --dir "$DIR" >/dev/null 2>&1 || true
+	rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+GEN=$BUILD/bench/fanout_bench
+FANOUT=$BUILD/services/fanout/weft-fanout
+for b in "$GEN" "$FANOUT"; do
+	[[ -x $b ]] || { echo "fanout.sh: build $b first" >&2; exit 1; }
+done
+WEFT_WRITE_BIN=none WEFT_RELAY_BIN=none WEFT_FANOUT_BIN=none \
+	"$REPO/deploy/local/stack" up --dir "$DIR" --ports auto >/dev/null
+set -a
+# shellcheck disable=SC1091
+. "$DIR/env"
+set +a
+psql -X -q -d "$WEFT_PG_URL" <<'SQL'
+INSERT INTO weft_spaces (id, created_by)
+	SELECT 'b' || g, 'bench' FROM generate_series(0, 99) g;
+INSERT INTO weft_members (space, user_id, role)
+	SELECT 'b' || g, 'bench', 'reader' FROM generate_series(0, 99) g;
+SQL
+# two free loopback ports in a row
+while :; do
+	PORT=$((20000 + RANDOM % 12000)) # below the ephemeral range
+	ss -Htan "( sport = :$PORT or sport = :$((PORT + 1)) )" | grep -q . || break
+done
+"$FANOUT" --listen="tcp://127.0.0.1:$PORT" --http="http://127.0.0.1:$((PORT + 1))" \
+	--pg-url="$WEFT_PG_URL" --redis-url="$WEFT_REDIS_URL" \
+	--jwt-secret="$SECRET" --max-sessions=16000 --queue-max=1000000 \
+	--idle-timeout=10m \
+	--log-level=warn &
+FPID=$!
+until [[ $(curl -s -o /dev/null -w '%{http_code}' \
+	"http://127.0.0.1:$((PORT + 1))/healthz") == 200 ]]; do
+	kill -0 "$FPID" 2>/dev/null || { echo "fanout.sh: weft-fanout exited" >&2; exit 1; }
+	sleep 0.05
+done
+rss() { awk '/^VmRSS/ {print $2}' "/proc/$FPID/status"; }
+ticks() { awk '{print $14 + $15}' "/proc/$FPID/stat"; }
+HZ=$(getconf CLK_TCK)
+
+echo "bench/fanout: one weft-fanout node, 100 spaces, $DELIVERIES deliveries per run"
+printf '\n  %-9s %14s %14s %16s %14s %8s %12s\n' sessions "deliveries/s" \
+	"raw msgs/s" "per fanout CPU-s" "bytes/session" ratio "gens"
+for n in 1000 15000; do
+	gens=$(((n + SHARD - 1) / SHARD))
+	per=$((n / gens))
+	rounds=$(((DELIVERIES + n - 1) / n))
+	rss0=$(rss)
+	pids=()
+	for ((g = 0; g < gens; g++)); do
+		mkfifo "$DIR/gen$g"
+		"$GEN" sessions "tcp://127.0.0.1:$PORT" "$SECRET" "$per" 100 \
+			$((rounds * per)) >"$DIR/gen$g" &
+		pids+=($!)
+		exec {fd}<"$DIR/gen$g"
+		eval "gfd$g=$fd"
+	done
+	for ((g = 0; g < gens; g++)); do
+		eval "fd=\$gfd$g"
+		read -r line <&"$fd"
+		[[ $line == ready ]] || { echo "generator $g: $line" >&2; exit 1; }
+	done
+	sleep 1
+	per_session=$(( ($(rss) - rss0) * 1024 / n ))
+	t0=$(ticks)
+	# the stream: one entry per space per round
+	awk -v rounds="$rounds" 'BEGIN {
+		for (r = 0; r < rounds; r++)
+			for (s = 0; s < 100; s++)
+				printf "XADD weft:changes * t issues i r%d s b%d v %d o 3 x f\r\n", r, s, r + 1
+	}' | redis-cli -p "$WEFT_REDIS_PORT" --pipe >/dev/null
+	got=0 secs=0
+	for ((g = 0; g < gens; g++)); do
+		eval "fd=\$gfd$g"
+		read -r c s <&"$fd"
+		wait "${pids[$g]}" || true
+		got=$((got + c))
+		secs=$(awk -v a="$secs" -v b="$s" 'BEGIN {print ((b > a) ? b : a)}')
+		eval "exec $fd<&-"
+		rm -f "$DIR/gen$g"
+	done
+	t1=$(ticks)
+	rate=$(awk -v c="$got" -v s="$secs" 'BEGIN {printf "%d", (s > 0 ? c / s : 0)}')
+	cpu=$(awk -v c="$got" -v t=$((t1 - t0)) -v hz="$HZ" \
+		'BEGIN {printf "%d", (t > 0 ? c / (t / hz) : 0)}')
+	# the raw limit, sharded the same way
+	raw_msgs=0 raw_secs=0
+	for ((g = 0; g < gens; g++)); do
+		"$GEN" blast "$per" "$rounds" >"$DIR/blast$g" &
+	done
+	wait_all=$(jobs -p | grep -v "^$FPID$" || true)
+	for p in $wait_all; do wait "$p" || true; done
+	for ((g = 0; g < gens; g++)); do
+		read -r m s <"$DIR/blast$g"
+		raw_msgs=$((raw_msgs + m))
+		raw_secs=$(awk -v a="$raw_secs" -v b="$s" 'BEGIN {print ((b > a) ? b : a)}')
+	done
+	raw=$(awk -v c="$raw_msgs" -v s="$raw_secs" 'BEGIN {printf "%d", c / s}')
+	printf '  %-9s %14s %14s %16s %14s %7.2fx %12s\n' "$n" "$rate" "$raw" \
+		"$cpu" "$per_session" "$(awk -v a="$rate" -v b="$raw" 'BEGIN {print a / b}')" \
+		"$gens x $per"
+	[[ $got -ge $((rounds * n)) ]] || echo "    (only $got of $((rounds * n)) deliveries arrived)"
+done

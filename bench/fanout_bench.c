@@ -1,0 +1,262 @@
+/*
+ * fanout_bench.c - load generator for bench/fanout.sh.
+ *
+ *   fanout_bench sessions URL SECRET SESSIONS SPACES EXPECT
+ *       open SESSIONS sessions to a weft-fanout node (one epoll thread,
+ *       plain sockets), session k subscribed to space/b<k % SPACES>;
+ *       print "ready" once all are subscribed, then count the changes
+ *       pushed until EXPECT have arrived (or 60 s of silence); print
+ *       "changes seconds" (first to last change).
+ *
+ *   fanout_bench blast PAIRS ROUNDS
+ *       the raw limit: PAIRS loopback TCP connections; one thread writes
+ *       one 64-byte message per connection per round and reads them back;
+ *       print "messages seconds".
+ *
+ * Every process here may hold at most 20,000 descriptors: bench/fanout.sh
+ * runs several generators for large session counts.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/clock.h"
+#include "proto/frame.h"
+#include "proto/msg.h"
+#include "services/shared/auth.h"
+
+#include "common/banned.h"
+
+#define S(x) proto_str_c(x)
+
+struct sess {
+	int fd;
+	int state; /* 0 welcome, 1 subscribed, 2 live */
+	struct frame_reader fr;
+};
+
+static int
+dial(const char *url)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	const char *colon = strrchr(url, ':');
+	int fd, one = 1;
+
+	if (strncmp(url, "tcp://", 6) != 0 || !colon)
+		return -1;
+	a.sin_port = htons((uint16_t)strtol(colon + 1, NULL, 10));
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return fd;
+}
+
+static int
+send_msg(int fd, const struct proto_msg *m)
+{
+	static struct buf b;
+
+	if (!b.max)
+		buf_init(&b, 0);
+	buf_reset(&b);
+	if (proto_encode(&b, m, 0, NULL))
+		return -1;
+	return send(fd, b.data, b.len, MSG_NOSIGNAL) == (ssize_t)b.len ? 0
+									: -1;
+}
+
+static int
+run_sessions(int argc, char **argv)
+{
+	const char *url = argv[2];
+	int n = (int)strtol(argv[4], NULL, 10);
+	int spaces = (int)strtol(argv[5], NULL, 10);
+	long long expect = strtoll(argv[6], NULL, 10), got = 0;
+	char *tok = auth_mint_hs256(argv[3], "bench", (int64_t)time(NULL),
+				    3600);
+	struct sess *ss = calloc((size_t)n, sizeof(*ss));
+	struct epoll_event ev[256];
+	int ep = epoll_create1(0), ready = 0;
+	uint64_t first = 0, last = 0, quiet_since;
+
+	(void)argc;
+	if (!ss || !tok || ep < 0)
+		return 1;
+	for (int i = 0; i < n; i++) {
+		struct proto_msg m = { .type = PROTO_HELLO };
+		struct epoll_event e = { .events = EPOLLIN, .data.u32 = (uint32_t)i };
+		char client[32];
+
+		snprintf(client, sizeof(client), "fb-%d-%d", (int)getpid(), i);
+		ss[i].fd = dial(url);
+		frame_reader_init(&ss[i].fr, FRAME_MAX_DEFAULT);
+		m.u.hello = (struct proto_hello){ 1,	    PROTO_VERSION,
+						  S(tok),   S(client),
+						  { 0, 0 }, S("fanout_bench") };
+		if (ss[i].fd < 0 || send_msg(ss[i].fd, &m) ||
+		    epoll_ctl(ep, EPOLL_CTL_ADD, ss[i].fd, &e)) {
+			fprintf(stderr, "fanout_bench: session %d failed\n",
+				i);
+			return 1;
+		}
+	}
+	quiet_since = clock_now_ms();
+	while (got < expect && clock_now_ms() - quiet_since < 60000) {
+		int k = epoll_wait(ep, ev, 256, 1000);
+
+		for (int e = 0; e < k; e++) {
+			struct sess *s = &ss[ev[e].data.u32];
+			uint8_t rx[65536];
+			ssize_t r = recv(s->fd, rx, sizeof(rx), 0);
+			size_t off = 0;
+
+			if (r <= 0) {
+				fprintf(stderr, "fanout_bench: closed\n");
+				return 1;
+			}
+			while (off < (size_t)r) {
+				size_t used;
+				uint32_t len;
+				struct proto_msg msg;
+				struct proto_err err;
+				const uint8_t *body;
+
+				if (frame_reader_feed(&s->fr, rx + off,
+						      (size_t)r - off, &used))
+					return 1;
+				off += used;
+				if (!frame_reader_ready(&s->fr))
+					continue;
+				body = frame_reader_body(&s->fr, &len);
+				if (proto_decode(body, len, &msg, &err) == 0) {
+					if (msg.type == PROTO_WELCOME) {
+						char key[32];
+						struct proto_str ks;
+						struct proto_msg sub = {
+							.type = PROTO_SUBSCRIBE
+						};
+
+						snprintf(key, sizeof(key),
+							 "space/b%d",
+							 (int)(s - ss) % spaces);
+						ks = S(key);
+						sub.u.subscribe =
+							(struct proto_subscribe){
+								2,
+								PROTO_LIST(1, &ks),
+								{ 0, 0 }
+							};
+						send_msg(s->fd, &sub);
+					} else if (msg.type ==
+						   PROTO_SUBSCRIBED) {
+						if (++ready == n) {
+							printf("ready\n");
+							fflush(stdout);
+						}
+					} else if (msg.type == PROTO_PUSH) {
+						uint64_t now = clock_now_ns();
+
+						if (!first)
+							first = now;
+						last = now;
+						got += msg.u.push.changes.n;
+						quiet_since = clock_now_ms();
+					} else if (msg.type == PROTO_PING) {
+						msg.type = PROTO_PONG;
+						send_msg(s->fd, &msg);
+					}
+				}
+				frame_reader_next(&s->fr);
+			}
+		}
+	}
+	printf("%lld %.4f\n", got,
+	       last > first ? (double)(last - first) / 1e9 : 0.0);
+	for (int i = 0; i < n; i++) {
+		close(ss[i].fd);
+		frame_reader_fini(&ss[i].fr);
+	}
+	free(ss);
+	free(tok);
+	return got >= expect ? 0 : 1;
+}
+
+static int
+run_blast(char **argv)
+{
+	int pairs = (int)strtol(argv[2], NULL, 10);
+	int rounds = (int)strtol(argv[3], NULL, 10);
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	socklen_t al = sizeof(a);
+	int lfd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+	int *w = calloc((size_t)pairs, sizeof(int));
+	int *r = calloc((size_t)pairs, sizeof(int));
+	char msg[64], in[65536];
+	uint64_t t0, t1;
+	long long moved = 0;
+
+	memset(msg, 'm', sizeof(msg));
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (lfd < 0 || !w || !r ||
+	    bind(lfd, (struct sockaddr *)&a, sizeof(a)) ||
+	    listen(lfd, 4096) ||
+	    getsockname(lfd, (struct sockaddr *)&a, &al))
+		return 1;
+	for (int i = 0; i < pairs; i++) {
+		r[i] = socket(AF_INET, SOCK_STREAM, 0);
+		if (r[i] < 0 ||
+		    connect(r[i], (struct sockaddr *)&a, sizeof(a)) != 0 ||
+		    (w[i] = accept(lfd, NULL, NULL)) < 0) {
+			fprintf(stderr, "fanout_bench: pair %d: %s\n", i,
+				strerror(errno));
+			return 1;
+		}
+		setsockopt(w[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
+	t0 = clock_now_ns();
+	for (int k = 0; k < rounds; k++) {
+		for (int i = 0; i < pairs; i++)
+			if (send(w[i], msg, sizeof(msg), MSG_NOSIGNAL) ==
+			    (ssize_t)sizeof(msg))
+				moved++;
+		for (int i = 0; i < pairs; i++)
+			(void)!recv(r[i], in, sizeof(in), 0);
+	}
+	t1 = clock_now_ns();
+	printf("%lld %.4f\n", moved, (double)(t1 - t0) / 1e9);
+	for (int i = 0; i < pairs; i++) {
+		close(w[i]);
+		close(r[i]);
+	}
+	close(lfd);
+	free(w);
+	free(r);
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	if (argc == 7 && strcmp(argv[1], "sessions") == 0)
+		return run_sessions(argc, argv);
+	if (argc == 4 && strcmp(argv[1], "blast") == 0)
+		return run_blast(argv);
+	fprintf(stderr, "usage: fanout_bench sessions URL SECRET SESSIONS "
+			"SPACES EXPECT\n"
+			"       fanout_bench blast PAIRS ROUNDS\n");
+	return 2;
+}
