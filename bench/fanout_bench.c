@@ -75,8 +75,7 @@ send_msg(int fd, const struct proto_msg *m)
 	buf_reset(&b);
 	if (proto_encode(&b, m, 0, NULL))
 		return -1;
-	return send(fd, b.data, b.len, MSG_NOSIGNAL) == (ssize_t)b.len ? 0
-									: -1;
+	return send(fd, b.data, b.len, MSG_NOSIGNAL) == (ssize_t)b.len ? 0 : -1;
 }
 
 static int
@@ -86,8 +85,8 @@ run_sessions(int argc, char **argv)
 	int n = (int)strtol(argv[4], NULL, 10);
 	int spaces = (int)strtol(argv[5], NULL, 10);
 	long long expect = strtoll(argv[6], NULL, 10), got = 0;
-	char *tok = auth_mint_hs256(argv[3], "bench", (int64_t)time(NULL),
-				    3600);
+	char *tok =
+		auth_mint_hs256(argv[3], "bench", (int64_t)time(NULL), 3600);
 	struct sess *ss = calloc((size_t)n, sizeof(*ss));
 	struct epoll_event ev[256];
 	int ep = epoll_create1(0), ready = 0;
@@ -98,7 +97,8 @@ run_sessions(int argc, char **argv)
 		return 1;
 	for (int i = 0; i < n; i++) {
 		struct proto_msg m = { .type = PROTO_HELLO };
-		struct epoll_event e = { .events = EPOLLIN, .data.u32 = (uint32_t)i };
+		struct epoll_event e = { .events = EPOLLIN,
+					 .data.u32 = (uint32_t)i };
 		char client[32];
 
 		snprintf(client, sizeof(client), "fb-%d-%d", (int)getpid(), i);
@@ -109,8 +109,7 @@ run_sessions(int argc, char **argv)
 						  { 0, 0 }, S("fanout_bench") };
 		if (ss[i].fd < 0 || send_msg(ss[i].fd, &m) ||
 		    epoll_ctl(ep, EPOLL_CTL_ADD, ss[i].fd, &e)) {
-			fprintf(stderr, "fanout_bench: session %d failed\n",
-				i);
+			fprintf(stderr, "fanout_bench: session %d failed\n", i);
 			return 1;
 		}
 	}
@@ -152,12 +151,15 @@ run_sessions(int argc, char **argv)
 
 						snprintf(key, sizeof(key),
 							 "space/b%d",
-							 (int)(s - ss) % spaces);
+							 (int)(s - ss) %
+								 spaces);
 						ks = S(key);
 						sub.u.subscribe =
-							(struct proto_subscribe){
+							(struct
+							 proto_subscribe){
 								2,
-								PROTO_LIST(1, &ks),
+								PROTO_LIST(1,
+									   &ks),
 								{ 0, 0 }
 							};
 						send_msg(s->fd, &sub);
@@ -212,8 +214,7 @@ run_blast(char **argv)
 	memset(msg, 'm', sizeof(msg));
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	if (lfd < 0 || !w || !r ||
-	    bind(lfd, (struct sockaddr *)&a, sizeof(a)) ||
-	    listen(lfd, 4096) ||
+	    bind(lfd, (struct sockaddr *)&a, sizeof(a)) || listen(lfd, 4096) ||
 	    getsockname(lfd, (struct sockaddr *)&a, &al))
 		return 1;
 	for (int i = 0; i < pairs; i++) {

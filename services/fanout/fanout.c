@@ -199,6 +199,11 @@ struct sess {
 	uint32_t npend, cappend;
 	struct proto_cursor prev; /* cursor of the last PUSH queued */
 	uint64_t last_ping_ms;
+	uint64_t opened_ms;	    /* accepted: HELLO is due within idle_ms */
+	uint64_t frame_start_ms;    /* first byte of a partial frame, or 0:
+				     * a frame must complete within idle_ms,
+				     * so a byte-dribbling peer cannot hold a
+				     * session (slowloris) */
 	struct sess *lprev, *lnext; /* f's list */
 };
 
@@ -805,6 +810,10 @@ sess_recv_cb(void *arg)
 			frame_reader_next(&s->fr);
 		}
 	}
+	if (s->fr.state == FRAME_HDR && s->fr.hdr_have == 0)
+		s->frame_start_ms = 0;
+	else if (!s->frame_start_ms)
+		s->frame_start_ms = clock_now_ms();
 	if (reqs) { /* f->mu comes before s->mu: queue them unlocked */
 		pthread_mutex_unlock(&s->mu);
 		enqueue_reqs(s->f, reqs, tail);
@@ -840,7 +849,7 @@ accept_cb(void *arg)
 	s->stream = nng_aio_get_output(f->accept_aio, 0);
 	s->state = S_HELLO;
 	s->refs = 1; /* the pending receive */
-	s->last_ping_ms = clock_now_ms();
+	s->last_ping_ms = s->opened_ms = clock_now_ms();
 	pthread_mutex_init(&s->mu, NULL);
 	frame_reader_init(&s->fr, f->cfg.max_frame);
 	buf_init(&s->out, 0);
@@ -1522,8 +1531,19 @@ house_main(void *arg)
 		pthread_mutex_lock(&f->mu);
 		for (struct sess *s = f->sessions; s; s = s->lnext) {
 			pthread_mutex_lock(&s->mu);
-			if (s->state == S_LIVE &&
-			    s->token_exp < (int64_t)time(NULL)) {
+			if (s->state == S_HELLO &&
+			    now - s->opened_ms >= f->cfg.idle_ms) {
+				sess_error_locked(s, 0, WEFT_ETIMEDOUT, true,
+						  "no HELLO within %u ms",
+						  f->cfg.idle_ms);
+			} else if (s->frame_start_ms && s->state == S_LIVE &&
+				   now - s->frame_start_ms >= f->cfg.idle_ms) {
+				sess_error_locked(s, 0, WEFT_ETIMEDOUT, true,
+						  "a frame took over %u ms to "
+						  "arrive",
+						  f->cfg.idle_ms);
+			} else if (s->state == S_LIVE &&
+				   s->token_exp < (int64_t)time(NULL)) {
 				sess_error_locked(s, 0, WEFT_EEXPIRED, true,
 						  "token expired: reconnect "
 						  "with a fresh one");

@@ -738,7 +738,10 @@ relay_run(const struct relay_config *cfg, const volatile sig_atomic_t *stop)
 	while (!*stop) {
 		int s;
 
-		set_state(RELAY_CONNECTING);
+		/* a standby stays one while it retries the slot: health
+		 * must not flap between its attempts */
+		if (!said_standby)
+			set_state(RELAY_CONNECTING);
 		s = start_streaming(&rl);
 		if (s == 0) {
 			set_state(RELAY_STANDBY);
@@ -753,6 +756,8 @@ relay_run(const struct relay_config *cfg, const volatile sig_atomic_t *stop)
 			continue;
 		}
 		if (s < 0) {
+			set_state(RELAY_CONNECTING);
+			said_standby = false;
 			clock_sleep_ms(backoff);
 			backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
 							       : backoff * 2;

@@ -857,3 +857,51 @@ Test(fanout, pushes_fit_in_a_default_client_frame)
 	cr_assert(eq(i64, seen, 100));
 	wclient_close(&b);
 }
+
+Test(fanout, a_slowloris_or_silent_peer_is_closed)
+{
+	static const uint8_t hello_start[] = { 0, 0, 1 }; /* never ends */
+	struct proc quick;
+	struct wclient drip, silent, live;
+	struct proto_msg r;
+	uint64_t t0 = clock_now_ms();
+	int alive = 1;
+
+	start_fanout(&quick, "fanout-quick", "--idle-timeout=2s");
+	/* a session that drips one byte of a frame every 400 ms */
+	hello(&drip, quick.url, "alice");
+	cr_assert(eq(i64, wclient_dial(&silent, quick.url), 0));
+	for (int i = 0; i < 3 && alive; i++) {
+		alive = wclient_send_raw(&drip, hello_start + i, 1) == 0;
+		usleep(400000);
+	}
+	while (alive && clock_now_ms() - t0 < 8000) {
+		alive = wclient_send_raw(&drip, "x", 1) == 0;
+		if (wclient_recv(&drip, &r, 400) == 0 &&
+		    r.type == PROTO_ERROR && r.u.error.fatal)
+			break;
+	}
+	cr_assert(lt(u64, clock_now_ms() - t0, 8000),
+		  "the dripping session was closed");
+	/* the one that never said HELLO is gone too: an ERROR, or simply
+	 * the close (its receive timed out first) */
+	{
+		int rc = next_msg(&silent, &r, 4000);
+
+		if (rc == 0) {
+			cr_assert(eq(i64, r.type, PROTO_ERROR));
+			cr_assert(eq(i64, r.u.error.code, WEFT_ETIMEDOUT));
+			rc = next_msg(&silent, &r, 4000);
+		}
+		cr_assert(eq(i64, rc, WEFT_ECLOSED), "closed (%d)", rc);
+	}
+	/* and the node serves a well-behaved session */
+	hello(&live, quick.url, "bob");
+	cr_assert(eq(i64,
+		     subscribe(&live, "space/none", (struct proto_cursor){ 0 }),
+		     WEFT_EPERM));
+	wclient_close(&drip);
+	wclient_close(&silent);
+	wclient_close(&live);
+	proc_stop(&quick);
+}
