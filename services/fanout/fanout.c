@@ -619,16 +619,15 @@ sess_offer_locked(struct sess *s, struct change *c, enum pend_key key,
 /* ------------------------------------------------------------------ */
 /* requests from clients (nng callback threads, s->mu held) */
 
-/* append a list of requests (head .. *tail) in order; the caller holds
- * no session lock (f->mu comes first) */
+/* append a list of requests in order; the caller holds no session lock
+ * (f->mu comes first) */
 static void
-enqueue_reqs(struct fanout *f, struct req *head, struct req **tail)
+enqueue_reqs(struct fanout *f, struct req *head)
 {
 	struct req *last = head;
 
 	while (last->next)
 		last = last->next;
-	(void)tail;
 	pthread_mutex_lock(&f->mu);
 	if (f->reqs_tail)
 		f->reqs_tail->next = head;
@@ -816,7 +815,7 @@ sess_recv_cb(void *arg)
 		s->frame_start_ms = clock_now_ms();
 	if (reqs) { /* f->mu comes before s->mu: queue them unlocked */
 		pthread_mutex_unlock(&s->mu);
-		enqueue_reqs(s->f, reqs, tail);
+		enqueue_reqs(s->f, reqs);
 		pthread_mutex_lock(&s->mu);
 	}
 	if ((s->state == S_HELLO || s->state == S_LIVE) && sess_recv(s)) {
@@ -1272,13 +1271,13 @@ serve_catchup(struct fanout *f, redisContext *rc, struct catchup *cu,
 	char from[48];
 	bool gone = false;
 
+	/* Redis trouble makes the catch-up unavailable: the client is told
+	 * (CATCHUP) and catches up again; nothing is left half-done */
 	if (!stream_bounds(rc, f->cfg.stream, &first, &last))
-		return; /* Redis trouble: the caller retries */
-	(void)last;
+		gone = true;
 	/* the entries after the cursor are all still there only if the
 	 * oldest one kept is not newer than the one after the cursor */
-	if (first.lsn && cursor_cmp(cu->cursor, first) < 0 &&
-	    !(cu->cursor.lsn == 0))
+	if (!gone && first.lsn && cursor_cmp(cu->cursor, first) < 0)
 		gone = true;
 	snprintf(from, sizeof(from), "(%llu-%u",
 		 (unsigned long long)cu->cursor.lsn, cu->cursor.idx);
@@ -1293,7 +1292,8 @@ serve_catchup(struct fanout *f, redisContext *rc, struct catchup *cu,
 		if (!rep || rep->type != REDIS_REPLY_ARRAY) {
 			freeReplyObject(rep);
 			count_redis_error(f);
-			return;
+			gone = true;
+			break;
 		}
 		pthread_mutex_lock(&f->mu);
 		for (size_t i = 0; i < rep->elements; i++) {

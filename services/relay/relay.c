@@ -492,27 +492,12 @@ pg_open(const char *url, bool replication)
 		"dbname",	   "replication",     "keepalives",
 		"keepalives_idle", "connect_timeout", NULL
 	};
+	/* libpq ignores a keyword whose value is NULL */
 	const char *vals[] = { url, replication ? "database" : NULL,
 			       "1", "10",
 			       "5", NULL };
-	const char *const *k = keys;
-	PGconn *pg;
+	PGconn *pg = PQconnectdbParams(keys, vals, 1);
 
-	if (!replication) { /* drop the replication key */
-		static const char *const k2[] = { "dbname", "keepalives",
-						  "keepalives_idle",
-						  "connect_timeout", NULL };
-		static const char *v2[5];
-
-		v2[0] = url;
-		v2[1] = "1";
-		v2[2] = "10";
-		v2[3] = "5";
-		v2[4] = NULL;
-		pg = PQconnectdbParams(k2, v2, 1);
-	} else {
-		pg = PQconnectdbParams(k, vals, 1);
-	}
 	if (PQstatus(pg) != CONNECTION_OK) {
 		log_event(LOG_WARN, "pg_connect_failed", "err=\"%s\"",
 			  PQerrorMessage(pg));
