@@ -3,6 +3,8 @@
 # measured in the same run, and its memory per idle session.
 #
 #   bench/fanout.sh [BUILD_DIR] [DELIVERIES]     (build-rel, 2000000)
+#   FANOUT_CONFS="SESSIONS:BATCH ..." picks the runs (default
+#   "1000:1 15000:1 1000:100 15000:100")
 #
 # 1. starts its own Postgres + Redis (scratch dir) and one weft-fanout;
 #    100 spaces b0..b99, user "bench" a member of each;
@@ -12,13 +14,16 @@
 #    - RSS per idle session: the node's VmRSS growth / sessions (a
 #      generator connects all its sessions before it reads, so the node
 #      runs with a long --idle-timeout);
-#    - deliveries: rounds of one XADD per space (each change reaches 1% of
-#      the sessions: one update per session per round), straight into the
-#      stream with redis-cli --pipe, until DELIVERIES changes have been
-#      pushed; deliveries/s (first to last push) and per fanout CPU-second;
-#    - raw limit: fanout_bench blast, one thread writing one 64-byte
-#      message per plain loopback socket per round to as many sockets,
-#      sharded the same way.
+#    - deliveries: rounds of BATCH XADDs per space (each change reaches 1%
+#      of the sessions), straight into the stream with redis-cli --pipe,
+#      until DELIVERIES changes have been pushed; deliveries/s (first to
+#      last push) and per fanout CPU-second.  BATCH 1: one update per
+#      session per round (the worst case); BATCH 100: 100 consecutive
+#      entries of one space (different records), so sessions receive
+#      batches;
+#    - raw limit: fanout_bench blast, one thread writing BATCH 64-byte
+#      messages in one send per plain loopback socket per round to as many
+#      sockets, sharded the same way.
 set -euo pipefail
 
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -75,18 +80,19 @@ ticks() { awk '{print $14 + $15}' "/proc/$FPID/stat"; }
 HZ=$(getconf CLK_TCK)
 
 echo "bench/fanout: one weft-fanout node, 100 spaces, $DELIVERIES deliveries per run"
-printf '\n  %-9s %14s %14s %16s %14s %8s %12s\n' sessions "deliveries/s" \
-	"raw msgs/s" "per fanout CPU-s" "bytes/session" ratio "gens"
-for n in 1000 15000; do
+printf '\n  %-9s %6s %14s %14s %16s %14s %8s %12s\n' sessions batch \
+	"deliveries/s" "raw msgs/s" "per fanout CPU-s" "bytes/session" ratio "gens"
+for conf in ${FANOUT_CONFS:-1000:1 15000:1 1000:100 15000:100}; do
+	n=${conf%:*} batch=${conf#*:}
 	gens=$(((n + SHARD - 1) / SHARD))
 	per=$((n / gens))
-	rounds=$(((DELIVERIES + n - 1) / n))
+	rounds=$(((DELIVERIES + n * batch - 1) / (n * batch)))
 	rss0=$(rss)
 	pids=()
 	for ((g = 0; g < gens; g++)); do
 		mkfifo "$DIR/gen$g"
 		"$GEN" sessions "tcp://127.0.0.1:$PORT" "$SECRET" "$per" 100 \
-			$((rounds * per)) >"$DIR/gen$g" &
+			$((rounds * per * batch)) >"$DIR/gen$g" &
 		pids+=($!)
 		exec {fd}<"$DIR/gen$g"
 		eval "gfd$g=$fd"
@@ -100,10 +106,11 @@ for n in 1000 15000; do
 	per_session=$(( ($(rss) - rss0) * 1024 / n ))
 	t0=$(ticks)
 	# the stream: one entry per space per round
-	awk -v rounds="$rounds" 'BEGIN {
+	awk -v rounds="$rounds" -v batch="$batch" 'BEGIN {
 		for (r = 0; r < rounds; r++)
 			for (s = 0; s < 100; s++)
-				printf "XADD weft:changes * t issues i r%d s b%d v %d o 3 x f\r\n", r, s, r + 1
+				for (k = 0; k < batch; k++)
+					printf "XADD weft:changes * t issues i r%d_%d s b%d v %d o 3 x f\r\n", r, k, s, r + 1
 	}' | redis-cli -p "$WEFT_REDIS_PORT" --pipe >/dev/null
 	got=0 secs=0
 	for ((g = 0; g < gens; g++)); do
@@ -122,7 +129,7 @@ for n in 1000 15000; do
 	# the raw limit, sharded the same way
 	raw_msgs=0 raw_secs=0
 	for ((g = 0; g < gens; g++)); do
-		"$GEN" blast "$per" "$rounds" >"$DIR/blast$g" &
+		"$GEN" blast "$per" "$rounds" "$batch" >"$DIR/blast$g" &
 	done
 	wait_all=$(jobs -p | grep -v "^$FPID$" || true)
 	for p in $wait_all; do wait "$p" || true; done
@@ -132,8 +139,9 @@ for n in 1000 15000; do
 		raw_secs=$(awk -v a="$raw_secs" -v b="$s" 'BEGIN {print ((b > a) ? b : a)}')
 	done
 	raw=$(awk -v c="$raw_msgs" -v s="$raw_secs" 'BEGIN {printf "%d", c / s}')
-	printf '  %-9s %14s %14s %16s %14s %7.2fx %12s\n' "$n" "$rate" "$raw" \
+	printf '  %-9s %6s %14s %14s %16s %14s %7.2fx %12s\n' "$n" "$batch" "$rate" "$raw" \
 		"$cpu" "$per_session" "$(awk -v a="$rate" -v b="$raw" 'BEGIN {print a / b}')" \
 		"$gens x $per"
-	[[ $got -ge $((rounds * n)) ]] || echo "    (only $got of $((rounds * n)) deliveries arrived)"
+	[[ $got -ge $((rounds * n * batch)) ]] ||
+		echo "    (only $got of $((rounds * n * batch)) deliveries arrived)"
 done

@@ -8,10 +8,10 @@
  *       pushed until EXPECT have arrived (or 60 s of silence); print
  *       "changes seconds" (first to last change).
  *
- *   fanout_bench blast PAIRS ROUNDS
+ *   fanout_bench blast PAIRS ROUNDS [BATCH]
  *       the raw limit: PAIRS loopback TCP connections; one thread writes
- *       one 64-byte message per connection per round and reads them back;
- *       print "messages seconds".
+ *       BATCH (default 1) 64-byte messages per connection per round, in
+ *       one send, and reads them back; print "messages seconds".
  *
  * Every process here may hold at most 20,000 descriptors: bench/fanout.sh
  * runs several generators for large session counts.
@@ -202,16 +202,24 @@ run_blast(char **argv)
 {
 	int pairs = (int)strtol(argv[2], NULL, 10);
 	int rounds = (int)strtol(argv[3], NULL, 10);
+	int batch = argv[4] ? (int)strtol(argv[4], NULL, 10) : 1;
 	struct sockaddr_in a = { .sin_family = AF_INET };
 	socklen_t al = sizeof(a);
 	int lfd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
 	int *w = calloc((size_t)pairs, sizeof(int));
 	int *r = calloc((size_t)pairs, sizeof(int));
-	char msg[64], in[65536];
+	char *msg, in[65536];
+	size_t len;
 	uint64_t t0, t1;
 	long long moved = 0;
 
-	memset(msg, 'm', sizeof(msg));
+	if (batch < 1 || batch > 1000)
+		return 1;
+	len = 64 * (size_t)batch;
+	msg = malloc(len);
+	if (!msg)
+		return 1;
+	memset(msg, 'm', len);
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	if (lfd < 0 || !w || !r ||
 	    bind(lfd, (struct sockaddr *)&a, sizeof(a)) || listen(lfd, 4096) ||
@@ -231,11 +239,16 @@ run_blast(char **argv)
 	t0 = clock_now_ns();
 	for (int k = 0; k < rounds; k++) {
 		for (int i = 0; i < pairs; i++)
-			if (send(w[i], msg, sizeof(msg), MSG_NOSIGNAL) ==
-			    (ssize_t)sizeof(msg))
-				moved++;
+			if (send(w[i], msg, len, MSG_NOSIGNAL) == (ssize_t)len)
+				moved += batch;
 		for (int i = 0; i < pairs; i++)
-			(void)!recv(r[i], in, sizeof(in), 0);
+			for (size_t got = 0; got < len;) {
+				ssize_t n = recv(r[i], in, sizeof(in), 0);
+
+				if (n <= 0)
+					break;
+				got += (size_t)n;
+			}
 	}
 	t1 = clock_now_ns();
 	printf("%lld %.4f\n", moved, (double)(t1 - t0) / 1e9);
@@ -244,6 +257,7 @@ run_blast(char **argv)
 		close(r[i]);
 	}
 	close(lfd);
+	free(msg);
 	free(w);
 	free(r);
 	return 0;
@@ -254,10 +268,10 @@ main(int argc, char **argv)
 {
 	if (argc == 7 && strcmp(argv[1], "sessions") == 0)
 		return run_sessions(argc, argv);
-	if (argc == 4 && strcmp(argv[1], "blast") == 0)
+	if ((argc == 4 || argc == 5) && strcmp(argv[1], "blast") == 0)
 		return run_blast(argv);
 	fprintf(stderr, "usage: fanout_bench sessions URL SECRET SESSIONS "
 			"SPACES EXPECT\n"
-			"       fanout_bench blast PAIRS ROUNDS\n");
+			"       fanout_bench blast PAIRS ROUNDS [BATCH]\n");
 	return 2;
 }

@@ -1130,6 +1130,10 @@ encode_str(msgpack_packer *pk, const struct pfield *f, struct proto_str s,
 	return 0;
 }
 
+/* the elem of a list from proto_list_changes: its bytes come from
+ * proto_encode_change, so encode_list copies them without walking them */
+static const char encoded_changes = 'c';
+
 static int
 encode_list(msgpack_packer *pk, struct buf *out, const struct pfield *f,
 	    const struct proto_list *l, const struct path *path,
@@ -1143,6 +1147,12 @@ encode_list(msgpack_packer *pk, struct buf *out, const struct pfield *f,
 			       "%u elements, allowed %llu..%u", l->n,
 			       (unsigned long long)f->min, max);
 	msgpack_pack_array(pk, l->n);
+	if (!l->items && l->elem == &encoded_changes) {
+		if (f->elem != &desc_change || (l->n && !l->raw))
+			return set_err(err, WEFT_EINVAL, path,
+				       "encoded changes in another field");
+		return buf_append(out, l->raw, l->raw_len) ? out->err : 0;
+	}
 	if (!l->items) { /* a decoded list: validated when it was decoded */
 		const void *want = f->kind == PK_STRLIST
 					   ? (const void *)&key_elem
@@ -1313,6 +1323,38 @@ encode_map(msgpack_packer *pk, struct buf *out, const struct proto_desc *d,
 			return rc;
 	}
 	return out->err;
+}
+
+int
+proto_encode_change(struct buf *out, const struct proto_change *ch,
+		    struct proto_err *err)
+{
+	struct proto_err scratch;
+	msgpack_packer pk;
+	size_t start = out->len;
+	int rc;
+
+	if (!err)
+		err = &scratch;
+	memset(err, 0, sizeof(*err));
+	if (out->err)
+		return set_err(err, out->err, NULL,
+			       "output buffer already failed");
+	msgpack_packer_init(&pk, out, buf_write);
+	rc = encode_map(&pk, out, &desc_change, ch, NULL, err);
+	if (!rc && out->err)
+		rc = set_err(err, out->err, NULL, "output buffer full");
+	if (rc) {
+		buf_truncate(out, start);
+		out->err = 0;
+	}
+	return rc;
+}
+
+struct proto_list
+proto_list_changes(uint32_t n, const uint8_t *raw, size_t len)
+{
+	return (struct proto_list){ n, NULL, raw, len, &encoded_changes };
 }
 
 int

@@ -387,6 +387,26 @@ int proto_next_subres(struct proto_iter *it, struct proto_subres *res);
 int proto_next_change(struct proto_iter *it, struct proto_change *ch);
 int proto_next_str(struct proto_iter *it, struct proto_str *s);
 
+/*
+ * proto_encode_change - append one change to out as a PUSH element (its
+ * msgpack map; no frame), checked as proto_encode checks it.  For a
+ * sender that encodes a change once and puts it in many PUSH frames with
+ * proto_list_changes().  0, or a weft_err with err filled (out is left as
+ * it was).
+ */
+int proto_encode_change(struct buf *out, const struct proto_change *ch,
+			struct proto_err *err);
+
+/*
+ * proto_list_changes - a list of n changes already encoded, back to back,
+ * by proto_encode_change(), for the `changes` of a PUSH.  The encoder
+ * copies the bytes as they are: the caller vouches that they are n
+ * elements from proto_encode_change() (walking them again cost 6% of a
+ * fanout node's CPU).
+ */
+struct proto_list proto_list_changes(uint32_t n, const uint8_t *raw,
+				     size_t len);
+
 /* proto_str_c - a proto_str of a C string (NULL stays absent). */
 struct proto_str proto_str_c(const char *s);
 

@@ -47,6 +47,8 @@
 #define PUSH_BYTES     (512u << 10)
 /* XREAD_COUNT / XREAD_BLOCK_MS - one stream read */
 #define XREAD_COUNT    1000
+/* ROUTE_CHUNK - entries routed between two pumps of the sessions */
+#define ROUTE_CHUNK    256
 #define XREAD_BLOCK_MS 100
 /* KEY_MAX - bytes of a subscription key */
 #define KEY_MAX	       (2 * PROTO_MAX_NAME + 8)
@@ -58,6 +60,8 @@ struct change {
 	atomic_int refs;
 	struct proto_cursor cursor;
 	char *table, *id, *space, *prev; /* prev: NULL unless it moved */
+	uint32_t table_len, id_len, space_len;
+	uint32_t rec_hash; /* of table and id: coalescing compares it first */
 	uint64_t version;
 	uint32_t op;
 	bool deleted;
@@ -65,12 +69,18 @@ struct change {
 	uint32_t data_len;
 	int64_t when_ms; /* commit time */
 	char *mem;	 /* owns the strings and data */
+	/* the change as a PUSH element for its space's subscribers (key
+	 * space/<space>, with data), encoded once by the reader; NULL if it
+	 * could not be (then each session encodes, and reports the error) */
+	uint8_t *enc;
+	size_t enc_len;
 };
 
 static void
 change_unref(struct change *c)
 {
 	if (c && atomic_fetch_sub(&c->refs, 1) == 1) {
+		free(c->enc);
 		free(c->mem);
 		free(c);
 	}
@@ -94,6 +104,35 @@ cursor_cmp(struct proto_cursor a, struct proto_cursor b)
 	if (a.lsn != b.lsn)
 		return a.lsn < b.lsn ? -1 : 1;
 	return (a.idx > b.idx) - (a.idx < b.idx);
+}
+
+/* c as its space subscribers receive it, once for all of them */
+static void
+change_encode(struct change *c)
+{
+	char key[KEY_MAX];
+	struct proto_change pc;
+	struct buf b;
+
+	snprintf(key, sizeof(key), "space/%s", c->space);
+	pc = (struct proto_change){
+		c->cursor,
+		proto_str_c(key),
+		proto_str_c(c->table),
+		proto_str_c(c->id),
+		proto_str_c(c->space),
+		c->version,
+		c->op,
+		c->deleted,
+		{ c->data, c->data_len },
+	};
+	buf_init(&b, 0);
+	if (proto_encode_change(&b, &pc, NULL) == 0 && b.data) {
+		c->enc = b.data;
+		c->enc_len = b.len;
+	} else {
+		buf_fini(&b);
+	}
 }
 
 /* a stream entry ([id, [field, value, ...]]) as a change, or NULL */
@@ -137,6 +176,13 @@ change_from_entry(const redisReply *e)
 	c->table = TAKE('t');
 	c->id = TAKE('i');
 	c->space = TAKE('s');
+	c->table_len = (uint32_t)v['t']->len;
+	c->id_len = (uint32_t)v['i']->len;
+	c->space_len = (uint32_t)v['s']->len;
+	c->rec_hash = 2166136261u;
+	for (uint32_t k = 0; k < c->table_len + 1 + c->id_len; k++)
+		c->rec_hash =
+			(c->rec_hash ^ (unsigned char)c->table[k]) * 16777619u;
 	c->prev = v['p'] && v['p']->len ? TAKE('p') : NULL;
 	c->version = strtoull(v['v']->str, NULL, 10);
 	c->op = (uint32_t)strtoul(v['o']->str, NULL, 10);
@@ -152,6 +198,7 @@ change_from_entry(const redisReply *e)
 		change_unref(c);
 		return NULL;
 	}
+	change_encode(c);
 	return c;
 }
 
@@ -198,6 +245,7 @@ struct sess {
 	struct pend *pend;
 	uint32_t npend, cappend;
 	struct proto_cursor prev; /* cursor of the last PUSH queued */
+	bool dirty;		  /* on the reader's list of sessions to pump */
 	uint64_t last_ping_ms;
 	uint64_t opened_ms;	    /* accepted: HELLO is due within idle_ms */
 	uint64_t frame_start_ms;    /* first byte of a partial frame, or 0:
@@ -254,6 +302,10 @@ struct fanout {
 	atomic_bool redis_ok;
 	atomic_ullong pushes;	/* PUSH frames encoded (under s->mu only) */
 	struct fanout_stats st; /* under mu */
+	/* the reader's sessions with changes offered since its last pump;
+	 * each holds a reference (reader thread only) */
+	struct sess **dirty;
+	uint32_t ndirty, capdirty;
 };
 
 static void sess_recv_cb(void *arg);
@@ -384,85 +436,98 @@ sess_close_locked(struct sess *s, const char *why)
 	nng_stream_close(s->stream);
 }
 
+/* s->mu held: the oldest queued changes (up to PUSH_MAX and about
+ * PUSH_BYTES) as one PUSH at the end of s->out */
+static void
+push_encode_locked(struct sess *s)
+{
+	struct fanout *f = s->f;
+	struct proto_change ch;
+	struct proto_msg m = { .type = PROTO_PUSH };
+	struct buf enc;
+	uint32_t n = 0;
+	/* a client accepts frames of 1 MiB by default (FRAME_MAX_DEFAULT) */
+	size_t bytes = 0;
+
+	if (s->npend == 0)
+		return;
+	for (n = 0; n < s->npend && n < PUSH_MAX; n++) {
+		const struct change *c = s->pend[n].ch;
+		size_t sz = 2 * KEY_MAX + c->table_len + c->id_len +
+			    c->space_len +
+			    (s->pend[n].hide_data ? 0 : c->data_len);
+
+		if (n > 0 && bytes + sz > PUSH_BYTES)
+			break;
+		bytes += sz;
+	}
+	/* each change as a PUSH element: the space subscribers'
+	 * form was encoded once by the reader; the others here */
+	buf_init(&enc, 0);
+	for (uint32_t i = 0; i < n; i++) {
+		const struct change *c = s->pend[i].ch;
+		bool hide = s->pend[i].hide_data;
+		char key[KEY_MAX];
+
+		if (s->pend[i].key == PK_SPACE && !hide && c->enc) {
+			buf_append(&enc, c->enc, c->enc_len);
+			continue;
+		}
+		if (s->pend[i].key == PK_REC)
+			snprintf(key, KEY_MAX, "rec/%s/%s", c->table, c->id);
+		else
+			snprintf(key, KEY_MAX, "space/%s",
+				 s->pend[i].key == PK_PREV && c->prev
+					 ? c->prev
+					 : c->space);
+		ch = (struct proto_change){
+			c->cursor,
+			proto_str_c(key),
+			proto_str_c(c->table),
+			proto_str_c(c->id),
+			proto_str_c(c->space),
+			c->version,
+			c->op,
+			c->deleted,
+			{ hide ? NULL : c->data, hide ? 0 : c->data_len },
+		};
+		if (proto_encode_change(&enc, &ch, NULL) != 0)
+			enc.err = WEFT_EINVAL; /* fails the PUSH */
+	}
+	/* n >= 1: npend > 0 */
+	m.u.push =
+		(struct proto_push){ s->pend[n - 1].ch->cursor, s->prev,
+				     proto_list_changes(n, enc.data, enc.len) };
+	if (!enc.err && proto_encode(&s->out, &m, 0, NULL) == 0) {
+		s->prev = m.u.push.cursor;
+		atomic_fetch_add(&f->pushes, 1);
+	} else { /* cannot happen within PUSH_BYTES; never silent */
+		log_event(LOG_ERROR, "push_encode_failed",
+			  "session=%llu changes=%u", (unsigned long long)s->id,
+			  n);
+		catchup_msg_locked(s,
+				   "a push could not be encoded; "
+				   "catch up from your cursor",
+				   (struct proto_cursor){ 0, 0 });
+	}
+	buf_fini(&enc);
+	for (uint32_t i = 0; i < n; i++)
+		change_unref(s->pend[i].ch);
+	memmove(s->pend, s->pend + n, (s->npend - n) * sizeof(*s->pend));
+	s->npend -= n;
+}
+
 /* s->mu held: the next PUSH from the queue, when nothing is being sent */
 static void
 sess_pump_locked(struct sess *s)
 {
-	struct fanout *f = s->f;
-	struct proto_change ch[PUSH_MAX];
-	struct proto_msg m = { .type = PROTO_PUSH };
-	uint32_t n = 0;
 	nng_iov iov;
 	struct buf t;
 
 	if (s->state == S_CLOSED || s->tx_busy)
 		return;
-	if (s->out.len == 0 && s->npend > 0) {
-		char(*keys)[KEY_MAX];
-
-		/* up to PUSH_MAX changes and about PUSH_BYTES: a client
-		 * accepts frames of 1 MiB by default (FRAME_MAX_DEFAULT) */
-		size_t bytes = 0;
-
-		for (n = 0; n < s->npend && n < PUSH_MAX; n++) {
-			const struct change *c = s->pend[n].ch;
-			size_t sz = 2 * KEY_MAX + strlen(c->table) +
-				    strlen(c->id) + strlen(c->space) +
-				    (s->pend[n].hide_data ? 0 : c->data_len);
-
-			if (n > 0 && bytes + sz > PUSH_BYTES)
-				break;
-			bytes += sz;
-		}
-		keys = xmalloc(n * sizeof(*keys));
-		for (uint32_t i = 0; i < n; i++) {
-			const struct change *c = s->pend[i].ch;
-			bool hide = s->pend[i].hide_data;
-
-			if (s->pend[i].key == PK_REC)
-				snprintf(keys[i], KEY_MAX, "rec/%s/%s",
-					 c->table, c->id);
-			else
-				snprintf(keys[i], KEY_MAX, "space/%s",
-					 s->pend[i].key == PK_PREV && c->prev
-						 ? c->prev
-						 : c->space);
-			ch[i] = (struct proto_change){
-				c->cursor,
-				proto_str_c(keys[i]),
-				proto_str_c(c->table),
-				proto_str_c(c->id),
-				proto_str_c(c->space),
-				c->version,
-				c->op,
-				c->deleted,
-				{ hide ? NULL : c->data,
-				  hide ? 0 : c->data_len },
-			};
-		}
-		/* n >= 1: npend > 0 */
-		m.u.push = (struct proto_push){ s->pend[n - 1].ch->cursor,
-						s->prev, PROTO_LIST(n, ch) };
-		if (proto_encode(&s->out, &m, 0, NULL) == 0) {
-			s->prev = m.u.push.cursor;
-			atomic_fetch_add(&f->pushes, 1);
-		} else { /* cannot happen within PUSH_BYTES; never silent */
-			log_event(LOG_ERROR, "push_encode_failed",
-				  "session=%llu changes=%u",
-				  (unsigned long long)s->id, n);
-			buf_reset(&s->out);
-			catchup_msg_locked(s,
-					   "a push could not be encoded; "
-					   "catch up from your cursor",
-					   (struct proto_cursor){ 0, 0 });
-		}
-		free(keys);
-		for (uint32_t i = 0; i < n; i++)
-			change_unref(s->pend[i].ch);
-		memmove(s->pend, s->pend + n,
-			(s->npend - n) * sizeof(*s->pend));
-		s->npend -= n;
-	}
+	if (s->out.len == 0)
+		push_encode_locked(s);
 	if (s->out.len == 0)
 		return;
 	t = s->sending;
@@ -584,7 +649,7 @@ sess_offer_locked(struct sess *s, struct change *c, enum pend_key key,
 	for (uint32_t i = s->npend; i-- > 0;) {
 		struct change *o = s->pend[i].ch;
 
-		if (strcmp(o->id, c->id) == 0 &&
+		if (o->rec_hash == c->rec_hash && strcmp(o->id, c->id) == 0 &&
 		    strcmp(o->table, c->table) == 0) {
 			/* the newer version replaces it, keeping stream order
 			 * among the others: drop the old, append the new */
@@ -1112,6 +1177,38 @@ auth_main(void *arg)
 /* ------------------------------------------------------------------ */
 /* the reader thread: the stream into the sessions */
 
+/* f->mu and s->mu held: s has new changes; the reader pumps it once
+ * after routing its batch, so one PUSH carries every change of the batch
+ * for s (one send, one completion) rather than one each */
+static void
+mark_dirty(struct fanout *f, struct sess *s)
+{
+	if (s->dirty || s->state == S_CLOSED)
+		return;
+	if (f->ndirty == f->capdirty) {
+		f->capdirty = f->capdirty ? f->capdirty * 2 : 256;
+		f->dirty = xrealloc(f->dirty, f->capdirty * sizeof(*f->dirty));
+	}
+	s->dirty = true;
+	s->refs++;
+	f->dirty[f->ndirty++] = s;
+}
+
+/* f->mu not held: send what the routed batch queued */
+static void
+pump_dirty(struct fanout *f)
+{
+	for (uint32_t i = 0; i < f->ndirty; i++) {
+		struct sess *s = f->dirty[i];
+
+		pthread_mutex_lock(&s->mu);
+		s->dirty = false;
+		sess_pump_locked(s);
+		sess_unref_locked(s);
+	}
+	f->ndirty = 0;
+}
+
 /* f->mu held: one change to every live subscriber of its keys */
 static void
 route_change(struct fanout *f, struct change *c)
@@ -1138,7 +1235,7 @@ route_change(struct fanout *f, struct change *c)
 				sess_offer_locked(
 					s, c, pass == 1 ? PK_PREV : PK_SPACE,
 					pass == 1, &f->st);
-				sess_pump_locked(s);
+				mark_dirty(f, s);
 			}
 			pthread_mutex_unlock(&s->mu);
 		}
@@ -1158,7 +1255,7 @@ route_change(struct fanout *f, struct change *c)
 						   c->space) != 0;
 
 				sess_offer_locked(s, c, PK_REC, hide, &f->st);
-				sess_pump_locked(s);
+				mark_dirty(f, s);
 			}
 			pthread_mutex_unlock(&s->mu);
 		}
@@ -1212,6 +1309,10 @@ revoke(struct fanout *f, const struct change *c)
 			n++;
 		}
 		if (n) {
+			/* the changes queued before this one go first:
+			 * the client sees them in stream order */
+			while (s->npend > 0)
+				push_encode_locked(s);
 			/* encode while the key strings still exist */
 			m.u.subscribed =
 				(struct proto_subscribed){ 0,
@@ -1474,8 +1575,16 @@ reader_main(void *arg)
 
 			pthread_mutex_lock(&f->mu);
 			for (size_t i = 0; i < entries->elements; i++) {
-				struct change *c =
-					change_from_entry(entries->element[i]);
+				struct change *c;
+
+				/* send every ROUTE_CHUNK entries, so the first
+				 * change of a long read is not held back */
+				if (i > 0 && i % ROUTE_CHUNK == 0) {
+					pthread_mutex_unlock(&f->mu);
+					pump_dirty(f);
+					pthread_mutex_lock(&f->mu);
+				}
+				c = change_from_entry(entries->element[i]);
 
 				if (!c) {
 					log_event(LOG_WARN, "bad_entry",
@@ -1499,6 +1608,7 @@ reader_main(void *arg)
 				change_unref(c);
 			}
 			pthread_mutex_unlock(&f->mu);
+			pump_dirty(f);
 		}
 		freeReplyObject(rep);
 	}
@@ -1697,6 +1807,7 @@ fanout_free(struct fanout *f)
 			free(r);
 		}
 	free(f->routes);
+	free(f->dirty);
 	pthread_cond_destroy(&f->cv);
 	pthread_mutex_destroy(&f->mu);
 	free(f);

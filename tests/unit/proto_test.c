@@ -1316,6 +1316,66 @@ Test(proto, decoded_list_in_a_field_of_another_type_is_refused)
 	buf_fini(&o2);
 }
 
+/* a PUSH made of changes encoded once (proto_encode_change) is the same
+ * frame as one encoded from the structs */
+Test(proto, push_of_changes_encoded_once_is_byte_identical)
+{
+	static const uint8_t row[] = { 0x81, 0xa1, 't', 0xa2, 'h', 'i' };
+	struct proto_change ch[] = {
+		{ { 500, 0 },
+		  S("space/a"),
+		  S("issues"),
+		  S("i1"),
+		  S("a"),
+		  3,
+		  PROTO_OP_SET,
+		  false,
+		  { row, sizeof(row) } },
+		{ { 500, 1 },
+		  S("rec/issues/i2"),
+		  S("issues"),
+		  S("i2"),
+		  S("a"),
+		  2,
+		  PROTO_OP_DELETE,
+		  true,
+		  { NULL, 0 } },
+	};
+	struct proto_change bad = ch[1];
+	struct proto_msg m = { .type = PROTO_PUSH };
+	struct proto_err err;
+	struct buf enc, a, b;
+
+	buf_init(&enc, 0);
+	buf_init(&a, 0);
+	buf_init(&b, 0);
+	for (int i = 0; i < 2; i++)
+		cr_assert(eq(i64, proto_encode_change(&enc, &ch[i], &err), 0),
+			  "%s", err.msg);
+	/* a delete that is not a tombstone: refused, enc untouched */
+	bad.deleted = false;
+	cr_assert(eq(i64, proto_encode_change(&enc, &bad, &err), WEFT_EINVAL));
+	cr_assert_not_null(strstr(err.msg, "tombstone"), "%s", err.msg);
+	m.u.push = (struct proto_push){ { 500, 1 },
+					{ 420, 7 },
+					PROTO_LIST(2, ch) };
+	cr_assert(eq(i64, proto_encode(&a, &m, 0, NULL), 0));
+	m.u.push.changes = proto_list_changes(2, enc.data, enc.len);
+	cr_assert(eq(i64, proto_encode(&b, &m, 0, &err), 0), "%s", err.msg);
+	cr_assert(eq(sz, a.len, b.len));
+	cr_assert(memcmp(a.data, b.data, a.len) == 0, "same bytes");
+	/* encoded changes belong in a PUSH only */
+	m = (struct proto_msg){ .type = PROTO_PAGE };
+	m.u.page.rid = 1;
+	m.u.page.space = S("a");
+	m.u.page.records = proto_list_changes(2, enc.data, enc.len);
+	cr_assert(eq(i64, proto_encode(&b, &m, 0, &err), WEFT_EINVAL));
+	cr_assert_str_eq(err.path, "records");
+	buf_fini(&enc);
+	buf_fini(&a);
+	buf_fini(&b);
+}
+
 Test(proto, null_string_with_a_length_is_einval_not_a_crash)
 {
 	struct proto_str keys[] = { { NULL, 5 } };
