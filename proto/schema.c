@@ -85,6 +85,34 @@ schema_version(const struct schema *s)
 	return s->version;
 }
 
+size_t
+schema_ntables(const struct schema *s)
+{
+	return s->ntables;
+}
+
+const char *
+schema_table(const struct schema *s, size_t t)
+{
+	return t < s->ntables ? s->tables[t].name : NULL;
+}
+
+size_t
+schema_nfields(const struct schema *s, size_t t)
+{
+	return t < s->ntables ? s->tables[t].nfields : 0;
+}
+
+const char *
+schema_field(const struct schema *s, size_t t, size_t f, const char **type_out)
+{
+	if (t >= s->ntables || f >= s->tables[t].nfields)
+		return NULL;
+	if (type_out)
+		*type_out = type_names[s->tables[t].fields[f].type];
+	return s->tables[t].fields[f].name;
+}
+
 static int
 type_of(const char *name, enum stype *out)
 {

@@ -45,6 +45,19 @@ const char *schema_name(const struct schema *s);
 long long schema_version(const struct schema *s);
 
 /*
+ * schema_ntables, schema_table, schema_nfields, schema_field - the tables
+ * (the system tables spaces and members included) and their fields, in
+ * the file's order, for code that derives something from the schema (the
+ * client's SQL views).  Names are borrowed from the schema.  *type_out
+ * (may be NULL) gets the field's type name ("string", "int", ...).
+ */
+size_t schema_ntables(const struct schema *s);
+const char *schema_table(const struct schema *s, size_t t);
+size_t schema_nfields(const struct schema *s, size_t t);
+const char *schema_field(const struct schema *s, size_t t, size_t f,
+			 const char **type_out);
+
+/*
  * schema_check_op - does op fit the schema?  Returns 0, or
  * WEFT_EVALIDATION with a sentence naming table and field in why and the
  * field (borrowed from the schema, or NULL) in *field.  For a create whose

@@ -1,0 +1,916 @@
+/*
+ * store.c - the store file: opening and locking it, its SQLite layout,
+ * rows in and out, and the read API (weft_get, weft_each, counts).
+ *
+ * Layout (format STORE_FORMAT; weft_meta.format says which):
+ *
+ *   weft_meta        k -> v: format, client_id, cursor, schema name
+ *   weft_base        the rows the server confirmed (tombstones too: a
+ *                    version must never go backwards)
+ *   weft_rows        the view: base + queued transactions; what the app
+ *                    reads, with a pending count per row
+ *   weft_queue       queued transactions by mutation id: the TXN frame as
+ *                    it goes on the wire (AUTOINCREMENT keeps ids dense
+ *                    and never reused, even once the queue is empty)
+ *   weft_queue_keys  which queued transactions touch which record
+ *   weft_subs        subscriptions and how far their bootstrap got
+ *   weft_history     undo / redo: the ops that reverse each commit
+ *   "<table>"        a view per schema table, one column per field
+ *
+ * The file is locked with flock() on "<path>.lock" for the store's life,
+ * so a second process gets WEFT_EBUSY rather than sharing the queue.  The
+ * lock is on a side file, not on the database: another SQLite connection
+ * may still read the views.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "client/src/internal.h"
+#include "proto/json.h"
+
+#include "common/banned.h"
+
+static const char *const ddl =
+	"CREATE TABLE IF NOT EXISTS weft_meta (k TEXT PRIMARY KEY, v)"
+	" WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS weft_base (tbl TEXT NOT NULL,"
+	" id TEXT NOT NULL, space TEXT NOT NULL, version INTEGER NOT NULL,"
+	" deleted INTEGER NOT NULL, data TEXT, PRIMARY KEY (tbl, id))"
+	" WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS weft_rows (tbl TEXT NOT NULL,"
+	" id TEXT NOT NULL, space TEXT NOT NULL, version INTEGER NOT NULL,"
+	" deleted INTEGER NOT NULL, data TEXT,"
+	" pending INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (tbl, id))"
+	" WITHOUT ROWID;"
+	"CREATE INDEX IF NOT EXISTS weft_rows_space ON weft_rows"
+	" (space, tbl, id);"
+	"CREATE TABLE IF NOT EXISTS weft_queue (mid INTEGER PRIMARY KEY"
+	" AUTOINCREMENT, frame BLOB NOT NULL, created_ms INTEGER NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS weft_queue_keys (tbl TEXT NOT NULL,"
+	" id TEXT NOT NULL, mid INTEGER NOT NULL, PRIMARY KEY (tbl, id, mid))"
+	" WITHOUT ROWID;"
+	"CREATE INDEX IF NOT EXISTS weft_queue_keys_mid ON weft_queue_keys"
+	" (mid);"
+	"CREATE TABLE IF NOT EXISTS weft_subs (key TEXT PRIMARY KEY,"
+	" loaded INTEGER NOT NULL DEFAULT 0, page BLOB) WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS weft_history (seq INTEGER PRIMARY KEY,"
+	" redo INTEGER NOT NULL, frame BLOB NOT NULL);";
+
+static const char *const sql[Q_N] = {
+	[Q_VIEW_GET] = "SELECT space, version, deleted, data FROM weft_rows"
+		       " WHERE tbl = ?1 AND id = ?2",
+	[Q_VIEW_PUT] = "INSERT OR REPLACE INTO weft_rows (tbl, id, space,"
+		       " version, deleted, data, pending)"
+		       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+	[Q_VIEW_DEL] = "DELETE FROM weft_rows WHERE tbl = ?1 AND id = ?2",
+	[Q_BASE_GET] = "SELECT space, version, deleted, data FROM weft_base"
+		       " WHERE tbl = ?1 AND id = ?2",
+	[Q_BASE_PUT] = "INSERT OR REPLACE INTO weft_base (tbl, id, space,"
+		       " version, deleted, data)"
+		       " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+	[Q_BASE_DEL] = "DELETE FROM weft_base WHERE tbl = ?1 AND id = ?2",
+	[Q_PENDING_OF] = "SELECT count(*) FROM weft_queue_keys"
+			 " WHERE tbl = ?1 AND id = ?2",
+	[Q_META_GET] = "SELECT v FROM weft_meta WHERE k = ?1",
+	[Q_META_SET] = "INSERT OR REPLACE INTO weft_meta (k, v) VALUES (?1,"
+		       " ?2)",
+	[Q_QUEUE_ADD] = "INSERT INTO weft_queue (mid, frame, created_ms)"
+			" VALUES (?1, ?2, ?3)",
+	[Q_QUEUE_KEY_ADD] = "INSERT OR IGNORE INTO weft_queue_keys (tbl, id,"
+			    " mid) VALUES (?1, ?2, ?3)",
+	[Q_QUEUE_OF_KEY] = "SELECT q.mid, q.frame FROM weft_queue_keys k"
+			   " JOIN weft_queue q ON q.mid = k.mid"
+			   " WHERE k.tbl = ?1 AND k.id = ?2 ORDER BY k.mid",
+	[Q_BEGIN] = "BEGIN IMMEDIATE",
+	[Q_COMMIT] = "COMMIT",
+	[Q_ROLLBACK] = "ROLLBACK",
+};
+
+/* ------------------------------------------------------------------ */
+/* errors */
+
+static void
+errslot_free(void *p)
+{
+	(void)p; /* slots live on st->errs and are freed at close */
+}
+
+static struct errslot *
+errslot(weft_store *st)
+{
+	struct errslot *e = pthread_getspecific(st->err_key);
+
+	if (e)
+		return e;
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return NULL;
+	pthread_mutex_lock(&st->err_mu);
+	e->next = st->errs;
+	st->errs = e;
+	pthread_mutex_unlock(&st->err_mu);
+	pthread_setspecific(st->err_key, e);
+	return e;
+}
+
+int
+st_err(weft_store *st, int code, const char *fmt, ...)
+{
+	struct errslot *e = errslot(st);
+	va_list ap;
+
+	if (!e)
+		return code;
+	va_start(ap, fmt);
+	vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+int
+st_sqlerr(weft_store *st, const char *what)
+{
+	int rc = sqlite3_errcode(st->db);
+	int code = rc == SQLITE_NOMEM			      ? WEFT_ENOMEM
+		   : rc == SQLITE_BUSY || rc == SQLITE_LOCKED ? WEFT_EBUSY
+							      : WEFT_EIO;
+
+	return st_err(st, code, "cannot %s in '%s': %s", what, st->path,
+		      sqlite3_errmsg(st->db));
+}
+
+const char *
+weft_last_error(weft_store *st)
+{
+	struct errslot *e = st ? errslot(st) : NULL;
+
+	return e && e->msg[0] ? e->msg : "no error";
+}
+
+void
+weft_free(void *p)
+{
+	free(p);
+}
+
+const char *
+weft_state_name(int state)
+{
+	static const char *const names[] = { "offline", "connecting",
+					     "syncing", "live",
+					     "error",	"needs-auth" };
+
+	return state >= 0 && state <= WEFT_NEEDS_AUTH ? names[state] : "?";
+}
+
+/* ------------------------------------------------------------------ */
+/* statements and meta */
+
+sqlite3_stmt *
+st_q(weft_store *st, enum sid id)
+{
+	sqlite3_stmt *q = st->q[id];
+
+	if (q) {
+		sqlite3_reset(q);
+		sqlite3_clear_bindings(q);
+		return q;
+	}
+	if (sqlite3_prepare_v3(st->db, sql[id], -1, SQLITE_PREPARE_PERSISTENT,
+			       &st->q[id], NULL) != SQLITE_OK) {
+		st_sqlerr(st, "prepare a statement");
+		return NULL;
+	}
+	return st->q[id];
+}
+
+static int
+exec_q(weft_store *st, enum sid id, const char *what)
+{
+	sqlite3_stmt *q = st_q(st, id);
+
+	if (!q)
+		return WEFT_EIO;
+	if (sqlite3_step(q) != SQLITE_DONE)
+		return st_sqlerr(st, what);
+	sqlite3_reset(q);
+	return 0;
+}
+
+int
+st_begin(weft_store *st)
+{
+	return exec_q(st, Q_BEGIN, "begin a transaction");
+}
+
+int
+st_commit(weft_store *st)
+{
+	return exec_q(st, Q_COMMIT, "commit");
+}
+
+void
+st_rollback(weft_store *st)
+{
+	if (!sqlite3_get_autocommit(st->db))
+		(void)exec_q(st, Q_ROLLBACK, "roll back");
+}
+
+int
+st_meta_get(weft_store *st, const char *k, char *out, size_t cap)
+{
+	sqlite3_stmt *q = st_q(st, Q_META_GET);
+	int rc;
+
+	if (!q)
+		return WEFT_EIO;
+	sqlite3_bind_text(q, 1, k, -1, SQLITE_STATIC);
+	rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW) {
+		const char *v = (const char *)sqlite3_column_text(q, 0);
+
+		snprintf(out, cap, "%s", v ? v : "");
+		sqlite3_reset(q);
+		return 0;
+	}
+	sqlite3_reset(q);
+	return rc == SQLITE_DONE ? WEFT_ENOTFOUND
+				 : st_sqlerr(st, "read the store's meta");
+}
+
+int
+st_meta_set(weft_store *st, const char *k, const char *v)
+{
+	sqlite3_stmt *q = st_q(st, Q_META_SET);
+
+	if (!q)
+		return WEFT_EIO;
+	sqlite3_bind_text(q, 1, k, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 2, v, -1, SQLITE_STATIC);
+	if (sqlite3_step(q) != SQLITE_DONE)
+		return st_sqlerr(st, "write the store's meta");
+	sqlite3_reset(q);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* rows */
+
+void
+lrow_fini(struct lrow *r)
+{
+	free(r->space);
+	json_decref(r->data);
+	memset(r, 0, sizeof(*r));
+}
+
+int
+lrow_copy(struct lrow *dst, const struct lrow *src)
+{
+	*dst = *src;
+	dst->space = src->space ? strdup(src->space) : NULL;
+	dst->data = src->data ? json_deep_copy(src->data) : NULL;
+	if ((src->space && !dst->space) || (src->data && !dst->data)) {
+		lrow_fini(dst);
+		return WEFT_ENOMEM;
+	}
+	return 0;
+}
+
+int
+st_load(weft_store *st, bool base, const char *table, const char *id,
+	struct lrow *r)
+{
+	sqlite3_stmt *q = st_q(st, base ? Q_BASE_GET : Q_VIEW_GET);
+	int rc;
+
+	memset(r, 0, sizeof(*r));
+	if (!q)
+		return WEFT_EIO;
+	sqlite3_bind_text(q, 1, table, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 2, id, -1, SQLITE_STATIC);
+	rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW) {
+		const char *sp = (const char *)sqlite3_column_text(q, 0);
+		const char *data = (const char *)sqlite3_column_text(q, 3);
+
+		r->exists = true;
+		r->space = strdup(sp ? sp : "");
+		r->version = (uint64_t)sqlite3_column_int64(q, 1);
+		r->deleted = sqlite3_column_int(q, 2) != 0;
+		if (data && !r->deleted) {
+			json_error_t je;
+
+			r->data = json_loads(data, JSON_DECODE_ANY, &je);
+			if (!r->data) {
+				sqlite3_reset(q);
+				lrow_fini(r);
+				return st_err(st, WEFT_EINTERNAL,
+					      "row %s/%s of '%s' is not JSON: "
+					      "%s",
+					      table, id, st->path, je.text);
+			}
+		}
+		sqlite3_reset(q);
+		if (!r->space) {
+			lrow_fini(r);
+			return WEFT_ENOMEM;
+		}
+		return 0;
+	}
+	sqlite3_reset(q);
+	return rc == SQLITE_DONE ? 0 : st_sqlerr(st, "read a row");
+}
+
+int
+st_save(weft_store *st, bool base, const char *table, const char *id,
+	const struct lrow *r, int64_t pending)
+{
+	sqlite3_stmt *q;
+	char *data = NULL;
+	int rc;
+
+	if (!r->exists) {
+		q = st_q(st, base ? Q_BASE_DEL : Q_VIEW_DEL);
+		if (!q)
+			return WEFT_EIO;
+		sqlite3_bind_text(q, 1, table, -1, SQLITE_STATIC);
+		sqlite3_bind_text(q, 2, id, -1, SQLITE_STATIC);
+		rc = sqlite3_step(q);
+		sqlite3_reset(q);
+		return rc == SQLITE_DONE ? 0 : st_sqlerr(st, "delete a row");
+	}
+	if (r->data && !r->deleted) {
+		data = json_dumps(r->data, JSON_COMPACT | JSON_ENCODE_ANY);
+		if (!data)
+			return WEFT_ENOMEM;
+	}
+	q = st_q(st, base ? Q_BASE_PUT : Q_VIEW_PUT);
+	if (!q) {
+		free(data);
+		return WEFT_EIO;
+	}
+	sqlite3_bind_text(q, 1, table, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 2, id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 3, r->space ? r->space : "", -1, SQLITE_STATIC);
+	sqlite3_bind_int64(q, 4, (sqlite3_int64)r->version);
+	sqlite3_bind_int(q, 5, r->deleted);
+	if (data)
+		sqlite3_bind_text(q, 6, data, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(q, 6);
+	if (!base)
+		sqlite3_bind_int64(q, 7, pending);
+	rc = sqlite3_step(q);
+	sqlite3_reset(q);
+	free(data);
+	return rc == SQLITE_DONE ? 0 : st_sqlerr(st, "write a row");
+}
+
+int64_t
+st_pending_of(weft_store *st, const char *table, const char *id)
+{
+	sqlite3_stmt *q = st_q(st, Q_PENDING_OF);
+	int64_t n = 0;
+
+	if (!q)
+		return 0;
+	sqlite3_bind_text(q, 1, table, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 2, id, -1, SQLITE_STATIC);
+	if (sqlite3_step(q) == SQLITE_ROW)
+		n = sqlite3_column_int64(q, 0);
+	sqlite3_reset(q);
+	return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* change notes */
+
+void
+notes_add(struct notes *ns, const char *table, const char *id,
+	  const struct lrow *r, int origin)
+{
+	struct note *n;
+
+	if (!ns)
+		return;
+	for (size_t i = 0; i < ns->n; i++) /* one note per record */
+		if (strcmp(ns->v[i].id, id) == 0 &&
+		    strcmp(ns->v[i].table, table) == 0) {
+			ns->v[i].version = r->version;
+			ns->v[i].deleted = !r->exists || r->deleted;
+			ns->v[i].origin = origin;
+			return;
+		}
+	if (ns->n == ns->cap) {
+		size_t cap = ns->cap ? ns->cap * 2 : 16;
+		struct note *v = realloc(ns->v, cap * sizeof(*v));
+
+		if (!v)
+			return; /* a lost note, not a lost change */
+		ns->v = v;
+		ns->cap = cap;
+	}
+	n = &ns->v[ns->n];
+	n->table = strdup(table);
+	n->id = strdup(id);
+	if (!n->table || !n->id) {
+		free(n->table);
+		free(n->id);
+		return;
+	}
+	n->version = r->version;
+	n->deleted = !r->exists || r->deleted;
+	n->origin = origin;
+	ns->n++;
+}
+
+void
+notes_fire(weft_store *st, struct notes *ns)
+{
+	struct weft_callbacks cb;
+
+	pthread_mutex_lock(&st->mu);
+	cb = st->cb;
+	pthread_mutex_unlock(&st->mu);
+	for (size_t i = 0; i < ns->n; i++) {
+		struct note *n = &ns->v[i];
+
+		if (cb.change)
+			cb.change(cb.arg, n->table, n->id, n->version,
+				  n->deleted, n->origin);
+		free(n->table);
+		free(n->id);
+	}
+	free(ns->v);
+	memset(ns, 0, sizeof(*ns));
+}
+
+/* ------------------------------------------------------------------ */
+/* opening */
+
+/* "name" with embedded quotes doubled, for SQL identifiers */
+static void
+quote_ident(struct buf *b, const char *s)
+{
+	buf_append(b, "\"", 1);
+	for (; *s; s++) {
+		if (*s == '"')
+			buf_append(b, "\"\"", 2);
+		else
+			buf_append(b, s, 1);
+	}
+	buf_append(b, "\"", 1);
+}
+
+/* 'text' with embedded quotes doubled, for SQL string literals */
+static void
+quote_str(struct buf *b, const char *s)
+{
+	buf_append(b, "'", 1);
+	for (; *s; s++) {
+		if (*s == '\'')
+			buf_append(b, "''", 2);
+		else
+			buf_append(b, s, 1);
+	}
+	buf_append(b, "'", 1);
+}
+
+/* one view per schema table: plain SQL over the app's data */
+static int
+make_views(weft_store *st)
+{
+	struct buf b;
+	char *err = NULL;
+	int rc = 0;
+
+	buf_init(&b, 0);
+	for (size_t t = 0; t < schema_ntables(st->schema); t++) {
+		const char *name = schema_table(st->schema, t);
+
+		if (strncmp(name, "weft_", 5) == 0 ||
+		    strncmp(name, "sqlite_", 7) == 0) {
+			buf_fini(&b);
+			return st_err(st, WEFT_ECONFIG,
+				      "schema table '%s': names starting "
+				      "with weft_ or sqlite_ are reserved "
+				      "in the client store",
+				      name);
+		}
+		buf_appendf(&b, "DROP VIEW IF EXISTS ");
+		quote_ident(&b, name);
+		buf_appendf(&b, "; CREATE VIEW ");
+		quote_ident(&b, name);
+		buf_appendf(&b, " AS SELECT id, space, version, pending");
+		for (size_t f = 0; f < schema_nfields(st->schema, t); f++) {
+			const char *fld = schema_field(st->schema, t, f, NULL);
+			struct buf path;
+
+			if (strchr(fld, '"')) {
+				buf_fini(&b);
+				return st_err(st, WEFT_ECONFIG,
+					      "schema field %s.%s: a quote in "
+					      "a field name cannot be a view "
+					      "column",
+					      name, fld);
+			}
+			buf_init(&path, 0);
+			buf_append(&path, "$.", 2);
+			quote_ident(&path, fld);
+			buf_append(&path, "", 1);
+			buf_appendf(&b, ", json_extract(data, ");
+			quote_str(&b, (const char *)path.data);
+			buf_appendf(&b, ") AS ");
+			quote_ident(&b, fld);
+			buf_fini(&path);
+		}
+		buf_appendf(&b, " FROM weft_rows WHERE tbl = ");
+		quote_str(&b, name);
+		buf_appendf(&b, " AND deleted = 0;");
+	}
+	buf_append(&b, "", 1);
+	if (b.err)
+		rc = WEFT_ENOMEM;
+	else if (sqlite3_exec(st->db, (const char *)b.data, NULL, NULL, &err) !=
+		 SQLITE_OK)
+		rc = st_err(st, WEFT_EIO, "cannot make the table views: %s",
+			    err ? err : "?");
+	sqlite3_free(err);
+	buf_fini(&b);
+	return rc;
+}
+
+static int
+new_client_id(char *out, size_t cap)
+{
+	uint8_t r[12];
+	static const char hex[] = "0123456789abcdef";
+
+	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+		return WEFT_EIO;
+	if (cap < 2 + 2 * sizeof(r) + 1)
+		return WEFT_EINVAL;
+	out[0] = 'c';
+	out[1] = '-';
+	for (size_t i = 0; i < sizeof(r); i++) {
+		out[2 + 2 * i] = hex[r[i] >> 4];
+		out[3 + 2 * i] = hex[r[i] & 15];
+	}
+	out[2 + 2 * sizeof(r)] = '\0';
+	return 0;
+}
+
+/* the layout, the format check, the client id and the next mutation id */
+static int
+init_db(weft_store *st, int durability)
+{
+	char v[64], *err = NULL;
+	sqlite3_stmt *q;
+	int rc;
+
+	if (sqlite3_exec(st->db,
+			 "PRAGMA journal_mode = WAL;"
+			 "PRAGMA foreign_keys = OFF;",
+			 NULL, NULL, &err) != SQLITE_OK ||
+	    sqlite3_exec(st->db,
+			 durability == WEFT_DURABLE_POWER
+				 ? "PRAGMA synchronous = FULL"
+				 : "PRAGMA synchronous = NORMAL",
+			 NULL, NULL, &err) != SQLITE_OK ||
+	    sqlite3_exec(st->db, ddl, NULL, NULL, &err) != SQLITE_OK) {
+		rc = st_err(st, WEFT_EIO, "cannot set up '%s': %s", st->path,
+			    err ? err : sqlite3_errmsg(st->db));
+		sqlite3_free(err);
+		return rc;
+	}
+	rc = st_meta_get(st, "format", v, sizeof(v));
+	if (rc == WEFT_ENOTFOUND) {
+		snprintf(v, sizeof(v), "%d", STORE_FORMAT);
+		rc = st_meta_set(st, "format", v);
+	} else if (rc == 0 && strtol(v, NULL, 10) > STORE_FORMAT) {
+		return st_err(st, WEFT_EVERSION,
+			      "'%s' has store format %s; this libweft "
+			      "(%s) reads up to %d",
+			      st->path, v, weft_version(), STORE_FORMAT);
+	}
+	/* formats below STORE_FORMAT migrate here, step by step; format 1
+	 * is the first */
+	if (rc)
+		return rc;
+	rc = st_meta_get(st, "client_id", st->client_id, sizeof(st->client_id));
+	if (rc == WEFT_ENOTFOUND) {
+		rc = new_client_id(st->client_id, sizeof(st->client_id));
+		if (!rc)
+			rc = st_meta_set(st, "client_id", st->client_id);
+	}
+	if (rc)
+		return rc;
+	/* the next id: past every id ever queued (sqlite_sequence remembers
+	 * them after the queue empties) */
+	st->next_mid = 1;
+	if (sqlite3_prepare_v2(st->db,
+			       "SELECT seq FROM sqlite_sequence"
+			       " WHERE name = 'weft_queue'",
+			       -1, &q, NULL) == SQLITE_OK) {
+		if (sqlite3_step(q) == SQLITE_ROW)
+			st->next_mid = (uint64_t)sqlite3_column_int64(q, 0) + 1;
+		sqlite3_finalize(q);
+	}
+	return make_views(st);
+}
+
+static int
+lock_store(weft_store *st)
+{
+	size_t n = strlen(st->path) + 6;
+
+	st->lock_path = malloc(n);
+	if (!st->lock_path)
+		return WEFT_ENOMEM;
+	snprintf(st->lock_path, n, "%s.lock", st->path);
+	st->lock_fd = open(st->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (st->lock_fd < 0)
+		return st_err(st, WEFT_EIO, "cannot open '%s': %s",
+			      st->lock_path, strerror(errno));
+	if (flock(st->lock_fd, LOCK_EX | LOCK_NB) != 0)
+		return st_err(st, errno == EWOULDBLOCK ? WEFT_EBUSY : WEFT_EIO,
+			      "store '%s' is open in another process (or "
+			      "twice in this one): one owner at a time",
+			      st->path);
+	return 0;
+}
+
+static void
+store_free(weft_store *st)
+{
+	if (!st)
+		return;
+	for (int i = 0; i < Q_N; i++)
+		sqlite3_finalize(st->q[i]);
+	if (st->db)
+		sqlite3_close(st->db);
+	if (st->lock_fd >= 0)
+		close(st->lock_fd); /* releases the flock */
+	schema_free(st->schema);
+	while (st->errs) {
+		struct errslot *e = st->errs;
+
+		st->errs = e->next;
+		free(e);
+	}
+	pthread_key_delete(st->err_key);
+	pthread_mutex_destroy(&st->err_mu);
+	pthread_mutex_destroy(&st->mu);
+	free(st->lock_path);
+	free(st->path);
+	free(st);
+}
+
+int
+weft_open(const struct weft_options *o, weft_store **out)
+{
+	weft_store *st;
+	char why[256];
+	int rc;
+
+	if (!out)
+		return WEFT_EINVAL;
+	*out = NULL;
+	if (!o || !o->path || !*o->path || !o->schema_path)
+		return WEFT_EINVAL;
+	st = calloc(1, sizeof(*st));
+	if (!st)
+		return WEFT_ENOMEM;
+	st->lock_fd = -1;
+	pthread_mutex_init(&st->mu, NULL);
+	pthread_mutex_init(&st->err_mu, NULL);
+	if (pthread_key_create(&st->err_key, errslot_free) != 0) {
+		pthread_mutex_destroy(&st->err_mu);
+		pthread_mutex_destroy(&st->mu);
+		free(st);
+		return WEFT_ENOMEM;
+	}
+	st->path = strdup(o->path);
+	if (!st->path) {
+		rc = WEFT_ENOMEM;
+		goto out_free;
+	}
+	rc = schema_load(&st->schema, o->schema_path, why, sizeof(why));
+	if (rc) {
+		rc = st_err(st, rc, "%s", why);
+		goto out_free;
+	}
+	rc = lock_store(st);
+	if (rc)
+		goto out_free;
+	if (sqlite3_open_v2(st->path, &st->db,
+			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+				    SQLITE_OPEN_NOMUTEX,
+			    NULL) != SQLITE_OK) {
+		rc = st->db ? st_sqlerr(st, "open the store") : WEFT_ENOMEM;
+		goto out_free;
+	}
+	sqlite3_busy_timeout(st->db, 5000);
+	rc = init_db(st, o->durability);
+	if (rc)
+		goto out_free;
+	if (o->write_url) {
+		rc = sync_start(st, o);
+		if (rc)
+			goto out_free;
+	}
+	*out = st;
+	return 0;
+out_free:
+	if (o->errbuf && o->errlen) { /* the store and its slots go */
+		struct errslot *e = pthread_getspecific(st->err_key);
+
+		snprintf(o->errbuf, o->errlen, "%s",
+			 e && e->msg[0] ? e->msg : weft_strerror(rc));
+	}
+	store_free(st);
+	return rc;
+}
+
+void
+weft_close(weft_store *st)
+{
+	if (!st)
+		return;
+	sync_stop(st);
+	store_free(st);
+}
+
+const char *
+weft_client_id(weft_store *st)
+{
+	return st->client_id;
+}
+
+const char *
+weft_db_path(weft_store *st)
+{
+	return st->path;
+}
+
+void
+weft_set_callbacks(weft_store *st, const struct weft_callbacks *cb)
+{
+	pthread_mutex_lock(&st->mu);
+	if (cb)
+		st->cb = *cb;
+	else
+		memset(&st->cb, 0, sizeof(st->cb));
+	pthread_mutex_unlock(&st->mu);
+}
+
+/* ------------------------------------------------------------------ */
+/* reading */
+
+int
+weft_get(weft_store *st, const char *table, const char *id, char **json_out,
+	 uint64_t *version_out, char **space_out)
+{
+	struct lrow r;
+	int rc;
+
+	if (!st || !table || !id)
+		return WEFT_EINVAL;
+	pthread_mutex_lock(&st->mu);
+	rc = st_load(st, false, table, id, &r);
+	pthread_mutex_unlock(&st->mu);
+	if (rc)
+		return rc;
+	if (!r.exists || r.deleted) {
+		lrow_fini(&r);
+		return st_err(st, WEFT_ENOTFOUND, "no record %s/%s here", table,
+			      id);
+	}
+	if (json_out) {
+		*json_out = json_dumps(r.data, JSON_COMPACT | JSON_ENCODE_ANY);
+		if (!*json_out)
+			rc = WEFT_ENOMEM;
+	}
+	if (version_out)
+		*version_out = r.version;
+	if (space_out && !rc) {
+		*space_out = r.space;
+		r.space = NULL;
+	}
+	lrow_fini(&r);
+	return rc;
+}
+
+int
+weft_each(weft_store *st, const char *table, const char *space, weft_row_fn fn,
+	  void *arg)
+{
+	char last_t[PROTO_MAX_NAME + 1] = "", last_i[PROTO_MAX_NAME + 1] = "";
+	sqlite3_stmt *q;
+	int rc = 0, step;
+
+	if (!st || !fn)
+		return WEFT_EINVAL;
+	/* rows are copied out under the lock in pages, so the callback runs
+	 * unlocked and may call back into the store */
+	for (;;) {
+		struct rowcopy {
+			char *t, *i, *s, *d;
+			uint64_t v;
+		} page[256];
+		int n = 0;
+
+		pthread_mutex_lock(&st->mu);
+		if (sqlite3_prepare_v2(
+			    st->db,
+			    "SELECT tbl, id, space, version, data FROM"
+			    " weft_rows WHERE deleted = 0"
+			    " AND (?1 IS NULL OR tbl = ?1)"
+			    " AND (?2 IS NULL OR space = ?2)"
+			    " AND (tbl, id) > (?3, ?4)"
+			    " ORDER BY tbl, id LIMIT 256",
+			    -1, &q, NULL) != SQLITE_OK) {
+			rc = st_sqlerr(st, "list rows");
+			pthread_mutex_unlock(&st->mu);
+			return rc;
+		}
+		if (table)
+			sqlite3_bind_text(q, 1, table, -1, SQLITE_STATIC);
+		if (space)
+			sqlite3_bind_text(q, 2, space, -1, SQLITE_STATIC);
+		sqlite3_bind_text(q, 3, last_t, -1, SQLITE_STATIC);
+		sqlite3_bind_text(q, 4, last_i, -1, SQLITE_STATIC);
+		while ((step = sqlite3_step(q)) == SQLITE_ROW) {
+			struct rowcopy *c = &page[n];
+
+			c->t = strdup((const char *)sqlite3_column_text(q, 0));
+			c->i = strdup((const char *)sqlite3_column_text(q, 1));
+			c->s = strdup((const char *)sqlite3_column_text(q, 2));
+			c->v = (uint64_t)sqlite3_column_int64(q, 3);
+			c->d = strdup(
+				sqlite3_column_text(q, 4)
+					? (const char *)sqlite3_column_text(q,
+									    4)
+					: "null");
+			n++;
+		}
+		if (step != SQLITE_DONE)
+			rc = st_sqlerr(st, "list rows");
+		sqlite3_finalize(q);
+		pthread_mutex_unlock(&st->mu);
+		for (int k = 0; k < n; k++) {
+			struct rowcopy *c = &page[k];
+
+			if (!rc && (!c->t || !c->i || !c->s || !c->d))
+				rc = WEFT_ENOMEM;
+			if (!rc)
+				rc = fn(arg, c->t, c->i, c->s, c->v, c->d);
+			if (k == n - 1 && c->t && c->i) {
+				snprintf(last_t, sizeof(last_t), "%s", c->t);
+				snprintf(last_i, sizeof(last_i), "%s", c->i);
+			}
+			free(c->t);
+			free(c->i);
+			free(c->s);
+			free(c->d);
+		}
+		if (rc || n < 256)
+			return rc;
+	}
+}
+
+uint64_t
+weft_pending(weft_store *st)
+{
+	sqlite3_stmt *q;
+	uint64_t n = 0;
+
+	pthread_mutex_lock(&st->mu);
+	if (sqlite3_prepare_v2(st->db, "SELECT count(*) FROM weft_queue", -1,
+			       &q, NULL) == SQLITE_OK) {
+		if (sqlite3_step(q) == SQLITE_ROW)
+			n = (uint64_t)sqlite3_column_int64(q, 0);
+		sqlite3_finalize(q);
+	}
+	pthread_mutex_unlock(&st->mu);
+	return n;
+}
+
+uint64_t
+weft_pending_record(weft_store *st, const char *table, const char *id)
+{
+	int64_t n;
+
+	pthread_mutex_lock(&st->mu);
+	n = st_pending_of(st, table, id);
+	pthread_mutex_unlock(&st->mu);
+	return n > 0 ? (uint64_t)n : 0;
+}

@@ -1,0 +1,1683 @@
+/*
+ * sync.c - the sync engine: one thread that keeps a store in step with
+ * weft-write and weft-fanout.
+ *
+ * The thread owns both connections.  nng's receive callbacks only cut
+ * frames and put them on the inbox; everything else (SQLite, callbacks,
+ * sends) happens on the sync thread, so no store state is touched from
+ * nng's threads.  App threads talk to it through the inbox too (a commit
+ * kicks it; a fetch is a request it sends).
+ *
+ * Connection state (enum weft_state):
+ *
+ *            dial ok, HELLO sent          WELCOME
+ *   OFFLINE ----------------------> CONNECTING ------> SYNCING <--+
+ *      ^                                 |                |       | new commit,
+ *      |  backoff (jittered, doubling)   | auth refused   | queue | subscribe,
+ *      +---------------------------------+ and no token   | empty | catch-up
+ *      |                                 v  (NEEDS_AUTH)  | and   |
+ *      +--------- connection lost --------------------  LIVE -----+
+ *
+ *   transition                    function
+ *   OFFLINE -> CONNECTING         link_dial()
+ *   CONNECTING -> SYNCING         on_write_msg() (WELCOME)
+ *   SYNCING <-> LIVE              update_state()
+ *   any -> OFFLINE                link_drop()
+ *   CONNECTING -> NEEDS_AUTH      on_write_msg() (ERROR EAUTH/EEXPIRED)
+ *
+ * What goes where:
+ *   weft-write: HELLO, TXN (rid = mutation id), FETCH, BOOTSTRAP, PING.
+ *   weft-fanout: HELLO, SUBSCRIBE (with the store's cursor), PING.
+ *
+ * Order and idempotence: the queue is sent in mutation-id order, up to
+ * max_in_flight ahead of the answers, and from its start again after a
+ * reconnect (the server answers a resend with the stored result).  Server
+ * rows (ACK, REJECT, RECORDS, PAGE, PUSH) are applied to the base only if
+ * their version is newer, so their order does not matter; each is followed
+ * by a rebase of the record's view.
+ */
+#include <nng/nng.h>
+#include <nng/supplemental/tls/tls.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "client/src/internal.h"
+#include "common/clock.h"
+#include "proto/frame.h"
+#include "proto/json.h"
+
+#include "common/banned.h"
+
+/* RX_CHUNK - bytes per receive */
+#define RX_CHUNK	 (16u << 10)
+/* FRAME_MAX_CLIENT - the largest frame the client accepts: bootstrap
+ * pages are bounded well below it */
+#define FRAME_MAX_CLIENT (16u << 20)
+/* DIAL_MS - a dial, or a send, that takes longer has failed */
+#define DIAL_MS		 3000
+/* BACKOFF_MIN_MS / BACKOFF_MAX_MS - reconnect delays (jittered) */
+#define BACKOFF_MIN_MS	 100
+#define BACKOFF_MAX_MS	 10000
+/* PAGE_BYTES - bootstrap page size asked for */
+#define PAGE_BYTES	 (256u << 10)
+/* FETCH_RID_BASE - rids of requests other than TXN (whose rid is its
+ * mutation id) */
+#define FETCH_RID_BASE	 (1ull << 62)
+/* MAX_SUB_KEYS - keys per SUBSCRIBE */
+#define MAX_SUB_KEYS	 64
+
+enum link_id { L_WRITE, L_FANOUT, L_N };
+
+/* one connection */
+struct link {
+	struct sync *sy;
+	enum link_id id;
+	nng_stream *stream; /* NULL when down */
+	nng_aio *rx_aio;
+	uint8_t rx[RX_CHUNK];
+	struct frame_reader fr;
+	uint64_t gen;  /* bumped per connection: stale frames are
+			* dropped */
+	bool welcomed; /* WELCOME received */
+	uint64_t next_dial_ms;
+	uint32_t backoff_ms;
+	uint32_t heartbeat_ms;
+	uint64_t last_rx_ms, last_tx_ms;
+	size_t url_idx; /* fanout: which URL */
+};
+
+/* one frame (or a link's end) for the sync thread */
+struct inmsg {
+	struct inmsg *next;
+	enum link_id link;
+	uint64_t gen;
+	uint8_t *body; /* NULL: the link closed */
+	uint32_t len;
+};
+
+/* a weft_fetch() waiting for its RECORDS */
+struct fetchreq {
+	struct fetchreq *next;
+	uint64_t rid;
+	struct buf frame; /* FETCH, encoded */
+	bool sent, done;
+	int result;
+};
+
+struct sync {
+	weft_store *st;
+	pthread_t thread;
+	pthread_mutex_t mu;	/* the fields below */
+	pthread_cond_t cv;	/* inbox, kick, stop */
+	pthread_cond_t done_cv; /* progress for weft_wait_synced, fetch */
+	bool stopping, kicked;
+	struct inmsg *in_head, *in_tail;
+	struct fetchreq *fetches;
+	int state; /* enum weft_state */
+	char detail[ERR_MAX];
+	char *token; /* current token (owned) */
+	bool token_refused;
+	uint64_t acked_mid;  /* every mid <= this is answered */
+	uint64_t queued_max; /* the highest mid queued */
+	bool subs_loaded;    /* every subscription loaded */
+	/* sync thread only */
+	struct link link[L_N];
+	char *write_url;
+	char **fanout_urls;
+	size_t nfanout;
+	char *ca_file;
+	weft_token_fn token_fn;
+	void *token_arg;
+	unsigned max_in_flight;
+	uint64_t sent_mid;	       /* highest mid sent on this connection */
+	uint64_t hold_until_ms;	       /* BACKOFF: no TXN before this */
+	struct proto_cursor prev_push; /* fanout: last PUSH's cursor */
+	struct proto_cursor cursor;    /* applied so far (also in meta) */
+	char **subscribed;	       /* keys sent in SUBSCRIBE this session */
+	size_t nsubscribed;
+	char boot_key[KEY_MAX]; /* the subscription being loaded */
+	uint64_t boot_rid, boot_records, boot_bytes;
+	uint64_t next_rid;
+};
+
+/* ------------------------------------------------------------------ */
+/* small helpers */
+
+static uint64_t
+now_ms(void)
+{
+	return clock_now_ms();
+}
+
+static uint32_t
+jitter(uint32_t ms)
+{
+	uint32_t r = 0;
+
+	(void)!getrandom(&r, sizeof(r), 0);
+	return ms / 2 + (ms ? r % (ms / 2 + 1) : 0);
+}
+
+static char *
+cstr(struct proto_str s)
+{
+	return s.p ? strndup(s.p, s.len) : strdup("");
+}
+
+static void
+set_state(struct sync *sy, int state, const char *detail)
+{
+	struct weft_callbacks cb;
+	bool changed;
+
+	pthread_mutex_lock(&sy->mu);
+	changed = sy->state != state;
+	sy->state = state;
+	snprintf(sy->detail, sizeof(sy->detail), "%s", detail ? detail : "");
+	pthread_cond_broadcast(&sy->done_cv);
+	pthread_mutex_unlock(&sy->mu);
+	if (!changed)
+		return;
+	pthread_mutex_lock(&sy->st->mu);
+	cb = sy->st->cb;
+	pthread_mutex_unlock(&sy->st->mu);
+	if (cb.state)
+		cb.state(cb.arg, state, detail ? detail : "");
+}
+
+/* ------------------------------------------------------------------ */
+/* links */
+
+static void
+rx_cb(void *arg)
+{
+	struct link *l = arg;
+	struct sync *sy = l->sy;
+	int rv = nng_aio_result(l->rx_aio);
+	size_t n = rv ? 0 : nng_aio_count(l->rx_aio), off = 0;
+	struct inmsg *head = NULL, **tail = &head;
+	bool closed = rv != 0 || n == 0;
+
+	while (!closed && off < n) {
+		size_t used;
+
+		if (frame_reader_feed(&l->fr, l->rx + off, n - off, &used)) {
+			closed = true;
+			break;
+		}
+		off += used;
+		if (frame_reader_ready(&l->fr)) {
+			uint32_t len;
+			const uint8_t *body = frame_reader_body(&l->fr, &len);
+			struct inmsg *m = calloc(1, sizeof(*m));
+
+			if (!m || !(m->body = malloc(len))) {
+				free(m);
+				closed = true;
+				break;
+			}
+			memcpy(m->body, body, len);
+			m->len = len;
+			m->link = l->id;
+			m->gen = l->gen;
+			*tail = m;
+			tail = &m->next;
+			frame_reader_next(&l->fr);
+		}
+	}
+	if (closed) {
+		struct inmsg *m = calloc(1, sizeof(*m));
+
+		if (m) {
+			m->link = l->id;
+			m->gen = l->gen;
+			*tail = m;
+		}
+	}
+	pthread_mutex_lock(&sy->mu);
+	if (head) {
+		if (sy->in_tail)
+			sy->in_tail->next = head;
+		else
+			sy->in_head = head;
+		while (head->next)
+			head = head->next;
+		sy->in_tail = head;
+	}
+	pthread_cond_signal(&sy->cv);
+	pthread_mutex_unlock(&sy->mu);
+	if (!closed) {
+		nng_iov iov = { l->rx, sizeof(l->rx) };
+
+		nng_aio_set_iov(l->rx_aio, 1, &iov);
+		nng_stream_recv(l->stream, l->rx_aio);
+	}
+}
+
+/* send one encoded frame; false (and the link dropped) on failure */
+static bool link_send_raw(struct link *l, const uint8_t *p, size_t n);
+static void link_drop(struct link *l, const char *why);
+
+static bool
+link_send(struct link *l, const struct proto_msg *m)
+{
+	struct buf b;
+	bool ok;
+
+	buf_init(&b, 0);
+	ok = proto_encode(&b, m, 0, NULL) == 0 &&
+	     link_send_raw(l, b.data, b.len);
+	buf_fini(&b);
+	return ok;
+}
+
+static bool
+link_send_raw(struct link *l, const uint8_t *p, size_t n)
+{
+	nng_aio *aio;
+	size_t off = 0;
+	int rv = 0;
+
+	if (!l->stream)
+		return false;
+	if (nng_aio_alloc(&aio, NULL, NULL) != 0) {
+		link_drop(l, "out of memory");
+		return false;
+	}
+	nng_aio_set_timeout(aio, DIAL_MS);
+	while (off < n && rv == 0) {
+		nng_iov iov = { (uint8_t *)(uintptr_t)p + off, n - off };
+
+		nng_aio_set_iov(aio, 1, &iov);
+		nng_stream_send(l->stream, aio);
+		nng_aio_wait(aio);
+		rv = nng_aio_result(aio);
+		off += nng_aio_count(aio);
+	}
+	nng_aio_free(aio);
+	if (rv) {
+		link_drop(l, nng_strerror(rv));
+		return false;
+	}
+	l->last_tx_ms = now_ms();
+	return true;
+}
+
+static const char *
+link_name(const struct link *l)
+{
+	return l->id == L_WRITE ? "weft-write" : "weft-fanout";
+}
+
+static void
+link_drop(struct link *l, const char *why)
+{
+	struct sync *sy = l->sy;
+	char detail[ERR_MAX];
+
+	if (!l->stream)
+		return;
+	nng_stream_close(l->stream);
+	nng_aio_free(l->rx_aio); /* waits for a running rx_cb */
+	l->rx_aio = NULL;
+	nng_stream_free(l->stream);
+	l->stream = NULL;
+	l->welcomed = false;
+	l->gen++;
+	frame_reader_fini(&l->fr);
+	l->backoff_ms = l->backoff_ms ? l->backoff_ms * 2 : BACKOFF_MIN_MS;
+	if (l->backoff_ms > BACKOFF_MAX_MS)
+		l->backoff_ms = BACKOFF_MAX_MS;
+	l->next_dial_ms = now_ms() + jitter(l->backoff_ms);
+	if (l->id == L_FANOUT) {
+		for (size_t i = 0; i < sy->nsubscribed; i++)
+			free(sy->subscribed[i]);
+		sy->nsubscribed = 0;
+		sy->prev_push = (struct proto_cursor){ 0, 0 };
+		if (sy->nfanout > 1) /* another node next time */
+			l->url_idx = (l->url_idx + 1) % sy->nfanout;
+	} else {
+		sy->boot_rid = 0;
+		for (struct fetchreq *f = sy->fetches; f; f = f->next)
+			f->sent = false;
+	}
+	snprintf(detail, sizeof(detail), "%s: %s", link_name(l), why);
+	if (l->id == L_WRITE ||
+	    !sy->link[L_WRITE].stream) /* the write link is what counts */
+		set_state(sy,
+			  sy->token_refused ? WEFT_NEEDS_AUTH : WEFT_OFFLINE,
+			  detail);
+}
+
+/* ask the callback for a token (a new one clears a refusal); a copy of
+ * the current one, or NULL if there is none or it was refused */
+static char *
+current_token(struct sync *sy)
+{
+	const char *t;
+	char *out = NULL;
+
+	if (sy->token_fn && (t = sy->token_fn(sy->token_arg)) != NULL) {
+		char *c = strdup(t);
+
+		if (c) {
+			pthread_mutex_lock(&sy->mu);
+			if (!sy->token || strcmp(sy->token, c) != 0)
+				sy->token_refused = false; /* a new one */
+			free(sy->token);
+			sy->token = c;
+			pthread_mutex_unlock(&sy->mu);
+		}
+	}
+	pthread_mutex_lock(&sy->mu);
+	if (sy->token && !sy->token_refused)
+		out = strdup(sy->token);
+	pthread_mutex_unlock(&sy->mu);
+	return out;
+}
+
+static void
+link_dial(struct link *l)
+{
+	struct sync *sy = l->sy;
+	const char *url =
+		l->id == L_WRITE ? sy->write_url : sy->fanout_urls[l->url_idx];
+	nng_stream_dialer *d = NULL;
+	nng_aio *aio = NULL;
+	struct proto_msg m = { .type = PROTO_HELLO };
+	char agent[32];
+	char *token;
+	int rv;
+
+	token = current_token(sy);
+	if (!token) {
+		l->next_dial_ms = now_ms() + 1000;
+		set_state(sy, WEFT_NEEDS_AUTH, "no usable token");
+		return;
+	}
+	if (l->id == L_WRITE)
+		set_state(sy, WEFT_CONNECTING, url);
+	rv = nng_stream_dialer_alloc(&d, url);
+	if (rv == 0 && sy->ca_file &&
+	    (strncmp(url, "tls+", 4) == 0 || strncmp(url, "wss", 3) == 0))
+		rv = nng_stream_dialer_set_string(d, NNG_OPT_TLS_CA_FILE,
+						  sy->ca_file);
+	if (rv == 0)
+		rv = nng_aio_alloc(&aio, NULL, NULL);
+	if (rv == 0)
+		rv = nng_aio_alloc(&l->rx_aio, rx_cb, l);
+	if (rv == 0) {
+		nng_aio_set_timeout(aio, DIAL_MS);
+		nng_stream_dialer_dial(d, aio);
+		nng_aio_wait(aio);
+		rv = nng_aio_result(aio);
+	}
+	if (rv == 0)
+		l->stream = nng_aio_get_output(aio, 0);
+	nng_aio_free(aio);
+	nng_stream_dialer_free(d);
+	if (rv) {
+		char detail[ERR_MAX];
+
+		free(token);
+		nng_aio_free(l->rx_aio);
+		l->rx_aio = NULL;
+		l->backoff_ms =
+			l->backoff_ms ? l->backoff_ms * 2 : BACKOFF_MIN_MS;
+		if (l->backoff_ms > BACKOFF_MAX_MS)
+			l->backoff_ms = BACKOFF_MAX_MS;
+		l->next_dial_ms = now_ms() + jitter(l->backoff_ms);
+		if (l->id == L_FANOUT && sy->nfanout > 1)
+			l->url_idx = (l->url_idx + 1) % sy->nfanout;
+		snprintf(detail, sizeof(detail), "%s at %s: %s", link_name(l),
+			 url, nng_strerror(rv));
+		if (l->id == L_WRITE)
+			set_state(sy, WEFT_OFFLINE, detail);
+		return;
+	}
+	frame_reader_init(&l->fr, FRAME_MAX_CLIENT);
+	l->last_rx_ms = l->last_tx_ms = now_ms();
+	l->heartbeat_ms = 0;
+	{
+		nng_iov iov = { l->rx, sizeof(l->rx) };
+
+		nng_aio_set_iov(l->rx_aio, 1, &iov);
+		nng_stream_recv(l->stream, l->rx_aio);
+	}
+	snprintf(agent, sizeof(agent), "libweft/%s", weft_version());
+	m.u.hello = (struct proto_hello){
+		1,
+		PROTO_VERSION,
+		proto_str_c(token),
+		proto_str_c(sy->st->client_id),
+		sy->cursor,
+		proto_str_c(agent),
+	};
+	link_send(l, &m);
+	free(token);
+}
+
+/* ------------------------------------------------------------------ */
+/* applying server rows */
+
+/* mu held: one server row into the base (if newer) and the view */
+static int
+apply_server_row(weft_store *st, const struct proto_record *r, int origin,
+		 struct notes *ns)
+{
+	char *t = cstr(r->table), *id = cstr(r->id);
+	struct lrow base, row = { 0 };
+	int rc;
+
+	if (!t || !id) {
+		free(t);
+		free(id);
+		return WEFT_ENOMEM;
+	}
+	rc = st_load(st, true, t, id, &base);
+	if (!rc && (!base.exists || r->version > base.version)) {
+		row.exists = true;
+		row.deleted = r->deleted;
+		row.version = r->version;
+		row.space = cstr(r->space);
+		if (!r->deleted && r->data.p)
+			row.data = mp_to_json(r->data.p, r->data.len);
+		if (!r->deleted && !row.data)
+			row.data = json_object();
+		rc = st_save(st, true, t, id, &row, 0);
+		if (!rc)
+			rc = rebase(st, t, id, ns, origin);
+		lrow_fini(&row);
+	}
+	lrow_fini(&base);
+	free(t);
+	free(id);
+	return rc;
+}
+
+/* mu held: the queue keys of mid (to rebase after it leaves) */
+static char **
+queue_keys(weft_store *st, uint64_t mid, size_t *n)
+{
+	sqlite3_stmt *q;
+	char **v = NULL;
+	size_t cap = 0;
+
+	*n = 0;
+	if (sqlite3_prepare_v2(st->db,
+			       "SELECT tbl, id FROM weft_queue_keys"
+			       " WHERE mid = ?1",
+			       -1, &q, NULL) != SQLITE_OK)
+		return NULL;
+	sqlite3_bind_int64(q, 1, (sqlite3_int64)mid);
+	while (sqlite3_step(q) == SQLITE_ROW) {
+		if (*n + 2 > cap) {
+			char **nv;
+
+			cap = cap ? cap * 2 : 8;
+			nv = realloc(v, cap * sizeof(*v));
+			if (!nv)
+				break;
+			v = nv;
+		}
+		v[(*n)++] = strdup((const char *)sqlite3_column_text(q, 0));
+		v[(*n)++] = strdup((const char *)sqlite3_column_text(q, 1));
+	}
+	sqlite3_finalize(q);
+	return v;
+}
+
+/* mu held: mid leaves the queue; its records are rebased */
+static int
+dequeue(weft_store *st, uint64_t mid, int origin, struct notes *ns)
+{
+	size_t n;
+	char **keys = queue_keys(st, mid, &n);
+	char sql[128];
+	int rc = 0;
+
+	snprintf(sql, sizeof(sql),
+		 "DELETE FROM weft_queue WHERE mid = %llu;"
+		 "DELETE FROM weft_queue_keys WHERE mid = %llu;",
+		 (unsigned long long)mid, (unsigned long long)mid);
+	if (sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+		rc = st_sqlerr(st, "dequeue a transaction");
+	for (size_t i = 0; i + 1 < n; i += 2) {
+		if (!rc && keys[i] && keys[i + 1])
+			rc = rebase(st, keys[i], keys[i + 1], ns, origin);
+		free(keys[i]);
+		free(keys[i + 1]);
+	}
+	free(keys);
+	return rc;
+}
+
+/* the mutation id below the queue's first: every id up to it is
+ * answered */
+static uint64_t
+queue_floor(weft_store *st)
+{
+	sqlite3_stmt *q;
+	uint64_t floor;
+
+	pthread_mutex_lock(&st->mu);
+	floor = st->next_mid - 1;
+	if (sqlite3_prepare_v2(st->db, "SELECT min(mid) FROM weft_queue", -1,
+			       &q, NULL) == SQLITE_OK) {
+		if (sqlite3_step(q) == SQLITE_ROW &&
+		    sqlite3_column_type(q, 0) != SQLITE_NULL)
+			floor = (uint64_t)sqlite3_column_int64(q, 0) - 1;
+		sqlite3_finalize(q);
+	}
+	pthread_mutex_unlock(&st->mu);
+	return floor;
+}
+
+static void
+note_answered(struct sync *sy, uint64_t mid)
+{
+	pthread_mutex_lock(&sy->mu);
+	if (mid > sy->acked_mid)
+		sy->acked_mid = mid;
+	pthread_cond_broadcast(&sy->done_cv);
+	pthread_mutex_unlock(&sy->mu);
+}
+
+/* an ACK or REJECT: the rows, then the transaction leaves the queue */
+static void
+on_answer(struct sync *sy, uint64_t mid, const struct proto_list *records,
+	  const struct proto_reject *rej)
+{
+	weft_store *st = sy->st;
+	struct notes ns = { 0 };
+	struct proto_iter it;
+	struct proto_record r;
+	int origin = rej ? WEFT_ROLLBACK : WEFT_REMOTE;
+	int rc;
+
+	pthread_mutex_lock(&st->mu);
+	rc = st_begin(st);
+	proto_iter_init(&it, records);
+	while (!rc && proto_next_record(&it, &r) == 1)
+		rc = apply_server_row(st, &r, WEFT_REMOTE, &ns);
+	if (!rc)
+		rc = dequeue(st, mid, origin, &ns);
+	if (!rc)
+		rc = st_commit(st);
+	if (rc)
+		st_rollback(st);
+	pthread_mutex_unlock(&st->mu);
+	notes_fire(st, &ns);
+	if (rc)
+		return; /* left queued: resent, answered again */
+	if (rej) {
+		struct weft_callbacks cb;
+		char *msg = cstr(rej->msg), *field = cstr(rej->field);
+
+		pthread_mutex_lock(&st->mu);
+		cb = st->cb;
+		pthread_mutex_unlock(&st->mu);
+		if (cb.reject)
+			cb.reject(cb.arg, mid, rej->code, msg ? msg : "",
+				  rej->opnum, rej->field.p ? field : NULL);
+		free(msg);
+		free(field);
+	}
+	note_answered(sy, mid);
+}
+
+/* rows of a RECORDS or PAGE */
+static int
+apply_rows(struct sync *sy, const struct proto_list *records, uint64_t *nrec)
+{
+	weft_store *st = sy->st;
+	struct notes ns = { 0 };
+	struct proto_iter it;
+	struct proto_record r;
+	int rc;
+
+	pthread_mutex_lock(&st->mu);
+	rc = st_begin(st);
+	proto_iter_init(&it, records);
+	while (!rc && proto_next_record(&it, &r) == 1) {
+		rc = apply_server_row(st, &r, WEFT_REMOTE, &ns);
+		if (nrec)
+			(*nrec)++;
+	}
+	if (!rc)
+		rc = st_commit(st);
+	if (rc)
+		st_rollback(st);
+	pthread_mutex_unlock(&st->mu);
+	notes_fire(st, &ns);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* the queue */
+
+/* send queued transactions after sent_mid, up to the in-flight window */
+static void
+push_queue(struct sync *sy)
+{
+	weft_store *st = sy->st;
+	struct link *l = &sy->link[L_WRITE];
+	sqlite3_stmt *q;
+	struct {
+		uint64_t mid;
+		uint8_t *frame;
+		size_t len;
+	} batch[64];
+	size_t n = 0, want;
+	uint64_t acked;
+
+	if (!l->welcomed || now_ms() < sy->hold_until_ms)
+		return;
+	pthread_mutex_lock(&sy->mu);
+	acked = sy->acked_mid;
+	pthread_mutex_unlock(&sy->mu);
+	if (sy->sent_mid < acked)
+		sy->sent_mid = acked;
+	if (sy->sent_mid - acked >= sy->max_in_flight)
+		return;
+	want = sy->max_in_flight - (size_t)(sy->sent_mid - acked);
+	if (want > 64)
+		want = 64;
+	pthread_mutex_lock(&st->mu);
+	if (sqlite3_prepare_v2(
+		    st->db,
+		    "SELECT mid, frame FROM weft_queue WHERE mid > ?1"
+		    " ORDER BY mid LIMIT ?2",
+		    -1, &q, NULL) == SQLITE_OK) {
+		sqlite3_bind_int64(q, 1, (sqlite3_int64)sy->sent_mid);
+		sqlite3_bind_int64(q, 2, (sqlite3_int64)want);
+		while (n < want && sqlite3_step(q) == SQLITE_ROW) {
+			size_t len = (size_t)sqlite3_column_bytes(q, 1);
+
+			batch[n].mid = (uint64_t)sqlite3_column_int64(q, 0);
+			batch[n].frame = malloc(len ? len : 1);
+			if (!batch[n].frame)
+				break;
+			memcpy(batch[n].frame, sqlite3_column_blob(q, 1), len);
+			batch[n].len = len;
+			n++;
+		}
+		sqlite3_finalize(q);
+	}
+	pthread_mutex_unlock(&st->mu);
+	for (size_t i = 0; i < n; i++) {
+		if (l->stream && link_send_raw(l, batch[i].frame, batch[i].len))
+			sy->sent_mid = batch[i].mid;
+		free(batch[i].frame);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* subscriptions and bootstrap */
+
+static bool
+subscribed_already(struct sync *sy, const char *key)
+{
+	for (size_t i = 0; i < sy->nsubscribed; i++)
+		if (strcmp(sy->subscribed[i], key) == 0)
+			return true;
+	return false;
+}
+
+/* SUBSCRIBE every stored key this fanout session does not have yet */
+static void
+send_subscribes(struct sync *sy)
+{
+	weft_store *st = sy->st;
+	struct link *l = &sy->link[L_FANOUT];
+	sqlite3_stmt *q;
+	char *keys[MAX_SUB_KEYS];
+	size_t n = 0;
+
+	if (!l->welcomed)
+		return;
+	pthread_mutex_lock(&st->mu);
+	if (sqlite3_prepare_v2(st->db, "SELECT key FROM weft_subs", -1, &q,
+			       NULL) == SQLITE_OK) {
+		while (n < MAX_SUB_KEYS && sqlite3_step(q) == SQLITE_ROW) {
+			const char *k = (const char *)sqlite3_column_text(q, 0);
+
+			if (!subscribed_already(sy, k) && (keys[n] = strdup(k)))
+				n++;
+		}
+		sqlite3_finalize(q);
+	}
+	pthread_mutex_unlock(&st->mu);
+	if (n) {
+		struct proto_str ks[MAX_SUB_KEYS];
+		struct proto_msg m = { .type = PROTO_SUBSCRIBE };
+		char **nv = realloc(sy->subscribed,
+				    (sy->nsubscribed + n) * sizeof(*nv));
+
+		for (size_t i = 0; i < n; i++)
+			ks[i] = proto_str_c(keys[i]);
+		m.u.subscribe = (struct proto_subscribe){ ++sy->next_rid,
+							  PROTO_LIST(n, ks),
+							  sy->cursor };
+		if (nv) {
+			sy->subscribed = nv;
+			for (size_t i = 0; i < n; i++)
+				sy->subscribed[sy->nsubscribed++] = keys[i];
+		}
+		link_send(l, &m);
+		if (!nv)
+			for (size_t i = 0; i < n; i++)
+				free(keys[i]);
+	}
+}
+
+/* the next bootstrap page (or record fetch) of a subscription not loaded */
+static void
+continue_bootstrap(struct sync *sy)
+{
+	weft_store *st = sy->st;
+	struct link *l = &sy->link[L_WRITE];
+	sqlite3_stmt *q;
+	char key[KEY_MAX] = "";
+	uint8_t token[PROTO_MAX_PAGE_TOKEN];
+	size_t tlen = 0;
+	bool all = true;
+
+	if (!l->welcomed || sy->boot_rid)
+		return;
+	pthread_mutex_lock(&st->mu);
+	if (sqlite3_prepare_v2(
+		    st->db,
+		    "SELECT key, page FROM weft_subs WHERE NOT loaded"
+		    " ORDER BY key LIMIT 1",
+		    -1, &q, NULL) == SQLITE_OK) {
+		if (sqlite3_step(q) == SQLITE_ROW) {
+			all = false;
+			snprintf(key, sizeof(key), "%s",
+				 (const char *)sqlite3_column_text(q, 0));
+			tlen = (size_t)sqlite3_column_bytes(q, 1);
+			if (tlen > sizeof(token))
+				tlen = 0;
+			if (tlen)
+				memcpy(token, sqlite3_column_blob(q, 1), tlen);
+		}
+		sqlite3_finalize(q);
+	}
+	pthread_mutex_unlock(&st->mu);
+	pthread_mutex_lock(&sy->mu);
+	sy->subs_loaded = all;
+	pthread_cond_broadcast(&sy->done_cv);
+	pthread_mutex_unlock(&sy->mu);
+	if (all)
+		return;
+	sy->boot_rid = FETCH_RID_BASE + ++sy->next_rid;
+	if (strcmp(sy->boot_key, key) != 0) {
+		memcpy(sy->boot_key, key, sizeof(key));
+		sy->boot_records = sy->boot_bytes = 0;
+	}
+	if (strncmp(key, "space/", 6) == 0) {
+		struct proto_msg m = { .type = PROTO_BOOTSTRAP };
+
+		m.u.bootstrap = (struct proto_bootstrap){ sy->boot_rid,
+							  proto_str_c(key + 6),
+							  { tlen ? token : NULL,
+							    (uint32_t)tlen },
+							  PAGE_BYTES };
+		link_send(l, &m);
+	} else { /* rec/<table>/<id>: fetch it */
+		char *t = key + 4, *id = strchr(t, '/');
+		struct proto_keyref ref;
+		struct proto_msg m = { .type = PROTO_FETCH };
+
+		if (!id) { /* never stored: weft_subscribe_record checks */
+			sy->boot_rid = 0;
+			return;
+		}
+		*id++ = '\0';
+		ref = (struct proto_keyref){ proto_str_c(t), proto_str_c(id) };
+		m.u.fetch = (struct proto_fetch){ sy->boot_rid,
+						  PROTO_LIST(1, &ref) };
+		link_send(l, &m);
+	}
+}
+
+static void
+mark_loaded(struct sync *sy, const char *key, const uint8_t *next, size_t nlen)
+{
+	weft_store *st = sy->st;
+	sqlite3_stmt *q;
+
+	pthread_mutex_lock(&st->mu);
+	if (sqlite3_prepare_v2(st->db,
+			       "UPDATE weft_subs SET loaded = ?2, page = ?3"
+			       " WHERE key = ?1",
+			       -1, &q, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
+		sqlite3_bind_int(q, 2, next == NULL);
+		if (next)
+			sqlite3_bind_blob(q, 3, next, (int)nlen, SQLITE_STATIC);
+		else
+			sqlite3_bind_null(q, 3);
+		sqlite3_step(q);
+		sqlite3_finalize(q);
+	}
+	pthread_mutex_unlock(&st->mu);
+}
+
+static void
+on_page(struct sync *sy, const struct proto_page *p)
+{
+	uint64_t n = 0;
+	struct weft_callbacks cb;
+
+	if (p->rid != sy->boot_rid)
+		return;
+	sy->boot_rid = 0;
+	if (apply_rows(sy, &p->records, &n) != 0)
+		return; /* asked again next round */
+	sy->boot_records += n;
+	sy->boot_bytes += p->records.raw_len;
+	mark_loaded(sy, sy->boot_key, p->next.p, p->next.len);
+	pthread_mutex_lock(&sy->st->mu);
+	cb = sy->st->cb;
+	pthread_mutex_unlock(&sy->st->mu);
+	if (cb.progress)
+		cb.progress(cb.arg, sy->boot_key + 6, sy->boot_records,
+			    sy->boot_bytes, p->total, p->next.p == NULL);
+}
+
+/* ------------------------------------------------------------------ */
+/* pushes */
+
+static int
+cursor_cmp(struct proto_cursor a, struct proto_cursor b)
+{
+	if (a.lsn != b.lsn)
+		return a.lsn < b.lsn ? -1 : 1;
+	return (a.idx > b.idx) - (a.idx < b.idx);
+}
+
+static void
+save_cursor(struct sync *sy)
+{
+	char v[48];
+
+	snprintf(v, sizeof(v), "%llu-%u", (unsigned long long)sy->cursor.lsn,
+		 sy->cursor.idx);
+	st_meta_set(sy->st, "cursor", v);
+}
+
+/* every subscription again, from the store's cursor */
+static void
+resubscribe(struct sync *sy)
+{
+	for (size_t i = 0; i < sy->nsubscribed; i++)
+		free(sy->subscribed[i]);
+	sy->nsubscribed = 0;
+	sy->prev_push = (struct proto_cursor){ 0, 0 };
+	send_subscribes(sy);
+}
+
+static void
+on_push(struct sync *sy, const struct proto_push *p)
+{
+	weft_store *st = sy->st;
+	struct notes ns = { 0 };
+	struct proto_iter it;
+	struct proto_change c;
+	int rc;
+
+	if (cursor_cmp(p->prev, sy->prev_push) != 0) {
+		/* a push went missing: catch up from what we applied */
+		resubscribe(sy);
+		return;
+	}
+	sy->prev_push = p->cursor;
+	pthread_mutex_lock(&st->mu);
+	rc = st_begin(st);
+	proto_iter_init(&it, &p->changes);
+	while (!rc && proto_next_change(&it, &c) == 1) {
+		struct proto_record r = { c.table,   c.id,	c.space,
+					  c.version, c.deleted, c.data };
+
+		if (!c.deleted && !c.data.p)
+			continue; /* a record that left our sight: its
+				   * new space's row is not ours */
+		rc = apply_server_row(st, &r, WEFT_REMOTE, &ns);
+	}
+	if (!rc && cursor_cmp(p->cursor, sy->cursor) > 0) {
+		sy->cursor = p->cursor;
+		save_cursor(sy);
+	}
+	if (!rc)
+		rc = st_commit(st);
+	if (rc)
+		st_rollback(st);
+	pthread_mutex_unlock(&st->mu);
+	notes_fire(st, &ns);
+	if (rc)
+		resubscribe(sy);
+}
+
+/* keys the fanout could not catch up: their spaces load again (queued
+ * writes stay queued and are rebased over the new base) */
+static void
+on_catchup(struct sync *sy, const struct proto_catchup *c)
+{
+	weft_store *st = sy->st;
+	struct proto_iter it;
+	struct proto_str k;
+
+	proto_iter_init(&it, &c->keys);
+	pthread_mutex_lock(&st->mu);
+	while (proto_next_str(&it, &k) == 1) {
+		sqlite3_stmt *q;
+
+		if (sqlite3_prepare_v2(st->db,
+				       "UPDATE weft_subs SET loaded = 0,"
+				       " page = NULL WHERE key = ?1",
+				       -1, &q, NULL) == SQLITE_OK) {
+			sqlite3_bind_text(q, 1, k.p, (int)k.len, SQLITE_STATIC);
+			sqlite3_step(q);
+			sqlite3_finalize(q);
+		}
+	}
+	pthread_mutex_unlock(&st->mu);
+	pthread_mutex_lock(&sy->mu);
+	sy->subs_loaded = false;
+	pthread_mutex_unlock(&sy->mu);
+}
+
+/* ------------------------------------------------------------------ */
+/* messages */
+
+static void
+on_error_msg(struct sync *sy, struct link *l, const struct proto_error *e)
+{
+	char msg[ERR_MAX];
+
+	snprintf(msg, sizeof(msg), "%s: %.*s", link_name(l), (int)e->msg.len,
+		 e->msg.p ? e->msg.p : "");
+	if (e->code == WEFT_EAUTH || e->code == WEFT_EEXPIRED ||
+	    e->code == WEFT_EBADSIG || e->code == WEFT_EUNSIGNED) {
+		pthread_mutex_lock(&sy->mu);
+		sy->token_refused = true;
+		pthread_mutex_unlock(&sy->mu);
+		link_drop(l, msg);
+		/* the token callback may have a new one at once */
+		if (sy->token_fn) {
+			current_token(sy);
+			l->next_dial_ms = now_ms();
+		}
+		return;
+	}
+	if (l->id == L_WRITE && e->rid && e->rid < FETCH_RID_BASE) {
+		uint64_t mid = e->rid;
+
+		if (e->code == WEFT_EGAP && e->expected) {
+			/* the server wants an earlier one: resend from it */
+			sy->sent_mid = e->expected - 1;
+			return;
+		}
+		if (e->code == WEFT_ENOTFOUND) {
+			/* applied long ago, result gone: it is done; the
+			 * records come back through fetch or pushes */
+			struct notes ns = { 0 };
+
+			pthread_mutex_lock(&sy->st->mu);
+			dequeue(sy->st, mid, WEFT_REMOTE, &ns);
+			pthread_mutex_unlock(&sy->st->mu);
+			notes_fire(sy->st, &ns);
+			note_answered(sy, mid);
+			return;
+		}
+	}
+	if (l->id == L_WRITE && e->rid == sy->boot_rid && sy->boot_rid) {
+		sy->boot_rid = 0; /* retried on the next round */
+		if (e->code == WEFT_EPERM || e->code == WEFT_ENOTFOUND)
+			mark_loaded(sy, sy->boot_key, NULL, 0); /* nothing */
+	}
+	if (e->fatal)
+		link_drop(l, msg);
+}
+
+static void
+on_fetch_reply(struct sync *sy, const struct proto_records *r)
+{
+	int rc = apply_rows(sy, &r->records, NULL);
+
+	if (r->rid == sy->boot_rid && sy->boot_rid) { /* a rec/ sub */
+		sy->boot_rid = 0;
+		if (!rc)
+			mark_loaded(sy, sy->boot_key, NULL, 0);
+		return;
+	}
+	pthread_mutex_lock(&sy->mu);
+	for (struct fetchreq *f = sy->fetches; f; f = f->next)
+		if (f->rid == r->rid) {
+			f->done = true;
+			f->result = rc;
+		}
+	pthread_cond_broadcast(&sy->done_cv);
+	pthread_mutex_unlock(&sy->mu);
+}
+
+static void
+on_msg(struct sync *sy, struct link *l, const struct proto_msg *m)
+{
+	l->last_rx_ms = now_ms();
+	switch (m->type) {
+	case PROTO_WELCOME:
+		l->welcomed = true;
+		l->backoff_ms = 0;
+		l->heartbeat_ms = m->u.welcome.heartbeat_ms;
+		if (l->id == L_WRITE) {
+			uint64_t floor = queue_floor(sy->st);
+
+			pthread_mutex_lock(&sy->mu);
+			/* everything still queued is sent again: the server
+			 * answers a resend with its stored result */
+			sy->sent_mid = floor;
+			sy->acked_mid = floor;
+			sy->token_refused = false;
+			pthread_mutex_unlock(&sy->mu);
+			set_state(sy, WEFT_SYNCING, "connected");
+		} else {
+			sy->prev_push = (struct proto_cursor){ 0, 0 };
+			send_subscribes(sy);
+		}
+		break;
+	case PROTO_ACK:
+		on_answer(sy, m->u.ack.mid, &m->u.ack.records, NULL);
+		break;
+	case PROTO_REJECT:
+		on_answer(sy, m->u.reject.mid, &m->u.reject.records,
+			  &m->u.reject);
+		break;
+	case PROTO_RECORDS:
+		on_fetch_reply(sy, &m->u.records);
+		break;
+	case PROTO_PAGE:
+		on_page(sy, &m->u.page);
+		break;
+	case PROTO_PUSH:
+		on_push(sy, &m->u.push);
+		break;
+	case PROTO_CATCHUP:
+		on_catchup(sy, &m->u.catchup);
+		break;
+	case PROTO_SUBSCRIBED: {
+		struct proto_iter it;
+		struct proto_subres r;
+
+		proto_iter_init(&it, &m->u.subscribed.results);
+		while (proto_next_subres(&it, &r) == 1) {
+			sqlite3_stmt *q;
+
+			if (r.code == 0)
+				continue;
+			/* refused or revoked: no longer ours to follow */
+			pthread_mutex_lock(&sy->st->mu);
+			if (sqlite3_prepare_v2(sy->st->db,
+					       "DELETE FROM weft_subs"
+					       " WHERE key = ?1",
+					       -1, &q, NULL) == SQLITE_OK) {
+				sqlite3_bind_text(q, 1, r.key.p, (int)r.key.len,
+						  SQLITE_STATIC);
+				sqlite3_step(q);
+				sqlite3_finalize(q);
+			}
+			pthread_mutex_unlock(&sy->st->mu);
+		}
+		break;
+	}
+	case PROTO_ERROR:
+		on_error_msg(sy, l, &m->u.error);
+		break;
+	case PROTO_PING: {
+		struct proto_msg pong = *m;
+
+		pong.type = PROTO_PONG;
+		link_send(l, &pong);
+		break;
+	}
+	case PROTO_BACKOFF:
+		if (m->u.backoff.reconnect || m->u.backoff.rid == 0) {
+			link_drop(l, "the server asked us to reconnect");
+			l->next_dial_ms = now_ms() + m->u.backoff.retry_ms;
+		} else if (m->u.backoff.rid < FETCH_RID_BASE) {
+			/* that transaction was not taken: again, later */
+			if (m->u.backoff.rid - 1 < sy->sent_mid)
+				sy->sent_mid = m->u.backoff.rid - 1;
+			sy->hold_until_ms = now_ms() + m->u.backoff.retry_ms;
+		} else if (m->u.backoff.rid == sy->boot_rid) {
+			sy->boot_rid = 0;
+		} else {
+			for (struct fetchreq *f = sy->fetches; f; f = f->next)
+				if (f->rid == m->u.backoff.rid)
+					f->sent = false;
+		}
+		break;
+	default:
+		break;
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* the thread */
+
+static void
+update_state(struct sync *sy)
+{
+	uint64_t queued = weft_pending(sy->st);
+	bool loaded;
+	int state;
+
+	pthread_mutex_lock(&sy->mu);
+	loaded = sy->subs_loaded;
+	state = sy->state;
+	pthread_mutex_unlock(&sy->mu);
+	if (!sy->link[L_WRITE].welcomed)
+		return;
+	if (queued == 0 && loaded &&
+	    (sy->nfanout == 0 || sy->link[L_FANOUT].welcomed)) {
+		if (state != WEFT_LIVE)
+			set_state(sy, WEFT_LIVE, "in step");
+	} else if (state == WEFT_LIVE) {
+		set_state(sy, WEFT_SYNCING, "sending and catching up");
+	}
+}
+
+static void
+heartbeat(struct link *l)
+{
+	uint64_t now = now_ms();
+	struct proto_msg ping = { .type = PROTO_PING };
+
+	if (!l->welcomed || !l->heartbeat_ms)
+		return;
+	if (now - l->last_rx_ms > 3ull * l->heartbeat_ms) {
+		link_drop(l, "no heartbeat from the server");
+		return;
+	}
+	if (now - l->last_tx_ms >= l->heartbeat_ms / 2) {
+		ping.u.ping.nonce = now;
+		link_send(l, &ping);
+	}
+}
+
+static void
+send_fetches(struct sync *sy)
+{
+	struct link *l = &sy->link[L_WRITE];
+
+	if (!l->welcomed)
+		return;
+	for (;;) {
+		uint8_t *frame = NULL;
+		size_t len = 0;
+
+		/* one at a time, copied: weft_fetch may drop its request
+		 * (timeout) while we send */
+		pthread_mutex_lock(&sy->mu);
+		for (struct fetchreq *f = sy->fetches; f && !frame;
+		     f = f->next) {
+			if (f->sent || f->done)
+				continue;
+			f->sent = true;
+			frame = malloc(f->frame.len);
+			if (frame) {
+				memcpy(frame, f->frame.data, f->frame.len);
+				len = f->frame.len;
+			}
+		}
+		pthread_mutex_unlock(&sy->mu);
+		if (!frame)
+			return;
+		link_send_raw(l, frame, len);
+		free(frame);
+	}
+}
+
+static void *
+sync_main(void *arg)
+{
+	struct sync *sy = arg;
+
+	for (;;) {
+		struct inmsg *in;
+		uint64_t now = now_ms();
+
+		for (int i = 0; i < L_N; i++) {
+			struct link *l = &sy->link[i];
+
+			if (i == L_FANOUT && sy->nfanout == 0)
+				continue;
+			if (!l->stream && now >= l->next_dial_ms)
+				link_dial(l);
+			heartbeat(l);
+		}
+		pthread_mutex_lock(&sy->mu);
+		if (!sy->in_head && !sy->kicked && !sy->stopping) {
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 100 * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&sy->cv, &sy->mu, &ts);
+		}
+		if (sy->stopping) {
+			pthread_mutex_unlock(&sy->mu);
+			break;
+		}
+		sy->kicked = false;
+		in = sy->in_head;
+		sy->in_head = sy->in_tail = NULL;
+		pthread_mutex_unlock(&sy->mu);
+		while (in) {
+			struct inmsg *next = in->next;
+			struct link *l = &sy->link[in->link];
+
+			if (in->gen == l->gen && l->stream) {
+				struct proto_msg m;
+				struct proto_err err;
+
+				if (!in->body)
+					link_drop(l, "connection closed");
+				else if (proto_decode(in->body, in->len, &m,
+						      &err) == 0)
+					on_msg(sy, l, &m);
+				else
+					link_drop(l, "undecodable frame");
+			}
+			free(in->body);
+			free(in);
+			in = next;
+		}
+		push_queue(sy);
+		send_fetches(sy);
+		send_subscribes(sy);
+		continue_bootstrap(sy);
+		update_state(sy);
+	}
+	for (int i = 0; i < L_N; i++)
+		link_drop(&sy->link[i], "closing");
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* API */
+
+static int
+copy_urls(struct sync *sy, const struct weft_options *o)
+{
+	sy->write_url = strdup(o->write_url);
+	if (!sy->write_url)
+		return WEFT_ENOMEM;
+	if (o->nfanout) {
+		sy->fanout_urls = calloc(o->nfanout, sizeof(char *));
+		if (!sy->fanout_urls)
+			return WEFT_ENOMEM;
+		for (size_t i = 0; i < o->nfanout; i++) {
+			if (!o->fanout_urls[i])
+				return WEFT_EINVAL;
+			sy->fanout_urls[i] = strdup(o->fanout_urls[i]);
+			if (!sy->fanout_urls[i])
+				return WEFT_ENOMEM;
+			sy->nfanout++;
+		}
+	}
+	if (o->tls_ca_file && !(sy->ca_file = strdup(o->tls_ca_file)))
+		return WEFT_ENOMEM;
+	if (o->token && !(sy->token = strdup(o->token)))
+		return WEFT_ENOMEM;
+	return 0;
+}
+
+static void
+sync_free(struct sync *sy)
+{
+	if (!sy)
+		return;
+	free(sy->write_url);
+	for (size_t i = 0; i < sy->nfanout; i++)
+		free(sy->fanout_urls[i]);
+	free(sy->fanout_urls);
+	free(sy->ca_file);
+	free(sy->token);
+	for (size_t i = 0; i < sy->nsubscribed; i++)
+		free(sy->subscribed[i]);
+	free(sy->subscribed);
+	while (sy->in_head) {
+		struct inmsg *m = sy->in_head;
+
+		sy->in_head = m->next;
+		free(m->body);
+		free(m);
+	}
+	pthread_cond_destroy(&sy->cv);
+	pthread_cond_destroy(&sy->done_cv);
+	pthread_mutex_destroy(&sy->mu);
+	free(sy);
+}
+
+int
+sync_start(weft_store *st, const struct weft_options *o)
+{
+	struct sync *sy = calloc(1, sizeof(*sy));
+	char v[48];
+	int rc;
+
+	if (!sy)
+		return WEFT_ENOMEM;
+	pthread_mutex_init(&sy->mu, NULL);
+	pthread_cond_init(&sy->cv, NULL);
+	pthread_cond_init(&sy->done_cv, NULL);
+	sy->st = st;
+	sy->token_fn = o->token_fn;
+	sy->token_arg = o->token_arg;
+	sy->max_in_flight = o->max_in_flight ? o->max_in_flight : 64;
+	rc = copy_urls(sy, o);
+	for (int i = 0; i < L_N; i++) {
+		sy->link[i].sy = sy;
+		sy->link[i].id = (enum link_id)i;
+	}
+	if (rc) {
+		sync_free(sy);
+		return st_err(st, rc, "cannot set up syncing");
+	}
+	pthread_mutex_lock(&st->mu);
+	if (st_meta_get(st, "cursor", v, sizeof(v)) == 0) {
+		unsigned long long lsn;
+		unsigned idx;
+
+		if (sscanf(v, "%llu-%u", &lsn, &idx) == 2)
+			sy->cursor = (struct proto_cursor){ lsn, idx };
+	}
+	pthread_mutex_unlock(&st->mu);
+	sy->acked_mid = queue_floor(st);
+	sy->state = WEFT_OFFLINE;
+	st->sync = sy;
+	if (pthread_create(&sy->thread, NULL, sync_main, sy) != 0) {
+		st->sync = NULL;
+		sync_free(sy);
+		return st_err(st, WEFT_ENOMEM, "cannot start the sync thread");
+	}
+	return 0;
+}
+
+void
+sync_stop(weft_store *st)
+{
+	struct sync *sy = st->sync;
+
+	if (!sy)
+		return;
+	pthread_mutex_lock(&sy->mu);
+	sy->stopping = true;
+	pthread_cond_signal(&sy->cv);
+	pthread_mutex_unlock(&sy->mu);
+	pthread_join(sy->thread, NULL);
+	while (sy->fetches) {
+		struct fetchreq *f = sy->fetches;
+
+		sy->fetches = f->next;
+		buf_fini(&f->frame);
+		free(f);
+	}
+	st->sync = NULL;
+	sync_free(sy);
+}
+
+void
+sync_kick(weft_store *st)
+{
+	struct sync *sy = st->sync;
+
+	if (!sy)
+		return;
+	pthread_mutex_lock(&sy->mu);
+	sy->kicked = true;
+	pthread_cond_signal(&sy->cv);
+	pthread_mutex_unlock(&sy->mu);
+}
+
+int
+weft_state(weft_store *st)
+{
+	int s;
+
+	if (!st->sync)
+		return WEFT_OFFLINE;
+	pthread_mutex_lock(&st->sync->mu);
+	s = st->sync->state;
+	pthread_mutex_unlock(&st->sync->mu);
+	return s;
+}
+
+int
+weft_set_token(weft_store *st, const char *token)
+{
+	struct sync *sy = st->sync;
+	char *c;
+
+	if (!token)
+		return WEFT_EINVAL;
+	if (!sy)
+		return 0;
+	c = strdup(token);
+	if (!c)
+		return WEFT_ENOMEM;
+	pthread_mutex_lock(&sy->mu);
+	free(sy->token);
+	sy->token = c;
+	sy->token_refused = false;
+	sy->kicked = true;
+	pthread_cond_signal(&sy->cv);
+	pthread_mutex_unlock(&sy->mu);
+	return 0;
+}
+
+void
+weft_cursor(weft_store *st, uint64_t *lsn, uint32_t *idx)
+{
+	char v[48] = "";
+	unsigned long long l = 0;
+	unsigned i = 0;
+
+	pthread_mutex_lock(&st->mu);
+	if (st_meta_get(st, "cursor", v, sizeof(v)) == 0)
+		(void)sscanf(v, "%llu-%u", &l, &i);
+	pthread_mutex_unlock(&st->mu);
+	if (lsn)
+		*lsn = l;
+	if (idx)
+		*idx = i;
+}
+
+static int
+add_sub(weft_store *st, const char *key, bool add)
+{
+	sqlite3_stmt *q;
+	int rc = 0;
+
+	pthread_mutex_lock(&st->mu);
+	if (sqlite3_prepare_v2(st->db,
+			       add ? "INSERT OR IGNORE INTO weft_subs (key)"
+				     " VALUES (?1)"
+				   : "DELETE FROM weft_subs WHERE key = ?1",
+			       -1, &q, NULL) != SQLITE_OK) {
+		rc = st_sqlerr(st, "store the subscription");
+	} else {
+		sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
+		if (sqlite3_step(q) != SQLITE_DONE)
+			rc = st_sqlerr(st, "store the subscription");
+		sqlite3_finalize(q);
+	}
+	pthread_mutex_unlock(&st->mu);
+	if (!rc && st->sync) {
+		pthread_mutex_lock(&st->sync->mu);
+		st->sync->subs_loaded = false;
+		pthread_mutex_unlock(&st->sync->mu);
+	}
+	sync_kick(st);
+	return rc;
+}
+
+static bool
+valid_name(const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+
+	return n > 0 && n <= PROTO_MAX_NAME;
+}
+
+int
+weft_subscribe_space(weft_store *st, const char *space)
+{
+	char key[KEY_MAX];
+
+	if (!st || !valid_name(space))
+		return WEFT_EINVAL;
+	snprintf(key, sizeof(key), "space/%s", space);
+	return add_sub(st, key, true);
+}
+
+int
+weft_unsubscribe_space(weft_store *st, const char *space)
+{
+	char key[KEY_MAX];
+
+	if (!st || !valid_name(space))
+		return WEFT_EINVAL;
+	snprintf(key, sizeof(key), "space/%s", space);
+	return add_sub(st, key, false);
+}
+
+int
+weft_subscribe_record(weft_store *st, const char *table, const char *id)
+{
+	char key[KEY_MAX];
+
+	if (!st || !valid_name(table) || !valid_name(id) || strchr(table, '/'))
+		return WEFT_EINVAL;
+	snprintf(key, sizeof(key), "rec/%s/%s", table, id);
+	return add_sub(st, key, true);
+}
+
+int
+weft_unsubscribe_record(weft_store *st, const char *table, const char *id)
+{
+	char key[KEY_MAX];
+
+	if (!st || !valid_name(table) || !valid_name(id))
+		return WEFT_EINVAL;
+	snprintf(key, sizeof(key), "rec/%s/%s", table, id);
+	return add_sub(st, key, false);
+}
+
+static void
+deadline(struct timespec *ts, int ms)
+{
+	clock_gettime(CLOCK_REALTIME, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
+int
+weft_wait_synced(weft_store *st, int timeout_ms)
+{
+	struct sync *sy = st->sync;
+	struct timespec ts;
+	uint64_t target = 0;
+	int rc = 0;
+
+	if (!sy)
+		return WEFT_EUNAVAILABLE;
+	pthread_mutex_lock(&st->mu);
+	target = st->next_mid - 1;
+	pthread_mutex_unlock(&st->mu);
+	deadline(&ts, timeout_ms);
+	sync_kick(st);
+	pthread_mutex_lock(&sy->mu);
+	while (!(sy->acked_mid >= target && sy->subs_loaded &&
+		 sy->state == WEFT_LIVE)) {
+		if (pthread_cond_timedwait(&sy->done_cv, &sy->mu, &ts) != 0) {
+			rc = WEFT_ETIMEDOUT;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&sy->mu);
+	return rc;
+}
+
+int
+weft_fetch(weft_store *st, const char *table, const char *const *ids, size_t n,
+	   int timeout_ms)
+{
+	struct sync *sy = st->sync;
+	struct fetchreq *f, **pp;
+	struct proto_keyref *refs;
+	struct proto_msg m = { .type = PROTO_FETCH };
+	struct timespec ts;
+	int rc;
+
+	if (!sy)
+		return WEFT_EUNAVAILABLE;
+	if (!valid_name(table) || n == 0 || n > 1024)
+		return WEFT_EINVAL;
+	f = calloc(1, sizeof(*f));
+	refs = calloc(n, sizeof(*refs));
+	if (!f || !refs) {
+		free(f);
+		free(refs);
+		return WEFT_ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++)
+		refs[i] = (struct proto_keyref){ proto_str_c(table),
+						 proto_str_c(ids[i]) };
+	buf_init(&f->frame, 0);
+	pthread_mutex_lock(&sy->mu);
+	f->rid = FETCH_RID_BASE + (1ull << 40) + ++sy->next_rid;
+	pthread_mutex_unlock(&sy->mu);
+	m.u.fetch = (struct proto_fetch){ f->rid, PROTO_LIST(n, refs) };
+	rc = proto_encode(&f->frame, &m, 0, NULL);
+	free(refs);
+	if (rc) {
+		buf_fini(&f->frame);
+		free(f);
+		return WEFT_EINVAL;
+	}
+	deadline(&ts, timeout_ms);
+	pthread_mutex_lock(&sy->mu);
+	f->next = sy->fetches;
+	sy->fetches = f;
+	sy->kicked = true;
+	pthread_cond_signal(&sy->cv);
+	while (!f->done)
+		if (pthread_cond_timedwait(&sy->done_cv, &sy->mu, &ts) != 0)
+			break;
+	rc = f->done ? f->result
+		     : (sy->state == WEFT_SYNCING || sy->state == WEFT_LIVE
+				? WEFT_ETIMEDOUT
+				: WEFT_EUNAVAILABLE);
+	for (pp = &sy->fetches; *pp; pp = &(*pp)->next)
+		if (*pp == f) {
+			*pp = f->next;
+			break;
+		}
+	pthread_mutex_unlock(&sy->mu);
+	buf_fini(&f->frame);
+	free(f);
+	return rc;
+}

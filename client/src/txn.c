@@ -1,0 +1,780 @@
+/*
+ * txn.c - transactions: building them, committing them to the view and
+ * the queue in one SQLite transaction, undo / redo, and rebasing the view
+ * of a record over the queue.
+ *
+ * Invariant: for every record, weft_rows holds weft_base with every
+ * queued transaction that touches the record applied in mutation-id order
+ * (a transaction that no longer applies is left out), and its pending
+ * count is the number of those transactions.  commit() keeps it by
+ * applying the new transaction to the current view; everything that
+ * changes the base or the queue calls rebase().
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "client/src/internal.h"
+#include "proto/json.h"
+
+#include "common/banned.h"
+
+/* TXN_MAX_OPS - ops in one transaction: weft-write's default --max-ops,
+ * so a transaction the client accepts is one the server accepts */
+#define TXN_MAX_OPS 256
+
+/* an op that owns its strings and values */
+struct oop {
+	struct proto_op op; /* points into the fields below */
+	char *table, *id, *space, *field;
+	uint8_t *value, *data;
+};
+
+struct oplist {
+	struct oop *v;
+	size_t n, cap;
+};
+
+struct weft_txn {
+	weft_store *st;
+	struct oplist ops;
+};
+
+static void
+oplist_fini(struct oplist *l)
+{
+	for (size_t i = 0; i < l->n; i++) {
+		struct oop *o = &l->v[i];
+
+		free(o->table);
+		free(o->id);
+		free(o->space);
+		free(o->field);
+		free(o->value);
+		free(o->data);
+	}
+	free(l->v);
+	memset(l, 0, sizeof(*l));
+}
+
+static char *
+dup_str(struct proto_str s)
+{
+	return s.p ? strndup(s.p, s.len) : NULL;
+}
+
+static uint8_t *
+dup_bytes(struct proto_bytes b)
+{
+	uint8_t *p;
+
+	if (!b.p)
+		return NULL;
+	p = malloc(b.len ? b.len : 1);
+	if (p)
+		memcpy(p, b.p, b.len);
+	return p;
+}
+
+/* append a copy of op (its strings and bytes owned by the list) */
+static int
+oplist_add(struct oplist *l, const struct proto_op *op)
+{
+	struct oop *o;
+
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 4;
+		struct oop *v = realloc(l->v, cap * sizeof(*v));
+
+		if (!v)
+			return WEFT_ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	o = &l->v[l->n];
+	memset(o, 0, sizeof(*o));
+	o->table = dup_str(op->table);
+	o->id = dup_str(op->id);
+	o->space = dup_str(op->space);
+	o->field = dup_str(op->field);
+	o->value = dup_bytes(op->value);
+	o->data = dup_bytes(op->data);
+	o->op = *op;
+	o->op.table = proto_str_c(o->table);
+	o->op.id = proto_str_c(o->id);
+	o->op.space = proto_str_c(o->space);
+	o->op.field = proto_str_c(o->field);
+	o->op.value.p = o->value;
+	o->op.data.p = o->data;
+	l->n++;
+	if (!o->table || !o->id || (op->space.p && !o->space) ||
+	    (op->field.p && !o->field) || (op->value.p && !o->value) ||
+	    (op->data.p && !o->data))
+		return WEFT_ENOMEM; /* freed with the list */
+	return 0;
+}
+
+/* an op from C strings and jansson values (NULL = absent) */
+static int
+oplist_addj(struct oplist *l, unsigned kind, const char *table, const char *id,
+	    const char *space, const char *field, const json_t *value,
+	    const json_t *data)
+{
+	struct buf vb, db;
+	struct proto_op op = { .kind = kind };
+	int rc = 0;
+
+	buf_init(&vb, 0);
+	buf_init(&db, 0);
+	op.table = proto_str_c(table);
+	op.id = proto_str_c(id);
+	op.space = proto_str_c(space);
+	op.field = proto_str_c(field);
+	if (value && (rc = json_to_mpbuf(&vb, value)) == 0)
+		op.value = (struct proto_bytes){ vb.data, (uint32_t)vb.len };
+	if (!rc && data && (rc = json_to_mpbuf(&db, data)) == 0)
+		op.data = (struct proto_bytes){ db.data, (uint32_t)db.len };
+	if (!rc)
+		rc = oplist_add(l, &op);
+	buf_fini(&vb);
+	buf_fini(&db);
+	return rc;
+}
+
+/* the ops as a TXN frame (with its length prefix) */
+static int
+encode_txn(weft_store *st, const struct oplist *l, uint64_t mid,
+	   struct buf *out)
+{
+	struct proto_op *ops = malloc((l->n ? l->n : 1) * sizeof(*ops));
+	struct proto_msg m = { .type = PROTO_TXN };
+	struct proto_err err;
+	int rc;
+
+	if (!ops)
+		return WEFT_ENOMEM;
+	for (size_t i = 0; i < l->n; i++)
+		ops[i] = l->v[i].op;
+	/* rid = mid: an ERROR or BACKOFF about it names it */
+	m.u.txn = (struct proto_txn){ mid, proto_str_c(st->client_id), mid,
+				      PROTO_LIST(l->n, ops) };
+	rc = proto_encode(out, &m, 0, &err);
+	free(ops);
+	if (rc)
+		return st_err(st, rc, "cannot encode the transaction: %s",
+			      err.msg);
+	return 0;
+}
+
+/* the ops of a TXN frame (with its prefix) appended to l */
+static int
+decode_txn(const uint8_t *frame, size_t len, struct oplist *l)
+{
+	struct proto_msg m;
+	struct proto_err err;
+	struct proto_iter it;
+	struct proto_op op;
+	int rc;
+
+	if (len < 4 || proto_decode(frame + 4, len - 4, &m, &err) != 0 ||
+	    m.type != PROTO_TXN)
+		return WEFT_EINTERNAL;
+	proto_iter_init(&it, &m.u.txn.ops);
+	while ((rc = proto_next_op(&it, &op)) == 1)
+		if ((rc = oplist_add(l, &op)) != 0)
+			return rc;
+	return rc < 0 ? WEFT_EINTERNAL : 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* building */
+
+int
+weft_begin(weft_store *st, weft_txn **out)
+{
+	weft_txn *tx;
+
+	if (!st || !out)
+		return WEFT_EINVAL;
+	tx = calloc(1, sizeof(*tx));
+	if (!tx)
+		return WEFT_ENOMEM;
+	tx->st = st;
+	*out = tx;
+	return 0;
+}
+
+void
+weft_abort(weft_txn *tx)
+{
+	if (!tx)
+		return;
+	oplist_fini(&tx->ops);
+	free(tx);
+}
+
+static bool
+name_ok(const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+
+	return n > 0 && n <= PROTO_MAX_NAME;
+}
+
+static json_t *
+parse_json(weft_txn *tx, const char *what, const char *text)
+{
+	json_error_t je;
+	json_t *j =
+		json_loads(text, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &je);
+
+	if (!j)
+		st_err(tx->st, WEFT_EINVAL, "%s is not JSON: %s (column %d)",
+		       what, je.text, je.column);
+	return j;
+}
+
+/* the common part of every op function: check, encode, schema, add */
+static int
+add_op(weft_txn *tx, unsigned kind, const char *table, const char *id,
+       const char *space, const char *field, const char *value_json,
+       const char *data_json)
+{
+	struct oplist one = { 0 };
+	json_t *value = NULL, *data = NULL;
+	struct buf done;
+	bool completed = false;
+	const char *badfield = NULL;
+	char why[ERR_MAX];
+	int rc;
+
+	if (!tx)
+		return WEFT_EINVAL;
+	if (!name_ok(table) || !name_ok(id) || (space && !name_ok(space)) ||
+	    (field && !name_ok(field)))
+		return st_err(tx->st, WEFT_EINVAL,
+			      "table, id, space and field are 1 to %d bytes",
+			      PROTO_MAX_NAME);
+	if (tx->ops.n >= TXN_MAX_OPS)
+		return st_err(tx->st, WEFT_ELIMIT,
+			      "a transaction holds at most %d ops",
+			      TXN_MAX_OPS);
+	if (value_json && !(value = parse_json(tx, "the value", value_json)))
+		return WEFT_EINVAL;
+	if (data_json && !(data = parse_json(tx, "the data", data_json))) {
+		json_decref(value);
+		return WEFT_EINVAL;
+	}
+	if (data && !json_is_object(data)) {
+		json_decref(value);
+		json_decref(data);
+		return st_err(tx->st, WEFT_EINVAL,
+			      "%s/%s: data must be a JSON object", table, id);
+	}
+	rc = oplist_addj(&one, kind, table, id, space, field, value, data);
+	json_decref(value);
+	json_decref(data);
+	if (rc) {
+		oplist_fini(&one);
+		return st_err(tx->st, rc,
+			      "%s/%s: a value outside JSON's domain", table,
+			      id);
+	}
+	buf_init(&done, 0);
+	rc = schema_check_op(tx->st->schema, &one.v[0].op, &done, &completed,
+			     why, sizeof(why), &badfield);
+	if (rc) {
+		buf_fini(&done);
+		oplist_fini(&one);
+		return st_err(tx->st, rc, "%s", why);
+	}
+	if (completed) { /* a create with its defaults filled in */
+		free(one.v[0].data);
+		one.v[0].data = done.data;
+		one.v[0].op.data =
+			(struct proto_bytes){ done.data, (uint32_t)done.len };
+		done.data = NULL;
+	}
+	buf_fini(&done);
+	rc = oplist_add(&tx->ops, &one.v[0].op);
+	oplist_fini(&one);
+	return rc;
+}
+
+int
+weft_create(weft_txn *tx, const char *table, const char *id, const char *space,
+	    const char *json)
+{
+	if (!space)
+		return WEFT_EINVAL;
+	return add_op(tx, PROTO_OP_CREATE, table, id, space, NULL, NULL,
+		      json ? json : "{}");
+}
+
+int
+weft_put(weft_txn *tx, const char *table, const char *id, const char *space,
+	 const char *json)
+{
+	return add_op(tx, PROTO_OP_PUT, table, id, space, NULL, NULL,
+		      json ? json : "{}");
+}
+
+int
+weft_set(weft_txn *tx, const char *table, const char *id, const char *field,
+	 const char *json_value)
+{
+	if (!field || !json_value)
+		return WEFT_EINVAL;
+	return add_op(tx, PROTO_OP_SET, table, id, NULL, field, json_value,
+		      NULL);
+}
+
+int
+weft_unset(weft_txn *tx, const char *table, const char *id, const char *field)
+{
+	if (!field)
+		return WEFT_EINVAL;
+	return add_op(tx, PROTO_OP_UNSET, table, id, NULL, field, NULL, NULL);
+}
+
+int
+weft_delete(weft_txn *tx, const char *table, const char *id)
+{
+	return add_op(tx, PROTO_OP_DELETE, table, id, NULL, NULL, NULL, NULL);
+}
+
+int
+weft_list_add(weft_txn *tx, const char *table, const char *id,
+	      const char *field, const char *json_value)
+{
+	if (!field || !json_value)
+		return WEFT_EINVAL;
+	return add_op(tx, PROTO_OP_LIST_ADD, table, id, NULL, field, json_value,
+		      NULL);
+}
+
+int
+weft_list_remove(weft_txn *tx, const char *table, const char *id,
+		 const char *field, const char *json_value)
+{
+	if (!field || !json_value)
+		return WEFT_EINVAL;
+	return add_op(tx, PROTO_OP_LIST_REMOVE, table, id, NULL, field,
+		      json_value, NULL);
+}
+
+int
+weft_incr(weft_txn *tx, const char *table, const char *id, const char *field,
+	  const char *json_number)
+{
+	if (!field || !json_number)
+		return WEFT_EINVAL;
+	return add_op(tx, PROTO_OP_INCR, table, id, NULL, field, json_number,
+		      NULL);
+}
+
+int
+weft_expect(weft_txn *tx, uint64_t version)
+{
+	if (!tx || tx->ops.n == 0 || version == 0)
+		return WEFT_EINVAL;
+	tx->ops.v[tx->ops.n - 1].op.expect = version;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* committing */
+
+/* a record touched by the transaction being committed */
+struct touched {
+	const char *table, *id; /* borrowed from the ops */
+	struct lrow row;	/* the view as the transaction leaves it */
+};
+
+/*
+ * the ops that undo op, given the row before it (appended to inv, which
+ * is later reversed: undo runs the inverses newest first)
+ */
+static int
+inverse_of(struct oplist *inv, const struct proto_op *op,
+	   const struct lrow *before)
+{
+	char table[PROTO_MAX_NAME + 1], id[PROTO_MAX_NAME + 1];
+	char field[PROTO_MAX_NAME + 1];
+	json_t *old = NULL, *val;
+	int rc = 0;
+
+	snprintf(table, sizeof(table), "%.*s", (int)op->table.len, op->table.p);
+	snprintf(id, sizeof(id), "%.*s", (int)op->id.len, op->id.p);
+	snprintf(field, sizeof(field), "%.*s", (int)op->field.len,
+		 op->field.p ? op->field.p : "");
+	if (before->data && op->field.p)
+		old = json_object_get(before->data, field);
+	switch (op->kind) {
+	case PROTO_OP_CREATE:
+		return oplist_addj(inv, PROTO_OP_DELETE, table, id, NULL, NULL,
+				   NULL, NULL);
+	case PROTO_OP_PUT:
+		return oplist_addj(inv, PROTO_OP_PUT, table, id, before->space,
+				   NULL, NULL, before->data);
+	case PROTO_OP_DELETE:
+		return oplist_addj(inv, PROTO_OP_CREATE, table, id,
+				   before->space, NULL, NULL, before->data);
+	case PROTO_OP_SET:
+	case PROTO_OP_UNSET:
+		if (old)
+			return oplist_addj(inv, PROTO_OP_SET, table, id, NULL,
+					   field, old, NULL);
+		if (op->kind == PROTO_OP_UNSET)
+			return 0; /* it removed nothing */
+		return oplist_addj(inv, PROTO_OP_UNSET, table, id, NULL, field,
+				   NULL, NULL);
+	case PROTO_OP_LIST_ADD:
+	case PROTO_OP_LIST_REMOVE:
+		val = mp_to_json(op->value.p, op->value.len);
+		if (!val)
+			return WEFT_EINVAL;
+		if (!old && op->kind == PROTO_OP_LIST_ADD) {
+			rc = oplist_addj(inv, PROTO_OP_UNSET, table, id, NULL,
+					 field, NULL, NULL);
+		} else if (json_is_array(old)) {
+			size_t i;
+			json_t *e;
+			bool had = false;
+
+			json_array_foreach(old, i, e)
+			{
+				had = had || json_equal(e, val);
+			}
+			if (op->kind == PROTO_OP_LIST_ADD && !had)
+				rc = oplist_addj(inv, PROTO_OP_LIST_REMOVE,
+						 table, id, NULL, field, val,
+						 NULL);
+			else if (op->kind == PROTO_OP_LIST_REMOVE && had)
+				rc = oplist_addj(inv, PROTO_OP_LIST_ADD, table,
+						 id, NULL, field, val, NULL);
+		}
+		json_decref(val);
+		return rc;
+	case PROTO_OP_INCR:
+		val = mp_to_json(op->value.p, op->value.len);
+		if (!json_is_number(val)) {
+			json_decref(val);
+			return WEFT_EINVAL;
+		}
+		{
+			json_t *neg =
+				json_is_integer(val) &&
+						json_integer_value(val) !=
+							LLONG_MIN
+					? json_integer(-json_integer_value(val))
+					: json_real(-json_number_value(val));
+
+			rc = oplist_addj(inv, PROTO_OP_INCR, table, id, NULL,
+					 field, neg, NULL);
+			json_decref(neg);
+		}
+		json_decref(val);
+		return rc;
+	default:
+		return WEFT_EUNKNOWN;
+	}
+}
+
+enum commit_kind { C_NEW, C_UNDO, C_REDO };
+
+/* st->mu held */
+/* st->mu held; consume: the history entry an undo or redo replays (it
+ * goes in the same SQLite transaction), or 0 */
+static int
+commit_locked(weft_store *st, const struct oplist *ops, enum commit_kind kind,
+	      int64_t consume, uint64_t *mid_out, struct notes *ns)
+{
+	struct touched *tv = NULL;
+	size_t nt = 0;
+	struct oplist inv = { 0 }, rinv = { 0 };
+	struct buf frame, invframe;
+	uint64_t mid = st->next_mid;
+	sqlite3_stmt *q;
+	char why[ERR_MAX];
+	int rc;
+
+	if (ops->n == 0)
+		return st_err(st, WEFT_EINVAL, "an empty transaction");
+	buf_init(&frame, 0);
+	buf_init(&invframe, 0);
+	tv = calloc(ops->n, sizeof(*tv));
+	if (!tv)
+		return WEFT_ENOMEM;
+	rc = st_begin(st);
+	if (rc)
+		goto out;
+	for (size_t i = 0; i < ops->n && !rc; i++) {
+		const struct oop *o = &ops->v[i];
+		struct touched *t = NULL;
+
+		for (size_t k = 0; k < nt; k++)
+			if (strcmp(tv[k].table, o->table) == 0 &&
+			    strcmp(tv[k].id, o->id) == 0)
+				t = &tv[k];
+		if (!t) {
+			t = &tv[nt++];
+			t->table = o->table;
+			t->id = o->id;
+			rc = st_load(st, false, o->table, o->id, &t->row);
+			if (rc)
+				break;
+		}
+		rc = inverse_of(&inv, &o->op, &t->row);
+		if (rc) {
+			st_err(st, rc, "op %zu: cannot record its undo", i + 1);
+			break;
+		}
+		rc = apply_op(&t->row, &o->op, why, sizeof(why));
+		if (rc)
+			st_err(st, rc, "op %zu: %s", i + 1, why);
+	}
+	if (rc)
+		goto out_rollback;
+	rc = encode_txn(st, ops, mid, &frame);
+	if (rc)
+		goto out_rollback;
+	q = st_q(st, Q_QUEUE_ADD);
+	if (!q) {
+		rc = WEFT_EIO;
+		goto out_rollback;
+	}
+	{
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		sqlite3_bind_int64(q, 1, (sqlite3_int64)mid);
+		sqlite3_bind_blob(q, 2, frame.data, (int)frame.len,
+				  SQLITE_STATIC);
+		sqlite3_bind_int64(q, 3,
+				   (sqlite3_int64)ts.tv_sec * 1000 +
+					   ts.tv_nsec / 1000000);
+	}
+	if (sqlite3_step(q) != SQLITE_DONE) {
+		rc = st_sqlerr(st, "queue the transaction");
+		goto out_rollback;
+	}
+	for (size_t k = 0; k < nt; k++) {
+		q = st_q(st, Q_QUEUE_KEY_ADD);
+		if (!q) {
+			rc = WEFT_EIO;
+			goto out_rollback;
+		}
+		sqlite3_bind_text(q, 1, tv[k].table, -1, SQLITE_STATIC);
+		sqlite3_bind_text(q, 2, tv[k].id, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(q, 3, (sqlite3_int64)mid);
+		if (sqlite3_step(q) != SQLITE_DONE) {
+			rc = st_sqlerr(st, "queue the transaction");
+			goto out_rollback;
+		}
+		rc = st_save(st, false, tv[k].table, tv[k].id, &tv[k].row,
+			     st_pending_of(st, tv[k].table, tv[k].id));
+		if (rc)
+			goto out_rollback;
+	}
+	/* undo history: the inverse ops, newest first */
+	for (size_t i = inv.n; i-- > 0;) {
+		rc = oplist_add(&rinv, &inv.v[i].op);
+		if (rc)
+			goto out_rollback;
+	}
+	if (rinv.n > 0) {
+		rc = encode_txn(st, &rinv, mid, &invframe); /* never sent */
+		if (rc)
+			goto out_rollback;
+		if (kind == C_NEW &&
+		    sqlite3_exec(st->db, "DELETE FROM weft_history WHERE redo",
+				 NULL, NULL, NULL) != SQLITE_OK) {
+			rc = st_sqlerr(st, "clear the redo history");
+			goto out_rollback;
+		}
+		if (sqlite3_prepare_v2(st->db,
+				       "INSERT INTO weft_history (redo, frame)"
+				       " VALUES (?1, ?2)",
+				       -1, &q, NULL) != SQLITE_OK) {
+			rc = st_sqlerr(st, "record the undo history");
+			goto out_rollback;
+		}
+		sqlite3_bind_int(q, 1, kind == C_UNDO);
+		sqlite3_bind_blob(q, 2, invframe.data, (int)invframe.len,
+				  SQLITE_STATIC);
+		rc = sqlite3_step(q) == SQLITE_DONE
+			     ? 0
+			     : st_sqlerr(st, "record the undo history");
+		sqlite3_finalize(q);
+		if (rc)
+			goto out_rollback;
+	}
+	if (consume > 0) {
+		char del[96];
+
+		snprintf(del, sizeof(del),
+			 "DELETE FROM weft_history WHERE seq = %lld",
+			 (long long)consume);
+		if (sqlite3_exec(st->db, del, NULL, NULL, NULL) != SQLITE_OK) {
+			rc = st_sqlerr(st, "update the undo history");
+			goto out_rollback;
+		}
+	}
+	rc = st_commit(st);
+	if (rc)
+		goto out_rollback;
+	st->next_mid = mid + 1;
+	if (mid_out)
+		*mid_out = mid;
+	for (size_t k = 0; k < nt; k++)
+		notes_add(ns, tv[k].table, tv[k].id, &tv[k].row, WEFT_LOCAL);
+	goto out;
+out_rollback:
+	st_rollback(st);
+out:
+	for (size_t k = 0; k < nt; k++)
+		lrow_fini(&tv[k].row);
+	free(tv);
+	oplist_fini(&inv);
+	oplist_fini(&rinv);
+	buf_fini(&frame);
+	buf_fini(&invframe);
+	return rc;
+}
+
+int
+weft_commit(weft_txn *tx, uint64_t *mid_out)
+{
+	weft_store *st;
+	struct notes ns = { 0 };
+	int rc;
+
+	if (!tx)
+		return WEFT_EINVAL;
+	st = tx->st;
+	pthread_mutex_lock(&st->mu);
+	rc = commit_locked(st, &tx->ops, C_NEW, 0, mid_out, &ns);
+	pthread_mutex_unlock(&st->mu);
+	weft_abort(tx);
+	notes_fire(st, &ns);
+	if (!rc)
+		sync_kick(st);
+	return rc;
+}
+
+/* undo (redo false) or redo the newest entry of the history */
+static int
+undo_redo(weft_store *st, bool redo, uint64_t *mid_out)
+{
+	struct oplist ops = { 0 };
+	struct notes ns = { 0 };
+	sqlite3_stmt *q;
+	int64_t seq = 0;
+	int rc;
+
+	if (!st)
+		return WEFT_EINVAL;
+	pthread_mutex_lock(&st->mu);
+	if (sqlite3_prepare_v2(st->db,
+			       "SELECT seq, frame FROM weft_history"
+			       " WHERE redo = ?1 ORDER BY seq DESC LIMIT 1",
+			       -1, &q, NULL) != SQLITE_OK) {
+		rc = st_sqlerr(st, "read the undo history");
+		goto out;
+	}
+	sqlite3_bind_int(q, 1, redo);
+	if (sqlite3_step(q) == SQLITE_ROW) {
+		seq = sqlite3_column_int64(q, 0);
+		rc = decode_txn(sqlite3_column_blob(q, 1),
+				(size_t)sqlite3_column_bytes(q, 1), &ops);
+	} else {
+		rc = st_err(st, WEFT_ENOTFOUND, "nothing to %s",
+			    redo ? "redo" : "undo");
+	}
+	sqlite3_finalize(q);
+	if (rc)
+		goto out;
+	rc = commit_locked(st, &ops, redo ? C_REDO : C_UNDO, seq, mid_out, &ns);
+out:
+	pthread_mutex_unlock(&st->mu);
+	oplist_fini(&ops);
+	notes_fire(st, &ns);
+	if (!rc)
+		sync_kick(st);
+	return rc;
+}
+
+int
+weft_undo(weft_store *st, uint64_t *mid_out)
+{
+	return undo_redo(st, false, mid_out);
+}
+
+int
+weft_redo(weft_store *st, uint64_t *mid_out)
+{
+	return undo_redo(st, true, mid_out);
+}
+
+/* ------------------------------------------------------------------ */
+/* rebase */
+
+int
+rebase(weft_store *st, const char *table, const char *id, struct notes *ns,
+       int origin)
+{
+	struct lrow row;
+	sqlite3_stmt *q;
+	int64_t pending = 0;
+	int rc, step;
+
+	rc = st_load(st, true, table, id, &row);
+	if (rc)
+		return rc;
+	q = st_q(st, Q_QUEUE_OF_KEY);
+	if (!q) {
+		lrow_fini(&row);
+		return WEFT_EIO;
+	}
+	sqlite3_bind_text(q, 1, table, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 2, id, -1, SQLITE_STATIC);
+	while ((step = sqlite3_step(q)) == SQLITE_ROW) {
+		struct oplist ops = { 0 };
+		struct lrow tmp;
+		char why[ERR_MAX];
+		bool ok = true;
+
+		pending++;
+		if (decode_txn(sqlite3_column_blob(q, 1),
+			       (size_t)sqlite3_column_bytes(q, 1), &ops) != 0 ||
+		    lrow_copy(&tmp, &row) != 0) {
+			oplist_fini(&ops);
+			continue;
+		}
+		for (size_t i = 0; i < ops.n && ok; i++)
+			if (strcmp(ops.v[i].table, table) == 0 &&
+			    strcmp(ops.v[i].id, id) == 0)
+				ok = apply_op(&tmp, &ops.v[i].op, why,
+					      sizeof(why)) == 0;
+		if (ok) {
+			lrow_fini(&row);
+			row = tmp;
+		} else {
+			lrow_fini(&tmp);
+		}
+		oplist_fini(&ops);
+	}
+	sqlite3_reset(q);
+	if (step != SQLITE_DONE) {
+		lrow_fini(&row);
+		return st_sqlerr(st, "read the queue");
+	}
+	rc = st_save(st, false, table, id, &row, pending);
+	if (!rc)
+		notes_add(ns, table, id, &row, origin);
+	lrow_fini(&row);
+	return rc;
+}

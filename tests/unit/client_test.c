@@ -1,0 +1,390 @@
+/*
+ * client_test.c - libweft without a network: the store, local commits of
+ * every op, validation, the lock, undo / redo, the SQL views.  Only the
+ * public API (the test links the shared library).  The sync engine is
+ * tested against the real services in tests/e2e/client_test.c.
+ */
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <weft/weft.h>
+
+static char dir[64], path[128];
+
+static void
+setup(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/weft-client-XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/store.db", dir);
+}
+
+static void
+teardown(void)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	(void)!system(cmd);
+}
+
+TestSuite(client, .init = setup, .fini = teardown);
+
+static weft_store *
+open_store(void)
+{
+	struct weft_options o = { 0 };
+	char err[256] = "";
+	weft_store *st = NULL;
+	int rc;
+
+	o.path = path;
+	o.schema_path = getenv("WEFT_DEMO_SCHEMA");
+	o.errbuf = err;
+	o.errlen = sizeof(err);
+	rc = weft_open(&o, &st);
+	cr_assert(eq(int, rc, 0), "weft_open: %s (%s)", weft_strerror(rc), err);
+	return st;
+}
+
+/* one op in its own transaction */
+#define COMMIT1(st, call)                                                      \
+	do {                                                                   \
+		weft_txn *tx_;                                                 \
+		int rc_;                                                       \
+		cr_assert(eq(int, weft_begin(st, &tx_), 0));                   \
+		rc_ = (call);                                                  \
+		cr_assert(eq(int, rc_, 0), "%s", weft_last_error(st));         \
+		rc_ = weft_commit(tx_, NULL);                                  \
+		cr_assert(eq(int, rc_, 0), "commit: %s", weft_last_error(st)); \
+	} while (0)
+
+static char *
+get(weft_store *st, const char *id)
+{
+	char *json = NULL;
+	int rc = weft_get(st, "issues", id, &json, NULL, NULL);
+
+	return rc == 0 ? json : NULL;
+}
+
+static void
+assert_json(weft_store *st, const char *id, const char *want)
+{
+	char *got = get(st, id);
+
+	cr_assert_not_null(got, "issues/%s missing", id);
+	cr_assert_str_eq(got, want);
+	weft_free(got);
+}
+
+Test(client, commit_is_visible_at_once_and_survives_reopen)
+{
+	weft_store *st = open_store();
+	char id1[64];
+	uint64_t mid = 0;
+	weft_txn *tx;
+
+	snprintf(id1, sizeof(id1), "%s", weft_client_id(st));
+	cr_assert(eq(int, weft_begin(st, &tx), 0));
+	cr_assert(eq(int,
+		     weft_create(tx, "issues", "i1", "team",
+				 "{\"title\":\"first\"}"),
+		     0));
+	cr_assert(
+		eq(int, weft_set(tx, "issues", "i1", "status", "\"todo\""), 0));
+	cr_assert(eq(int, weft_commit(tx, &mid), 0), "%s", weft_last_error(st));
+	cr_assert(eq(u64, mid, 1));
+	/* schema defaults filled in; the set applied on top */
+	assert_json(st, "i1",
+		    "{\"title\":\"first\",\"description\":\"\",\"status\":"
+		    "\"todo\",\"priority\":0,\"assignee\":null,\"labels\":[]}");
+	cr_assert(eq(u64, weft_pending(st), 1));
+	cr_assert(eq(u64, weft_pending_record(st, "issues", "i1"), 1));
+	COMMIT1(st, weft_set(tx_, "issues", "i1", "priority", "2"));
+	cr_assert(eq(u64, weft_pending_record(st, "issues", "i1"), 2));
+	weft_close(st);
+
+	st = open_store();
+	cr_assert_str_eq(weft_client_id(st), id1, "the client id is kept");
+	cr_assert(eq(u64, weft_pending(st), 2), "the queue is kept");
+	assert_json(st, "i1",
+		    "{\"title\":\"first\",\"description\":\"\",\"status\":"
+		    "\"todo\",\"priority\":2,\"assignee\":null,\"labels\":[]}");
+	/* ids stay dense across the reopen */
+	cr_assert(eq(int, weft_begin(st, &tx), 0));
+	cr_assert(eq(int, weft_set(tx, "issues", "i1", "priority", "3"), 0));
+	cr_assert(eq(int, weft_commit(tx, &mid), 0));
+	cr_assert(eq(u64, mid, 3));
+	weft_close(st);
+}
+
+Test(client, a_second_opener_gets_ebusy)
+{
+	weft_store *st = open_store(), *st2 = NULL;
+	struct weft_options o = { 0 };
+	char err[256] = "";
+	pid_t pid;
+	int status;
+
+	o.path = path;
+	o.schema_path = getenv("WEFT_DEMO_SCHEMA");
+	o.errbuf = err;
+	o.errlen = sizeof(err);
+	cr_assert(eq(int, weft_open(&o, &st2), WEFT_EBUSY));
+	cr_assert_null(st2);
+	cr_assert_not_null(strstr(err, "another process"), "%s", err);
+	/* and from another process */
+	pid = fork();
+	if (pid == 0) {
+		int rc = weft_open(&o, &st2);
+
+		_exit(rc == WEFT_EBUSY ? 0 : 1);
+	}
+	cr_assert(eq(int, waitpid(pid, &status, 0), pid));
+	cr_assert(eq(int, status, 0), "the child could open the store");
+	weft_close(st);
+	/* free again once closed */
+	st = open_store();
+	weft_close(st);
+}
+
+Test(client, writes_that_do_not_fit_are_refused_before_queueing)
+{
+	weft_store *st = open_store();
+	weft_txn *tx;
+	int rc;
+
+	cr_assert(eq(int, weft_begin(st, &tx), 0));
+	rc = weft_create(tx, "issues", "i1", "team", "{\"status\":\"done\"}");
+	cr_assert(eq(int, rc, WEFT_EVALIDATION));
+	cr_assert_not_null(strstr(weft_last_error(st), "title"), "%s",
+			   weft_last_error(st));
+	rc = weft_set(tx, "issues", "i1", "status", "\"lost\"");
+	cr_assert(eq(int, rc, WEFT_EVALIDATION), "enum");
+	rc = weft_set(tx, "nosuch", "i1", "x", "1");
+	cr_assert(eq(int, rc, WEFT_EVALIDATION), "unknown table");
+	rc = weft_set(tx, "issues", "i1", "priority", "not json");
+	cr_assert(eq(int, rc, WEFT_EINVAL));
+	cr_assert_not_null(strstr(weft_last_error(st), "not JSON"));
+	/* nothing was added: an empty transaction */
+	cr_assert(eq(int, weft_commit(tx, NULL), WEFT_EINVAL));
+	/* ops that cannot apply to the view fail the commit, atomically */
+	cr_assert(eq(int, weft_begin(st, &tx), 0));
+	cr_assert(
+		eq(int,
+		   weft_create(tx, "issues", "i2", "team", "{\"title\":\"t\"}"),
+		   0));
+	cr_assert(
+		eq(int, weft_set(tx, "issues", "missing", "priority", "1"), 0));
+	rc = weft_commit(tx, NULL);
+	cr_assert(eq(int, rc, WEFT_ENOTFOUND));
+	cr_assert_not_null(strstr(weft_last_error(st), "op 2"), "%s",
+			   weft_last_error(st));
+	cr_assert_null(get(st, "i2"), "the first op was rolled back too");
+	cr_assert(eq(u64, weft_pending(st), 0));
+	weft_close(st);
+}
+
+Test(client, every_op_applies_locally_as_the_server_would)
+{
+	weft_store *st = open_store();
+	weft_txn *tx;
+
+	COMMIT1(st, weft_create(tx_, "issues", "i1", "team",
+				"{\"title\":\"a\",\"labels\":[\"x\"]}"));
+	COMMIT1(st, weft_list_add(tx_, "issues", "i1", "labels", "\"x\""));
+	COMMIT1(st, weft_list_add(tx_, "issues", "i1", "labels", "\"y\""));
+	COMMIT1(st, weft_list_remove(tx_, "issues", "i1", "labels", "\"z\""));
+	COMMIT1(st, weft_list_remove(tx_, "issues", "i1", "labels", "\"x\""));
+	COMMIT1(st, weft_incr(tx_, "issues", "i1", "priority", "5"));
+	COMMIT1(st, weft_incr(tx_, "issues", "i1", "estimate", "1.5"));
+	COMMIT1(st, weft_unset(tx_, "issues", "i1", "description"));
+	assert_json(
+		st, "i1",
+		"{\"title\":\"a\",\"labels\":[\"y\"],\"status\":\"backlog\","
+		"\"priority\":5,\"assignee\":null,\"estimate\":1.5}");
+	COMMIT1(st, weft_put(tx_, "issues", "i1", NULL,
+			     "{\"title\":\"b\",\"status\":\"done\"}"));
+	assert_json(st, "i1", "{\"title\":\"b\",\"status\":\"done\"}");
+	COMMIT1(st, weft_delete(tx_, "issues", "i1"));
+	cr_assert_null(get(st, "i1"), "a tombstone reads as absent");
+	cr_assert(eq(int, weft_begin(st, &tx), 0));
+	cr_assert(eq(int, weft_set(tx, "issues", "i1", "priority", "1"), 0));
+	cr_assert(eq(int, weft_commit(tx, NULL), WEFT_ENOTFOUND));
+	/* re-create over the tombstone */
+	COMMIT1(st,
+		weft_create(tx_, "issues", "i1", "other", "{\"title\":\"c\"}"));
+	{
+		char *space = NULL;
+
+		cr_assert(eq(int,
+			     weft_get(st, "issues", "i1", NULL, NULL, &space),
+			     0));
+		cr_assert_str_eq(space, "other");
+		weft_free(space);
+	}
+	cr_assert(eq(int, weft_begin(st, &tx), 0));
+	cr_assert(eq(
+		int,
+		weft_create(tx, "issues", "i1", "team", "{\"title\":\"dup\"}"),
+		0));
+	cr_assert(eq(int, weft_commit(tx, NULL), WEFT_EEXIST));
+	weft_close(st);
+}
+
+Test(client, undo_and_redo_restore_values)
+{
+	weft_store *st = open_store();
+
+	COMMIT1(st,
+		weft_create(tx_, "issues", "i1", "team", "{\"title\":\"a\"}"));
+	COMMIT1(st, weft_set(tx_, "issues", "i1", "title", "\"b\""));
+	COMMIT1(st, weft_set(tx_, "issues", "i1", "status", "\"done\""));
+	COMMIT1(st, weft_list_add(tx_, "issues", "i1", "labels", "\"bug\""));
+	cr_assert(eq(int, weft_undo(st, NULL), 0), "%s", weft_last_error(st));
+	cr_assert(eq(int, weft_undo(st, NULL), 0));
+	assert_json(st, "i1",
+		    "{\"title\":\"b\",\"description\":\"\",\"status\":"
+		    "\"backlog\",\"priority\":0,\"assignee\":null,\"labels\":"
+		    "[]}");
+	cr_assert(eq(int, weft_undo(st, NULL), 0));
+	cr_assert(eq(int, weft_redo(st, NULL), 0));
+	cr_assert(eq(int, weft_redo(st, NULL), 0));
+	assert_json(st, "i1",
+		    "{\"title\":\"b\",\"description\":\"\",\"status\":"
+		    "\"done\",\"priority\":0,\"assignee\":null,\"labels\":[]}");
+	/* undo all the way: the create is undone too */
+	for (int i = 0; i < 3; i++)
+		cr_assert(eq(int, weft_undo(st, NULL), 0), "undo %d: %s", i,
+			  weft_last_error(st));
+	cr_assert_null(get(st, "i1"));
+	cr_assert(eq(int, weft_undo(st, NULL), WEFT_ENOTFOUND));
+	cr_assert(eq(int, weft_redo(st, NULL), 0));
+	assert_json(st, "i1",
+		    "{\"title\":\"a\",\"description\":\"\",\"status\":"
+		    "\"backlog\",\"priority\":0,\"assignee\":null,\"labels\":"
+		    "[]}");
+	/* a new commit ends the redo chain */
+	COMMIT1(st, weft_set(tx_, "issues", "i1", "priority", "1"));
+	cr_assert(eq(int, weft_redo(st, NULL), WEFT_ENOTFOUND));
+	/* each undo and redo is a transaction of its own, queued */
+	cr_assert(eq(u64, weft_pending(st), 14));
+	weft_close(st);
+}
+
+static int
+count_rows(void *arg, const char *table, const char *id, const char *space,
+	   uint64_t version, const char *json)
+{
+	(void)table;
+	(void)version;
+	(void)json;
+	(void)space;
+	if (strcmp(id, "stop") == 0)
+		return 42;
+	(*(int *)arg)++;
+	return 0;
+}
+
+Test(client, rows_are_listed_and_queryable_with_plain_sql)
+{
+	weft_store *st = open_store();
+	sqlite3 *db;
+	sqlite3_stmt *q;
+	int n = 0;
+
+	for (int i = 0; i < 300; i++) {
+		char id[16], js[64];
+
+		snprintf(id, sizeof(id), "i%03d", i);
+		snprintf(js, sizeof(js), "{\"title\":\"t%d\",\"priority\":%d}",
+			 i, i % 3);
+		COMMIT1(st, weft_create(tx_, "issues", id,
+					i % 2 ? "odd" : "even", js));
+	}
+	COMMIT1(st, weft_delete(tx_, "issues", "i000"));
+	cr_assert(eq(int, weft_each(st, "issues", NULL, count_rows, &n), 0));
+	cr_assert(eq(int, n, 299), "tombstones are not listed");
+	n = 0;
+	cr_assert(eq(int, weft_each(st, NULL, "odd", count_rows, &n), 0));
+	cr_assert(eq(int, n, 150));
+	COMMIT1(st,
+		weft_create(tx_, "issues", "stop", "odd", "{\"title\":\"s\"}"));
+	n = 0;
+	cr_assert(eq(int, weft_each(st, NULL, NULL, count_rows, &n), 42),
+		  "the callback's value ends the walk");
+	/* another connection reads the per-table views */
+	cr_assert(eq(int,
+		     sqlite3_open_v2(weft_db_path(st), &db,
+				     SQLITE_OPEN_READONLY, NULL),
+		     SQLITE_OK));
+	cr_assert(eq(int,
+		     sqlite3_prepare_v2(db,
+					"SELECT title, status, labels, pending,"
+					" space FROM issues WHERE id = 'i007'",
+					-1, &q, NULL),
+		     SQLITE_OK),
+		  "%s", sqlite3_errmsg(db));
+	cr_assert(eq(int, sqlite3_step(q), SQLITE_ROW));
+	cr_assert_str_eq((const char *)sqlite3_column_text(q, 0), "t7");
+	cr_assert_str_eq((const char *)sqlite3_column_text(q, 1), "backlog");
+	cr_assert_str_eq((const char *)sqlite3_column_text(q, 2), "[]");
+	cr_assert(eq(int, sqlite3_column_int(q, 3), 1));
+	cr_assert_str_eq((const char *)sqlite3_column_text(q, 4), "odd");
+	sqlite3_finalize(q);
+	cr_assert(eq(int,
+		     sqlite3_prepare_v2(db,
+					"SELECT count(*) FROM issues"
+					" WHERE priority = 1",
+					-1, &q, NULL),
+		     SQLITE_OK));
+	cr_assert(eq(int, sqlite3_step(q), SQLITE_ROW));
+	cr_assert(eq(int, sqlite3_column_int(q, 0), 100));
+	sqlite3_finalize(q);
+	sqlite3_close(db);
+	weft_close(st);
+}
+
+struct seen {
+	int n;
+	char last[64];
+	int origin;
+};
+
+static void
+on_change(void *arg, const char *table, const char *id, uint64_t version,
+	  int deleted, int origin)
+{
+	struct seen *s = arg;
+
+	(void)version;
+	(void)deleted;
+	s->n++;
+	snprintf(s->last, sizeof(s->last), "%s/%s", table, id);
+	s->origin = origin;
+}
+
+Test(client, local_commits_call_the_change_callback)
+{
+	weft_store *st = open_store();
+	struct seen seen = { 0 };
+	struct weft_callbacks cb = { .change = on_change, .arg = &seen };
+
+	weft_set_callbacks(st, &cb);
+	COMMIT1(st,
+		weft_create(tx_, "issues", "i1", "team", "{\"title\":\"a\"}"));
+	cr_assert(eq(int, seen.n, 1));
+	cr_assert_str_eq(seen.last, "issues/i1");
+	cr_assert(eq(int, seen.origin, WEFT_LOCAL));
+	cr_assert(eq(int, weft_state(st), WEFT_OFFLINE));
+	cr_assert(eq(int, weft_wait_synced(st, 10), WEFT_EUNAVAILABLE),
+		  "no server configured");
+	weft_close(st);
+}
