@@ -13,7 +13,8 @@
  *                    it goes on the wire (AUTOINCREMENT keeps ids dense
  *                    and never reused, even once the queue is empty)
  *   weft_queue_keys  which queued transactions touch which record
- *   weft_subs        subscriptions and how far their bootstrap got
+ *   weft_subs        subscriptions, how far their bootstrap got, and
+ *                    whether the server refused them (retried)
  *   weft_history     undo / redo: the ops that reverse each commit
  *   "<table>"        a view per schema table, one column per field
  *
@@ -59,7 +60,8 @@ static const char *const ddl =
 	"CREATE INDEX IF NOT EXISTS weft_queue_keys_mid ON weft_queue_keys"
 	" (mid);"
 	"CREATE TABLE IF NOT EXISTS weft_subs (key TEXT PRIMARY KEY,"
-	" loaded INTEGER NOT NULL DEFAULT 0, page BLOB) WITHOUT ROWID;"
+	" loaded INTEGER NOT NULL DEFAULT 0, page BLOB,"
+	" refused INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;"
 	"CREATE TABLE IF NOT EXISTS weft_history (seq INTEGER PRIMARY KEY,"
 	" redo INTEGER NOT NULL, frame BLOB NOT NULL);";
 

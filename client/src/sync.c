@@ -66,6 +66,8 @@
 /* FETCH_RID_BASE - rids of requests other than TXN (whose rid is its
  * mutation id) */
 #define FETCH_RID_BASE	 (1ull << 62)
+/* RESUB_MS - a refused subscription is asked for again this often */
+#define RESUB_MS	 2000
 /* MAX_SUB_KEYS - keys per SUBSCRIBE */
 #define MAX_SUB_KEYS	 64
 
@@ -137,11 +139,23 @@ struct sync {
 	struct proto_cursor prev_push; /* fanout: last PUSH's cursor */
 	struct proto_cursor cursor;    /* applied so far (also in meta) */
 	char **subscribed;	       /* keys sent in SUBSCRIBE this session */
+	bool *granted;		       /* subscribed[i] answered OK: only then
+					* may it load (subscribe first) */
 	size_t nsubscribed;
 	char boot_key[KEY_MAX]; /* the subscription being loaded */
 	uint64_t boot_rid, boot_records, boot_bytes;
 	uint64_t next_rid;
+	uint64_t resub_at_ms; /* refused keys are asked for again then */
+	bool trace; /* WEFT_CLIENT_TRACE set: a line per event on stderr */
 };
+
+#define TRACE(sy, ...)                                            \
+	do {                                                      \
+		if ((sy)->trace) {                                \
+			fprintf(stderr, "libweft: " __VA_ARGS__); \
+			fputc('\n', stderr);                      \
+		}                                                 \
+	} while (0)
 
 /* ------------------------------------------------------------------ */
 /* small helpers */
@@ -345,6 +359,7 @@ link_drop(struct link *l, const char *why)
 			f->sent = false;
 	}
 	snprintf(detail, sizeof(detail), "%s: %s", link_name(l), why);
+	TRACE(sy, "dropped %s", detail);
 	if (l->id == L_WRITE ||
 	    !sy->link[L_WRITE].stream) /* the write link is what counts */
 		set_state(sy,
@@ -737,7 +752,7 @@ send_subscribes(struct sync *sy)
 	char *keys[MAX_SUB_KEYS];
 	size_t n = 0;
 
-	if (!l->welcomed)
+	if (!l->welcomed || now_ms() < sy->resub_at_ms)
 		return;
 	pthread_mutex_lock(&st->mu);
 	if (sqlite3_prepare_v2(st->db, "SELECT key FROM weft_subs", -1, &q,
@@ -756,22 +771,38 @@ send_subscribes(struct sync *sy)
 		struct proto_msg m = { .type = PROTO_SUBSCRIBE };
 		char **nv = realloc(sy->subscribed,
 				    (sy->nsubscribed + n) * sizeof(*nv));
+		bool *ng = realloc(sy->granted,
+				   (sy->nsubscribed + n) * sizeof(*ng));
 
 		for (size_t i = 0; i < n; i++)
 			ks[i] = proto_str_c(keys[i]);
 		m.u.subscribe = (struct proto_subscribe){ ++sy->next_rid,
 							  PROTO_LIST(n, ks),
 							  sy->cursor };
-		if (nv) {
+		if (nv)
 			sy->subscribed = nv;
-			for (size_t i = 0; i < n; i++)
+		if (ng)
+			sy->granted = ng;
+		if (nv && ng) {
+			for (size_t i = 0; i < n; i++) {
+				sy->granted[sy->nsubscribed] = false;
 				sy->subscribed[sy->nsubscribed++] = keys[i];
+			}
 		}
 		link_send(l, &m);
-		if (!nv)
+		if (!nv || !ng)
 			for (size_t i = 0; i < n; i++)
 				free(keys[i]);
 	}
+}
+
+static bool
+key_granted(const struct sync *sy, const char *key)
+{
+	for (size_t i = 0; i < sy->nsubscribed; i++)
+		if (sy->granted[i] && strcmp(sy->subscribed[i], key) == 0)
+			return true;
+	return false;
 }
 
 /* the next bootstrap page (or record fetch) of a subscription not loaded */
@@ -791,13 +822,29 @@ continue_bootstrap(struct sync *sy)
 	pthread_mutex_lock(&st->mu);
 	if (sqlite3_prepare_v2(
 		    st->db,
-		    "SELECT key, page FROM weft_subs WHERE NOT loaded"
-		    " ORDER BY key LIMIT 1",
+		    "SELECT key, page, loaded, refused FROM weft_subs"
+		    " ORDER BY key",
 		    -1, &q, NULL) == SQLITE_OK) {
-		if (sqlite3_step(q) == SQLITE_ROW) {
+		while (sqlite3_step(q) == SQLITE_ROW) {
+			const char *k = (const char *)sqlite3_column_text(q, 0);
+
+			if (sqlite3_column_int(q, 3))
+				continue; /* refused: asked again later */
+			/* subscribe first: load only what the fanout
+			 * session already follows, so no change falls
+			 * between the snapshot and the pushes; and the
+			 * fanout answers a subscription once it has sent
+			 * what the store missed (or CATCHUP) */
+			if (sy->nfanout && !key_granted(sy, k)) {
+				all = false;
+				continue;
+			}
+			if (sqlite3_column_int(q, 2))
+				continue; /* loaded */
 			all = false;
-			snprintf(key, sizeof(key), "%s",
-				 (const char *)sqlite3_column_text(q, 0));
+			if (key[0])
+				continue; /* one at a time */
+			snprintf(key, sizeof(key), "%s", k);
 			tlen = (size_t)sqlite3_column_bytes(q, 1);
 			if (tlen > sizeof(token))
 				tlen = 0;
@@ -811,7 +858,7 @@ continue_bootstrap(struct sync *sy)
 	sy->subs_loaded = all;
 	pthread_cond_broadcast(&sy->done_cv);
 	pthread_mutex_unlock(&sy->mu);
-	if (all)
+	if (all || !key[0])
 		return;
 	sy->boot_rid = FETCH_RID_BASE + ++sy->next_rid;
 	if (strcmp(sy->boot_key, key) != 0) {
@@ -867,6 +914,8 @@ mark_loaded(struct sync *sy, const char *key, const uint8_t *next, size_t nlen)
 	pthread_mutex_unlock(&st->mu);
 }
 
+static void save_cursor(struct sync *sy);
+
 static void
 on_page(struct sync *sy, const struct proto_page *p)
 {
@@ -880,6 +929,15 @@ on_page(struct sync *sy, const struct proto_page *p)
 		return; /* asked again next round */
 	sy->boot_records += n;
 	sy->boot_bytes += p->records.raw_len;
+	if (p->cursor.lsn && sy->cursor.lsn == 0) {
+		/* no push applied yet: the snapshot's position is where a
+		 * later session catches up from (what a store has is at
+		 * least that new; pushes since are live on this session) */
+		pthread_mutex_lock(&sy->st->mu);
+		sy->cursor = p->cursor;
+		save_cursor(sy);
+		pthread_mutex_unlock(&sy->st->mu);
+	}
 	mark_loaded(sy, sy->boot_key, p->next.p, p->next.len);
 	pthread_mutex_lock(&sy->st->mu);
 	cb = sy->st->cb;
@@ -932,6 +990,9 @@ on_push(struct sync *sy, const struct proto_push *p)
 
 	if (cursor_cmp(p->prev, sy->prev_push) != 0) {
 		/* a push went missing: catch up from what we applied */
+		TRACE(sy, "push gap: prev %llu-%u, expected %llu-%u",
+		      (unsigned long long)p->prev.lsn, p->prev.idx,
+		      (unsigned long long)sy->prev_push.lsn, sy->prev_push.idx);
 		resubscribe(sy);
 		return;
 	}
@@ -989,6 +1050,59 @@ on_catchup(struct sync *sy, const struct proto_catchup *c)
 	pthread_mutex_lock(&sy->mu);
 	sy->subs_loaded = false;
 	pthread_mutex_unlock(&sy->mu);
+}
+
+/*
+ * SUBSCRIBED: a refused key (not a member, yet: the app may be creating
+ * the space, or waiting to be added) or a revoked one stays stored, marked
+ * refused, and is asked for again every RESUB_MS; once granted, it loads
+ * from the start.
+ */
+static void
+on_subscribed(struct sync *sy, const struct proto_subscribed *s)
+{
+	weft_store *st = sy->st;
+	struct proto_iter it;
+	struct proto_subres r;
+
+	proto_iter_init(&it, &s->results);
+	while (proto_next_subres(&it, &r) == 1) {
+		sqlite3_stmt *q;
+
+		TRACE(sy, "subscribed %.*s: %s", (int)r.key.len, r.key.p,
+		      weft_errname(r.code));
+		pthread_mutex_lock(&st->mu);
+		if (sqlite3_prepare_v2(
+			    st->db,
+			    r.code == 0 ? "UPDATE weft_subs SET refused = 0,"
+					  " loaded = 0, page = NULL"
+					  " WHERE key = ?1 AND refused"
+					: "UPDATE weft_subs SET refused = 1,"
+					  " loaded = 1 WHERE key = ?1",
+			    -1, &q, NULL) == SQLITE_OK) {
+			sqlite3_bind_text(q, 1, r.key.p, (int)r.key.len,
+					  SQLITE_STATIC);
+			sqlite3_step(q);
+			sqlite3_finalize(q);
+		}
+		pthread_mutex_unlock(&st->mu);
+		for (size_t i = 0; i < sy->nsubscribed; i++) {
+			if (strlen(sy->subscribed[i]) != r.key.len ||
+			    memcmp(sy->subscribed[i], r.key.p, r.key.len) != 0)
+				continue;
+			if (r.code == 0) {
+				sy->granted[i] = true;
+				break;
+			}
+			free(sy->subscribed[i]);
+			sy->nsubscribed--;
+			sy->subscribed[i] = sy->subscribed[sy->nsubscribed];
+			sy->granted[i] = sy->granted[sy->nsubscribed];
+			break;
+		}
+		if (r.code != 0)
+			sy->resub_at_ms = now_ms() + RESUB_MS;
+	}
 }
 
 /* ------------------------------------------------------------------ */
@@ -1069,6 +1183,7 @@ static void
 on_msg(struct sync *sy, struct link *l, const struct proto_msg *m)
 {
 	l->last_rx_ms = now_ms();
+	TRACE(sy, "%s: %s", link_name(l), proto_type_name(m->type));
 	switch (m->type) {
 	case PROTO_WELCOME:
 		l->welcomed = true;
@@ -1109,31 +1224,9 @@ on_msg(struct sync *sy, struct link *l, const struct proto_msg *m)
 	case PROTO_CATCHUP:
 		on_catchup(sy, &m->u.catchup);
 		break;
-	case PROTO_SUBSCRIBED: {
-		struct proto_iter it;
-		struct proto_subres r;
-
-		proto_iter_init(&it, &m->u.subscribed.results);
-		while (proto_next_subres(&it, &r) == 1) {
-			sqlite3_stmt *q;
-
-			if (r.code == 0)
-				continue;
-			/* refused or revoked: no longer ours to follow */
-			pthread_mutex_lock(&sy->st->mu);
-			if (sqlite3_prepare_v2(sy->st->db,
-					       "DELETE FROM weft_subs"
-					       " WHERE key = ?1",
-					       -1, &q, NULL) == SQLITE_OK) {
-				sqlite3_bind_text(q, 1, r.key.p, (int)r.key.len,
-						  SQLITE_STATIC);
-				sqlite3_step(q);
-				sqlite3_finalize(q);
-			}
-			pthread_mutex_unlock(&sy->st->mu);
-		}
+	case PROTO_SUBSCRIBED:
+		on_subscribed(sy, &m->u.subscribed);
 		break;
-	}
 	case PROTO_ERROR:
 		on_error_msg(sy, l, &m->u.error);
 		break;
@@ -1354,6 +1447,7 @@ sync_free(struct sync *sy)
 	for (size_t i = 0; i < sy->nsubscribed; i++)
 		free(sy->subscribed[i]);
 	free(sy->subscribed);
+	free(sy->granted);
 	while (sy->in_head) {
 		struct inmsg *m = sy->in_head;
 
@@ -1383,6 +1477,7 @@ sync_start(weft_store *st, const struct weft_options *o)
 	sy->token_fn = o->token_fn;
 	sy->token_arg = o->token_arg;
 	sy->max_in_flight = o->max_in_flight ? o->max_in_flight : 64;
+	sy->trace = getenv("WEFT_CLIENT_TRACE") != NULL;
 	rc = copy_urls(sy, o);
 	for (int i = 0; i < L_N; i++) {
 		sy->link[i].sy = sy;

@@ -273,6 +273,9 @@ struct catchup {
 	struct proto_cursor cursor;
 	uint32_t nkeys;
 	char (*keys)[KEY_MAX];
+	/* the SUBSCRIBED answer, encoded: sent after the catch-up, so a
+	 * client that has it has everything up to now (or a CATCHUP) */
+	struct buf reply;
 };
 
 /* the index: key -> sessions subscribed to it */
@@ -1124,6 +1127,7 @@ serve_req(struct fanout *f, PGconn **pg, struct req *r)
 			if (!cu) {
 				cu = xcalloc(1, sizeof(*cu));
 				cu->keys = xcalloc(r->nkeys, sizeof(*cu->keys));
+				buf_init(&cu->reply, 0);
 				cu->s = s;
 				cu->cursor = r->cursor;
 				s->refs++;
@@ -1134,7 +1138,10 @@ serve_req(struct fanout *f, PGconn **pg, struct req *r)
 	}
 	m.u.subscribed =
 		(struct proto_subscribed){ r->rid, PROTO_LIST(r->nkeys, res) };
-	sess_queue_locked(s, &m);
+	if (cu) /* answered once caught up (serve_catchup) */
+		proto_encode(&cu->reply, &m, 0, NULL);
+	else
+		sess_queue_locked(s, &m);
 	if (cu) {
 		cu->next = f->catchups;
 		f->catchups = cu;
@@ -1464,6 +1471,13 @@ serve_catchup(struct fanout *f, redisContext *rc, struct catchup *cu,
 		if (at >= 0)
 			s->subs[at].state = SUB_LIVE;
 	}
+	/* then the answer, after every change of the catch-up */
+	if (cu->reply.len && s->state != S_CLOSED) {
+		while (s->npend > 0)
+			push_encode_locked(s);
+		buf_append(&s->out, cu->reply.data, cu->reply.len);
+		sess_pump_locked(s);
+	}
 	pthread_mutex_unlock(&f->mu);
 	sess_unref_locked(s);
 }
@@ -1525,6 +1539,7 @@ reader_main(void *arg)
 
 			serve_catchup(f, rc, cus, last);
 			free(cus->keys);
+			buf_fini(&cus->reply);
 			free(cus);
 			cus = next;
 		}
@@ -1772,6 +1787,7 @@ fanout_free(struct fanout *f)
 		pthread_mutex_lock(&c->s->mu);
 		sess_unref_locked(c->s);
 		free(c->keys);
+		buf_fini(&c->reply);
 		free(c);
 	}
 	/* give the goodbyes up to 2 s, then close what is left */

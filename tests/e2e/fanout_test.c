@@ -147,17 +147,25 @@ next_msg(struct wclient *c, struct proto_msg *r, int ms)
 	}
 }
 
-/* subscribe to one key; returns the result code */
-static int
-subscribe(struct wclient *c, const char *key, struct proto_cursor from)
+/* send SUBSCRIBE for one key (rid 7) */
+static void
+subscribe_send(struct wclient *c, const char *key, struct proto_cursor from)
 {
 	struct proto_str k = S(key);
-	struct proto_msg m = { .type = PROTO_SUBSCRIBE }, r;
-	struct proto_iter it;
-	struct proto_subres res;
+	struct proto_msg m = { .type = PROTO_SUBSCRIBE };
 
 	m.u.subscribe = (struct proto_subscribe){ 7, PROTO_LIST(1, &k), from };
 	cr_assert(eq(i64, wclient_send(c, &m), 0));
+}
+
+/* the code of the SUBSCRIBED answer (skipping anything before it) */
+static int
+subscribed(struct wclient *c, const char *key)
+{
+	struct proto_msg r;
+	struct proto_iter it;
+	struct proto_subres res;
+
 	for (;;) {
 		cr_assert(eq(i64, next_msg(c, &r, WAIT_MS), 0),
 			  "SUBSCRIBED for %s", key);
@@ -167,6 +175,14 @@ subscribe(struct wclient *c, const char *key, struct proto_cursor from)
 	proto_iter_init(&it, &r.u.subscribed.results);
 	cr_assert(eq(i64, proto_next_subres(&it, &res), 1));
 	return res.code;
+}
+
+/* subscribe to one key; returns the result code */
+static int
+subscribe(struct wclient *c, const char *key, struct proto_cursor from)
+{
+	subscribe_send(c, key, from);
+	return subscribed(c, key);
 }
 
 static uint64_t next_mid[64];
@@ -495,7 +511,7 @@ Test(fanout, moving_nodes_with_a_cursor_misses_nothing)
 	usleep(300000);
 	/* back, on the other node, from the cursor */
 	hello(&b, fb.url, "bob");
-	cr_assert(eq(i64, subscribe(&b, "space/t4", cur), 0));
+	subscribe_send(&b, "space/t4", cur);
 	while (seen < 3) {
 		cr_assert(eq(i64, next_push(&b, &g, WAIT_MS), 0), "seen %d",
 			  seen);
@@ -505,6 +521,9 @@ Test(fanout, moving_nodes_with_a_cursor_misses_nothing)
 			seen++;
 		}
 	}
+	/* the answer comes once the catch-up is sent: a client holding it
+	 * has everything up to now */
+	cr_assert(eq(i64, subscribed(&b, "space/t4"), 0));
 	/* and live after that */
 	cr_assert(eq(i64, write_op("alice", 0, create_op("issues", "m4", "t4")),
 		     PROTO_ACK));
@@ -523,10 +542,10 @@ Test(fanout, a_cursor_older_than_the_window_gets_catchup)
 	usleep(300000);
 	hello(&b, fa.url, "bob");
 	/* an LSN far below anything this cluster has written */
-	cr_assert(eq(i64,
-		     subscribe(&b, "space/t5", (struct proto_cursor){ 1, 0 }),
-		     0));
+	subscribe_send(&b, "space/t5", (struct proto_cursor){ 1, 0 });
 	cr_assert(eq(i64, next_push(&b, &g, WAIT_MS), WEFT_ECATCHUP));
+	cr_assert(eq(i64, subscribed(&b, "space/t5"), 0),
+		  "granted after the CATCHUP: live from here");
 	wclient_close(&b);
 }
 

@@ -1,0 +1,637 @@
+/*
+ * client_test.c - libweft against the real services, every part a
+ * process: a private Postgres and Redis, weft-write, weft-relay and two
+ * weft-fanout nodes.  Clients are libweft stores; the server's rows are
+ * read back from Postgres.
+ *
+ * It proves: commits made with every service down are visible at once,
+ * survive a restart and reach the server exactly once; two clients editing
+ * different fields of one record converge; a rejected transaction is
+ * rolled back locally and reported while later ones land; kill -9 of a
+ * client mid-commit and mid-push, 50 times, loses and duplicates nothing;
+ * undo and redo reach every client; a client offline beyond the stream
+ * window re-bootstraps and keeps its pending writes; bootstrap reports
+ * progress; on-demand fetch works.
+ */
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <weft/weft.h>
+
+#include "common/clock.h"
+#include "services/shared/auth.h"
+#include "tests/lib/proc.h"
+
+#define WAIT_MS 20000
+
+static char dir[64], pg_url[256], redis_url[128], tmp[64];
+static struct proc wr, relay, fa, fb;
+
+static void
+start_fanout(struct proc *p, const char *node)
+{
+	char listen[128], pg[300], rd[160], nd[64], url[96];
+	const char *argv[] = { getenv("WEFT_TEST_FANOUT_BIN"),
+			       listen,
+			       pg,
+			       rd,
+			       nd,
+			       "--jwt-secret=" PROC_SECRET,
+			       "--log-level=warn",
+			       "--heartbeat=1s",
+			       NULL };
+
+	cr_assert_not_null(argv[0], "WEFT_TEST_FANOUT_BIN not set");
+	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", proc_free_port());
+	snprintf(listen, sizeof(listen), "--listen=%s", url);
+	snprintf(pg, sizeof(pg), "--pg-url=%s", pg_url);
+	snprintf(rd, sizeof(rd), "--redis-url=%s", redis_url);
+	snprintf(nd, sizeof(nd), "--node=%s", node);
+	proc_start_svc(p, argv);
+	snprintf(p->url, sizeof(p->url), "%s", url);
+	for (int i = 0; i < 200; i++) {
+		char body[128];
+
+		if (proc_http_get(p, "/healthz", body, sizeof(body)) == 200)
+			return;
+		usleep(25000);
+	}
+	cr_fatal("%s never became healthy", node);
+}
+
+static void
+setup(void)
+{
+	char pg[300], rd[160], schema[512];
+	const char *rargv[] = { getenv("WEFT_TEST_RELAY_BIN"), pg, rd,
+				"--log-level=warn",
+				/* a small window: the re-bootstrap test
+				 * outruns it */
+				"--stream-maxlen=1000", NULL };
+	const char *wextra[] = { schema, NULL };
+
+	snprintf(tmp, sizeof(tmp), "/tmp/weft-cli-e2e-XXXXXX");
+	cr_assert_not_null(mkdtemp(tmp));
+	proc_stack_up(dir, pg_url);
+	proc_stack_env(dir, "WEFT_REDIS_URL", redis_url, sizeof(redis_url));
+	snprintf(pg, sizeof(pg), "--pg-url=%s", pg_url);
+	snprintf(rd, sizeof(rd), "--redis-url=%s", redis_url);
+	snprintf(schema, sizeof(schema), "--schema=%s",
+		 getenv("WEFT_DEMO_SCHEMA"));
+	cr_assert_not_null(rargv[0], "WEFT_TEST_RELAY_BIN not set");
+	proc_start_svc(&relay, rargv);
+	for (int i = 0; i < 200; i++) {
+		char body[128];
+
+		if (proc_http_get(&relay, "/healthz", body, sizeof(body)) ==
+		    200)
+			break;
+		usleep(25000);
+	}
+	proc_start_write_pg(&wr, pg_url, wextra);
+	start_fanout(&fa, "fanout-a");
+	start_fanout(&fb, "fanout-b");
+}
+
+static void
+teardown(void)
+{
+	char cmd[128];
+
+	proc_kill9(&fa);
+	proc_kill9(&fb);
+	proc_kill9(&relay);
+	proc_kill9(&wr);
+	proc_stack_destroy(dir);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp);
+	(void)!system(cmd);
+}
+
+TestSuite(client, .init = setup, .fini = teardown, .timeout = 240);
+
+/* ---- helpers ---- */
+
+static const char *
+token_for(void *arg)
+{
+	static __thread char tok[1024];
+	char *t = auth_mint_hs256(PROC_SECRET, arg, (int64_t)time(NULL), 3600);
+
+	snprintf(tok, sizeof(tok), "%s", t ? t : "");
+	free(t);
+	return tok;
+}
+
+struct client {
+	weft_store *st;
+	char path[128];
+	char user[32];
+	/* callbacks */
+	int rejects, last_code;
+	uint64_t last_mid;
+	uint64_t progress_records, progress_calls;
+	int progress_done;
+};
+
+static void
+on_reject(void *arg, uint64_t mid, int code, const char *msg, unsigned opnum,
+	  const char *field)
+{
+	struct client *c = arg;
+
+	(void)msg;
+	(void)opnum;
+	(void)field;
+	c->rejects++;
+	c->last_code = code;
+	c->last_mid = mid;
+}
+
+static void
+on_progress(void *arg, const char *space, uint64_t records, uint64_t bytes,
+	    uint64_t total, int done)
+{
+	struct client *c = arg;
+
+	(void)space;
+	(void)bytes;
+	(void)total;
+	c->progress_calls++;
+	c->progress_records = records;
+	c->progress_done |= done;
+}
+
+/* open a store for user; write/fanout NULL = the running services; "down"
+ * = a port where nothing listens */
+static void
+client_open(struct client *c, const char *name, const char *user,
+	    const char *write_url, const char *fanout_url)
+{
+	struct weft_options o = { 0 };
+	const char *fan[1];
+	char err[256] = "", down[64];
+	struct weft_callbacks cb = { 0 };
+	int rc;
+
+	snprintf(down, sizeof(down), "tcp://127.0.0.1:%d", proc_free_port());
+	c->rejects = c->last_code = c->progress_done = 0;
+	c->progress_calls = c->progress_records = 0;
+	snprintf(c->path, sizeof(c->path), "%s/%s.db", tmp, name);
+	snprintf(c->user, sizeof(c->user), "%s", user);
+	fan[0] = fanout_url ? (strcmp(fanout_url, "down") ? fanout_url : down)
+			    : fa.url;
+	o.path = c->path;
+	o.schema_path = getenv("WEFT_DEMO_SCHEMA");
+	o.write_url = write_url ? (strcmp(write_url, "down") ? write_url : down)
+				: wr.url;
+	o.fanout_urls = fan;
+	o.nfanout = 1;
+	o.token_fn = token_for;
+	o.token_arg = c->user;
+	o.errbuf = err;
+	o.errlen = sizeof(err);
+	rc = weft_open(&o, &c->st);
+	cr_assert(eq(int, rc, 0), "weft_open: %s", err);
+	cb.reject = on_reject;
+	cb.progress = on_progress;
+	cb.arg = c;
+	weft_set_callbacks(c->st, &cb);
+}
+
+static void
+client_close(struct client *c)
+{
+	weft_close(c->st);
+	c->st = NULL;
+}
+
+/* the mid of the last COMMIT */
+static uint64_t committed;
+
+/* one op in its own transaction (the op call sees the txn as tx_) */
+#define COMMIT(c, call)                                                     \
+	do {                                                                \
+		weft_txn *tx_;                                              \
+		int rc_;                                                    \
+		cr_assert(eq(int, weft_begin((c)->st, &tx_), 0));           \
+		rc_ = (call);                                               \
+		cr_assert(eq(int, rc_, 0), "%s", weft_last_error((c)->st)); \
+		rc_ = weft_commit(tx_, &committed);                         \
+		cr_assert(eq(int, rc_, 0), "commit: %s",                    \
+			  weft_last_error((c)->st));                        \
+	} while (0)
+
+static void
+synced(struct client *c)
+{
+	int rc = weft_wait_synced(c->st, WAIT_MS);
+
+	cr_assert(eq(int, rc, 0), "%s not in sync: state %s", c->path,
+		  weft_state_name(weft_state(c->st)));
+}
+
+static char *
+local(struct client *c, const char *id)
+{
+	char *json = NULL;
+
+	return weft_get(c->st, "issues", id, &json, NULL, NULL) == 0 ? json
+								     : NULL;
+}
+
+/* the same JSON value (key order aside: the server's jsonb has its own) */
+static bool
+json_same(const char *a, const char *b)
+{
+	json_t *x = json_loads(a, JSON_DECODE_ANY, NULL);
+	json_t *y = json_loads(b, JSON_DECODE_ANY, NULL);
+	bool eq = x && y && json_equal(x, y);
+
+	json_decref(x);
+	json_decref(y);
+	return eq;
+}
+
+/* wait until the client's view of issues/id is want (or time out) */
+static bool
+wait_local(struct client *c, const char *id, const char *want)
+{
+	for (uint64_t until = clock_now_ms() + WAIT_MS; clock_now_ms() < until;
+	     usleep(20000)) {
+		char *got = local(c, id);
+		bool same = got && want && json_same(got, want);
+
+		weft_free(got);
+		if (same || (!want && !got))
+			return true;
+	}
+	return false;
+}
+
+/* one value from Postgres, or "" */
+static void
+pg_val(const char *sql, char *out, size_t cap)
+{
+	PGconn *pg = PQconnectdb(pg_url);
+	PGresult *r;
+
+	cr_assert(eq(int, PQstatus(pg), CONNECTION_OK), "%s",
+		  PQerrorMessage(pg));
+	r = PQexec(pg, sql);
+	cr_assert(eq(int, PQresultStatus(r), PGRES_TUPLES_OK), "%s: %s", sql,
+		  PQerrorMessage(pg));
+	snprintf(out, cap, "%s", PQntuples(r) ? PQgetvalue(r, 0, 0) : "");
+	PQclear(r);
+	PQfinish(pg);
+}
+
+/* alice creates team sp with bob as a writer, and both follow it */
+static void
+team(struct client *alice, const char *sp)
+{
+	char m[64];
+
+	snprintf(m, sizeof(m), "%s:bob", sp);
+	COMMIT(alice, weft_create(tx_, "spaces", sp, sp, "{\"name\":\"t\"}"));
+	COMMIT(alice, weft_create(tx_, "members", m, sp,
+				  "{\"user\":\"bob\",\"role\":\"writer\"}"));
+	synced(alice);
+}
+
+/* ---- tests ---- */
+
+Test(client, offline_commits_are_local_at_once_and_land_exactly_once)
+{
+	struct client a = { 0 }, b = { 0 };
+	char v[64], *got;
+
+	client_open(&a, "alice", "alice", NULL, NULL);
+	team(&a, "off");
+	client_close(&a);
+	/* every service out of reach */
+	client_open(&b, "bob", "bob", "down", "down");
+	COMMIT(&b, weft_create(tx_, "issues", "o1", "off",
+			       "{\"title\":\"made offline\"}"));
+	COMMIT(&b, weft_set(tx_, "issues", "o1", "status", "\"todo\""));
+	COMMIT(&b, weft_incr(tx_, "issues", "o1", "priority", "2"));
+	got = local(&b, "o1");
+	cr_assert_not_null(got, "visible at once");
+	cr_assert_not_null(strstr(got, "\"todo\""));
+	weft_free(got);
+	cr_assert(eq(int, weft_wait_synced(b.st, 300), WEFT_ETIMEDOUT));
+	cr_assert(eq(u64, weft_pending(b.st), 3));
+	client_close(&b);
+	/* back online after a restart */
+	client_open(&b, "bob", "bob", NULL, NULL);
+	cr_assert(eq(u64, weft_pending(b.st), 3), "the queue survived");
+	synced(&b);
+	cr_assert(eq(u64, weft_pending(b.st), 0));
+	pg_val("SELECT version || ' ' || (data->>'status') || ' ' ||"
+	       " (data->>'priority') FROM weft_records"
+	       " WHERE tbl = 'issues' AND id = 'o1'",
+	       v, sizeof(v));
+	cr_assert_str_eq(v, "3 todo 2", "each op applied once");
+	{
+		char q[256], mid[32];
+
+		snprintf(
+			q, sizeof(q),
+			"SELECT last_mid FROM weft_clients WHERE client_id = '%s'",
+			weft_client_id(b.st));
+		pg_val(q, mid, sizeof(mid));
+		cr_assert_str_eq(mid, "3");
+	}
+	/* the local row now carries the server's version */
+	{
+		uint64_t ver = 0;
+
+		cr_assert(eq(int,
+			     weft_get(b.st, "issues", "o1", NULL, &ver, NULL),
+			     0));
+		cr_assert(eq(u64, ver, 3));
+	}
+	client_close(&b);
+}
+
+Test(client, two_clients_editing_different_fields_converge)
+{
+	struct client a = { 0 }, b = { 0 };
+	char *ga, *gb, v[512];
+
+	client_open(&a, "alice", "alice", NULL, NULL);
+	team(&a, "conv");
+	client_open(&b, "bob", "bob", NULL, fb.url); /* the other node */
+	cr_assert(eq(int, weft_subscribe_space(a.st, "conv"), 0));
+	cr_assert(eq(int, weft_subscribe_space(b.st, "conv"), 0));
+	COMMIT(&a, weft_create(tx_, "issues", "c1", "conv",
+			       "{\"title\":\"start\"}"));
+	synced(&a);
+	synced(&b);
+	cr_assert(wait_local(&b, "c1",
+			     "{\"title\":\"start\",\"description\":\"\","
+			     "\"status\":\"backlog\",\"priority\":0,"
+			     "\"assignee\":null,\"labels\":[]}"),
+		  "bob sees the create");
+	/* both edit at once, different fields */
+	COMMIT(&a, weft_set(tx_, "issues", "c1", "title", "\"by alice\""));
+	COMMIT(&b, weft_set(tx_, "issues", "c1", "status", "\"done\""));
+	synced(&a);
+	synced(&b);
+	pg_val("SELECT data::text FROM weft_records WHERE id = 'c1'", v,
+	       sizeof(v));
+	cr_assert_not_null(strstr(v, "by alice"), "%s", v);
+	cr_assert_not_null(strstr(v, "done"), "%s", v);
+	/* each hears of the other's edit and ends at the server's row */
+	cr_assert(wait_local(&a, "c1", v), "alice converges to the server");
+	cr_assert(wait_local(&b, "c1", v), "bob converges to the server");
+	ga = local(&a, "c1");
+	gb = local(&b, "c1");
+	cr_assert_str_eq(ga, gb);
+	cr_assert_not_null(strstr(gb, "by alice"), "%s", gb);
+	cr_assert_not_null(strstr(gb, "done"), "%s", gb);
+	weft_free(ga);
+	weft_free(gb);
+	client_close(&a);
+	client_close(&b);
+}
+
+Test(client, a_rejected_transaction_rolls_back_and_later_ones_land)
+{
+	struct client a = { 0 };
+	weft_txn *tx;
+	uint64_t bad = 0, good;
+	char v[64];
+
+	client_open(&a, "alice", "alice", NULL, NULL);
+	team(&a, "rej");
+	cr_assert(eq(int, weft_subscribe_space(a.st, "rej"), 0));
+	COMMIT(&a, weft_create(tx_, "issues", "r1", "rej",
+			       "{\"title\":\"server\"}"));
+	COMMIT(&a, weft_create(tx_, "issues", "r2", "rej",
+			       "{\"title\":\"other\"}"));
+	synced(&a);
+	/* a conflict: expects a version the record is not at */
+	cr_assert(eq(int, weft_begin(a.st, &tx), 0));
+	cr_assert(
+		eq(int, weft_set(tx, "issues", "r1", "title", "\"mine\""), 0));
+	cr_assert(eq(int, weft_expect(tx, 99), 0));
+	cr_assert(eq(int, weft_commit(tx, &bad), 0));
+	COMMIT(&a, weft_set(tx_, "issues", "r2", "title", "\"later\""));
+	good = committed;
+	{
+		char *g = local(&a, "r1");
+
+		cr_assert_not_null(strstr(g, "mine"), "optimistic at first");
+		weft_free(g);
+	}
+	synced(&a);
+	cr_assert(eq(int, a.rejects, 1));
+	cr_assert(eq(int, a.last_code, WEFT_ECONFLICT));
+	cr_assert(eq(u64, a.last_mid, bad));
+	cr_assert(wait_local(&a, "r1",
+			     "{\"title\":\"server\",\"description\":\"\","
+			     "\"status\":\"backlog\",\"priority\":0,"
+			     "\"assignee\":null,\"labels\":[]}"),
+		  "rolled back to the server's row");
+	pg_val("SELECT data->>'title' FROM weft_records WHERE id = 'r2'", v,
+	       sizeof(v));
+	cr_assert_str_eq(v, "later", "mid %llu landed",
+			 (unsigned long long)good);
+	client_close(&a);
+}
+
+Test(client, undo_and_redo_reach_every_client)
+{
+	struct client a = { 0 }, b = { 0 };
+
+	client_open(&a, "alice", "alice", NULL, NULL);
+	team(&a, "undo");
+	client_open(&b, "bob", "bob", NULL, fb.url);
+	cr_assert(eq(int, weft_subscribe_space(b.st, "undo"), 0));
+	COMMIT(&a,
+	       weft_create(tx_, "issues", "u1", "undo", "{\"title\":\"one\"}"));
+	COMMIT(&a, weft_set(tx_, "issues", "u1", "title", "\"two\""));
+	synced(&a);
+	cr_assert(eq(int, weft_undo(a.st, NULL), 0));
+	synced(&a);
+	cr_assert(wait_local(&b, "u1",
+			     "{\"title\":\"one\",\"description\":\"\","
+			     "\"status\":\"backlog\",\"priority\":0,"
+			     "\"assignee\":null,\"labels\":[]}"),
+		  "bob sees the undo");
+	cr_assert(eq(int, weft_redo(a.st, NULL), 0));
+	synced(&a);
+	cr_assert(wait_local(&b, "u1",
+			     "{\"title\":\"two\",\"description\":\"\","
+			     "\"status\":\"backlog\",\"priority\":0,"
+			     "\"assignee\":null,\"labels\":[]}"),
+		  "bob sees the redo");
+	client_close(&a);
+	client_close(&b);
+}
+
+Test(client, offline_beyond_the_window_rebootstraps_and_keeps_writes)
+{
+	struct client a = { 0 }, b = { 0 };
+	char want[256];
+
+	client_open(&a, "alice", "alice", NULL, NULL);
+	team(&a, "win");
+	cr_assert(eq(int, weft_subscribe_space(a.st, "win"), 0));
+	client_open(&b, "bob", "bob", NULL, NULL);
+	cr_assert(eq(int, weft_subscribe_space(b.st, "win"), 0));
+	COMMIT(&a,
+	       weft_create(tx_, "issues", "w0", "win", "{\"title\":\"zero\"}"));
+	synced(&a);
+	synced(&b);
+	cr_assert(wait_local(&b, "w0",
+			     "{\"title\":\"zero\",\"description\":\"\","
+			     "\"status\":\"backlog\",\"priority\":0,"
+			     "\"assignee\":null,\"labels\":[]}"));
+	client_close(&b);
+	/* bob offline: an edit of his own, then far more changes than the
+	 * stream keeps (--stream-maxlen=1000) */
+	client_open(&b, "bob", "bob", "down", "down");
+	COMMIT(&b, weft_set(tx_, "issues", "w0", "status", "\"todo\""));
+	client_close(&b);
+	for (int i = 1; i <= 1500; i++) {
+		char id[16];
+
+		snprintf(id, sizeof(id), "w%d", i);
+		COMMIT(&a, weft_create(tx_, "issues", id, "win",
+				       "{\"title\":\"x\"}"));
+	}
+	synced(&a);
+	client_open(&b, "bob", "bob", NULL, NULL);
+	synced(&b);
+	/* the fanout could not catch him up: the space loaded again */
+	cr_assert(b.progress_done, "a bootstrap ran to its end");
+	cr_assert(ge(u64, b.progress_records, 1501), "%llu records loaded",
+		  (unsigned long long)b.progress_records);
+	cr_assert(wait_local(&b, "w1500",
+			     "{\"title\":\"x\",\"description\":\"\","
+			     "\"status\":\"backlog\",\"priority\":0,"
+			     "\"assignee\":null,\"labels\":[]}"),
+		  "bob has the changes the window lost");
+	snprintf(want, sizeof(want),
+		 "{\"title\":\"zero\",\"description\":\"\",\"status\":"
+		 "\"todo\",\"priority\":0,\"assignee\":null,\"labels\":[]}");
+	cr_assert(wait_local(&b, "w0", want), "and his own edit");
+	cr_assert(wait_local(&a, "w0", want), "which reached alice");
+	client_close(&a);
+	client_close(&b);
+}
+
+Test(client, bootstrap_reports_progress_and_fetch_works_on_demand)
+{
+	struct client a = { 0 }, b = { 0 };
+	const char *ids[] = { "f7" };
+	char *got;
+
+	client_open(&a, "alice", "alice", NULL, NULL);
+	team(&a, "boot");
+	for (int i = 0; i < 50; i++) {
+		char id[16];
+
+		snprintf(id, sizeof(id), "f%d", i);
+		COMMIT(&a, weft_create(tx_, "issues", id, "boot",
+				       "{\"title\":\"f\"}"));
+	}
+	synced(&a);
+	client_open(&b, "bob", "bob", NULL, NULL);
+	/* on demand, without a subscription */
+	cr_assert_null(local(&b, "f7"));
+	cr_assert(eq(int, weft_fetch(b.st, "issues", ids, 1, WAIT_MS), 0));
+	got = local(&b, "f7");
+	cr_assert_not_null(got, "fetched");
+	weft_free(got);
+	cr_assert_null(local(&b, "f8"), "only what was asked for");
+	cr_assert(eq(int, weft_subscribe_space(b.st, "boot"), 0));
+	synced(&b);
+	cr_assert(b.progress_done);
+	cr_assert(ge(u64, b.progress_records, 50), "%llu records",
+		  (unsigned long long)b.progress_records);
+	cr_assert_not_null(local(&b, "f49"));
+	client_close(&a);
+	client_close(&b);
+}
+
+/* the crash helper: a separate process killed at random moments */
+Test(client, kill_9_mid_commit_and_mid_push_loses_and_duplicates_nothing)
+{
+	struct client a = { 0 };
+	const char *helper = getenv("WEFT_TEST_CRASH_BIN");
+	char path[160], count[32], mid[32], q[256], client_id[64];
+	unsigned seed = (unsigned)time(NULL);
+
+	cr_assert_not_null(helper, "WEFT_TEST_CRASH_BIN not set");
+	client_open(&a, "crash", "alice", NULL, NULL);
+	team(&a, "crash");
+	COMMIT(&a, weft_create(tx_, "issues", "k", "crash",
+			       "{\"title\":\"counter\",\"priority\":0}"));
+	synced(&a);
+	snprintf(path, sizeof(path), "%s", a.path);
+	snprintf(client_id, sizeof(client_id), "%s", weft_client_id(a.st));
+	client_close(&a);
+	for (int i = 0; i < 50; i++) {
+		pid_t pid = fork();
+
+		if (pid == 0) {
+			execl(helper, helper, path, getenv("WEFT_DEMO_SCHEMA"),
+			      wr.url, fa.url, PROC_SECRET, "run", NULL);
+			_exit(127);
+		}
+		cr_assert(gt(int, pid, 0));
+		usleep(20000 + (useconds_t)(rand_r(&seed) % 150000));
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+	}
+	/* once more, to the end: it syncs and says how many it committed */
+	{
+		pid_t pid = fork();
+		int status = 0;
+
+		if (pid == 0) {
+			execl(helper, helper, path, getenv("WEFT_DEMO_SCHEMA"),
+			      wr.url, fa.url, PROC_SECRET, "sync", NULL);
+			_exit(127);
+		}
+		waitpid(pid, &status, 0);
+		cr_assert(eq(int, status, 0), "the last run synced");
+	}
+	/* every mid of this client is one incr by 1 of issues/k, except the
+	 * first three: the team (two) and the create */
+	snprintf(q, sizeof(q),
+		 "SELECT last_mid FROM weft_clients WHERE client_id = '%s'",
+		 client_id);
+	pg_val(q, mid, sizeof(mid));
+	pg_val("SELECT data->>'priority' FROM weft_records"
+	       " WHERE tbl = 'issues' AND id = 'k'",
+	       count, sizeof(count));
+	cr_assert(gt(int, atoi(mid), 53), "commits happened");
+	cr_assert(eq(int, atoi(count), atoi(mid) - 3),
+		  "%s increments for %s mutations: each committed increment "
+		  "applied exactly once",
+		  count, mid);
+	/* and the store agrees: nothing left queued, the same value */
+	client_open(&a, "crash", "alice", NULL, NULL);
+	synced(&a);
+	cr_assert(eq(u64, weft_pending(a.st), 0));
+	{
+		char *g = local(&a, "k"), want[64];
+
+		snprintf(want, sizeof(want), "\"priority\":%s", count);
+		cr_assert_not_null(strstr(g, want), "%s vs %s", g, count);
+		weft_free(g);
+	}
+	client_close(&a);
+}
