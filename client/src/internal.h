@@ -38,6 +38,7 @@ struct lrow {
 	char *space;	  /* owned */
 	uint64_t version; /* server version it is based on (0: local only) */
 	json_t *data;	  /* owned reference; NULL for tombstones */
+	int64_t pending;  /* view rows: queued transactions touching it */
 };
 
 /* a change to report through weft_change_fn after st->mu is released */
@@ -75,6 +76,17 @@ enum sid {
 	Q_QUEUE_ADD,
 	Q_QUEUE_KEY_ADD,
 	Q_QUEUE_OF_KEY,
+	Q_BASE_UPSERT,
+	Q_VIEW_SET,
+	Q_QUEUED_FOR,
+	Q_QUEUE_EMPTY,
+	Q_UNDO_ADD,
+	Q_REDO_ADD,
+	Q_REDO_CLEAR,
+	Q_HWM,
+	Q_QUEUE_DEL,
+	Q_QUEUE_KEY_DEL,
+	Q_QUEUE_FRAME,
 	Q_BEGIN,
 	Q_COMMIT,
 	Q_ROLLBACK,
@@ -96,6 +108,7 @@ struct weft_store {
 	struct errslot *errs;	/* every slot, freed at close */
 	struct sync *sync;	/* NULL when offline only */
 	sqlite3_stmt *q[Q_N];	/* mu: prepared on first use */
+	bool redo_empty;	/* mu: weft_redo has no rows */
 };
 
 /* mu held: the prepared statement, reset and unbound; NULL on error (with
@@ -135,6 +148,8 @@ int lrow_copy(struct lrow *dst, const struct lrow *src);
 
 void notes_add(struct notes *ns, const char *table, const char *id,
 	       const struct lrow *r, int origin);
+void notes_addv(struct notes *ns, const char *table, const char *id,
+		uint64_t version, bool deleted, int origin);
 /* call the change callback for each, then free them (mu not held) */
 void notes_fire(weft_store *st, struct notes *ns);
 
@@ -163,6 +178,12 @@ int json_to_mpbuf(struct buf *out, const json_t *v);
  */
 int rebase(weft_store *st, const char *table, const char *id, struct notes *ns,
 	   int origin);
+
+/*
+ * txn_keys - the records a TXN frame touches, as table and id pairs
+ * (keys[2k], keys[2k + 1]), each once.  Caller frees each and the array.
+ */
+int txn_keys(const uint8_t *frame, size_t len, char ***keys, size_t *n);
 
 /* ---- sync.c ---- */
 

@@ -10,12 +10,17 @@
  *   weft_rows        the view: base + queued transactions; what the app
  *                    reads, with a pending count per row
  *   weft_queue       queued transactions by mutation id: the TXN frame as
- *                    it goes on the wire (AUTOINCREMENT keeps ids dense
- *                    and never reused, even once the queue is empty)
+ *                    it goes on the wire
  *   weft_queue_keys  which queued transactions touch which record
  *   weft_subs        subscriptions, how far their bootstrap got, and
  *                    whether the server refused them (retried)
- *   weft_history     undo / redo: the ops that reverse each commit
+ *   weft_undo        the ops that reverse each commit, newest last
+ *   weft_redo        the ops that reverse each undo, until a new commit
+ *
+ * A commit touches as few pages as it can (each is a 4 KiB WAL write):
+ * the view row, the queue, the queue key and the undo entry.  So mutation
+ * ids need no AUTOINCREMENT: the highest id answered is kept in weft_meta
+ * (mid_hwm) when it leaves the queue, and the next id is past both.
  *   "<table>"        a view per schema table, one column per field
  *
  * The file is locked with flock() on "<path>.lock" for the store's life,
@@ -52,22 +57,22 @@ static const char *const ddl =
 	" WITHOUT ROWID;"
 	"CREATE INDEX IF NOT EXISTS weft_rows_space ON weft_rows"
 	" (space, tbl, id);"
-	"CREATE TABLE IF NOT EXISTS weft_queue (mid INTEGER PRIMARY KEY"
-	" AUTOINCREMENT, frame BLOB NOT NULL, created_ms INTEGER NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS weft_queue (mid INTEGER PRIMARY KEY,"
+	" frame BLOB NOT NULL, created_ms INTEGER NOT NULL);"
 	"CREATE TABLE IF NOT EXISTS weft_queue_keys (tbl TEXT NOT NULL,"
 	" id TEXT NOT NULL, mid INTEGER NOT NULL, PRIMARY KEY (tbl, id, mid))"
 	" WITHOUT ROWID;"
-	"CREATE INDEX IF NOT EXISTS weft_queue_keys_mid ON weft_queue_keys"
-	" (mid);"
 	"CREATE TABLE IF NOT EXISTS weft_subs (key TEXT PRIMARY KEY,"
 	" loaded INTEGER NOT NULL DEFAULT 0, page BLOB,"
 	" refused INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;"
-	"CREATE TABLE IF NOT EXISTS weft_history (seq INTEGER PRIMARY KEY,"
-	" redo INTEGER NOT NULL, frame BLOB NOT NULL);";
+	"CREATE TABLE IF NOT EXISTS weft_undo (seq INTEGER PRIMARY KEY,"
+	" frame BLOB NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS weft_redo (seq INTEGER PRIMARY KEY,"
+	" frame BLOB NOT NULL);";
 
 static const char *const sql[Q_N] = {
-	[Q_VIEW_GET] = "SELECT space, version, deleted, data FROM weft_rows"
-		       " WHERE tbl = ?1 AND id = ?2",
+	[Q_VIEW_GET] = "SELECT space, version, deleted, data, pending"
+		       " FROM weft_rows WHERE tbl = ?1 AND id = ?2",
 	[Q_VIEW_PUT] = "INSERT OR REPLACE INTO weft_rows (tbl, id, space,"
 		       " version, deleted, data, pending)"
 		       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -90,6 +95,29 @@ static const char *const sql[Q_N] = {
 	[Q_QUEUE_OF_KEY] = "SELECT q.mid, q.frame FROM weft_queue_keys k"
 			   " JOIN weft_queue q ON q.mid = k.mid"
 			   " WHERE k.tbl = ?1 AND k.id = ?2 ORDER BY k.mid",
+	/* a server row goes in only if it is newer (sqlite3_changes says) */
+	[Q_BASE_UPSERT] = "INSERT INTO weft_base (tbl, id, space, version,"
+			  " deleted, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+			  " ON CONFLICT (tbl, id) DO UPDATE SET"
+			  " space = excluded.space, version = excluded.version,"
+			  " deleted = excluded.deleted, data = excluded.data"
+			  " WHERE excluded.version > weft_base.version",
+	/* the view of a record nothing queued touches: the base row */
+	[Q_VIEW_SET] = "INSERT OR REPLACE INTO weft_rows (tbl, id, space,"
+		       " version, deleted, data, pending)"
+		       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)",
+	[Q_QUEUED_FOR] = "SELECT EXISTS (SELECT 1 FROM weft_queue_keys"
+			 " WHERE tbl = ?1 AND id = ?2)",
+	[Q_QUEUE_EMPTY] = "SELECT NOT EXISTS (SELECT 1 FROM weft_queue)",
+	[Q_UNDO_ADD] = "INSERT INTO weft_undo (frame) VALUES (?1)",
+	[Q_REDO_ADD] = "INSERT INTO weft_redo (frame) VALUES (?1)",
+	[Q_REDO_CLEAR] = "DELETE FROM weft_redo",
+	[Q_HWM] = "INSERT INTO weft_meta (k, v) VALUES ('mid_hwm', ?1)"
+		  " ON CONFLICT (k) DO UPDATE SET v = max(v, excluded.v)",
+	[Q_QUEUE_DEL] = "DELETE FROM weft_queue WHERE mid = ?1",
+	[Q_QUEUE_KEY_DEL] = "DELETE FROM weft_queue_keys"
+			    " WHERE tbl = ?1 AND id = ?2 AND mid = ?3",
+	[Q_QUEUE_FRAME] = "SELECT frame FROM weft_queue WHERE mid = ?1",
 	[Q_BEGIN] = "BEGIN IMMEDIATE",
 	[Q_COMMIT] = "COMMIT",
 	[Q_ROLLBACK] = "ROLLBACK",
@@ -307,6 +335,8 @@ st_load(weft_store *st, bool base, const char *table, const char *id,
 		r->space = strdup(sp ? sp : "");
 		r->version = (uint64_t)sqlite3_column_int64(q, 1);
 		r->deleted = sqlite3_column_int(q, 2) != 0;
+		if (!base)
+			r->pending = sqlite3_column_int64(q, 4);
 		if (data && !r->deleted) {
 			json_error_t je;
 
@@ -399,15 +429,25 @@ void
 notes_add(struct notes *ns, const char *table, const char *id,
 	  const struct lrow *r, int origin)
 {
+	notes_addv(ns, table, id, r->version, !r->exists || r->deleted, origin);
+}
+
+void
+notes_addv(struct notes *ns, const char *table, const char *id,
+	   uint64_t version, bool deleted, int origin)
+{
 	struct note *n;
 
 	if (!ns)
 		return;
-	for (size_t i = 0; i < ns->n; i++) /* one note per record */
+	/* the same record twice in a row is one note (an ack, then its
+	 * rebase); a record may still be reported more than once per batch:
+	 * a full scan would make a bootstrap page quadratic */
+	for (size_t i = ns->n; i-- > 0 && i + 4 >= ns->n;)
 		if (strcmp(ns->v[i].id, id) == 0 &&
 		    strcmp(ns->v[i].table, table) == 0) {
-			ns->v[i].version = r->version;
-			ns->v[i].deleted = !r->exists || r->deleted;
+			ns->v[i].version = version;
+			ns->v[i].deleted = deleted;
 			ns->v[i].origin = origin;
 			return;
 		}
@@ -428,8 +468,8 @@ notes_add(struct notes *ns, const char *table, const char *id,
 		free(n->id);
 		return;
 	}
-	n->version = r->version;
-	n->deleted = !r->exists || r->deleted;
+	n->version = version;
+	n->deleted = deleted;
 	n->origin = origin;
 	ns->n++;
 }
@@ -578,8 +618,13 @@ init_db(weft_store *st, int durability)
 	sqlite3_stmt *q;
 	int rc;
 
+	/* 1 KiB pages: a commit rewrites four pages (view row, queue, queue
+	 * key, undo), each a whole page in the WAL; 4 KiB pages made the
+	 * writes most of a commit's time.  Only a new file takes it. */
 	if (sqlite3_exec(st->db,
+			 "PRAGMA page_size = 1024;"
 			 "PRAGMA journal_mode = WAL;"
+			 "PRAGMA wal_autocheckpoint = 4000;"
 			 "PRAGMA foreign_keys = OFF;",
 			 NULL, NULL, &err) != SQLITE_OK ||
 	    sqlite3_exec(st->db,
@@ -615,17 +660,18 @@ init_db(weft_store *st, int durability)
 	}
 	if (rc)
 		return rc;
-	/* the next id: past every id ever queued (sqlite_sequence remembers
-	 * them after the queue empties) */
+	/* the next id: past every id queued and every id answered */
 	st->next_mid = 1;
 	if (sqlite3_prepare_v2(st->db,
-			       "SELECT seq FROM sqlite_sequence"
-			       " WHERE name = 'weft_queue'",
+			       "SELECT max(coalesce((SELECT max(mid) FROM"
+			       " weft_queue), 0), coalesce((SELECT v FROM"
+			       " weft_meta WHERE k = 'mid_hwm'), 0))",
 			       -1, &q, NULL) == SQLITE_OK) {
 		if (sqlite3_step(q) == SQLITE_ROW)
 			st->next_mid = (uint64_t)sqlite3_column_int64(q, 0) + 1;
 		sqlite3_finalize(q);
 	}
+	st->redo_empty = false; /* known after the first clear */
 	return make_views(st);
 }
 

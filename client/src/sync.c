@@ -143,7 +143,7 @@ struct sync {
 					* may it load (subscribe first) */
 	size_t nsubscribed;
 	char boot_key[KEY_MAX]; /* the subscription being loaded */
-	uint64_t boot_rid, boot_records, boot_bytes;
+	uint64_t boot_rid, boot_records, boot_bytes, boot_total;
 	uint64_t next_rid;
 	uint64_t resub_at_ms; /* refused keys are asked for again then */
 	bool trace; /* WEFT_CLIENT_TRACE set: a line per event on stderr */
@@ -478,94 +478,154 @@ link_dial(struct link *l)
 /* ------------------------------------------------------------------ */
 /* applying server rows */
 
-/* mu held: one server row into the base (if newer) and the view */
+/* mu held: is the queue empty (then no server row needs a rebase)? */
+static bool
+queue_empty(weft_store *st)
+{
+	sqlite3_stmt *q = st_q(st, Q_QUEUE_EMPTY);
+	bool empty = false;
+
+	if (q && sqlite3_step(q) == SQLITE_ROW)
+		empty = sqlite3_column_int(q, 0) != 0;
+	if (q)
+		sqlite3_reset(q);
+	return empty;
+}
+
+/*
+ * mu held: one server row into the base, if it is newer, and into the
+ * view: as it is when nothing queued touches the record (no JSON parsing:
+ * the bootstrap path), else by a rebase.  qempty: the caller knows the
+ * whole queue is empty.
+ */
 static int
-apply_server_row(weft_store *st, const struct proto_record *r, int origin,
+apply_server_row(weft_store *st, const struct proto_record *r, bool qempty,
 		 struct notes *ns)
 {
 	char *t = cstr(r->table), *id = cstr(r->id);
-	struct lrow base, row = { 0 };
-	int rc;
+	struct buf js;
+	sqlite3_stmt *q;
+	bool queued = false;
+	int rc = 0;
 
+	buf_init(&js, 0);
 	if (!t || !id) {
-		free(t);
-		free(id);
-		return WEFT_ENOMEM;
+		rc = WEFT_ENOMEM;
+		goto out;
 	}
-	rc = st_load(st, true, t, id, &base);
-	if (!rc && (!base.exists || r->version > base.version)) {
-		row.exists = true;
-		row.deleted = r->deleted;
-		row.version = r->version;
-		row.space = cstr(r->space);
-		if (!r->deleted && r->data.p)
-			row.data = mp_to_json(r->data.p, r->data.len);
-		if (!r->deleted && !row.data)
-			row.data = json_object();
-		rc = st_save(st, true, t, id, &row, 0);
-		if (!rc)
-			rc = rebase(st, t, id, ns, origin);
-		lrow_fini(&row);
+	if (!r->deleted) {
+		if (r->data.p)
+			rc = json_from_mp(&js, r->data.p, r->data.len);
+		else
+			buf_append(&js, "{}", 2);
+		if (!rc && buf_append(&js, "", 1))
+			rc = WEFT_ENOMEM;
+		if (rc)
+			goto out;
 	}
-	lrow_fini(&base);
+	for (int pass = 0; pass < 2; pass++) {
+		q = st_q(st, pass == 0 ? Q_BASE_UPSERT : Q_VIEW_SET);
+		if (!q) {
+			rc = WEFT_EIO;
+			goto out;
+		}
+		sqlite3_bind_text(q, 1, t, -1, SQLITE_STATIC);
+		sqlite3_bind_text(q, 2, id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(q, 3, r->space.p ? r->space.p : "",
+				  (int)r->space.len, SQLITE_STATIC);
+		sqlite3_bind_int64(q, 4, (sqlite3_int64)r->version);
+		sqlite3_bind_int(q, 5, r->deleted);
+		if (r->deleted)
+			sqlite3_bind_null(q, 6);
+		else
+			sqlite3_bind_text(q, 6, (const char *)js.data, -1,
+					  SQLITE_STATIC);
+		if (sqlite3_step(q) != SQLITE_DONE) {
+			rc = st_sqlerr(st, "store a server row");
+			sqlite3_reset(q);
+			goto out;
+		}
+		sqlite3_reset(q);
+		if (pass == 1)
+			break;
+		if (sqlite3_changes(st->db) == 0)
+			goto out; /* not newer than what we hold */
+		if (!qempty) {
+			q = st_q(st, Q_QUEUED_FOR);
+			if (!q) {
+				rc = WEFT_EIO;
+				goto out;
+			}
+			sqlite3_bind_text(q, 1, t, -1, SQLITE_STATIC);
+			sqlite3_bind_text(q, 2, id, -1, SQLITE_STATIC);
+			queued = sqlite3_step(q) == SQLITE_ROW &&
+				 sqlite3_column_int(q, 0);
+			sqlite3_reset(q);
+		}
+		if (queued) {
+			rc = rebase(st, t, id, ns, WEFT_REMOTE);
+			goto out;
+		}
+	}
+	notes_addv(ns, t, id, r->version, r->deleted, WEFT_REMOTE);
+out:
+	buf_fini(&js);
 	free(t);
 	free(id);
 	return rc;
 }
 
-/* mu held: the queue keys of mid (to rebase after it leaves) */
-static char **
-queue_keys(weft_store *st, uint64_t mid, size_t *n)
-{
-	sqlite3_stmt *q;
-	char **v = NULL;
-	size_t cap = 0;
-
-	*n = 0;
-	if (sqlite3_prepare_v2(st->db,
-			       "SELECT tbl, id FROM weft_queue_keys"
-			       " WHERE mid = ?1",
-			       -1, &q, NULL) != SQLITE_OK)
-		return NULL;
-	sqlite3_bind_int64(q, 1, (sqlite3_int64)mid);
-	while (sqlite3_step(q) == SQLITE_ROW) {
-		if (*n + 2 > cap) {
-			char **nv;
-
-			cap = cap ? cap * 2 : 8;
-			nv = realloc(v, cap * sizeof(*v));
-			if (!nv)
-				break;
-			v = nv;
-		}
-		v[(*n)++] = strdup((const char *)sqlite3_column_text(q, 0));
-		v[(*n)++] = strdup((const char *)sqlite3_column_text(q, 1));
-	}
-	sqlite3_finalize(q);
-	return v;
-}
-
-/* mu held: mid leaves the queue; its records are rebased */
+/* mu held: mid leaves the queue (its touched records, from its frame,
+ * are rebased); the highest id answered is kept for the next open */
 static int
 dequeue(weft_store *st, uint64_t mid, int origin, struct notes *ns)
 {
-	size_t n;
-	char **keys = queue_keys(st, mid, &n);
-	char sql[128];
+	sqlite3_stmt *q = st_q(st, Q_QUEUE_FRAME);
+	char **keys = NULL;
+	size_t n = 0;
 	int rc = 0;
 
-	snprintf(sql, sizeof(sql),
-		 "DELETE FROM weft_queue WHERE mid = %llu;"
-		 "DELETE FROM weft_queue_keys WHERE mid = %llu;",
-		 (unsigned long long)mid, (unsigned long long)mid);
-	if (sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK)
-		rc = st_sqlerr(st, "dequeue a transaction");
-	for (size_t i = 0; i + 1 < n; i += 2) {
-		if (!rc && keys[i] && keys[i + 1])
-			rc = rebase(st, keys[i], keys[i + 1], ns, origin);
-		free(keys[i]);
-		free(keys[i + 1]);
+	if (!q)
+		return WEFT_EIO;
+	sqlite3_bind_int64(q, 1, (sqlite3_int64)mid);
+	if (sqlite3_step(q) != SQLITE_ROW) {
+		sqlite3_reset(q);
+		return 0; /* answered already */
 	}
+	rc = txn_keys(sqlite3_column_blob(q, 0),
+		      (size_t)sqlite3_column_bytes(q, 0), &keys, &n);
+	sqlite3_reset(q);
+	if (rc)
+		return st_err(st, rc, "queued transaction %llu is unreadable",
+			      (unsigned long long)mid);
+	for (int s = 0; s < 2 && !rc; s++) {
+		q = st_q(st, s == 0 ? Q_QUEUE_DEL : Q_HWM);
+		if (!q) {
+			rc = WEFT_EIO;
+			break;
+		}
+		sqlite3_bind_int64(q, 1, (sqlite3_int64)mid);
+		if (sqlite3_step(q) != SQLITE_DONE)
+			rc = st_sqlerr(st, "dequeue a transaction");
+		sqlite3_reset(q);
+	}
+	for (size_t i = 0; !rc && i + 1 < n; i += 2) {
+		q = st_q(st, Q_QUEUE_KEY_DEL);
+		if (!q) {
+			rc = WEFT_EIO;
+			break;
+		}
+		sqlite3_bind_text(q, 1, keys[i], -1, SQLITE_STATIC);
+		sqlite3_bind_text(q, 2, keys[i + 1], -1, SQLITE_STATIC);
+		sqlite3_bind_int64(q, 3, (sqlite3_int64)mid);
+		if (sqlite3_step(q) != SQLITE_DONE)
+			rc = st_sqlerr(st, "dequeue a transaction");
+		sqlite3_reset(q);
+		if (!rc)
+			rc = rebase(st, keys[i], keys[i + 1], ns, origin);
+	}
+	for (size_t i = 0; i < n; i++)
+		free(keys[i]);
 	free(keys);
 	return rc;
 }
@@ -617,7 +677,7 @@ on_answer(struct sync *sy, uint64_t mid, const struct proto_list *records,
 	rc = st_begin(st);
 	proto_iter_init(&it, records);
 	while (!rc && proto_next_record(&it, &r) == 1)
-		rc = apply_server_row(st, &r, WEFT_REMOTE, &ns);
+		rc = apply_server_row(st, &r, false, &ns);
 	if (!rc)
 		rc = dequeue(st, mid, origin, &ns);
 	if (!rc)
@@ -652,13 +712,15 @@ apply_rows(struct sync *sy, const struct proto_list *records, uint64_t *nrec)
 	struct notes ns = { 0 };
 	struct proto_iter it;
 	struct proto_record r;
+	bool qempty;
 	int rc;
 
 	pthread_mutex_lock(&st->mu);
 	rc = st_begin(st);
+	qempty = queue_empty(st);
 	proto_iter_init(&it, records);
 	while (!rc && proto_next_record(&it, &r) == 1) {
-		rc = apply_server_row(st, &r, WEFT_REMOTE, &ns);
+		rc = apply_server_row(st, &r, qempty, &ns);
 		if (nrec)
 			(*nrec)++;
 	}
@@ -863,7 +925,7 @@ continue_bootstrap(struct sync *sy)
 	sy->boot_rid = FETCH_RID_BASE + ++sy->next_rid;
 	if (strcmp(sy->boot_key, key) != 0) {
 		memcpy(sy->boot_key, key, sizeof(key));
-		sy->boot_records = sy->boot_bytes = 0;
+		sy->boot_records = sy->boot_bytes = sy->boot_total = 0;
 	}
 	if (strncmp(key, "space/", 6) == 0) {
 		struct proto_msg m = { .type = PROTO_BOOTSTRAP };
@@ -925,8 +987,26 @@ on_page(struct sync *sy, const struct proto_page *p)
 	if (p->rid != sy->boot_rid)
 		return;
 	sy->boot_rid = 0;
-	if (apply_rows(sy, &p->records, &n) != 0)
-		return; /* asked again next round */
+	if (p->total)
+		sy->boot_total = p->total;
+	if (p->next.p) {
+		/* ask for the next page before storing this one: the
+		 * server reads it while SQLite writes */
+		struct proto_msg m = { .type = PROTO_BOOTSTRAP };
+
+		sy->boot_rid = FETCH_RID_BASE + ++sy->next_rid;
+		m.u.bootstrap =
+			(struct proto_bootstrap){ sy->boot_rid,
+						  proto_str_c(sy->boot_key + 6),
+						  { p->next.p, p->next.len },
+						  PAGE_BYTES };
+		link_send(&sy->link[L_WRITE], &m);
+	}
+	if (apply_rows(sy, &p->records, &n) != 0) {
+		/* start again from the last page stored */
+		link_drop(&sy->link[L_WRITE], "could not store a page");
+		return;
+	}
 	sy->boot_records += n;
 	sy->boot_bytes += p->records.raw_len;
 	if (p->cursor.lsn && sy->cursor.lsn == 0) {
@@ -944,7 +1024,7 @@ on_page(struct sync *sy, const struct proto_page *p)
 	pthread_mutex_unlock(&sy->st->mu);
 	if (cb.progress)
 		cb.progress(cb.arg, sy->boot_key + 6, sy->boot_records,
-			    sy->boot_bytes, p->total, p->next.p == NULL);
+			    sy->boot_bytes, sy->boot_total, p->next.p == NULL);
 }
 
 /* ------------------------------------------------------------------ */
@@ -986,6 +1066,7 @@ on_push(struct sync *sy, const struct proto_push *p)
 	struct notes ns = { 0 };
 	struct proto_iter it;
 	struct proto_change c;
+	bool qempty;
 	int rc;
 
 	if (cursor_cmp(p->prev, sy->prev_push) != 0) {
@@ -999,6 +1080,7 @@ on_push(struct sync *sy, const struct proto_push *p)
 	sy->prev_push = p->cursor;
 	pthread_mutex_lock(&st->mu);
 	rc = st_begin(st);
+	qempty = queue_empty(st);
 	proto_iter_init(&it, &p->changes);
 	while (!rc && proto_next_change(&it, &c) == 1) {
 		struct proto_record r = { c.table,   c.id,	c.space,
@@ -1007,7 +1089,7 @@ on_push(struct sync *sy, const struct proto_push *p)
 		if (!c.deleted && !c.data.p)
 			continue; /* a record that left our sight: its
 				   * new space's row is not ours */
-		rc = apply_server_row(st, &r, WEFT_REMOTE, &ns);
+		rc = apply_server_row(st, &r, qempty, &ns);
 	}
 	if (!rc && cursor_cmp(p->cursor, sy->cursor) > 0) {
 		sy->cursor = p->cursor;

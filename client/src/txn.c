@@ -188,6 +188,47 @@ decode_txn(const uint8_t *frame, size_t len, struct oplist *l)
 	return rc < 0 ? WEFT_EINTERNAL : 0;
 }
 
+int
+txn_keys(const uint8_t *frame, size_t len, char ***keys, size_t *n)
+{
+	struct oplist ops = { 0 };
+	char **v;
+	int rc = decode_txn(frame, len, &ops);
+
+	*keys = NULL;
+	*n = 0;
+	if (rc) {
+		oplist_fini(&ops);
+		return rc;
+	}
+	v = calloc(2 * ops.n + 1, sizeof(*v));
+	if (!v) {
+		oplist_fini(&ops);
+		return WEFT_ENOMEM;
+	}
+	for (size_t i = 0; i < ops.n; i++) {
+		bool seen = false;
+
+		for (size_t k = 0; k < *n && !seen; k += 2)
+			seen = strcmp(v[k], ops.v[i].table) == 0 &&
+			       strcmp(v[k + 1], ops.v[i].id) == 0;
+		if (seen)
+			continue;
+		v[*n] = strdup(ops.v[i].table);
+		v[*n + 1] = strdup(ops.v[i].id);
+		if (!v[*n] || !v[*n + 1]) {
+			free(v[*n]);
+			free(v[*n + 1]);
+			rc = WEFT_ENOMEM;
+			break;
+		}
+		*n += 2;
+	}
+	oplist_fini(&ops);
+	*keys = v;
+	return rc;
+}
+
 /* ------------------------------------------------------------------ */
 /* building */
 
@@ -575,7 +616,7 @@ commit_locked(weft_store *st, const struct oplist *ops, enum commit_kind kind,
 			goto out_rollback;
 		}
 		rc = st_save(st, false, tv[k].table, tv[k].id, &tv[k].row,
-			     st_pending_of(st, tv[k].table, tv[k].id));
+			     tv[k].row.pending + 1);
 		if (rc)
 			goto out_rollback;
 	}
@@ -589,26 +630,27 @@ commit_locked(weft_store *st, const struct oplist *ops, enum commit_kind kind,
 		rc = encode_txn(st, &rinv, mid, &invframe); /* never sent */
 		if (rc)
 			goto out_rollback;
-		if (kind == C_NEW &&
-		    sqlite3_exec(st->db, "DELETE FROM weft_history WHERE redo",
-				 NULL, NULL, NULL) != SQLITE_OK) {
-			rc = st_sqlerr(st, "clear the redo history");
+		if (kind == C_NEW && !st->redo_empty) {
+			/* a new edit ends the redo chain */
+			q = st_q(st, Q_REDO_CLEAR);
+			if (!q || sqlite3_step(q) != SQLITE_DONE) {
+				rc = st_sqlerr(st, "clear the redo history");
+				goto out_rollback;
+			}
+			sqlite3_reset(q);
+		}
+		/* an undo's inverse is a redo; the others' are undos */
+		q = st_q(st, kind == C_UNDO ? Q_REDO_ADD : Q_UNDO_ADD);
+		if (!q) {
+			rc = WEFT_EIO;
 			goto out_rollback;
 		}
-		if (sqlite3_prepare_v2(st->db,
-				       "INSERT INTO weft_history (redo, frame)"
-				       " VALUES (?1, ?2)",
-				       -1, &q, NULL) != SQLITE_OK) {
-			rc = st_sqlerr(st, "record the undo history");
-			goto out_rollback;
-		}
-		sqlite3_bind_int(q, 1, kind == C_UNDO);
-		sqlite3_bind_blob(q, 2, invframe.data, (int)invframe.len,
+		sqlite3_bind_blob(q, 1, invframe.data, (int)invframe.len,
 				  SQLITE_STATIC);
 		rc = sqlite3_step(q) == SQLITE_DONE
 			     ? 0
 			     : st_sqlerr(st, "record the undo history");
-		sqlite3_finalize(q);
+		sqlite3_reset(q);
 		if (rc)
 			goto out_rollback;
 	}
@@ -616,8 +658,8 @@ commit_locked(weft_store *st, const struct oplist *ops, enum commit_kind kind,
 		char del[96];
 
 		snprintf(del, sizeof(del),
-			 "DELETE FROM weft_history WHERE seq = %lld",
-			 (long long)consume);
+			 "DELETE FROM weft_%s WHERE seq = %lld",
+			 kind == C_UNDO ? "undo" : "redo", (long long)consume);
 		if (sqlite3_exec(st->db, del, NULL, NULL, NULL) != SQLITE_OK) {
 			rc = st_sqlerr(st, "update the undo history");
 			goto out_rollback;
@@ -626,6 +668,10 @@ commit_locked(weft_store *st, const struct oplist *ops, enum commit_kind kind,
 	rc = st_commit(st);
 	if (rc)
 		goto out_rollback;
+	if (rinv.n > 0)
+		st->redo_empty = kind == C_NEW	  ? true
+				 : kind == C_UNDO ? false
+						  : st->redo_empty;
 	st->next_mid = mid + 1;
 	if (mid_out)
 		*mid_out = mid;
@@ -679,13 +725,14 @@ undo_redo(weft_store *st, bool redo, uint64_t *mid_out)
 		return WEFT_EINVAL;
 	pthread_mutex_lock(&st->mu);
 	if (sqlite3_prepare_v2(st->db,
-			       "SELECT seq, frame FROM weft_history"
-			       " WHERE redo = ?1 ORDER BY seq DESC LIMIT 1",
+			       redo ? "SELECT seq, frame FROM weft_redo"
+				      " ORDER BY seq DESC LIMIT 1"
+				    : "SELECT seq, frame FROM weft_undo"
+				      " ORDER BY seq DESC LIMIT 1",
 			       -1, &q, NULL) != SQLITE_OK) {
 		rc = st_sqlerr(st, "read the undo history");
 		goto out;
 	}
-	sqlite3_bind_int(q, 1, redo);
 	if (sqlite3_step(q) == SQLITE_ROW) {
 		seq = sqlite3_column_int64(q, 0);
 		rc = decode_txn(sqlite3_column_blob(q, 1),

@@ -3,9 +3,10 @@
  *
  *   client_crash_helper STORE SCHEMA WRITE_URL FANOUT_URL SECRET run|sync
  *
- * run:  open STORE (syncing with the services) and commit, as fast as it
- *       can, transactions of one incr by 1 of issues/k's priority, until
- *       killed: kill -9 lands mid-commit and mid-push.
+ * run:  open STORE (syncing with the services, subscribed to the space
+ *       "crash") and commit, as fast as it can, transactions of one incr
+ *       by 1 of issues/k's priority, until killed: kill -9 lands
+ *       mid-commit, mid-push and while pushes and acks are applied.
  * sync: open STORE, wait until everything is sent and answered, exit 0
  *       (1 if that takes more than 60 s).
  * The token is alice's, signed with SECRET.
@@ -66,6 +67,7 @@ main(int argc, char **argv)
 		weft_close(st);
 		return rc ? 1 : 0;
 	}
+	weft_subscribe_space(st, "crash");
 	for (;;) {
 		weft_txn *tx;
 

@@ -45,7 +45,7 @@ check "app runs" "$PREFIX/app"
 check "app builds against the static library" \
 	$CC $SAN -o "$PREFIX/app_static" "$SRC" \
 	$(pkg-config --cflags weft) "$LIBDIR/libweft.a" \
-	$(pkg-config --static --libs-only-l msgpack jansson) -lm -lpthread
+	$(pkg-config --static --libs-only-l msgpack jansson sqlite3) -lnng -lm -lpthread
 check "static app runs" "$PREFIX/app_static"
 
 leaked=$(nm -D --defined-only "$LIBDIR/libweft.so" |
