@@ -25,6 +25,10 @@
  * with a higher one was made by a newer library (WEFT_EVERSION). */
 #define STORE_FORMAT 1
 
+/* UNDO_KEEP - undo entries kept for answered commits: enough for any
+ * person's session, and the table stays small */
+#define UNDO_KEEP 1000
+
 /* ERR_MAX - bytes of an error sentence */
 #define ERR_MAX 512
 
@@ -33,12 +37,15 @@
 
 /* one record as the client holds it (base or view), data parsed */
 struct lrow {
-	bool exists;	  /* false: nothing known about the record */
-	bool deleted;	  /* tombstone */
-	char *space;	  /* owned */
-	uint64_t version; /* server version it is based on (0: local only) */
-	json_t *data;	  /* owned reference; NULL for tombstones */
-	int64_t pending;  /* view rows: queued transactions touching it */
+	bool exists;	    /* false: nothing known about the record */
+	bool deleted;	    /* tombstone */
+	char *space;	    /* owned */
+	uint64_t version;   /* server version it is based on (0: local only) */
+	json_t *data;	    /* owned reference; NULL for tombstones */
+	int64_t pending;    /* view rows: queued transactions touching it */
+	char *stored_space; /* as loaded from the file, or NULL if the row
+			     * is not there: an update in place then skips
+			     * the space index */
 };
 
 /* a change to report through weft_change_fn after st->mu is released */
@@ -66,6 +73,7 @@ struct sync; /* sync.c */
 enum sid {
 	Q_VIEW_GET,
 	Q_VIEW_PUT,
+	Q_VIEW_UPD,
 	Q_VIEW_DEL,
 	Q_BASE_GET,
 	Q_BASE_PUT,
@@ -80,7 +88,8 @@ enum sid {
 	Q_VIEW_SET,
 	Q_QUEUED_FOR,
 	Q_QUEUE_EMPTY,
-	Q_UNDO_ADD,
+	Q_UNDO_KEEP,
+	Q_UNDO_PRUNE,
 	Q_REDO_ADD,
 	Q_REDO_CLEAR,
 	Q_HWM,

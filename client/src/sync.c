@@ -598,13 +598,25 @@ dequeue(weft_store *st, uint64_t mid, int origin, struct notes *ns)
 	if (rc)
 		return st_err(st, rc, "queued transaction %llu is unreadable",
 			      (unsigned long long)mid);
-	for (int s = 0; s < 2 && !rc; s++) {
-		q = st_q(st, s == 0 ? Q_QUEUE_DEL : Q_HWM);
+	/* its undo moves to weft_undo, then the row goes; the undo table
+	 * keeps its newest UNDO_KEEP */
+	for (int s = 0; s < 4 && !rc; s++) {
+		static const enum sid steps[] = { Q_UNDO_KEEP, Q_QUEUE_DEL,
+						  Q_HWM, Q_UNDO_PRUNE };
+
+		if (steps[s] == Q_UNDO_PRUNE && mid % 64 != 0)
+			break;
+		if (steps[s] == Q_UNDO_KEEP && origin == WEFT_ROLLBACK)
+			continue; /* rejected: nothing happened to undo */
+		q = st_q(st, steps[s]);
 		if (!q) {
 			rc = WEFT_EIO;
 			break;
 		}
-		sqlite3_bind_int64(q, 1, (sqlite3_int64)mid);
+		sqlite3_bind_int64(q, 1,
+				   steps[s] == Q_UNDO_PRUNE
+					   ? UNDO_KEEP
+					   : (sqlite3_int64)mid);
 		if (sqlite3_step(q) != SQLITE_DONE)
 			rc = st_sqlerr(st, "dequeue a transaction");
 		sqlite3_reset(q);

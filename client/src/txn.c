@@ -582,6 +582,17 @@ commit_locked(weft_store *st, const struct oplist *ops, enum commit_kind kind,
 	rc = encode_txn(st, ops, mid, &frame);
 	if (rc)
 		goto out_rollback;
+	/* its undo: the inverse ops, newest first */
+	for (size_t i = inv.n; i-- > 0;) {
+		rc = oplist_add(&rinv, &inv.v[i].op);
+		if (rc)
+			goto out_rollback;
+	}
+	if (rinv.n > 0) {
+		rc = encode_txn(st, &rinv, mid, &invframe); /* never sent */
+		if (rc)
+			goto out_rollback;
+	}
 	q = st_q(st, Q_QUEUE_ADD);
 	if (!q) {
 		rc = WEFT_EIO;
@@ -597,6 +608,13 @@ commit_locked(weft_store *st, const struct oplist *ops, enum commit_kind kind,
 		sqlite3_bind_int64(q, 3,
 				   (sqlite3_int64)ts.tv_sec * 1000 +
 					   ts.tv_nsec / 1000000);
+		/* an undo's inverse is a redo (below); the others' ride with
+		 * the queued transaction: no page of their own */
+		if (rinv.n > 0 && kind != C_UNDO)
+			sqlite3_bind_blob(q, 4, invframe.data,
+					  (int)invframe.len, SQLITE_STATIC);
+		else
+			sqlite3_bind_null(q, 4);
 	}
 	if (sqlite3_step(q) != SQLITE_DONE) {
 		rc = st_sqlerr(st, "queue the transaction");
@@ -620,16 +638,7 @@ commit_locked(weft_store *st, const struct oplist *ops, enum commit_kind kind,
 		if (rc)
 			goto out_rollback;
 	}
-	/* undo history: the inverse ops, newest first */
-	for (size_t i = inv.n; i-- > 0;) {
-		rc = oplist_add(&rinv, &inv.v[i].op);
-		if (rc)
-			goto out_rollback;
-	}
 	if (rinv.n > 0) {
-		rc = encode_txn(st, &rinv, mid, &invframe); /* never sent */
-		if (rc)
-			goto out_rollback;
 		if (kind == C_NEW && !st->redo_empty) {
 			/* a new edit ends the redo chain */
 			q = st_q(st, Q_REDO_CLEAR);
@@ -639,27 +648,37 @@ commit_locked(weft_store *st, const struct oplist *ops, enum commit_kind kind,
 			}
 			sqlite3_reset(q);
 		}
-		/* an undo's inverse is a redo; the others' are undos */
-		q = st_q(st, kind == C_UNDO ? Q_REDO_ADD : Q_UNDO_ADD);
-		if (!q) {
-			rc = WEFT_EIO;
-			goto out_rollback;
+		if (kind == C_UNDO) {
+			q = st_q(st, Q_REDO_ADD);
+			if (!q) {
+				rc = WEFT_EIO;
+				goto out_rollback;
+			}
+			sqlite3_bind_blob(q, 1, invframe.data,
+					  (int)invframe.len, SQLITE_STATIC);
+			rc = sqlite3_step(q) == SQLITE_DONE
+				     ? 0
+				     : st_sqlerr(st, "record the redo");
+			sqlite3_reset(q);
+			if (rc)
+				goto out_rollback;
 		}
-		sqlite3_bind_blob(q, 1, invframe.data, (int)invframe.len,
-				  SQLITE_STATIC);
-		rc = sqlite3_step(q) == SQLITE_DONE
-			     ? 0
-			     : st_sqlerr(st, "record the undo history");
-		sqlite3_reset(q);
-		if (rc)
-			goto out_rollback;
 	}
 	if (consume > 0) {
-		char del[96];
+		char del[160];
 
-		snprintf(del, sizeof(del),
-			 "DELETE FROM weft_%s WHERE seq = %lld",
-			 kind == C_UNDO ? "undo" : "redo", (long long)consume);
+		/* the entry replayed: a redo, an undo of an answered commit,
+		 * or the undo riding with a queued one */
+		if (kind == C_REDO)
+			snprintf(del, sizeof(del),
+				 "DELETE FROM weft_redo WHERE seq = %lld",
+				 (long long)consume);
+		else
+			snprintf(del, sizeof(del),
+				 "DELETE FROM weft_undo WHERE seq = %lld;"
+				 "UPDATE weft_queue SET undo = NULL"
+				 " WHERE mid = %lld",
+				 (long long)consume, (long long)consume);
 		if (sqlite3_exec(st->db, del, NULL, NULL, NULL) != SQLITE_OK) {
 			rc = st_sqlerr(st, "update the undo history");
 			goto out_rollback;
@@ -727,8 +746,10 @@ undo_redo(weft_store *st, bool redo, uint64_t *mid_out)
 	if (sqlite3_prepare_v2(st->db,
 			       redo ? "SELECT seq, frame FROM weft_redo"
 				      " ORDER BY seq DESC LIMIT 1"
-				    : "SELECT seq, frame FROM weft_undo"
-				      " ORDER BY seq DESC LIMIT 1",
+				    : "SELECT mid, undo FROM weft_queue"
+				      " WHERE undo IS NOT NULL"
+				      " UNION ALL SELECT seq, frame FROM"
+				      " weft_undo ORDER BY 1 DESC LIMIT 1",
 			       -1, &q, NULL) != SQLITE_OK) {
 		rc = st_sqlerr(st, "read the undo history");
 		goto out;

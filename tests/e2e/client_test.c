@@ -635,3 +635,45 @@ Test(client, kill_9_mid_commit_and_mid_push_loses_and_duplicates_nothing)
 	}
 	client_close(&a);
 }
+
+/* the program in docs/client.md, built from the document, against the
+ * services */
+Test(client, the_documented_example_runs)
+{
+	struct client a = { 0 };
+	const char *bin = getenv("WEFT_TEST_EXAMPLE_BIN");
+	char cmd[2048], out[4096] = "", v[64], *tok;
+	size_t len = 0;
+	FILE *p;
+	int status;
+
+	cr_assert_not_null(bin, "WEFT_TEST_EXAMPLE_BIN not set");
+	client_open(&a, "alice", "alice", NULL, NULL);
+	team(&a, "docs");
+	client_close(&a);
+	tok = auth_mint_hs256(PROC_SECRET, "alice", (int64_t)time(NULL), 3600);
+	snprintf(cmd, sizeof(cmd),
+		 "WEFT_WRITE_URL='%s' WEFT_FANOUT_URL='%s' WEFT_TOKEN='%s' "
+		 "WEFT_SPACE=docs WEFT_SCHEMA='%s' WEFT_STORE='%s/example.db' "
+		 "'%s' 2>&1",
+		 wr.url, fa.url, tok, getenv("WEFT_DEMO_SCHEMA"), tmp, bin);
+	free(tok);
+	p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	while (len < sizeof(out) - 1) {
+		size_t n = fread(out + len, 1, sizeof(out) - 1 - len, p);
+
+		if (n == 0)
+			break;
+		len += n;
+	}
+	status = pclose(p);
+	cr_assert(eq(int, status, 0), "the example failed:\n%s", out);
+	cr_assert_not_null(strstr(out, "(version 0, 1 pending)"), "%s", out);
+	cr_assert_not_null(strstr(out, "(version 1, 0 pending)"), "%s", out);
+	cr_assert_not_null(strstr(out, "state: live"), "%s", out);
+	pg_val("SELECT count(*) FROM weft_records WHERE space = 'docs'"
+	       " AND tbl = 'issues' AND data->>'status' = 'todo'",
+	       v, sizeof(v));
+	cr_assert_str_eq(v, "1", "%s", out);
+}
