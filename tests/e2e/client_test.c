@@ -560,7 +560,9 @@ Test(client, bootstrap_reports_progress_and_fetch_works_on_demand)
 	cr_assert(b.progress_done);
 	cr_assert(ge(u64, b.progress_records, 50), "%llu records",
 		  (unsigned long long)b.progress_records);
-	cr_assert_not_null(local(&b, "f49"));
+	got = local(&b, "f49");
+	cr_assert_not_null(got);
+	weft_free(got);
 	client_close(&a);
 	client_close(&b);
 }
@@ -676,4 +678,141 @@ Test(client, the_documented_example_runs)
 	       " AND tbl = 'issues' AND data->>'status' = 'todo'",
 	       v, sizeof(v));
 	cr_assert_str_eq(v, "1", "%s", out);
+}
+
+/* a token callback that hands out an expired token first */
+static int token_calls;
+static char alice_name[] = "alice";
+
+static const char *
+stale_then_fresh(void *arg)
+{
+	static char tok[1024];
+	int64_t now = (int64_t)time(NULL);
+	char *t = auth_mint_hs256(PROC_SECRET, arg,
+				  token_calls++ == 0 ? now - 7200 : now, 3600);
+
+	snprintf(tok, sizeof(tok), "%s", t ? t : "");
+	free(t);
+	return tok;
+}
+
+struct states {
+	int seen[8];
+};
+
+static void
+on_state(void *arg, int state, const char *detail)
+{
+	struct states *s = arg;
+
+	(void)detail;
+	if (state >= 0 && state < 8)
+		s->seen[state]++;
+}
+
+Test(client, an_expired_token_is_replaced_through_the_callback)
+{
+	struct weft_options o = { 0 };
+	const char *fan[1] = { fa.url };
+	char path[160], err[256];
+	weft_store *st;
+	struct states states = { { 0 } };
+	struct weft_callbacks cb = { .state = on_state, .arg = &states };
+
+	snprintf(path, sizeof(path), "%s/tok.db", tmp);
+	o.path = path;
+	o.schema_path = getenv("WEFT_DEMO_SCHEMA");
+	o.write_url = wr.url;
+	o.fanout_urls = fan;
+	o.nfanout = 1;
+	o.token_fn = stale_then_fresh;
+	o.token_arg = alice_name;
+	o.errbuf = err;
+	o.errlen = sizeof(err);
+	token_calls = 0;
+	cr_assert(eq(int, weft_open(&o, &st), 0), "%s", err);
+	weft_set_callbacks(st, &cb);
+	cr_assert(eq(int, weft_wait_synced(st, WAIT_MS), 0),
+		  "synced with the second token");
+	cr_assert(ge(int, token_calls, 2), "the callback was asked again");
+	cr_assert(eq(int, weft_state(st), WEFT_LIVE));
+	weft_close(st);
+}
+
+Test(client, a_refused_token_waits_for_weft_set_token)
+{
+	struct weft_options o = { 0 };
+	const char *fan[1] = { fa.url };
+	char path[160], err[256], *good;
+	weft_store *st;
+	struct states states = { { 0 } };
+	struct weft_callbacks cb = { .state = on_state, .arg = &states };
+
+	snprintf(path, sizeof(path), "%s/auth.db", tmp);
+	o.path = path;
+	o.schema_path = getenv("WEFT_DEMO_SCHEMA");
+	o.write_url = wr.url;
+	o.fanout_urls = fan;
+	o.nfanout = 1;
+	o.token = "not.a.token";
+	o.errbuf = err;
+	o.errlen = sizeof(err);
+	cr_assert(eq(int, weft_open(&o, &st), 0), "%s", err);
+	weft_set_callbacks(st, &cb);
+	for (int i = 0; i < 200 && weft_state(st) != WEFT_NEEDS_AUTH; i++)
+		usleep(25000);
+	cr_assert(eq(int, weft_state(st), WEFT_NEEDS_AUTH));
+	cr_assert(eq(int, weft_wait_synced(st, 300), WEFT_ETIMEDOUT));
+	good = auth_mint_hs256(PROC_SECRET, "alice", (int64_t)time(NULL), 3600);
+	cr_assert(eq(int, weft_set_token(st, good), 0));
+	free(good);
+	cr_assert(eq(int, weft_wait_synced(st, WAIT_MS), 0));
+	cr_assert(gt(int, states.seen[WEFT_LIVE], 0));
+	weft_close(st);
+}
+
+Test(client, a_draining_fanout_node_sends_the_client_to_the_next)
+{
+	struct client a = { 0 }, b = { 0 };
+	struct weft_options o = { 0 };
+	const char *fan[2] = { fa.url, fb.url };
+	char path[160], err[256];
+
+	client_open(&a, "alice", "alice", NULL, fb.url);
+	team(&a, "drain");
+	/* bob follows the space through fanout-a, then fanout-b */
+	snprintf(path, sizeof(path), "%s/bob.db", tmp);
+	snprintf(b.user, sizeof(b.user), "bob");
+	o.path = path;
+	o.schema_path = getenv("WEFT_DEMO_SCHEMA");
+	o.write_url = wr.url;
+	o.fanout_urls = fan;
+	o.nfanout = 2;
+	o.token_fn = token_for;
+	o.token_arg = b.user;
+	o.errbuf = err;
+	o.errlen = sizeof(err);
+	cr_assert(eq(int, weft_open(&o, &b.st), 0), "%s", err);
+	cr_assert(eq(int, weft_subscribe_space(b.st, "drain"), 0));
+	synced(&b);
+	COMMIT(&a, weft_create(tx_, "issues", "d1", "drain",
+			       "{\"title\":\"before\"}"));
+	synced(&a);
+	cr_assert(wait_local(&b, "d1",
+			     "{\"title\":\"before\",\"description\":\"\","
+			     "\"status\":\"backlog\",\"priority\":0,"
+			     "\"assignee\":null,\"labels\":[]}"));
+	/* fanout-a drains: SIGTERM sends "reconnect elsewhere" */
+	proc_stop(&fa);
+	COMMIT(&a, weft_set(tx_, "issues", "d1", "title", "\"after\""));
+	synced(&a);
+	cr_assert(wait_local(&b, "d1",
+			     "{\"title\":\"after\",\"description\":\"\","
+			     "\"status\":\"backlog\",\"priority\":0,"
+			     "\"assignee\":null,\"labels\":[]}"),
+		  "bob follows through fanout-b");
+	synced(&b);
+	client_close(&a);
+	client_close(&b);
 }
