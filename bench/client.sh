@@ -12,7 +12,8 @@
 #    then times an empty store from subscribe until live; beside it, the
 #    floors: Postgres exporting the same rows (COPY of the columns to
 #    /dev/null) and a raw SQLite bulk insert of as many rows.  Peak RSS of
-#    the client and of weft-write are printed.
+#    the client and of weft-write are printed.  BOOT_WRAP is prepended to
+#    the bootstrap's command (e.g. BOOT_WRAP="perf record -g --").
 set -euo pipefail
 
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -69,7 +70,7 @@ printf '  %-34s %7d rows               %6.3f s\n' "Postgres export (COPY TO STDO
 	"$RECORDS" "$(awk -v a="$pg0" -v b="$pg1" 'BEGIN {print (b - a) / 1e9}')"
 "$GEN" bulk "$DIR" "$RECORDS"
 wpid=$(cat "$DIR/stack/run/weft-write.pid" 2>/dev/null || true)
-"$GEN" bootstrap "$DIR" "$SCHEMA" "$WEFT_WRITE_URL" "$WEFT_FANOUT_A_URL" \
+${BOOT_WRAP:-} "$GEN" bootstrap "$DIR" "$SCHEMA" "$WEFT_WRITE_URL" "$WEFT_FANOUT_A_URL" \
 	"$WEFT_JWT_SECRET" bench
 if [[ -n $wpid && -r /proc/$wpid/status ]]; then
 	echo "  weft-write peak RSS: $(awk '/^VmHWM/ {print int($2 / 1024)}' "/proc/$wpid/status") MB"

@@ -59,6 +59,7 @@ struct note {
 struct notes {
 	struct note *v;
 	size_t n, cap;
+	bool off; /* no change callback is set: keep nothing */
 };
 
 /* the thread-specific last error of a store */

@@ -456,7 +456,7 @@ notes_addv(struct notes *ns, const char *table, const char *id,
 {
 	struct note *n;
 
-	if (!ns)
+	if (!ns || ns->off)
 		return;
 	/* the same record twice in a row is one note (an ack, then its
 	 * rebase); a record may still be reported more than once per batch:

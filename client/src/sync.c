@@ -686,6 +686,7 @@ on_answer(struct sync *sy, uint64_t mid, const struct proto_list *records,
 	int rc;
 
 	pthread_mutex_lock(&st->mu);
+	ns.off = st->cb.change == NULL;
 	rc = st_begin(st);
 	proto_iter_init(&it, records);
 	while (!rc && proto_next_record(&it, &r) == 1)
@@ -728,6 +729,7 @@ apply_rows(struct sync *sy, const struct proto_list *records, uint64_t *nrec)
 	int rc;
 
 	pthread_mutex_lock(&st->mu);
+	ns.off = st->cb.change == NULL;
 	rc = st_begin(st);
 	qempty = queue_empty(st);
 	proto_iter_init(&it, records);
@@ -1091,6 +1093,7 @@ on_push(struct sync *sy, const struct proto_push *p)
 	}
 	sy->prev_push = p->cursor;
 	pthread_mutex_lock(&st->mu);
+	ns.off = st->cb.change == NULL;
 	rc = st_begin(st);
 	qempty = queue_empty(st);
 	proto_iter_init(&it, &p->changes);
