@@ -91,7 +91,7 @@ run_commit(const char *dir, const char *schema, int n)
 	o.errlen = sizeof(err);
 	if (weft_open(&o, &st) != 0) {
 		fprintf(stderr, "client_bench: %s\n", err);
-		return 1;
+		goto fail;
 	}
 	for (int b = 0; b < 4; b++) { /* 1,000 records to edit */
 		weft_txn *tx;
@@ -107,7 +107,7 @@ run_commit(const char *dir, const char *schema, int n)
 		if (weft_commit(tx, NULL) != 0) {
 			fprintf(stderr, "client_bench: %s\n",
 				weft_last_error(st));
-			return 1;
+			goto fail;
 		}
 	}
 	t0 = clock_now_ns();
@@ -123,7 +123,7 @@ run_commit(const char *dir, const char *schema, int n)
 		if (weft_commit(tx, NULL) != 0) {
 			fprintf(stderr, "client_bench: %s\n",
 				weft_last_error(st));
-			return 1;
+			goto fail;
 		}
 		lat[i] = clock_now_ns() - a;
 	}
@@ -149,7 +149,7 @@ run_commit(const char *dir, const char *schema, int n)
 	    sqlite3_prepare_v2(db, "COMMIT", -1, &commit, NULL) != SQLITE_OK) {
 		fprintf(stderr, "client_bench: sqlite: %s\n",
 			sqlite3_errmsg(db));
-		return 1;
+		goto fail;
 	}
 	issue_json(js, sizeof(js), 1);
 	t0 = clock_now_ns();
@@ -176,6 +176,9 @@ run_commit(const char *dir, const char *schema, int n)
 	sqlite3_close(db);
 	free(lat);
 	return 0;
+fail:
+	free(lat);
+	return 1;
 }
 
 static char secret[128];

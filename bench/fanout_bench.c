@@ -213,18 +213,19 @@ run_blast(char **argv)
 	uint64_t t0, t1;
 	long long moved = 0;
 
-	if (batch < 1 || batch > 1000)
-		return 1;
-	len = 64 * (size_t)batch;
+	len = 64 * (size_t)(batch > 0 ? batch : 1);
 	msg = malloc(len);
-	if (!msg)
-		return 1;
-	memset(msg, 'm', len);
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (lfd < 0 || !w || !r ||
+	if (batch < 1 || batch > 1000 || !msg || lfd < 0 || !w || !r ||
 	    bind(lfd, (struct sockaddr *)&a, sizeof(a)) || listen(lfd, 4096) ||
-	    getsockname(lfd, (struct sockaddr *)&a, &al))
+	    getsockname(lfd, (struct sockaddr *)&a, &al)) {
+		fprintf(stderr, "fanout_bench: cannot set up the blast\n");
+		free(msg);
+		free(w);
+		free(r);
 		return 1;
+	}
+	memset(msg, 'm', len);
 	for (int i = 0; i < pairs; i++) {
 		r[i] = socket(AF_INET, SOCK_STREAM, 0);
 		if (r[i] < 0 ||
@@ -232,6 +233,9 @@ run_blast(char **argv)
 		    (w[i] = accept(lfd, NULL, NULL)) < 0) {
 			fprintf(stderr, "fanout_bench: pair %d: %s\n", i,
 				strerror(errno));
+			free(msg);
+			free(w);
+			free(r);
 			return 1;
 		}
 		setsockopt(w[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));

@@ -1220,7 +1220,7 @@ on_error_msg(struct sync *sy, struct link *l, const struct proto_error *e)
 		link_drop(l, msg);
 		/* the token callback may have a new one at once */
 		if (sy->token_fn) {
-			current_token(sy);
+			free(current_token(sy));
 			l->next_dial_ms = now_ms();
 		}
 		return;
