@@ -1326,6 +1326,14 @@ encode_map(msgpack_packer *pk, struct buf *out, const struct proto_desc *d,
 }
 
 int
+proto_cursor_cmp(struct proto_cursor a, struct proto_cursor b)
+{
+	if (a.lsn != b.lsn)
+		return a.lsn < b.lsn ? -1 : 1;
+	return (a.idx > b.idx) - (a.idx < b.idx);
+}
+
+int
 proto_encode_change(struct buf *out, const struct proto_change *ch,
 		    struct proto_err *err)
 {

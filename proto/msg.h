@@ -407,6 +407,9 @@ int proto_encode_change(struct buf *out, const struct proto_change *ch,
 struct proto_list proto_list_changes(uint32_t n, const uint8_t *raw,
 				     size_t len);
 
+/* proto_cursor_cmp - <0, 0, >0 as a is before, at or after b. */
+int proto_cursor_cmp(struct proto_cursor a, struct proto_cursor b);
+
 /* proto_str_c - a proto_str of a C string (NULL stays absent). */
 struct proto_str proto_str_c(const char *s);
 

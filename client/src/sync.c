@@ -478,6 +478,37 @@ link_dial(struct link *l)
 /* ------------------------------------------------------------------ */
 /* applying server rows */
 
+/* mu held: one statement about a subscription key; 0 or the error */
+static int
+exec_key(weft_store *st, const char *sql, const char *key, int len,
+	 const char *what)
+{
+	sqlite3_stmt *q;
+	int rc = 0;
+
+	if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) != SQLITE_OK)
+		return st_sqlerr(st, what);
+	sqlite3_bind_text(q, 1, key, len, SQLITE_STATIC);
+	if (sqlite3_step(q) != SQLITE_DONE)
+		rc = st_sqlerr(st, what);
+	sqlite3_finalize(q);
+	return rc;
+}
+
+/* mu held on entry, released here: commit what rc says went well (or
+ * roll back), then report the changes */
+static int
+finish_locked(weft_store *st, int rc, struct notes *ns)
+{
+	if (!rc)
+		rc = st_commit(st);
+	if (rc)
+		st_rollback(st);
+	pthread_mutex_unlock(&st->mu);
+	notes_fire(st, ns);
+	return rc;
+}
+
 /* mu held: is the queue empty (then no server row needs a rebase)? */
 static bool
 queue_empty(weft_store *st)
@@ -693,12 +724,7 @@ on_answer(struct sync *sy, uint64_t mid, const struct proto_list *records,
 		rc = apply_server_row(st, &r, false, &ns);
 	if (!rc)
 		rc = dequeue(st, mid, origin, &ns);
-	if (!rc)
-		rc = st_commit(st);
-	if (rc)
-		st_rollback(st);
-	pthread_mutex_unlock(&st->mu);
-	notes_fire(st, &ns);
+	rc = finish_locked(st, rc, &ns);
 	if (rc)
 		return; /* left queued: resent, answered again */
 	if (rej) {
@@ -738,13 +764,7 @@ apply_rows(struct sync *sy, const struct proto_list *records, uint64_t *nrec)
 		if (nrec)
 			(*nrec)++;
 	}
-	if (!rc)
-		rc = st_commit(st);
-	if (rc)
-		st_rollback(st);
-	pthread_mutex_unlock(&st->mu);
-	notes_fire(st, &ns);
-	return rc;
+	return finish_locked(st, rc, &ns);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1044,14 +1064,6 @@ on_page(struct sync *sy, const struct proto_page *p)
 /* ------------------------------------------------------------------ */
 /* pushes */
 
-static int
-cursor_cmp(struct proto_cursor a, struct proto_cursor b)
-{
-	if (a.lsn != b.lsn)
-		return a.lsn < b.lsn ? -1 : 1;
-	return (a.idx > b.idx) - (a.idx < b.idx);
-}
-
 static void
 save_cursor(struct sync *sy)
 {
@@ -1083,7 +1095,7 @@ on_push(struct sync *sy, const struct proto_push *p)
 	bool qempty;
 	int rc;
 
-	if (cursor_cmp(p->prev, sy->prev_push) != 0) {
+	if (proto_cursor_cmp(p->prev, sy->prev_push) != 0) {
 		/* a push went missing: catch up from what we applied */
 		TRACE(sy, "push gap: prev %llu-%u, expected %llu-%u",
 		      (unsigned long long)p->prev.lsn, p->prev.idx,
@@ -1106,16 +1118,11 @@ on_push(struct sync *sy, const struct proto_push *p)
 				   * new space's row is not ours */
 		rc = apply_server_row(st, &r, qempty, &ns);
 	}
-	if (!rc && cursor_cmp(p->cursor, sy->cursor) > 0) {
+	if (!rc && proto_cursor_cmp(p->cursor, sy->cursor) > 0) {
 		sy->cursor = p->cursor;
 		save_cursor(sy);
 	}
-	if (!rc)
-		rc = st_commit(st);
-	if (rc)
-		st_rollback(st);
-	pthread_mutex_unlock(&st->mu);
-	notes_fire(st, &ns);
+	rc = finish_locked(st, rc, &ns);
 	if (rc)
 		resubscribe(sy);
 }
@@ -1131,18 +1138,11 @@ on_catchup(struct sync *sy, const struct proto_catchup *c)
 
 	proto_iter_init(&it, &c->keys);
 	pthread_mutex_lock(&st->mu);
-	while (proto_next_str(&it, &k) == 1) {
-		sqlite3_stmt *q;
-
-		if (sqlite3_prepare_v2(st->db,
-				       "UPDATE weft_subs SET loaded = 0,"
-				       " page = NULL WHERE key = ?1",
-				       -1, &q, NULL) == SQLITE_OK) {
-			sqlite3_bind_text(q, 1, k.p, (int)k.len, SQLITE_STATIC);
-			sqlite3_step(q);
-			sqlite3_finalize(q);
-		}
-	}
+	while (proto_next_str(&it, &k) == 1)
+		exec_key(st,
+			 "UPDATE weft_subs SET loaded = 0, page = NULL"
+			 " WHERE key = ?1",
+			 k.p, (int)k.len, "reload a subscription");
 	pthread_mutex_unlock(&st->mu);
 	pthread_mutex_lock(&sy->mu);
 	sy->subs_loaded = false;
@@ -1164,24 +1164,16 @@ on_subscribed(struct sync *sy, const struct proto_subscribed *s)
 
 	proto_iter_init(&it, &s->results);
 	while (proto_next_subres(&it, &r) == 1) {
-		sqlite3_stmt *q;
-
 		TRACE(sy, "subscribed %.*s: %s", (int)r.key.len, r.key.p,
 		      weft_errname(r.code));
 		pthread_mutex_lock(&st->mu);
-		if (sqlite3_prepare_v2(
-			    st->db,
-			    r.code == 0 ? "UPDATE weft_subs SET refused = 0,"
-					  " loaded = 0, page = NULL"
-					  " WHERE key = ?1 AND refused"
-					: "UPDATE weft_subs SET refused = 1,"
-					  " loaded = 1 WHERE key = ?1",
-			    -1, &q, NULL) == SQLITE_OK) {
-			sqlite3_bind_text(q, 1, r.key.p, (int)r.key.len,
-					  SQLITE_STATIC);
-			sqlite3_step(q);
-			sqlite3_finalize(q);
-		}
+		exec_key(st,
+			 r.code == 0 ? "UPDATE weft_subs SET refused = 0,"
+				       " loaded = 0, page = NULL"
+				       " WHERE key = ?1 AND refused"
+				     : "UPDATE weft_subs SET refused = 1,"
+				       " loaded = 1 WHERE key = ?1",
+			 r.key.p, (int)r.key.len, "mark a subscription");
 		pthread_mutex_unlock(&st->mu);
 		for (size_t i = 0; i < sy->nsubscribed; i++) {
 			if (strlen(sy->subscribed[i]) != r.key.len ||
@@ -1696,22 +1688,13 @@ weft_cursor(weft_store *st, uint64_t *lsn, uint32_t *idx)
 static int
 add_sub(weft_store *st, const char *key, bool add)
 {
-	sqlite3_stmt *q;
-	int rc = 0;
+	int rc;
 
 	pthread_mutex_lock(&st->mu);
-	if (sqlite3_prepare_v2(st->db,
-			       add ? "INSERT OR IGNORE INTO weft_subs (key)"
-				     " VALUES (?1)"
-				   : "DELETE FROM weft_subs WHERE key = ?1",
-			       -1, &q, NULL) != SQLITE_OK) {
-		rc = st_sqlerr(st, "store the subscription");
-	} else {
-		sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
-		if (sqlite3_step(q) != SQLITE_DONE)
-			rc = st_sqlerr(st, "store the subscription");
-		sqlite3_finalize(q);
-	}
+	rc = exec_key(st,
+		      add ? "INSERT OR IGNORE INTO weft_subs (key) VALUES (?1)"
+			  : "DELETE FROM weft_subs WHERE key = ?1",
+		      key, -1, "store the subscription");
 	pthread_mutex_unlock(&st->mu);
 	if (!rc && st->sync) {
 		pthread_mutex_lock(&st->sync->mu);

@@ -98,14 +98,6 @@ parse_cursor(const char *id, struct proto_cursor *out)
 	return true;
 }
 
-static int
-cursor_cmp(struct proto_cursor a, struct proto_cursor b)
-{
-	if (a.lsn != b.lsn)
-		return a.lsn < b.lsn ? -1 : 1;
-	return (a.idx > b.idx) - (a.idx < b.idx);
-}
-
 /* c as its space subscribers receive it, once for all of them */
 static void
 change_encode(struct change *c)
@@ -1385,11 +1377,11 @@ serve_catchup(struct fanout *f, redisContext *rc, struct catchup *cu,
 		gone = true;
 	/* the entries after the cursor are all still there only if the
 	 * oldest one kept is not newer than the one after the cursor */
-	if (!gone && first.lsn && cursor_cmp(cu->cursor, first) < 0)
+	if (!gone && first.lsn && proto_cursor_cmp(cu->cursor, first) < 0)
 		gone = true;
 	snprintf(from, sizeof(from), "(%llu-%u",
 		 (unsigned long long)cu->cursor.lsn, cu->cursor.idx);
-	while (!gone && cursor_cmp(cu->cursor, upto) < 0) {
+	while (!gone && proto_cursor_cmp(cu->cursor, upto) < 0) {
 		char to[48];
 		redisReply *rep;
 
@@ -1564,7 +1556,7 @@ reader_main(void *arg)
 
 			freeReplyObject(rep);
 			if (stream_bounds(rc, f->cfg.stream, &first, &top) &&
-			    cursor_cmp(top, last) < 0) {
+			    proto_cursor_cmp(top, last) < 0) {
 				log_event(LOG_ERROR, "stream_regressed",
 					  "msg=\"the stream lost entries; "
 					  "every session catches up\"");

@@ -37,69 +37,23 @@ static char dir[64], pg_url[256], redis_url[128], tmp[64];
 static struct proc wr, relay, fa, fb;
 
 static void
-start_fanout(struct proc *p, const char *node)
-{
-	char listen[128], pg[300], rd[160], nd[64], url[96];
-	const char *argv[] = { getenv("WEFT_TEST_FANOUT_BIN"),
-			       listen,
-			       pg,
-			       rd,
-			       nd,
-			       "--jwt-secret=" PROC_SECRET,
-			       "--log-level=warn",
-			       "--heartbeat=1s",
-			       NULL };
-
-	cr_assert_not_null(argv[0], "WEFT_TEST_FANOUT_BIN not set");
-	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", proc_free_port());
-	snprintf(listen, sizeof(listen), "--listen=%s", url);
-	snprintf(pg, sizeof(pg), "--pg-url=%s", pg_url);
-	snprintf(rd, sizeof(rd), "--redis-url=%s", redis_url);
-	snprintf(nd, sizeof(nd), "--node=%s", node);
-	proc_start_svc(p, argv);
-	snprintf(p->url, sizeof(p->url), "%s", url);
-	for (int i = 0; i < 200; i++) {
-		char body[128];
-
-		if (proc_http_get(p, "/healthz", body, sizeof(body)) == 200)
-			return;
-		usleep(25000);
-	}
-	cr_fatal("%s never became healthy", node);
-}
-
-static void
 setup(void)
 {
-	char pg[300], rd[160], schema[512];
-	const char *rargv[] = { getenv("WEFT_TEST_RELAY_BIN"), pg, rd,
-				"--log-level=warn",
-				/* a small window: the re-bootstrap test
-				 * outruns it */
-				"--stream-maxlen=1000", NULL };
+	char schema[512];
+	/* a small window: the re-bootstrap test outruns it */
+	const char *rextra[] = { "--stream-maxlen=1000", NULL };
 	const char *wextra[] = { schema, NULL };
 
 	snprintf(tmp, sizeof(tmp), "/tmp/weft-cli-e2e-XXXXXX");
 	cr_assert_not_null(mkdtemp(tmp));
 	proc_stack_up(dir, pg_url);
 	proc_stack_env(dir, "WEFT_REDIS_URL", redis_url, sizeof(redis_url));
-	snprintf(pg, sizeof(pg), "--pg-url=%s", pg_url);
-	snprintf(rd, sizeof(rd), "--redis-url=%s", redis_url);
 	snprintf(schema, sizeof(schema), "--schema=%s",
 		 getenv("WEFT_DEMO_SCHEMA"));
-	cr_assert_not_null(rargv[0], "WEFT_TEST_RELAY_BIN not set");
-	proc_start_svc(&relay, rargv);
-	for (int i = 0; i < 200; i++) {
-		char body[128];
-
-		if (proc_http_get(&relay, "/healthz", body, sizeof(body)) ==
-		    200)
-			break;
-		usleep(25000);
-	}
+	proc_start_relay(&relay, pg_url, redis_url, rextra);
 	proc_start_write_pg(&wr, pg_url, wextra);
-	start_fanout(&fa, "fanout-a");
-	start_fanout(&fb, "fanout-b");
+	proc_start_fanout(&fa, "fanout-a", pg_url, redis_url, NULL);
+	proc_start_fanout(&fb, "fanout-b", pg_url, redis_url, NULL);
 }
 
 static void
@@ -129,6 +83,29 @@ token_for(void *arg)
 	snprintf(tok, sizeof(tok), "%s", t ? t : "");
 	free(t);
 	return tok;
+}
+
+/* the options of a store named name in this suite's scratch dir, against
+ * the running services; fanout_urls / nfanout as given */
+struct opened {
+	struct weft_options o;
+	char path[160];
+	char err[256];
+};
+
+static void
+options(struct opened *op, const char *name, const char *const *fan,
+	size_t nfan)
+{
+	memset(op, 0, sizeof(*op));
+	snprintf(op->path, sizeof(op->path), "%s/%s.db", tmp, name);
+	op->o.path = op->path;
+	op->o.schema_path = getenv("WEFT_DEMO_SCHEMA");
+	op->o.write_url = wr.url;
+	op->o.fanout_urls = fan;
+	op->o.nfanout = nfan;
+	op->o.errbuf = op->err;
+	op->o.errlen = sizeof(op->err);
 }
 
 struct client {
@@ -713,25 +690,17 @@ on_state(void *arg, int state, const char *detail)
 
 Test(client, an_expired_token_is_replaced_through_the_callback)
 {
-	struct weft_options o = { 0 };
 	const char *fan[1] = { fa.url };
-	char path[160], err[256];
+	struct opened op;
 	weft_store *st;
 	struct states states = { { 0 } };
 	struct weft_callbacks cb = { .state = on_state, .arg = &states };
 
-	snprintf(path, sizeof(path), "%s/tok.db", tmp);
-	o.path = path;
-	o.schema_path = getenv("WEFT_DEMO_SCHEMA");
-	o.write_url = wr.url;
-	o.fanout_urls = fan;
-	o.nfanout = 1;
-	o.token_fn = stale_then_fresh;
-	o.token_arg = alice_name;
-	o.errbuf = err;
-	o.errlen = sizeof(err);
+	options(&op, "tok", fan, 1);
+	op.o.token_fn = stale_then_fresh;
+	op.o.token_arg = alice_name;
 	token_calls = 0;
-	cr_assert(eq(int, weft_open(&o, &st), 0), "%s", err);
+	cr_assert(eq(int, weft_open(&op.o, &st), 0), "%s", op.err);
 	weft_set_callbacks(st, &cb);
 	cr_assert(eq(int, weft_wait_synced(st, WAIT_MS), 0),
 		  "synced with the second token");
@@ -742,23 +711,16 @@ Test(client, an_expired_token_is_replaced_through_the_callback)
 
 Test(client, a_refused_token_waits_for_weft_set_token)
 {
-	struct weft_options o = { 0 };
 	const char *fan[1] = { fa.url };
-	char path[160], err[256], *good;
+	struct opened op;
+	char *good;
 	weft_store *st;
 	struct states states = { { 0 } };
 	struct weft_callbacks cb = { .state = on_state, .arg = &states };
 
-	snprintf(path, sizeof(path), "%s/auth.db", tmp);
-	o.path = path;
-	o.schema_path = getenv("WEFT_DEMO_SCHEMA");
-	o.write_url = wr.url;
-	o.fanout_urls = fan;
-	o.nfanout = 1;
-	o.token = "not.a.token";
-	o.errbuf = err;
-	o.errlen = sizeof(err);
-	cr_assert(eq(int, weft_open(&o, &st), 0), "%s", err);
+	options(&op, "auth", fan, 1);
+	op.o.token = "not.a.token";
+	cr_assert(eq(int, weft_open(&op.o, &st), 0), "%s", op.err);
 	weft_set_callbacks(st, &cb);
 	for (int i = 0; i < 200 && weft_state(st) != WEFT_NEEDS_AUTH; i++)
 		usleep(25000);
@@ -775,25 +737,17 @@ Test(client, a_refused_token_waits_for_weft_set_token)
 Test(client, a_draining_fanout_node_sends_the_client_to_the_next)
 {
 	struct client a = { 0 }, b = { 0 };
-	struct weft_options o = { 0 };
 	const char *fan[2] = { fa.url, fb.url };
-	char path[160], err[256];
+	struct opened op;
 
 	client_open(&a, "alice", "alice", NULL, fb.url);
 	team(&a, "drain");
 	/* bob follows the space through fanout-a, then fanout-b */
-	snprintf(path, sizeof(path), "%s/bob.db", tmp);
 	snprintf(b.user, sizeof(b.user), "bob");
-	o.path = path;
-	o.schema_path = getenv("WEFT_DEMO_SCHEMA");
-	o.write_url = wr.url;
-	o.fanout_urls = fan;
-	o.nfanout = 2;
-	o.token_fn = token_for;
-	o.token_arg = b.user;
-	o.errbuf = err;
-	o.errlen = sizeof(err);
-	cr_assert(eq(int, weft_open(&o, &b.st), 0), "%s", err);
+	options(&op, "bob", fan, 2);
+	op.o.token_fn = token_for;
+	op.o.token_arg = b.user;
+	cr_assert(eq(int, weft_open(&op.o, &b.st), 0), "%s", op.err);
 	cr_assert(eq(int, weft_subscribe_space(b.st, "drain"), 0));
 	synced(&b);
 	COMMIT(&a, weft_create(tx_, "issues", "d1", "drain",

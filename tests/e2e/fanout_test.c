@@ -37,60 +37,19 @@
 static char dir[64], pg_url[256], redis_url[128];
 static struct proc wr, relay, fa, fb;
 
+/* a fanout node of this suite's stack */
 static void
 start_fanout(struct proc *p, const char *node, const char *extra)
 {
-	char listen[128], pg[300], rd[160], nd[64], url[96];
-	const char *argv[] = { getenv("WEFT_TEST_FANOUT_BIN"),
-			       listen,
-			       pg,
-			       rd,
-			       nd,
-			       "--jwt-secret=" PROC_SECRET,
-			       "--log-level=warn",
-			       "--heartbeat=1s",
-			       extra ? extra : "--idle-timeout=30s",
-			       NULL };
-
-	cr_assert_not_null(argv[0], "WEFT_TEST_FANOUT_BIN not set");
-	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", proc_free_port());
-	snprintf(listen, sizeof(listen), "--listen=%s", url);
-	snprintf(pg, sizeof(pg), "--pg-url=%s", pg_url);
-	snprintf(rd, sizeof(rd), "--redis-url=%s", redis_url);
-	snprintf(nd, sizeof(nd), "--node=%s", node);
-	proc_start_svc(p, argv);
-	snprintf(p->url, sizeof(p->url), "%s", url);
-	for (int i = 0; i < 200; i++) { /* until it reads the stream */
-		char body[128];
-
-		if (proc_http_get(p, "/healthz", body, sizeof(body)) == 200)
-			return;
-		usleep(25000);
-	}
-	cr_fatal("%s never became healthy", node);
+	proc_start_fanout(p, node, pg_url, redis_url, extra);
 }
 
 static void
 setup(void)
 {
-	char pg[300], rd[160];
-	const char *rargv[] = { getenv("WEFT_TEST_RELAY_BIN"), pg, rd,
-				"--log-level=warn", NULL };
-
 	proc_stack_up(dir, pg_url);
 	proc_stack_env(dir, "WEFT_REDIS_URL", redis_url, sizeof(redis_url));
-	snprintf(pg, sizeof(pg), "--pg-url=%s", pg_url);
-	snprintf(rd, sizeof(rd), "--redis-url=%s", redis_url);
-	cr_assert_not_null(rargv[0], "WEFT_TEST_RELAY_BIN not set");
-	proc_start_svc(&relay, rargv);
-	for (int i = 0; i < 200; i++) { /* the slot exists */
-		char body[128];
-
-		if (proc_http_get(&relay, "/healthz", body, sizeof(body)) ==
-		    200)
-			break;
-		usleep(25000);
-	}
+	proc_start_relay(&relay, pg_url, redis_url, NULL);
 	proc_start_write_pg(&wr, pg_url, NULL);
 	start_fanout(&fa, "fanout-a", NULL);
 	start_fanout(&fb, "fanout-b", NULL);

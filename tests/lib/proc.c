@@ -257,6 +257,66 @@ proc_start_svc(struct proc *p, const char *const *argv)
 	cr_assert_fail("%s did not answer /healthz", args[0]);
 }
 
+/* until /healthz says 200, or fail the test */
+static void
+wait_healthy(const struct proc *p, const char *what)
+{
+	for (int i = 0; i < 200; i++) {
+		char body[128];
+
+		if (proc_http_get(p, "/healthz", body, sizeof(body)) == 200)
+			return;
+		usleep(25000);
+	}
+	cr_assert_fail("%s never became healthy", what);
+}
+
+void
+proc_start_relay(struct proc *p, const char *pg_url, const char *redis_url,
+		 const char *const *extra)
+{
+	char pg[300], rd[160];
+	const char *argv[16] = { getenv("WEFT_TEST_RELAY_BIN"), pg, rd,
+				 "--log-level=warn" };
+	int n = 4;
+
+	cr_assert_not_null(argv[0], "WEFT_TEST_RELAY_BIN not set");
+	snprintf(pg, sizeof(pg), "--pg-url=%s", pg_url);
+	snprintf(rd, sizeof(rd), "--redis-url=%s", redis_url);
+	for (; extra && *extra && n < 15; extra++)
+		argv[n++] = *extra;
+	argv[n] = NULL;
+	proc_start_svc(p, argv);
+	wait_healthy(p, "weft-relay");
+}
+
+void
+proc_start_fanout(struct proc *p, const char *node, const char *pg_url,
+		  const char *redis_url, const char *extra)
+{
+	char listen[128], pg[300], rd[160], nd[64], url[96];
+	const char *argv[] = { getenv("WEFT_TEST_FANOUT_BIN"),
+			       listen,
+			       pg,
+			       rd,
+			       nd,
+			       "--jwt-secret=" PROC_SECRET,
+			       "--log-level=warn",
+			       "--heartbeat=1s",
+			       extra ? extra : "--idle-timeout=30s",
+			       NULL };
+
+	cr_assert_not_null(argv[0], "WEFT_TEST_FANOUT_BIN not set");
+	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", proc_free_port());
+	snprintf(listen, sizeof(listen), "--listen=%s", url);
+	snprintf(pg, sizeof(pg), "--pg-url=%s", pg_url);
+	snprintf(rd, sizeof(rd), "--redis-url=%s", redis_url);
+	snprintf(nd, sizeof(nd), "--node=%s", node);
+	proc_start_svc(p, argv);
+	snprintf(p->url, sizeof(p->url), "%s", url);
+	wait_healthy(p, node);
+}
+
 void
 proc_kill9(struct proc *p)
 {

@@ -64,6 +64,23 @@ void proc_stack_destroy(const char *dir);
  */
 void proc_start_svc(struct proc *p, const char *const *argv);
 
+/*
+ * proc_start_relay - weft-relay (WEFT_TEST_RELAY_BIN) on pg_url and
+ * redis_url, with extra flags (NULL-terminated, may be NULL); returns once
+ * /healthz says 200 (the slot exists: every later commit is relayed).
+ */
+void proc_start_relay(struct proc *p, const char *pg_url, const char *redis_url,
+		      const char *const *extra);
+
+/*
+ * proc_start_fanout - weft-fanout (WEFT_TEST_FANOUT_BIN) named node on a
+ * free port (p->url), verifying PROC_SECRET tokens, heartbeat 1 s; extra
+ * is one more flag or NULL (default --idle-timeout=30s).  Returns once
+ * /healthz says 200 (it reads the stream).
+ */
+void proc_start_fanout(struct proc *p, const char *node, const char *pg_url,
+		       const char *redis_url, const char *extra);
+
 /* proc_kill9 - SIGKILL and reap; no check of the status. */
 void proc_kill9(struct proc *p);
 
