@@ -158,6 +158,16 @@ frame_reader_body(const struct frame_reader *fr, uint32_t *len)
 }
 
 void
+frame_reader_trim(struct frame_reader *fr)
+{
+	if (fr->state != FRAME_HDR || fr->hdr_have != 0)
+		return;
+	free(fr->body);
+	fr->body = NULL;
+	fr->body_cap = 0;
+}
+
+void
 frame_reader_next(struct frame_reader *fr)
 {
 	if (fr->state != FRAME_READY)

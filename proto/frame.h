@@ -95,6 +95,13 @@ const uint8_t *frame_reader_body(const struct frame_reader *fr, uint32_t *len);
 /* frame_reader_next - drop the ready frame and wait for the next one. */
 void frame_reader_next(struct frame_reader *fr);
 
+/*
+ * frame_reader_trim - free the body buffer if no frame is under way, so a
+ * reader between frames holds nothing (for servers with many idle peers;
+ * the next frame allocates again).
+ */
+void frame_reader_trim(struct frame_reader *fr);
+
 /* frame_put_header - write a length prefix into out[0..4). */
 void frame_put_header(uint8_t *out, uint32_t len);
 

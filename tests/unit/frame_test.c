@@ -221,3 +221,30 @@ Test(frame, zero_length_error_is_sticky)
 	cr_assert(eq(sz, used, 0));
 	frame_reader_fini(&fr);
 }
+
+/* trim frees the body between frames only, and the next frame still
+ * arrives whole */
+Test(frame, trim_frees_between_frames_only)
+{
+	struct frame_reader fr;
+	uint8_t in[64];
+	size_t n = make_frame(in, "abcdef"), used;
+	uint32_t len;
+
+	frame_reader_init(&fr, 1024);
+	cr_assert(eq(i64, frame_reader_feed(&fr, in, n, &used), 0));
+	frame_reader_next(&fr);
+	cr_assert_not_null(fr.body, "kept between frames");
+	frame_reader_trim(&fr);
+	cr_assert_null(fr.body);
+	cr_assert(eq(u32, fr.body_cap, 0));
+	/* half a frame: trim keeps what has arrived */
+	cr_assert(eq(i64, frame_reader_feed(&fr, in, 6, &used), 0));
+	frame_reader_trim(&fr);
+	cr_assert_not_null(fr.body);
+	cr_assert(eq(i64, frame_reader_feed(&fr, in + 6, n - 6, &used), 0));
+	cr_assert(frame_reader_ready(&fr));
+	cr_assert(
+		eq(i64, memcmp(frame_reader_body(&fr, &len), "abcdef", 6), 0));
+	frame_reader_fini(&fr);
+}
