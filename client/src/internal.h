@@ -70,6 +70,13 @@ struct errslot {
 
 struct sync; /* sync.c */
 
+/* queued transactions by record (qindex.c): may hold more, never less */
+struct qindex {
+	struct qentry **buckets; /* QI_BUCKETS chains; NULL until used */
+	size_t entries;		 /* records with queued transactions */
+	bool stale;		 /* an add failed: rebuild before use */
+};
+
 /* the store's prepared statements (store.c has their SQL) */
 enum sid {
 	Q_VIEW_GET,
@@ -79,23 +86,17 @@ enum sid {
 	Q_BASE_GET,
 	Q_BASE_PUT,
 	Q_BASE_DEL,
-	Q_PENDING_OF,
 	Q_META_GET,
 	Q_META_SET,
 	Q_QUEUE_ADD,
-	Q_QUEUE_KEY_ADD,
-	Q_QUEUE_OF_KEY,
 	Q_BASE_UPSERT,
 	Q_VIEW_SET,
-	Q_QUEUED_FOR,
-	Q_QUEUE_EMPTY,
 	Q_UNDO_KEEP,
 	Q_UNDO_PRUNE,
 	Q_REDO_ADD,
 	Q_REDO_CLEAR,
 	Q_HWM,
 	Q_QUEUE_DEL,
-	Q_QUEUE_KEY_DEL,
 	Q_QUEUE_FRAME,
 	Q_BEGIN,
 	Q_COMMIT,
@@ -119,6 +120,7 @@ struct weft_store {
 	struct sync *sync;	/* NULL when offline only */
 	sqlite3_stmt *q[Q_N];	/* mu: prepared on first use */
 	bool redo_empty;	/* mu: weft_redo has no rows */
+	struct qindex qi;	/* mu */
 };
 
 /* mu held: the prepared statement, reset and unbound; NULL on error (with
@@ -142,8 +144,8 @@ int st_load(weft_store *st, bool base, const char *table, const char *id,
  * pending count); a row that does not exist is deleted */
 int st_save(weft_store *st, bool base, const char *table, const char *id,
 	    const struct lrow *r, int64_t pending);
-/* mu held: number of queued transactions touching table/id */
-int64_t st_pending_of(weft_store *st, const char *table, const char *id);
+/* mu held: the queue index, rebuilt from the queue if it went stale */
+struct qindex *st_qindex(weft_store *st);
 /* mu held: BEGIN IMMEDIATE / COMMIT / ROLLBACK */
 int st_begin(weft_store *st);
 int st_commit(weft_store *st);
@@ -162,6 +164,19 @@ void notes_addv(struct notes *ns, const char *table, const char *id,
 		uint64_t version, bool deleted, int origin);
 /* call the change callback for each, then free them (mu not held) */
 void notes_fire(weft_store *st, struct notes *ns);
+
+/* ---- qindex.c ---- */
+
+void qindex_add(struct qindex *qi, const char *table, const char *id,
+		uint64_t mid);
+void qindex_del(struct qindex *qi, const char *table, const char *id,
+		uint64_t mid);
+/* the mids (ascending) queued for table/id, borrowed until the next
+ * change of the index */
+size_t qindex_get(struct qindex *qi, const char *table, const char *id,
+		  const uint64_t **mids);
+void qindex_clear(struct qindex *qi);
+void qindex_fini(struct qindex *qi);
 
 /* ---- apply.c ---- */
 

@@ -11,7 +11,6 @@
  *                    reads, with a pending count per row
  *   weft_queue       queued transactions by mutation id: the TXN frame as
  *                    it goes on the wire, and the ops that undo it
- *   weft_queue_keys  which queued transactions touch which record
  *   weft_subs        subscriptions, how far their bootstrap got, and
  *                    whether the server refused them (retried)
  *   weft_undo        the ops that reverse each answered commit, by its
@@ -20,7 +19,9 @@
  *   weft_redo        the ops that reverse each undo, until a new commit
  *
  * A commit touches as few pages as it can (each is a 4 KiB WAL write):
- * the view row, the queue row (with its undo) and the queue key.  So mutation
+ * the view row and the queue row (with its undo).  Which queued
+ * transactions touch which record is kept in memory (qindex.c), rebuilt
+ * from the queue's frames at open.  So mutation
  * ids need no AUTOINCREMENT: the highest id answered is kept in weft_meta
  * (mid_hwm) when it leaves the queue, and the next id is past both.
  *   "<table>"        a view per schema table, one column per field
@@ -61,9 +62,6 @@ static const char *const ddl =
 	" (space, tbl, id);"
 	"CREATE TABLE IF NOT EXISTS weft_queue (mid INTEGER PRIMARY KEY,"
 	" frame BLOB NOT NULL, created_ms INTEGER NOT NULL, undo BLOB);"
-	"CREATE TABLE IF NOT EXISTS weft_queue_keys (tbl TEXT NOT NULL,"
-	" id TEXT NOT NULL, mid INTEGER NOT NULL, PRIMARY KEY (tbl, id, mid))"
-	" WITHOUT ROWID;"
 	"CREATE TABLE IF NOT EXISTS weft_subs (key TEXT PRIMARY KEY,"
 	" loaded INTEGER NOT NULL DEFAULT 0, page BLOB,"
 	" refused INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;"
@@ -87,18 +85,11 @@ static const char *const sql[Q_N] = {
 		       " version, deleted, data)"
 		       " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
 	[Q_BASE_DEL] = "DELETE FROM weft_base WHERE tbl = ?1 AND id = ?2",
-	[Q_PENDING_OF] = "SELECT count(*) FROM weft_queue_keys"
-			 " WHERE tbl = ?1 AND id = ?2",
 	[Q_META_GET] = "SELECT v FROM weft_meta WHERE k = ?1",
 	[Q_META_SET] = "INSERT OR REPLACE INTO weft_meta (k, v) VALUES (?1,"
 		       " ?2)",
 	[Q_QUEUE_ADD] = "INSERT INTO weft_queue (mid, frame, created_ms, undo)"
 			" VALUES (?1, ?2, ?3, ?4)",
-	[Q_QUEUE_KEY_ADD] = "INSERT OR IGNORE INTO weft_queue_keys (tbl, id,"
-			    " mid) VALUES (?1, ?2, ?3)",
-	[Q_QUEUE_OF_KEY] = "SELECT q.mid, q.frame FROM weft_queue_keys k"
-			   " JOIN weft_queue q ON q.mid = k.mid"
-			   " WHERE k.tbl = ?1 AND k.id = ?2 ORDER BY k.mid",
 	/* a server row goes in only if it is newer (sqlite3_changes says) */
 	[Q_BASE_UPSERT] = "INSERT INTO weft_base (tbl, id, space, version,"
 			  " deleted, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
@@ -110,9 +101,6 @@ static const char *const sql[Q_N] = {
 	[Q_VIEW_SET] = "INSERT OR REPLACE INTO weft_rows (tbl, id, space,"
 		       " version, deleted, data, pending)"
 		       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)",
-	[Q_QUEUED_FOR] = "SELECT EXISTS (SELECT 1 FROM weft_queue_keys"
-			 " WHERE tbl = ?1 AND id = ?2)",
-	[Q_QUEUE_EMPTY] = "SELECT NOT EXISTS (SELECT 1 FROM weft_queue)",
 	[Q_UNDO_KEEP] = "INSERT INTO weft_undo (seq, frame) SELECT mid, undo"
 			" FROM weft_queue WHERE mid = ?1 AND undo IS NOT NULL",
 	[Q_UNDO_PRUNE] = "DELETE FROM weft_undo WHERE seq < (SELECT seq FROM"
@@ -122,8 +110,6 @@ static const char *const sql[Q_N] = {
 	[Q_HWM] = "INSERT INTO weft_meta (k, v) VALUES ('mid_hwm', ?1)"
 		  " ON CONFLICT (k) DO UPDATE SET v = max(v, excluded.v)",
 	[Q_QUEUE_DEL] = "DELETE FROM weft_queue WHERE mid = ?1",
-	[Q_QUEUE_KEY_DEL] = "DELETE FROM weft_queue_keys"
-			    " WHERE tbl = ?1 AND id = ?2 AND mid = ?3",
 	[Q_QUEUE_FRAME] = "SELECT frame FROM weft_queue WHERE mid = ?1",
 	[Q_BEGIN] = "BEGIN IMMEDIATE",
 	[Q_COMMIT] = "COMMIT",
@@ -424,20 +410,37 @@ st_save(weft_store *st, bool base, const char *table, const char *id,
 	return rc == SQLITE_DONE ? 0 : st_sqlerr(st, "write a row");
 }
 
-int64_t
-st_pending_of(weft_store *st, const char *table, const char *id)
+struct qindex *
+st_qindex(weft_store *st)
 {
-	sqlite3_stmt *q = st_q(st, Q_PENDING_OF);
-	int64_t n = 0;
+	sqlite3_stmt *q;
 
-	if (!q)
-		return 0;
-	sqlite3_bind_text(q, 1, table, -1, SQLITE_STATIC);
-	sqlite3_bind_text(q, 2, id, -1, SQLITE_STATIC);
-	if (sqlite3_step(q) == SQLITE_ROW)
-		n = sqlite3_column_int64(q, 0);
-	sqlite3_reset(q);
-	return n;
+	if (!st->qi.stale)
+		return &st->qi;
+	qindex_clear(&st->qi);
+	if (sqlite3_prepare_v2(st->db,
+			       "SELECT mid, frame FROM weft_queue ORDER BY mid",
+			       -1, &q, NULL) != SQLITE_OK) {
+		st->qi.stale = true;
+		return &st->qi;
+	}
+	while (sqlite3_step(q) == SQLITE_ROW) {
+		uint64_t mid = (uint64_t)sqlite3_column_int64(q, 0);
+		char **keys = NULL;
+		size_t n = 0;
+
+		if (txn_keys(sqlite3_column_blob(q, 1),
+			     (size_t)sqlite3_column_bytes(q, 1), &keys,
+			     &n) != 0)
+			st->qi.stale = true;
+		for (size_t i = 0; i + 1 < n; i += 2)
+			qindex_add(&st->qi, keys[i], keys[i + 1], mid);
+		for (size_t i = 0; i < n; i++)
+			free(keys[i]);
+		free(keys);
+	}
+	sqlite3_finalize(q);
+	return &st->qi;
 }
 
 /* ------------------------------------------------------------------ */
@@ -691,6 +694,7 @@ init_db(weft_store *st, int durability)
 		sqlite3_finalize(q);
 	}
 	st->redo_empty = false; /* known after the first clear */
+	st->qi.stale = true;	/* built from the queue on first use */
 	return make_views(st);
 }
 
@@ -733,6 +737,7 @@ store_free(weft_store *st)
 		st->errs = e->next;
 		free(e);
 	}
+	qindex_fini(&st->qi);
 	pthread_key_delete(st->err_key);
 	pthread_mutex_destroy(&st->err_mu);
 	pthread_mutex_destroy(&st->mu);
@@ -974,10 +979,11 @@ weft_pending(weft_store *st)
 uint64_t
 weft_pending_record(weft_store *st, const char *table, const char *id)
 {
+	const uint64_t *mids;
 	int64_t n;
 
 	pthread_mutex_lock(&st->mu);
-	n = st_pending_of(st, table, id);
+	n = (int64_t)qindex_get(st_qindex(st), table, id, &mids);
 	pthread_mutex_unlock(&st->mu);
 	return n > 0 ? (uint64_t)n : 0;
 }

@@ -502,25 +502,20 @@ finish_locked(weft_store *st, int rc, struct notes *ns)
 {
 	if (!rc)
 		rc = st_commit(st);
-	if (rc)
+	if (rc) {
 		st_rollback(st);
+		st->qi.stale = true; /* a dequeue may be undone */
+	}
 	pthread_mutex_unlock(&st->mu);
 	notes_fire(st, ns);
 	return rc;
 }
 
-/* mu held: is the queue empty (then no server row needs a rebase)? */
+/* mu held: is nothing queued (then no server row needs a rebase)? */
 static bool
 queue_empty(weft_store *st)
 {
-	sqlite3_stmt *q = st_q(st, Q_QUEUE_EMPTY);
-	bool empty = false;
-
-	if (q && sqlite3_step(q) == SQLITE_ROW)
-		empty = sqlite3_column_int(q, 0) != 0;
-	if (q)
-		sqlite3_reset(q);
-	return empty;
+	return st_qindex(st)->entries == 0;
 }
 
 /*
@@ -582,16 +577,9 @@ apply_server_row(weft_store *st, const struct proto_record *r, bool qempty,
 		if (sqlite3_changes(st->db) == 0)
 			goto out; /* not newer than what we hold */
 		if (!qempty) {
-			q = st_q(st, Q_QUEUED_FOR);
-			if (!q) {
-				rc = WEFT_EIO;
-				goto out;
-			}
-			sqlite3_bind_text(q, 1, t, -1, SQLITE_STATIC);
-			sqlite3_bind_text(q, 2, id, -1, SQLITE_STATIC);
-			queued = sqlite3_step(q) == SQLITE_ROW &&
-				 sqlite3_column_int(q, 0);
-			sqlite3_reset(q);
+			const uint64_t *mids;
+
+			queued = qindex_get(st_qindex(st), t, id, &mids) > 0;
 		}
 		if (queued) {
 			rc = rebase(st, t, id, ns, WEFT_REMOTE);
@@ -652,20 +640,12 @@ dequeue(weft_store *st, uint64_t mid, int origin, struct notes *ns)
 			rc = st_sqlerr(st, "dequeue a transaction");
 		sqlite3_reset(q);
 	}
+	/* the index forgets it at once: if this SQLite transaction rolls
+	 * back, the frame is still queued but unindexed, so the index is
+	 * marked stale and rebuilt (the caller's rollback path) */
 	for (size_t i = 0; !rc && i + 1 < n; i += 2) {
-		q = st_q(st, Q_QUEUE_KEY_DEL);
-		if (!q) {
-			rc = WEFT_EIO;
-			break;
-		}
-		sqlite3_bind_text(q, 1, keys[i], -1, SQLITE_STATIC);
-		sqlite3_bind_text(q, 2, keys[i + 1], -1, SQLITE_STATIC);
-		sqlite3_bind_int64(q, 3, (sqlite3_int64)mid);
-		if (sqlite3_step(q) != SQLITE_DONE)
-			rc = st_sqlerr(st, "dequeue a transaction");
-		sqlite3_reset(q);
-		if (!rc)
-			rc = rebase(st, keys[i], keys[i + 1], ns, origin);
+		qindex_del(&st->qi, keys[i], keys[i + 1], mid);
+		rc = rebase(st, keys[i], keys[i + 1], ns, origin);
 	}
 	for (size_t i = 0; i < n; i++)
 		free(keys[i]);
@@ -1229,12 +1209,14 @@ on_error_msg(struct sync *sy, struct link *l, const struct proto_error *e)
 			/* applied long ago, result gone: it is done; the
 			 * records come back through fetch or pushes */
 			struct notes ns = { 0 };
+			int rc;
 
 			pthread_mutex_lock(&sy->st->mu);
-			dequeue(sy->st, mid, WEFT_REMOTE, &ns);
-			pthread_mutex_unlock(&sy->st->mu);
-			notes_fire(sy->st, &ns);
-			note_answered(sy, mid);
+			rc = st_begin(sy->st);
+			if (!rc)
+				rc = dequeue(sy->st, mid, WEFT_REMOTE, &ns);
+			if (finish_locked(sy->st, rc, &ns) == 0)
+				note_answered(sy, mid);
 			return;
 		}
 	}

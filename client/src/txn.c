@@ -621,18 +621,6 @@ commit_locked(weft_store *st, const struct oplist *ops, enum commit_kind kind,
 		goto out_rollback;
 	}
 	for (size_t k = 0; k < nt; k++) {
-		q = st_q(st, Q_QUEUE_KEY_ADD);
-		if (!q) {
-			rc = WEFT_EIO;
-			goto out_rollback;
-		}
-		sqlite3_bind_text(q, 1, tv[k].table, -1, SQLITE_STATIC);
-		sqlite3_bind_text(q, 2, tv[k].id, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(q, 3, (sqlite3_int64)mid);
-		if (sqlite3_step(q) != SQLITE_DONE) {
-			rc = st_sqlerr(st, "queue the transaction");
-			goto out_rollback;
-		}
 		rc = st_save(st, false, tv[k].table, tv[k].id, &tv[k].row,
 			     tv[k].row.pending + 1);
 		if (rc)
@@ -692,6 +680,10 @@ commit_locked(weft_store *st, const struct oplist *ops, enum commit_kind kind,
 				 : kind == C_UNDO ? false
 						  : st->redo_empty;
 	st->next_mid = mid + 1;
+	/* durable now: the queue index learns of it (a failed add marks
+	 * the index stale, and it is rebuilt from the queue) */
+	for (size_t k = 0; k < nt; k++)
+		qindex_add(&st->qi, tv[k].table, tv[k].id, mid);
 	if (mid_out)
 		*mid_out = mid;
 	for (size_t k = 0; k < nt; k++)
@@ -796,29 +788,42 @@ rebase(weft_store *st, const char *table, const char *id, struct notes *ns,
 {
 	struct lrow row;
 	sqlite3_stmt *q;
+	const uint64_t *mids;
+	size_t nmids;
 	int64_t pending = 0;
 	int rc, step;
 
 	rc = st_load(st, true, table, id, &row);
 	if (rc)
 		return rc;
-	q = st_q(st, Q_QUEUE_OF_KEY);
-	if (!q) {
-		lrow_fini(&row);
-		return WEFT_EIO;
-	}
-	sqlite3_bind_text(q, 1, table, -1, SQLITE_STATIC);
-	sqlite3_bind_text(q, 2, id, -1, SQLITE_STATIC);
-	while ((step = sqlite3_step(q)) == SQLITE_ROW) {
+	/* the index does not change while this runs (mu is held) */
+	nmids = qindex_get(st_qindex(st), table, id, &mids);
+	for (size_t m = 0; m < nmids; m++) {
 		struct oplist ops = { 0 };
 		struct lrow tmp;
 		char why[ERR_MAX];
 		bool ok = true;
 
+		q = st_q(st, Q_QUEUE_FRAME);
+		if (!q) {
+			lrow_fini(&row);
+			return WEFT_EIO;
+		}
+		sqlite3_bind_int64(q, 1, (sqlite3_int64)mids[m]);
+		step = sqlite3_step(q);
+		if (step != SQLITE_ROW) {
+			sqlite3_reset(q);
+			if (step == SQLITE_DONE)
+				continue; /* left the queue */
+			lrow_fini(&row);
+			return st_sqlerr(st, "read the queue");
+		}
 		pending++;
-		if (decode_txn(sqlite3_column_blob(q, 1),
-			       (size_t)sqlite3_column_bytes(q, 1), &ops) != 0 ||
-		    lrow_copy(&tmp, &row) != 0) {
+		rc = decode_txn(sqlite3_column_blob(q, 0),
+				(size_t)sqlite3_column_bytes(q, 0), &ops);
+		sqlite3_reset(q);
+		if (rc || lrow_copy(&tmp, &row) != 0) {
+			rc = 0;
 			oplist_fini(&ops);
 			continue;
 		}
@@ -834,11 +839,6 @@ rebase(weft_store *st, const char *table, const char *id, struct notes *ns,
 			lrow_fini(&tmp);
 		}
 		oplist_fini(&ops);
-	}
-	sqlite3_reset(q);
-	if (step != SQLITE_DONE) {
-		lrow_fini(&row);
-		return st_sqlerr(st, "read the queue");
 	}
 	rc = st_save(st, false, table, id, &row, pending);
 	if (!rc)

@@ -114,6 +114,9 @@ Test(client, commit_is_visible_at_once_and_survives_reopen)
 	st = open_store();
 	cr_assert_str_eq(weft_client_id(st), id1, "the client id is kept");
 	cr_assert(eq(u64, weft_pending(st), 2), "the queue is kept");
+	cr_assert(eq(u64, weft_pending_record(st, "issues", "i1"), 2),
+		  "and which records it touches");
+	cr_assert(eq(u64, weft_pending_record(st, "issues", "nope"), 0));
 	assert_json(st, "i1",
 		    "{\"title\":\"first\",\"description\":\"\",\"status\":"
 		    "\"todo\",\"priority\":2,\"assignee\":null,\"labels\":[]}");
