@@ -50,12 +50,16 @@ json_to_mpbuf(struct buf *out, const json_t *v)
 	return 0;
 }
 
-/* a field name of an op as a C string */
-static void
-field_name(const struct proto_op *op, char *out, size_t cap)
+void
+str_copy(char *out, size_t cap, struct proto_str s)
 {
-	snprintf(out, cap, "%.*s", (int)op->field.len,
-		 op->field.p ? op->field.p : "");
+	size_t n = s.p ? s.len : 0;
+
+	if (n >= cap)
+		n = cap - 1;
+	if (n)
+		memcpy(out, s.p, n);
+	out[n] = '\0';
 }
 
 /* a + b as the server's numeric addition would give it: integers stay
@@ -95,9 +99,9 @@ apply_op(struct lrow *r, const struct proto_op *op, char *why, size_t whylen)
 	json_t *val = NULL, *data = NULL, *cur;
 	int rc = 0;
 
-	snprintf(tbl, sizeof(tbl), "%.*s", (int)op->table.len, op->table.p);
-	snprintf(id, sizeof(id), "%.*s", (int)op->id.len, op->id.p);
-	field_name(op, fld, sizeof(fld));
+	str_copy(tbl, sizeof(tbl), op->table);
+	str_copy(id, sizeof(id), op->id);
+	str_copy(fld, sizeof(fld), op->field);
 	if (op->value.p) {
 		val = mp_to_json(op->value.p, op->value.len);
 		if (!val) {

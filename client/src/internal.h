@@ -188,6 +188,10 @@ void qindex_fini(struct qindex *qi);
 int apply_op(struct lrow *r, const struct proto_op *op, char *why,
 	     size_t whylen);
 
+/* s as a C string in out[cap] (cut to fit; "" for an absent string):
+ * a commit copies names this way several times, and snprintf showed */
+void str_copy(char *out, size_t cap, struct proto_str s);
+
 /* a msgpack value as a jansson value (new reference), or NULL */
 json_t *mp_to_json(const uint8_t *p, size_t len);
 /* a jansson value as msgpack appended to out; 0 or WEFT_EINVAL */

@@ -447,10 +447,9 @@ inverse_of(struct oplist *inv, const struct proto_op *op,
 	json_t *old = NULL, *val;
 	int rc = 0;
 
-	snprintf(table, sizeof(table), "%.*s", (int)op->table.len, op->table.p);
-	snprintf(id, sizeof(id), "%.*s", (int)op->id.len, op->id.p);
-	snprintf(field, sizeof(field), "%.*s", (int)op->field.len,
-		 op->field.p ? op->field.p : "");
+	str_copy(table, sizeof(table), op->table);
+	str_copy(id, sizeof(id), op->id);
+	str_copy(field, sizeof(field), op->field);
 	if (before->data && op->field.p)
 		old = json_object_get(before->data, field);
 	switch (op->kind) {
