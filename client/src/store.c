@@ -639,11 +639,10 @@ init_db(weft_store *st, int durability)
 	sqlite3_stmt *q;
 	int rc;
 
-	/* a commit rewrites four pages (view row, queue, queue key, undo),
-	 * each whole in the WAL: 1 KiB pages wrote less, but made bulk
-	 * loads (bootstrap) 20% slower and commits no faster once those
-	 * were four; so SQLite's 4 KiB.  A larger WAL before checkpoints
-	 * means fewer fsyncs at synchronous=NORMAL. */
+	/* a commit rewrites two pages (view row, queue row), each whole in
+	 * the WAL: 1 KiB pages wrote less, but made bulk loads (bootstrap)
+	 * 20% slower, and commits gained little; so SQLite's 4 KiB.  A larger
+	 * WAL before checkpoints means fewer fsyncs at synchronous=NORMAL. */
 	if (sqlite3_exec(st->db,
 			 "PRAGMA journal_mode = WAL;"
 			 "PRAGMA wal_autocheckpoint = 4000;"
