@@ -528,17 +528,15 @@ static int
 apply_server_row(weft_store *st, const struct proto_record *r, bool qempty,
 		 struct notes *ns)
 {
-	char *t = cstr(r->table), *id = cstr(r->id);
+	char t[PROTO_MAX_NAME + 1], id[PROTO_MAX_NAME + 1];
 	struct buf js;
 	sqlite3_stmt *q;
 	bool queued = false;
 	int rc = 0;
 
+	str_copy(t, sizeof(t), r->table);
+	str_copy(id, sizeof(id), r->id);
 	buf_init(&js, 0);
-	if (!t || !id) {
-		rc = WEFT_ENOMEM;
-		goto out;
-	}
 	if (!r->deleted) {
 		if (r->data.p)
 			rc = json_from_mp(&js, r->data.p, r->data.len);
@@ -589,8 +587,6 @@ apply_server_row(weft_store *st, const struct proto_record *r, bool qempty,
 	notes_addv(ns, t, id, r->version, r->deleted, WEFT_REMOTE);
 out:
 	buf_fini(&js);
-	free(t);
-	free(id);
 	return rc;
 }
 
