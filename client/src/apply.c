@@ -77,6 +77,19 @@ add_numbers(const json_t *a, const json_t *b)
 	return json_real(json_number_value(a) + json_number_value(b));
 }
 
+/* r moves to space sp */
+static int
+set_space(struct lrow *r, struct proto_str sp)
+{
+	char *c = strndup(sp.p ? sp.p : "", sp.len);
+
+	if (!c)
+		return WEFT_ENOMEM;
+	free(r->space);
+	r->space = c;
+	return 0;
+}
+
 static bool
 list_has(const json_t *arr, const json_t *v)
 {
@@ -121,20 +134,13 @@ apply_op(struct lrow *r, const struct proto_op *op, char *why, size_t whylen)
 		}
 	}
 	if (op->kind == PROTO_OP_CREATE) {
-		char *sp;
-
 		if (r->exists && !r->deleted) {
 			snprintf(why, whylen, "%s/%s already exists", tbl, id);
 			rc = WEFT_EEXIST;
 			goto out;
 		}
-		sp = strndup(op->space.p ? op->space.p : "", op->space.len);
-		if (!sp) {
-			rc = WEFT_ENOMEM;
+		if ((rc = set_space(r, op->space)) != 0)
 			goto out;
-		}
-		free(r->space);
-		r->space = sp;
 		json_decref(r->data);
 		r->data = data;
 		data = NULL;
@@ -151,16 +157,8 @@ apply_op(struct lrow *r, const struct proto_op *op, char *why, size_t whylen)
 		r->data = json_object();
 	switch (op->kind) {
 	case PROTO_OP_PUT:
-		if (op->space.p) {
-			char *sp = strndup(op->space.p, op->space.len);
-
-			if (!sp) {
-				rc = WEFT_ENOMEM;
-				goto out;
-			}
-			free(r->space);
-			r->space = sp;
-		}
+		if (op->space.p && (rc = set_space(r, op->space)) != 0)
+			goto out;
 		json_decref(r->data);
 		r->data = data;
 		data = NULL;

@@ -805,13 +805,14 @@ push_queue(struct sync *sy)
 /* ------------------------------------------------------------------ */
 /* subscriptions and bootstrap */
 
-static bool
-subscribed_already(struct sync *sy, const char *key)
+/* key's place in this fanout session's subscribed list, or -1 */
+static long
+sub_index(const struct sync *sy, const char *key)
 {
 	for (size_t i = 0; i < sy->nsubscribed; i++)
 		if (strcmp(sy->subscribed[i], key) == 0)
-			return true;
-	return false;
+			return (long)i;
+	return -1;
 }
 
 /* SUBSCRIBE every stored key this fanout session does not have yet */
@@ -832,7 +833,7 @@ send_subscribes(struct sync *sy)
 		while (n < MAX_SUB_KEYS && sqlite3_step(q) == SQLITE_ROW) {
 			const char *k = (const char *)sqlite3_column_text(q, 0);
 
-			if (!subscribed_already(sy, k) && (keys[n] = strdup(k)))
+			if (sub_index(sy, k) < 0 && (keys[n] = strdup(k)))
 				n++;
 		}
 		sqlite3_finalize(q);
@@ -871,10 +872,9 @@ send_subscribes(struct sync *sy)
 static bool
 key_granted(const struct sync *sy, const char *key)
 {
-	for (size_t i = 0; i < sy->nsubscribed; i++)
-		if (sy->granted[i] && strcmp(sy->subscribed[i], key) == 0)
-			return true;
-	return false;
+	long i = sub_index(sy, key);
+
+	return i >= 0 && sy->granted[i];
 }
 
 /* the next bootstrap page (or record fetch) of a subscription not loaded */

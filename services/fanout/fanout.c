@@ -103,6 +103,23 @@ parse_cursor(const char *id, struct proto_cursor *out)
 	return true;
 }
 
+/* c as a PUSH element under key, with its data unless hide */
+static struct proto_change
+change_proto(const struct change *c, const char *key, bool hide)
+{
+	return (struct proto_change){
+		c->cursor,
+		proto_str_c(key),
+		proto_str_c(c->table),
+		proto_str_c(c->id),
+		proto_str_c(c->space),
+		c->version,
+		c->op,
+		c->deleted,
+		{ hide ? NULL : c->data, hide ? 0 : c->data_len },
+	};
+}
+
 /* c as its space subscribers receive it, once for all of them */
 static void
 change_encode(struct change *c)
@@ -112,17 +129,7 @@ change_encode(struct change *c)
 	struct buf b;
 
 	snprintf(key, sizeof(key), "space/%s", c->space);
-	pc = (struct proto_change){
-		c->cursor,
-		proto_str_c(key),
-		proto_str_c(c->table),
-		proto_str_c(c->id),
-		proto_str_c(c->space),
-		c->version,
-		c->op,
-		c->deleted,
-		{ c->data, c->data_len },
-	};
+	pc = change_proto(c, key, false);
 	buf_init(&b, 0);
 	if (proto_encode_change(&b, &pc, NULL) == 0 && b.data) {
 		c->enc = b.data;
@@ -480,17 +487,7 @@ push_encode_locked(struct sess *s)
 				 s->pend[i].key == PK_PREV && c->prev
 					 ? c->prev
 					 : c->space);
-		ch = (struct proto_change){
-			c->cursor,
-			proto_str_c(key),
-			proto_str_c(c->table),
-			proto_str_c(c->id),
-			proto_str_c(c->space),
-			c->version,
-			c->op,
-			c->deleted,
-			{ hide ? NULL : c->data, hide ? 0 : c->data_len },
-		};
+		ch = change_proto(c, key, hide);
 		if (proto_encode_change(&enc, &ch, NULL) != 0)
 			enc.err = WEFT_EINVAL; /* fails the PUSH */
 	}
