@@ -1,9 +1,11 @@
 /*
- * weft - the command-line tool.  Today: `weft token`, which mints a
- * development JWT; the rest of the CLI (put, get, watch, status...)
- * arrives with the client library.
+ * weft - the command-line tool: development tokens and migrations (here),
+ * and, on a local store through libweft, spaces, writes, reads, watching
+ * and syncing (cmds.c).  It works offline: writes queue in the store and
+ * go out on the next online run.
  *
- * Exit codes: 0 ok, 1 usage, 2 rejected, 3 unavailable.
+ * Exit codes (tools/cli.h): 0 ok, 1 usage, 2 rejected by the server,
+ * 3 unavailable.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +14,9 @@
 
 #include "common/config.h"
 #include "services/shared/auth.h"
+#include "services/shared/migrate.h"
+#include "tools/cli.h"
+#include "tools/cmds.h"
 
 #include "common/banned.h"
 
@@ -62,17 +67,85 @@ cmd_token(int argc, const char *const *argv)
 	return 0;
 }
 
+static int
+cmd_migrate(int argc, const char *const *argv)
+{
+	const char *pg_url, *dir;
+	const struct cfg_opt opts[] = {
+		{ "pg-url", CFG_STR, &pg_url,
+		  "postgresql://weft@127.0.0.1:54320/weft",
+		  "the database (libpq URL)", 0, 0 },
+		{ "migrations-dir", CFG_STR, &dir, WEFT_MIGRATIONS_DIR,
+		  "where the NNNN_name.sql migrations are", 0, 0 },
+	};
+	const struct cfg_spec spec = {
+		"weft migrate", "[options]",
+		"Applies weft's database migrations that are missing, in "
+		"order, each exactly once\n(safe to run again, and "
+		"concurrently).",
+		opts, sizeof(opts) / sizeof(opts[0])
+	};
+	char err[CFG_ERR_MAX], why[512];
+	int argi, rc, applied = 0;
+
+	rc = cfg_parse(&spec, argc, argv, &argi, stdout, err, sizeof(err));
+	if (rc == CFG_EXIT)
+		return CLI_OK;
+	if (rc || argi < argc) {
+		fprintf(stderr, "weft migrate: %s\n",
+			rc ? err : "unexpected argument (see --help)");
+		return CLI_USAGE;
+	}
+	rc = migrate_run(pg_url, dir, &applied, why, sizeof(why));
+	if (rc) {
+		fprintf(stderr, "weft migrate: %s\n", why);
+		return rc == WEFT_EUNAVAILABLE ? CLI_UNAVAILABLE : CLI_USAGE;
+	}
+	printf("migrations applied now: %d; the database is up to date\n",
+	       applied);
+	return CLI_OK;
+}
+
+static const struct command {
+	const char *name;
+	int (*run)(int argc, const char *const *argv);
+	const char *help;
+} commands[] = {
+	{ "token", cmd_token, "mint a development token (JWT) for a user" },
+	{ "migrate", cmd_migrate, "apply the database migrations" },
+	{ "space", cmd_space, "create a space; add or remove members" },
+	{ "put", cmd_put, "create or replace a record" },
+	{ "set", cmd_set, "set fields of a record" },
+	{ "delete", cmd_delete, "delete a record" },
+	{ "get", cmd_get, "print a record" },
+	{ "ls", cmd_ls, "list records (of a space)" },
+	{ "watch", cmd_watch, "print each change of a space as a JSON line" },
+	{ "bootstrap", cmd_bootstrap, "load a space, with progress" },
+	{ "status", cmd_status, "connection state, pending writes, cursor" },
+	{ "sync", cmd_sync, "send queued writes and catch up, then exit" },
+	{ "undo", cmd_undo, "undo this store's last transaction" },
+	{ "redo", cmd_undo, "redo what undo undid" },
+	{ "version", NULL, "print the version" },
+};
+
 static void
 usage(FILE *out)
 {
-	fprintf(out, "usage: weft <command> [options]\n\n"
-		     "commands:\n"
-		     "  token     mint a development token for a user\n"
-		     "  version   print the version\n\n"
-		     "weft <command> --help shows a command's options; each "
-		     "also reads WEFT_* variables.\n"
-		     "exit codes: 0 ok, 1 usage, 2 rejected by the server, 3 "
-		     "unavailable\n");
+	fprintf(out, "usage: weft <command> [options] [arguments]\n\n"
+		     "commands:\n");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].help);
+	fprintf(out,
+		"\nweft <command> --help lists a command's options; each has "
+		"a WEFT_* variable\n(--write-url: WEFT_WRITE_URL).  "
+		"Options come before arguments.\n\n"
+		"The store commands work on a local store (--store, default "
+		"~/.local/share/weft/\n<user>.db): writes are committed there "
+		"first, then sent; with --offline, or when\nthe services are "
+		"down, they stay queued and go out on the next online run.\n"
+		"With a local stack running: set -a; . var/stack/env; set +a\n"
+		"\nexit codes: 0 ok, 1 usage, 2 rejected by the server (or "
+		"not found), 3 services\nunavailable\n");
 }
 
 int
@@ -81,18 +154,21 @@ main(int argc, char **argv)
 	const char *const *args = (const char *const *)argv;
 
 	if (argc < 2 || strcmp(argv[1], "--help") == 0 ||
-	    strcmp(argv[1], "help") == 0) {
+	    strcmp(argv[1], "help") == 0 || strcmp(argv[1], "-h") == 0) {
 		usage(argc < 2 ? stderr : stdout);
-		return argc < 2 ? 1 : 0;
+		return argc < 2 ? CLI_USAGE : CLI_OK;
 	}
-	if (strcmp(argv[1], "token") == 0)
-		return cmd_token(argc - 1, args + 1);
 	if (strcmp(argv[1], "version") == 0 ||
 	    strcmp(argv[1], "--version") == 0) {
-		printf("weft 0.1.0\n");
-		return 0;
+		printf("weft %s (protocol %u)\n", weft_version(),
+		       weft_protocol_version());
+		return CLI_OK;
+	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		if (commands[i].run && strcmp(argv[1], commands[i].name) == 0)
+			return commands[i].run(argc - 1, args + 1);
 	}
 	fprintf(stderr, "weft: unknown command '%s'\n\n", argv[1]);
 	usage(stderr);
-	return 1;
+	return CLI_USAGE;
 }

@@ -1691,6 +1691,52 @@ valid_name(const char *s)
 	return n > 0 && n <= PROTO_MAX_NAME;
 }
 
+/* where the subscription with this key stands (see weft_space_status) */
+static int
+sub_status(weft_store *st, const char *key)
+{
+	sqlite3_stmt *q;
+	int rc;
+
+	pthread_mutex_lock(&st->mu);
+	if (sqlite3_prepare_v2(st->db,
+			       "SELECT loaded, refused FROM weft_subs"
+			       " WHERE key = ?1",
+			       -1, &q, NULL) != SQLITE_OK) {
+		rc = st_sqlerr(st, "read a subscription");
+		pthread_mutex_unlock(&st->mu);
+		return rc;
+	}
+	sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
+	switch (sqlite3_step(q)) {
+	case SQLITE_ROW:
+		rc = sqlite3_column_int(q, 1)	? WEFT_EPERM
+		     : sqlite3_column_int(q, 0) ? 0
+						: WEFT_EAGAIN;
+		break;
+	case SQLITE_DONE:
+		rc = WEFT_ENOTFOUND;
+		break;
+	default:
+		rc = st_sqlerr(st, "read a subscription");
+		break;
+	}
+	sqlite3_finalize(q);
+	pthread_mutex_unlock(&st->mu);
+	return rc;
+}
+
+int
+weft_space_status(weft_store *st, const char *space)
+{
+	char key[KEY_MAX];
+
+	if (!st || !valid_name(space))
+		return WEFT_EINVAL;
+	snprintf(key, sizeof(key), "space/%s", space);
+	return sub_status(st, key);
+}
+
 int
 weft_subscribe_space(weft_store *st, const char *space)
 {

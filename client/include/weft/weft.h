@@ -282,6 +282,15 @@ WEFT_API int weft_fetch(weft_store *st, const char *table,
 WEFT_API int weft_subscribe_space(weft_store *st, const char *space);
 WEFT_API int weft_subscribe_record(weft_store *st, const char *table,
 				   const char *id);
+/*
+ * weft_space_status - where this store's subscription to space stands: 0
+ * when it is loaded (and live while connected); WEFT_EAGAIN while it waits
+ * to be granted or is loading; WEFT_EPERM when the server refused it (the
+ * user is not a member, or no longer is: it is asked for again every 2 s,
+ * and the local rows stay); WEFT_ENOTFOUND when the store does not follow
+ * space.  Errors: EINVAL, EIO.
+ */
+WEFT_API int weft_space_status(weft_store *st, const char *space);
 /* stop; the local rows stay */
 WEFT_API int weft_unsubscribe_space(weft_store *st, const char *space);
 WEFT_API int weft_unsubscribe_record(weft_store *st, const char *table,

@@ -1,0 +1,343 @@
+/*
+ * cli.c - opening a store for the weft tools, and waiting for the server's
+ * answer to what a command committed.
+ *
+ * A command commits to its local store first, exactly as an app does, and
+ * then waits (up to --timeout) for the sync thread to have the queue
+ * answered.  What is not answered in time stays queued in the store file
+ * and goes out on the next online run: the tools never lose a write.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <jwt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "tools/cli.h"
+
+#include "common/banned.h"
+
+static int64_t
+mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int
+cli_token_user(const char *token, char *out, size_t len)
+{
+	jwt_t *jwt = NULL;
+	const char *sub;
+	int rc = -1;
+
+	/* no key: decoded, not verified; the services verify it */
+	if (!token || jwt_decode(&jwt, token, NULL, 0) != 0)
+		return -1;
+	sub = jwt_get_grant(jwt, "sub");
+	if (sub && *sub && strlen(sub) < len && !strchr(sub, '/')) {
+		memcpy(out, sub, strlen(sub) + 1);
+		rc = 0;
+	}
+	jwt_free(jwt);
+	return rc;
+}
+
+char *
+cli_json_value(const char *text)
+{
+	json_error_t e;
+	json_t *v = json_loads(text, JSON_DECODE_ANY, &e);
+	char *s;
+
+	if (v) {
+		json_decref(v);
+		return strdup(text);
+	}
+	v = json_string(text);
+	if (!v)
+		return NULL; /* not UTF-8: the op will say so */
+	s = json_dumps(v, JSON_ENCODE_ANY);
+	json_decref(v);
+	return s;
+}
+
+/* mkdir -p for the default store's directory, private to the user */
+static int
+make_dirs(char *path)
+{
+	for (char *p = path + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+			*p = '/';
+			return -1;
+		}
+		*p = '/';
+	}
+	return 0;
+}
+
+static int
+default_store(struct cli *c)
+{
+	const char *xdg = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
+	int n;
+
+	if (xdg && *xdg == '/')
+		n = snprintf(c->path, sizeof(c->path), "%s/weft/%s.db", xdg,
+			     *c->user ? c->user : "local");
+	else if (home && *home)
+		n = snprintf(c->path, sizeof(c->path),
+			     "%s/.local/share/weft/%s.db", home,
+			     *c->user ? c->user : "local");
+	else
+		return -1;
+	if (n < 0 || (size_t)n >= sizeof(c->path))
+		return -1;
+	return make_dirs(c->path);
+}
+
+/* split "a,b,c" into c->fanout */
+static size_t
+split_fanout(struct cli *c, const char *list)
+{
+	size_t n = 0, len;
+
+	if (!list)
+		return 0;
+	len = strlen(list);
+	if (len >= sizeof(c->fanout_buf))
+		len = sizeof(c->fanout_buf) - 1;
+	memcpy(c->fanout_buf, list, len);
+	c->fanout_buf[len] = '\0';
+	for (char *p = c->fanout_buf, *next; p && n < CLI_FANOUT_MAX;
+	     p = next) {
+		next = strchr(p, ',');
+		if (next)
+			*next++ = '\0';
+		while (*p == ' ')
+			p++;
+		if (*p)
+			c->fanout[n++] = p;
+	}
+	return n;
+}
+
+static void
+on_state(void *arg, int state, const char *detail)
+{
+	struct cli *c = arg;
+
+	pthread_mutex_lock(&c->mu);
+	c->state = state;
+	snprintf(c->detail, sizeof(c->detail), "%s", detail ? detail : "");
+	pthread_mutex_unlock(&c->mu);
+}
+
+static void
+on_reject(void *arg, uint64_t mid, int code, const char *msg, unsigned opnum,
+	  const char *field)
+{
+	struct cli *c = arg;
+	struct cli_reject *r;
+
+	(void)opnum;
+	pthread_mutex_lock(&c->mu);
+	r = &c->rejects[c->nrejects++ % CLI_REJECTS_MAX];
+	r->mid = mid;
+	r->code = code;
+	snprintf(r->msg, sizeof(r->msg), "%s", msg ? msg : "");
+	snprintf(r->field, sizeof(r->field), "%s", field ? field : "");
+	pthread_mutex_unlock(&c->mu);
+}
+
+static void
+on_change(void *arg, const char *table, const char *id, uint64_t version,
+	  int deleted, int origin)
+{
+	struct cli *c = arg;
+
+	if (c->on_change)
+		c->on_change(c->arg, table, id, version, deleted, origin);
+}
+
+static void
+on_progress(void *arg, const char *space, uint64_t records, uint64_t bytes,
+	    uint64_t total, int done)
+{
+	struct cli *c = arg;
+
+	if (c->on_progress)
+		c->on_progress(c->arg, space, records, bytes, total, done);
+}
+
+int
+cli_open(struct cli *c, const struct cli_conn *cc, const char *prog)
+{
+	struct weft_options o = { 0 };
+	struct weft_callbacks cb = { on_change, on_state, on_reject,
+				     on_progress, c };
+	char err[512];
+	size_t nf;
+	int rc;
+
+	c->prog = prog;
+	c->st = NULL;
+	c->state = WEFT_OFFLINE;
+	c->detail[0] = '\0';
+	c->nrejects = 0;
+	c->user[0] = '\0';
+	pthread_mutex_init(&c->mu, NULL);
+	if (cc->token && *cc->token &&
+	    cli_token_user(cc->token, c->user, sizeof(c->user)) != 0) {
+		fprintf(stderr, "%s: --token (WEFT_TOKEN) is not a JWT with a "
+				"user ('sub'); mint one with weft token\n",
+			prog);
+		return CLI_USAGE;
+	}
+	c->online = !cc->offline;
+	if (c->online && !*c->user) {
+		fprintf(stderr, "%s: a token is needed to reach the services: "
+				"--token or WEFT_TOKEN (or --offline)\n",
+			prog);
+		return CLI_USAGE;
+	}
+	if (cc->store && *cc->store) {
+		if (strlen(cc->store) >= sizeof(c->path)) {
+			fprintf(stderr, "%s: --store path too long\n", prog);
+			return CLI_USAGE;
+		}
+		memcpy(c->path, cc->store, strlen(cc->store) + 1);
+	} else if (default_store(c) != 0) {
+		fprintf(stderr, "%s: no --store (WEFT_STORE) and no usable "
+				"$HOME for the default one\n",
+			prog);
+		return CLI_USAGE;
+	}
+	nf = split_fanout(c, cc->fanout_urls);
+	o.path = c->path;
+	o.schema_path = cc->schema;
+	o.write_url = c->online ? cc->write_url : NULL;
+	o.fanout_urls = c->online ? c->fanout : NULL;
+	o.nfanout = c->online ? nf : 0;
+	o.token = cc->token;
+	o.tls_ca_file = cc->tls_ca;
+	o.errbuf = err;
+	o.errlen = sizeof(err);
+	err[0] = '\0';
+	rc = weft_open(&o, &c->st);
+	if (rc) {
+		fprintf(stderr, "%s: %s\n", prog,
+			*err ? err : weft_strerror(rc));
+		c->st = NULL;
+		return rc == WEFT_EBUSY || rc == WEFT_EINVAL ||
+				       rc == WEFT_ECONFIG || rc == WEFT_EVERSION
+			       ? CLI_USAGE
+			       : CLI_UNAVAILABLE;
+	}
+	weft_set_callbacks(c->st, &cb);
+	return CLI_OK;
+}
+
+void
+cli_close(struct cli *c)
+{
+	if (!c->st)
+		return;
+	weft_close(c->st);
+	c->st = NULL;
+	pthread_mutex_destroy(&c->mu);
+}
+
+int
+cli_state(struct cli *c, char *detail, size_t len)
+{
+	int s;
+
+	pthread_mutex_lock(&c->mu);
+	s = c->state;
+	if (detail && len)
+		snprintf(detail, len, "%s", c->detail);
+	pthread_mutex_unlock(&c->mu);
+	return s;
+}
+
+/* the rejection of mid, copied to *out; false if it was not rejected */
+static bool
+find_reject(struct cli *c, uint64_t mid, struct cli_reject *out)
+{
+	bool found = false;
+	unsigned n;
+
+	pthread_mutex_lock(&c->mu);
+	n = c->nrejects < CLI_REJECTS_MAX ? c->nrejects : CLI_REJECTS_MAX;
+	for (unsigned i = 0; i < n && !found; i++) {
+		if (c->rejects[i].mid == mid) {
+			*out = c->rejects[i];
+			found = true;
+		}
+	}
+	pthread_mutex_unlock(&c->mu);
+	return found;
+}
+
+int
+cli_wait(struct cli *c, uint64_t mid, int64_t timeout_ms)
+{
+	int64_t deadline = mono_ms() + timeout_ms;
+	struct cli_reject r;
+	char detail[256];
+	int rc, s;
+
+	if (!c->online) {
+		if (mid)
+			fprintf(stderr,
+				"%s: offline: committed locally; %llu "
+				"transaction(s) queued in '%s'\n",
+				c->prog, (unsigned long long)weft_pending(c->st),
+				c->path);
+		return CLI_OK;
+	}
+	for (;;) {
+		rc = weft_wait_synced(c->st, 100);
+		if (rc == 0)
+			break;
+		if (rc != WEFT_ETIMEDOUT) {
+			fprintf(stderr, "%s: %s\n", c->prog,
+				weft_last_error(c->st));
+			return CLI_UNAVAILABLE;
+		}
+		s = cli_state(c, detail, sizeof(detail));
+		if (s == WEFT_NEEDS_AUTH || s == WEFT_ERROR) {
+			fprintf(stderr, "%s: refused by the server: %s\n",
+				c->prog, *detail ? detail : weft_state_name(s));
+			return CLI_REJECTED;
+		}
+		if (mono_ms() >= deadline) {
+			fprintf(stderr,
+				"%s: the services did not answer within "
+				"%lld ms (%s%s%s); %llu transaction(s) stay "
+				"queued in '%s' for the next online run\n",
+				c->prog, (long long)timeout_ms,
+				weft_state_name(s), *detail ? ": " : "", detail,
+				(unsigned long long)weft_pending(c->st),
+				c->path);
+			return CLI_UNAVAILABLE;
+		}
+	}
+	if (mid && find_reject(c, mid, &r)) {
+		fprintf(stderr, "%s: rejected by the server: %s: %s%s%s%s\n",
+			c->prog, weft_strerror(r.code), r.msg,
+			*r.field ? " (field '" : "", r.field,
+			*r.field ? "')" : "");
+		return CLI_REJECTED;
+	}
+	return CLI_OK;
+}
