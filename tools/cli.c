@@ -197,15 +197,17 @@ cli_open(struct cli *c, const struct cli_conn *cc, const char *prog)
 	pthread_mutex_init(&c->mu, NULL);
 	if (cc->token && *cc->token &&
 	    cli_token_user(cc->token, c->user, sizeof(c->user)) != 0) {
-		fprintf(stderr, "%s: --token (WEFT_TOKEN) is not a JWT with a "
-				"user ('sub'); mint one with weft token\n",
+		fprintf(stderr,
+			"%s: --token (WEFT_TOKEN) is not a JWT with a "
+			"user ('sub'); mint one with weft token\n",
 			prog);
 		return CLI_USAGE;
 	}
 	c->online = !cc->offline;
 	if (c->online && !*c->user) {
-		fprintf(stderr, "%s: a token is needed to reach the services: "
-				"--token or WEFT_TOKEN (or --offline)\n",
+		fprintf(stderr,
+			"%s: a token is needed to reach the services: "
+			"--token or WEFT_TOKEN (or --offline)\n",
 			prog);
 		return CLI_USAGE;
 	}
@@ -216,8 +218,9 @@ cli_open(struct cli *c, const struct cli_conn *cc, const char *prog)
 		}
 		memcpy(c->path, cc->store, strlen(cc->store) + 1);
 	} else if (default_store(c) != 0) {
-		fprintf(stderr, "%s: no --store (WEFT_STORE) and no usable "
-				"$HOME for the default one\n",
+		fprintf(stderr,
+			"%s: no --store (WEFT_STORE) and no usable "
+			"$HOME for the default one\n",
 			prog);
 		return CLI_USAGE;
 	}
@@ -301,7 +304,8 @@ cli_wait(struct cli *c, uint64_t mid, int64_t timeout_ms)
 			fprintf(stderr,
 				"%s: offline: committed locally; %llu "
 				"transaction(s) queued in '%s'\n",
-				c->prog, (unsigned long long)weft_pending(c->st),
+				c->prog,
+				(unsigned long long)weft_pending(c->st),
 				c->path);
 		return CLI_OK;
 	}

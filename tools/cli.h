@@ -50,26 +50,61 @@ struct cli_conn {
 
 /* CLI_CONN_OPTS(cc) - the cfg_opt rows of struct cli_conn, to put in a
  * command's option table (so every command documents them in --help). */
-#define CLI_CONN_OPTS(cc)                                                     \
-	{ "store", CFG_STR, &(cc)->store, NULL,                              \
-	  "store file (default: ~/.local/share/weft/<user>.db)", 0, 0 },     \
-		{ "schema", CFG_STR, &(cc)->schema, WEFT_SCHEMA_DEFAULT,     \
-		  "app schema file (JSON)", 0, 0 },                          \
-		{ "write-url", CFG_STR, &(cc)->write_url,                    \
-		  "tcp://127.0.0.1:7400", "weft-write's URL", 0, 0 },        \
-		{ "fanout-urls", CFG_STR, &(cc)->fanout_urls,                \
-		  "tcp://127.0.0.1:7420",                                    \
-		  "weft-fanout URLs, comma-separated (one is used at a "     \
-		  "time)",                                                   \
-		  0, 0 },                                                    \
-		{ "token", CFG_STR, &(cc)->token, NULL,                      \
-		  "JWT of the user (see weft token)", 0, 0 },                \
-		{ "tls-ca", CFG_STR, &(cc)->tls_ca, NULL,                    \
-		  "CA file for tls+tcp:// and wss:// URLs", 0, 0 },          \
-		{ "offline", CFG_BOOL, &(cc)->offline, "false",              \
-		  "do not connect: commit to the local store only", 0, 0 },  \
-		{ "timeout", CFG_DURATION, &(cc)->timeout_ms, "10s",         \
-		  "how long to wait for the services", 100, 3600000 }
+#define CLI_CONN_OPTS(cc)                                                 \
+	{ "store",                                                        \
+	  CFG_STR,                                                        \
+	  &(cc)->store,                                                   \
+	  NULL,                                                           \
+	  "store file (default: ~/.local/share/weft/<user>.db)",          \
+	  0,                                                              \
+	  0 },                                                            \
+		{ "schema",                                               \
+		  CFG_STR,                                                \
+		  &(cc)->schema,                                          \
+		  WEFT_SCHEMA_DEFAULT,                                    \
+		  "app schema file (JSON)",                               \
+		  0,                                                      \
+		  0 },                                                    \
+		{ "write-url",                                            \
+		  CFG_STR,                                                \
+		  &(cc)->write_url,                                       \
+		  "tcp://127.0.0.1:7400",                                 \
+		  "weft-write's URL",                                     \
+		  0,                                                      \
+		  0 },                                                    \
+		{ "fanout-urls",                                          \
+		  CFG_STR,                                                \
+		  &(cc)->fanout_urls,                                     \
+		  "tcp://127.0.0.1:7420",                                 \
+		  "weft-fanout URLs, comma-separated (one is used at a "  \
+		  "time)",                                                \
+		  0,                                                      \
+		  0 },                                                    \
+		{ "token",                                                \
+		  CFG_STR,                                                \
+		  &(cc)->token,                                           \
+		  NULL,                                                   \
+		  "JWT of the user (see weft token)",                     \
+		  0,                                                      \
+		  0 },                                                    \
+		{ "tls-ca",                                               \
+		  CFG_STR,                                                \
+		  &(cc)->tls_ca,                                          \
+		  NULL,                                                   \
+		  "CA file for tls+tcp:// and wss:// URLs",               \
+		  0,                                                      \
+		  0 },                                                    \
+		{ "offline",                                              \
+		  CFG_BOOL,                                               \
+		  &(cc)->offline,                                         \
+		  "false",                                                \
+		  "do not connect: commit to the local store only",       \
+		  0,                                                      \
+		  0 },                                                    \
+	{                                                                 \
+		"timeout", CFG_DURATION, &(cc)->timeout_ms, "10s",        \
+			"how long to wait for the services", 100, 3600000 \
+	}
 
 struct cli_reject {
 	uint64_t mid;	/* the rejected transaction */
@@ -79,11 +114,11 @@ struct cli_reject {
 };
 
 struct cli {
-	const char *prog;	     /* "weft put", for messages */
-	weft_store *st;		     /* the open store */
-	char path[512];		     /* its file */
-	char user[128];		     /* the token's sub, or "" */
-	bool online;		     /* a sync thread runs */
+	const char *prog;		    /* "weft put", for messages */
+	weft_store *st;			    /* the open store */
+	char path[512];			    /* its file */
+	char user[128];			    /* the token's sub, or "" */
+	bool online;			    /* a sync thread runs */
 	const char *fanout[CLI_FANOUT_MAX]; /* into fanout_buf */
 	char fanout_buf[2048];		    /* fanout URLs, NUL-separated */
 	pthread_mutex_t mu;		    /* guards what follows */

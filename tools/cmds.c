@@ -25,9 +25,13 @@
 
 #define NOPTS(a) (sizeof(a) / sizeof((a)[0]))
 
+/* PROTO_NAME_BUF - a field name and its NUL (names are short: the
+ * schema's identifiers) */
+#define PROTO_NAME_BUF 128
+
 /* EXIT_CODES - the paragraph every command's --help ends with */
 #define EXIT_CODES                                                           \
-	"\n\nExit codes: 0 ok, 1 usage, 2 rejected by the server (or not "  \
+	"\n\nExit codes: 0 ok, 1 usage, 2 rejected by the server (or not "   \
 	"found), 3 services\nunavailable (a write stays queued locally and " \
 	"goes out on the next online run)."
 
@@ -130,9 +134,45 @@ parse(const struct cfg_spec *spec, int *argcp, const char *const **argvp,
 static const char *
 origin_name(int origin)
 {
-	return origin == WEFT_LOCAL	 ? "local"
+	return origin == WEFT_LOCAL    ? "local"
 	       : origin == WEFT_REMOTE ? "remote"
 				       : "rollback";
+}
+
+/* how records are printed: get's and ls's --format and --fields */
+struct fmt {
+	bool json;	    /* JSON lines, else text */
+	const char *fields; /* comma-separated data fields to keep, or NULL */
+};
+
+#define FMT_OPTS(f, fmtname)                                            \
+	{ "format",                                                     \
+	  CFG_STR,                                                      \
+	  &(fmtname),                                                   \
+	  "auto",                                                       \
+	  "json, text, or auto (text on a terminal, else JSON lines)",  \
+	  0,                                                            \
+	  0 },                                                          \
+	{                                                               \
+		"fields", CFG_STR, &(f)->fields, NULL,                  \
+			"only these data fields, comma-separated", 0, 0 \
+	}
+
+/* resolve --format; false (and a message) when it is not a known one */
+static bool
+fmt_init(struct fmt *f, const char *name, const char *prog)
+{
+	if (strcmp(name, "json") == 0 || strcmp(name, "text") == 0) {
+		f->json = name[0] == 'j';
+		return true;
+	}
+	if (strcmp(name, "auto") == 0) {
+		f->json = !isatty(STDOUT_FILENO);
+		return true;
+	}
+	fprintf(stderr, "%s: --format must be json, text or auto, not '%s'\n",
+		prog, name);
+	return false;
 }
 
 /*
@@ -141,10 +181,11 @@ origin_name(int origin)
  * object before data: watch's deleted and origin.
  */
 static void
-print_record(struct cli *c, bool json, const char *table, const char *id,
-	     const char *space, uint64_t version, const char *data,
-	     json_t *extra)
+print_record(struct cli *c, const struct fmt *f, const char *table,
+	     const char *id, const char *space, uint64_t version,
+	     const char *data, json_t *extra)
 {
+	bool json = f->json;
 	uint64_t pending = weft_pending_record(c->st, table, id);
 	json_t *d = data ? json_loads(data, 0, NULL) : json_null();
 	json_t *o;
@@ -154,6 +195,26 @@ print_record(struct cli *c, bool json, const char *table, const char *id,
 
 	if (!d)
 		d = json_string(data); /* not expected: the store holds JSON */
+	if (f->fields && json_is_object(d)) {
+		/* the fields asked for, in the order asked */
+		json_t *kept = json_object();
+		char name[PROTO_NAME_BUF];
+
+		for (const char *p = f->fields; *p;) {
+			size_t n = strcspn(p, ",");
+
+			if (n < sizeof(name)) {
+				memcpy(name, p, n);
+				name[n] = '\0';
+				v = json_object_get(d, name);
+				if (v)
+					json_object_set(kept, name, v);
+			}
+			p += n + (p[n] == ',');
+		}
+		json_decref(d);
+		d = kept;
+	}
 	if (!json) {
 		printf("%s/%s v%" PRIu64 " space=%s", table, id, version,
 		       space ? space : "-");
@@ -173,7 +234,8 @@ print_record(struct cli *c, bool json, const char *table, const char *id,
 	o = json_object();
 	json_object_set_new(o, "table", json_string(table));
 	json_object_set_new(o, "id", json_string(id));
-	json_object_set_new(o, "space", space ? json_string(space) : json_null());
+	json_object_set_new(o, "space",
+			    space ? json_string(space) : json_null());
 	json_object_set_new(o, "version", json_integer((json_int_t)version));
 	json_object_set_new(o, "pending", json_integer((json_int_t)pending));
 	if (extra)
@@ -189,7 +251,7 @@ print_record(struct cli *c, bool json, const char *table, const char *id,
 
 /* one local record; CLI_REJECTED (and a message) if there is none */
 static int
-show(struct cli *c, bool json, const char *table, const char *id)
+show(struct cli *c, const struct fmt *f, const char *table, const char *id)
 {
 	char *data = NULL, *space = NULL;
 	uint64_t version;
@@ -206,7 +268,7 @@ show(struct cli *c, bool json, const char *table, const char *id)
 		fprintf(stderr, "%s: %s\n", c->prog, weft_last_error(c->st));
 		return CLI_UNAVAILABLE;
 	}
-	print_record(c, json, table, id, space, version, data, NULL);
+	print_record(c, f, table, id, space, version, data, NULL);
 	weft_free(data);
 	weft_free(space);
 	fflush(stdout);
@@ -248,6 +310,7 @@ static int
 finish(struct cli *c, weft_txn *tx, int op_rc, const struct cli_conn *cc,
        const char *table, const char *id)
 {
+	struct fmt f = { !isatty(STDOUT_FILENO), NULL };
 	uint64_t mid = 0;
 	int rc;
 
@@ -264,7 +327,7 @@ finish(struct cli *c, weft_txn *tx, int op_rc, const struct cli_conn *cc,
 	rc = cli_wait(c, mid, cc->timeout_ms);
 	if (rc == CLI_REJECTED || !table)
 		return rc;
-	if (show(c, isatty(STDOUT_FILENO) == 0, table, id) != CLI_OK)
+	if (show(c, &f, table, id) != CLI_OK)
 		printf("%s/%s deleted\n", table, id);
 	return rc;
 }
@@ -308,8 +371,9 @@ cmd_space(int argc, const char *const *argv)
 		return CLI_UNAVAILABLE;
 	}
 	if (strcmp(verb, "create") == 0) {
-		json_t *o = json_pack("{s:s}", "name",
-				      argc - argi == 3 ? argv[argi + 2] : space);
+		json_t *o =
+			json_pack("{s:s}", "name",
+				  argc - argi == 3 ? argv[argi + 2] : space);
 		char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
 
 		op = js ? weft_create(tx, "spaces", space, space, js)
@@ -383,8 +447,9 @@ cmd_put(int argc, const char *const *argv)
 	if (ensure_local(&c, table, id, cc.timeout_ms)) {
 		op = weft_put(tx, table, id, space, js);
 	} else if (!space || !*space) {
-		fprintf(stderr, "weft put: %s/%s does not exist%s; --space is "
-				"needed to create it\n",
+		fprintf(stderr,
+			"weft put: %s/%s does not exist%s; --space is "
+			"needed to create it\n",
 			table, id, c.online ? "" : " locally");
 		weft_abort(tx);
 		cli_close(&c);
@@ -523,8 +588,8 @@ cmd_undo(int argc, const char *const *argv)
 	}
 	rc = cli_wait(&c, mid, cc.timeout_ms);
 	if (rc == CLI_OK)
-		printf("%s: transaction %" PRIu64 "\n", redo ? "redone" : "undone",
-		       mid);
+		printf("%s: transaction %" PRIu64 "\n",
+		       redo ? "redone" : "undone", mid);
 	cli_close(&c);
 	return rc;
 }
@@ -535,11 +600,11 @@ int
 cmd_get(int argc, const char *const *argv)
 {
 	struct cli_conn cc;
-	bool json;
+	struct fmt f = { false, NULL };
+	const char *fmtname;
 	const struct cfg_opt opts[] = {
 		CLI_CONN_OPTS(&cc),
-		{ "json", CFG_BOOL, &json, "false",
-		  "a JSON line even on a terminal (always, when piped)", 0, 0 },
+		FMT_OPTS(&f, fmtname),
 	};
 	const struct cfg_spec spec = {
 		"weft get", "[options] TABLE ID",
@@ -553,6 +618,8 @@ cmd_get(int argc, const char *const *argv)
 	rc = parse(&spec, &argc, &argv, &argi, 2, 2);
 	if (rc)
 		return rc < 0 ? CLI_OK : rc;
+	if (!fmt_init(&f, fmtname, "weft get"))
+		return CLI_USAGE;
 	if ((rc = cli_open(&c, &cc, "weft get")) != CLI_OK)
 		return rc;
 	if (c.online) {
@@ -561,16 +628,14 @@ cmd_get(int argc, const char *const *argv)
 
 		(void)weft_fetch(c.st, argv[argi], ids, 1, (int)cc.timeout_ms);
 	}
-	rc = show(&c, json || !isatty(STDOUT_FILENO), argv[argi],
-		  argv[argi + 1]);
+	rc = show(&c, &f, argv[argi], argv[argi + 1]);
 	cli_close(&c);
 	return rc;
 }
 
 struct ls_ctx {
 	struct cli *c;
-	bool json;
-	unsigned long n;
+	const struct fmt *f;
 };
 
 static int
@@ -579,8 +644,7 @@ ls_row(void *arg, const char *table, const char *id, const char *space,
 {
 	struct ls_ctx *x = arg;
 
-	print_record(x->c, x->json, table, id, space, version, data, NULL);
-	x->n++;
+	print_record(x->c, x->f, table, id, space, version, data, NULL);
 	return 0;
 }
 
@@ -616,16 +680,15 @@ int
 cmd_ls(int argc, const char *const *argv)
 {
 	struct cli_conn cc;
-	const char *space;
-	bool json;
+	const char *space, *fmtname;
+	struct fmt f = { false, NULL };
 	const struct cfg_opt opts[] = {
 		CLI_CONN_OPTS(&cc),
 		{ "space", CFG_STR, &space, NULL,
 		  "only this space; online, the store follows it (loads it "
 		  "first)",
 		  0, 0 },
-		{ "json", CFG_BOOL, &json, "false",
-		  "JSON lines even on a terminal (always, when piped)", 0, 0 },
+		FMT_OPTS(&f, fmtname),
 	};
 	const struct cfg_spec spec = {
 		"weft ls", "[options] [TABLE]",
@@ -634,19 +697,20 @@ cmd_ls(int argc, const char *const *argv)
 		opts, NOPTS(opts)
 	};
 	struct cli c = { 0 };
-	struct ls_ctx x = { &c, false, 0 };
+	struct ls_ctx x = { &c, &f };
 	int argi, rc;
 
 	rc = parse(&spec, &argc, &argv, &argi, 0, 1);
 	if (rc)
 		return rc < 0 ? CLI_OK : rc;
+	if (!fmt_init(&f, fmtname, "weft ls"))
+		return CLI_USAGE;
 	if ((rc = cli_open(&c, &cc, "weft ls")) != CLI_OK)
 		return rc;
 	if (space && (rc = follow(&c, space, cc.timeout_ms)) != CLI_OK) {
 		cli_close(&c);
 		return rc;
 	}
-	x.json = json || !isatty(STDOUT_FILENO);
 	rc = weft_each(c.st, argi < argc ? argv[argi] : NULL, space, ls_row,
 		       &x);
 	if (rc) {
@@ -692,6 +756,7 @@ struct watch_ctx {
 	const char *space; /* only changes in it */
 	const char *table; /* NULL = every table */
 	bool failed;	   /* stdout is gone */
+	struct fmt f;	   /* JSON lines */
 };
 
 /* sync thread (or this one, for nothing: watch commits nothing) */
@@ -713,7 +778,7 @@ watch_change(void *arg, const char *table, const char *id, uint64_t version,
 		goto out;
 	extra = json_pack("{s:b,s:s}", "deleted", deleted, "origin",
 			  origin_name(origin));
-	print_record(w->c, true, table, id, deleted ? NULL : space, version,
+	print_record(w->c, &w->f, table, id, deleted ? NULL : space, version,
 		     deleted ? NULL : data, extra);
 	if (fflush(stdout) != 0)
 		w->failed = true;
@@ -729,8 +794,8 @@ cmd_watch(int argc, const char *const *argv)
 	const char *space;
 	const struct cfg_opt opts[] = {
 		CLI_CONN_OPTS(&cc),
-		{ "space", CFG_STR, &space, NULL, "the space to watch (required)",
-		  0, 0 },
+		{ "space", CFG_STR, &space, NULL,
+		  "the space to watch (required)", 0, 0 },
 	};
 	const struct cfg_spec spec = {
 		"weft watch", "--space S [options] [TABLE]",
@@ -743,7 +808,7 @@ cmd_watch(int argc, const char *const *argv)
 		opts, NOPTS(opts)
 	};
 	struct cli c = { 0 };
-	struct watch_ctx w = { &c, NULL, NULL, false };
+	struct watch_ctx w = { &c, NULL, NULL, false, { true, NULL } };
 	int argi, rc, last = -1, s;
 	char detail[256];
 
@@ -777,8 +842,9 @@ cmd_watch(int argc, const char *const *argv)
 			break;
 		}
 		if (weft_space_status(c.st, space) == WEFT_EPERM) {
-			fprintf(stderr, "weft watch: space '%s' refused (no "
-					"longer a member)\n",
+			fprintf(stderr,
+				"weft watch: space '%s' refused (no "
+				"longer a member)\n",
 				space);
 			rc = CLI_REJECTED;
 			break;
@@ -862,8 +928,8 @@ cmd_bootstrap(int argc, const char *const *argv)
 	const char *space;
 	const struct cfg_opt opts[] = {
 		CLI_CONN_OPTS(&cc),
-		{ "space", CFG_STR, &space, NULL, "the space to load (required)",
-		  0, 0 },
+		{ "space", CFG_STR, &space, NULL,
+		  "the space to load (required)", 0, 0 },
 	};
 	const struct cfg_spec spec = {
 		"weft bootstrap", "--space S [options]",
@@ -996,9 +1062,8 @@ cmd_status(int argc, const char *const *argv)
 			"{s:s,s:s,s:s,s:s,s:s,s:I,s:s}", "store", c.path,
 			"client_id", weft_client_id(c.st), "user", c.user,
 			"state", c.online ? weft_state_name(s) : "offline",
-			"detail", c.online ? detail : "--offline",
-			"pending", (json_int_t)weft_pending(c.st), "cursor",
-			cursor);
+			"detail", c.online ? detail : "--offline", "pending",
+			(json_int_t)weft_pending(c.st), "cursor", cursor);
 		char *t = o ? json_dumps(o, JSON_COMPACT) : NULL;
 
 		if (t)
@@ -1017,7 +1082,7 @@ cmd_status(int argc, const char *const *argv)
 		       weft_pending(c.st));
 		printf("cursor     %s\n", cursor);
 	}
-	rc = !c.online || s == WEFT_LIVE ? CLI_OK
+	rc = !c.online || s == WEFT_LIVE	       ? CLI_OK
 	     : s == WEFT_NEEDS_AUTH || s == WEFT_ERROR ? CLI_REJECTED
 						       : CLI_UNAVAILABLE;
 	cli_close(&c);

@@ -54,11 +54,11 @@ struct demo {
 	atomic_int dirty; /* set by the sync thread: reload the rows */
 	struct row rows[ROWS_MAX];
 	size_t nrows;
-	size_t sel;	  /* selected row */
-	size_t top;	  /* first row shown */
-	char sel_id[64];  /* keeps the selection across reloads */
-	char msg[256];	  /* the bottom line */
-	uint64_t mid;	  /* my last commit, for its rejection */
+	size_t sel;	 /* selected row */
+	size_t top;	 /* first row shown */
+	char sel_id[64]; /* keeps the selection across reloads */
+	char msg[256];	 /* the bottom line */
+	uint64_t mid;	 /* my last commit, for its rejection */
 	unsigned seen_rejects;
 };
 
@@ -90,7 +90,8 @@ str_field(json_t *o, const char *key, char *dst, size_t cap, const char *dflt)
 {
 	json_t *v = json_object_get(o, key);
 
-	snprintf(dst, cap, "%s", json_is_string(v) ? json_string_value(v) : dflt);
+	snprintf(dst, cap, "%s",
+		 json_is_string(v) ? json_string_value(v) : dflt);
 }
 
 static int
@@ -165,8 +166,8 @@ draw(struct demo *d)
 	mvprintw(0, 0, "weft demo - team %s - %s", d->space,
 		 *d->c.user ? d->c.user : "?");
 	attroff(A_BOLD);
-	mvprintw(0, w > 40 ? w - 40 : 0, "[%s] %" PRIu64 " pending",
-		 what, weft_pending(d->c.st));
+	mvprintw(0, w > 40 ? w - 40 : 0, "[%s] %" PRIu64 " pending", what,
+		 weft_pending(d->c.st));
 	mvhline(1, 0, ACS_HLINE, w);
 	mvprintw(2, 0, "  %-12s %-12s %-3s %-10s %s", "ID", "STATUS", "PRI",
 		 "ASSIGNEE", "TITLE");
@@ -418,8 +419,8 @@ main(int argc, char **argv)
 	static struct demo d;
 	const struct cfg_opt opts[] = {
 		CLI_CONN_OPTS(&d.cc),
-		{ "space", CFG_STR, &d.space, "demo", "the team (space) to show",
-		  0, 0 },
+		{ "space", CFG_STR, &d.space, "demo",
+		  "the team (space) to show", 0, 0 },
 	};
 	const struct cfg_spec spec = {
 		"weft-demo", "[options]",

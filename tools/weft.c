@@ -134,7 +134,8 @@ usage(FILE *out)
 	fprintf(out, "usage: weft <command> [options] [arguments]\n\n"
 		     "commands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].help);
+		fprintf(out, "  %-10s %s\n", commands[i].name,
+			commands[i].help);
 	fprintf(out,
 		"\nweft <command> --help lists a command's options; each has "
 		"a WEFT_* variable\n(--write-url: WEFT_WRITE_URL).  "
