@@ -6,7 +6,8 @@
 #   - every command in `weft --help` is in docs/cli.md, and every flag of
 #     its commands' --help is either there or one of the connection flags
 #     docs/operations.md lists;
-#   - the documents README links to exist.
+#   - the documents README links to exist;
+#   - docker-compose.yml gives each service the flags the local stack does.
 set -euo pipefail
 
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -61,6 +62,27 @@ for d in $(grep -oE '\(docs/[a-zA-Z_]+\.md\)' "$REPO/README.md" | tr -d '()' | s
 done
 for d in architecture protocol operations client performance cli; do
 	[[ -f $REPO/docs/$d.md ]] || bad "docs/$d.md is missing"
+done
+
+# docker-compose.yml runs each service with the flags the local stack gives
+# it (the native tests run the stack, so they cover what compose runs)
+stack_flags() { # CASE: the flags deploy/local/stack's svc_args sets there
+	{
+		awk -v c="	$1)" '/^svc_args\(\)/ { f = 1 } f && $0 == c { on = 1; next }
+			on && /;;/ { exit } on' "$REPO/deploy/local/stack"
+		echo '"--log-level'
+	} | grep -oE '"--[a-z-]+' | tr -d '"' | sort -u
+}
+compose_flags() { # SERVICE: the flags docker-compose.yml gives it
+	awk -v s="  $1:" '$0 ~ "^"s { on = 1; next } on && /^  [a-z]/ { exit } on' \
+		"$REPO/docker-compose.yml" | grep -v '^ *#' | grep -oE -- '--[a-z-]+=' | tr -d '=' | sort -u
+}
+for pair in weft-write:write 'relay-*:relay-a' 'fanout-*:fanout'; do
+	want=$(stack_flags "${pair%%:*}")
+	got=$(compose_flags "${pair#*:}")
+	[[ -n $want ]] || bad "no flags found for ${pair%%:*} in deploy/local/stack"
+	[[ $want == "$got" ]] || bad "docker-compose.yml ${pair#*:} has flags" \
+		"$(echo $got), the local stack gives $(echo $want)"
 done
 
 ((fail == 0)) && echo "docs_test: ok: flags, metrics and commands are all documented"
