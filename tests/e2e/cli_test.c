@@ -31,8 +31,7 @@
 /* OUT_MAX - a command's output kept for assertions */
 #define OUT_MAX 65536
 
-static char dir[64], pg_url[256], redis_url[128], tmp[64];
-static struct proc wr, relay, fa, fb;
+static struct proc_cluster cl;
 static char alice[1024], bob[1024], carol[1024];
 
 static void
@@ -48,31 +47,19 @@ mint(char *out, size_t cap, const char *user)
 static void
 setup(void)
 {
-	char schema[512];
-	const char *wextra[] = { schema, NULL };
-
-	snprintf(tmp, sizeof(tmp), "/tmp/weft-cli-XXXXXX");
-	cr_assert_not_null(mkdtemp(tmp));
-	proc_stack_up(dir, pg_url);
-	proc_stack_env(dir, "WEFT_REDIS_URL", redis_url, sizeof(redis_url));
-	snprintf(schema, sizeof(schema), "--schema=%s",
-		 getenv("WEFT_DEMO_SCHEMA"));
-	proc_start_relay(&relay, pg_url, redis_url, NULL);
-	proc_start_write_pg(&wr, pg_url, wextra);
-	proc_start_fanout(&fa, "fanout-a", pg_url, redis_url, NULL);
-	proc_start_fanout(&fb, "fanout-b", pg_url, redis_url, NULL);
+	proc_cluster_up(&cl, "cli", NULL);
 	mint(alice, sizeof(alice), "alice");
 	mint(bob, sizeof(bob), "bob");
 	mint(carol, sizeof(carol), "carol");
 	/* what every command below reads: the stack, as the env file says */
-	setenv("WEFT_WRITE_URL", wr.url, 1);
-	setenv("WEFT_FANOUT_URLS", fa.url, 1);
-	setenv("WEFT_FANOUT_A_URL", fa.url, 1);
-	setenv("WEFT_FANOUT_B_URL", fb.url, 1);
+	setenv("WEFT_WRITE_URL", cl.wr.url, 1);
+	setenv("WEFT_FANOUT_URLS", cl.fa.url, 1);
+	setenv("WEFT_FANOUT_A_URL", cl.fa.url, 1);
+	setenv("WEFT_FANOUT_B_URL", cl.fb.url, 1);
 	setenv("WEFT_JWT_SECRET", PROC_SECRET, 1);
 	setenv("WEFT_SCHEMA", getenv("WEFT_DEMO_SCHEMA"), 1);
-	setenv("WEFT_STACK_DIR", tmp, 1);
-	setenv("XDG_DATA_HOME", tmp, 1);
+	setenv("WEFT_STACK_DIR", cl.tmp, 1);
+	setenv("XDG_DATA_HOME", cl.tmp, 1);
 	unsetenv("WEFT_TOKEN");
 	unsetenv("WEFT_STORE");
 }
@@ -80,15 +67,7 @@ setup(void)
 static void
 teardown(void)
 {
-	char cmd[128];
-
-	proc_kill9(&fa);
-	proc_kill9(&fb);
-	proc_kill9(&relay);
-	proc_kill9(&wr);
-	proc_stack_destroy(dir);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp);
-	(void)!system(cmd);
+	proc_cluster_down(&cl);
 }
 
 TestSuite(cli, .init = setup, .fini = teardown, .timeout = 300);
@@ -137,7 +116,7 @@ weft(char *out, const char *tok, const char *store, const char *fmt, ...)
 	vsnprintf(args, sizeof(args), fmt, ap);
 	va_end(ap);
 	return sh(out, OUT_MAX, "WEFT_TOKEN='%s' WEFT_STORE='%s/%s.db' '%s' %s",
-		  tok, tmp, store, getenv("WEFT_TEST_CLI_BIN"), args);
+		  tok, cl.tmp, store, getenv("WEFT_TEST_CLI_BIN"), args);
 }
 
 /* got must be want (the output of a command, compared whole) */
@@ -147,20 +126,11 @@ str_is(const char *got, const char *want)
 	cr_assert(strcmp(got, want) == 0, "got '%s', want '%s'", got, want);
 }
 
+/* the first value sql returns, from this suite's Postgres */
 static void
 pg_one(const char *sql, char *out, size_t cap)
 {
-	PGconn *pg = PQconnectdb(pg_url);
-	PGresult *r;
-
-	cr_assert(eq(int, PQstatus(pg), CONNECTION_OK), "%s",
-		  PQerrorMessage(pg));
-	r = PQexec(pg, sql);
-	cr_assert(eq(int, PQresultStatus(r), PGRES_TUPLES_OK), "%s: %s", sql,
-		  PQerrorMessage(pg));
-	snprintf(out, cap, "%s", PQntuples(r) ? PQgetvalue(r, 0, 0) : "");
-	PQclear(r);
-	PQfinish(pg);
+	proc_pg_value(cl.pg_url, sql, out, cap);
 }
 
 /* alice's team sp, with bob a writer */
@@ -386,7 +356,7 @@ Test(cli, watch_prints_json_lines_live_and_exits_0_on_sigterm)
 	snprintf(cmd, sizeof(cmd),
 		 "echo $$; exec env WEFT_TOKEN='%s' WEFT_STORE='%s/w.db' '%s' "
 		 "watch --space wt issues 2>/dev/null",
-		 bob, tmp, getenv("WEFT_TEST_CLI_BIN"));
+		 bob, cl.tmp, getenv("WEFT_TEST_CLI_BIN"));
 	f = popen(cmd, "r");
 	cr_assert_not_null(f);
 	cr_assert_not_null(fgets(line, sizeof(line), f));
@@ -498,12 +468,12 @@ Test(cli, demo_in_tmux_shows_the_other_windows_edits_live)
 	const char *demo = getenv("WEFT_TEST_DEMO_BIN");
 
 	team("td");
-	snprintf(sock, sizeof(sock), "%s/tmux.sock", tmp);
+	snprintf(sock, sizeof(sock), "%s/tmux.sock", cl.tmp);
 	snprintf(args, sizeof(args),
 		 "new-session -d -s d -x 120 -y 24 "
 		 "\"WEFT_TOKEN='%s' '%s' --space td --store '%s/da.db' "
 		 "--fanout-urls '%s'\"",
-		 alice, demo, tmp, fa.url);
+		 alice, demo, cl.tmp, cl.fa.url);
 	cr_assert(eq(int, tmux(out, sizeof(out), args), 0), "%s", out);
 	/* a demo that exits leaves its pane, with its last screen */
 	cr_assert(eq(int,
@@ -513,7 +483,7 @@ Test(cli, demo_in_tmux_shows_the_other_windows_edits_live)
 	snprintf(args, sizeof(args),
 		 "split-window -v -t d \"WEFT_TOKEN='%s' '%s' --space td "
 		 "--store '%s/db.db' --fanout-urls '%s'\"",
-		 bob, demo, tmp, fb.url);
+		 bob, demo, cl.tmp, cl.fb.url);
 	cr_assert(eq(int, tmux(out, sizeof(out), args), 0), "%s", out);
 	cr_assert(screen_has("d:0.0", "[live]", screen, sizeof(screen)), "%s",
 		  screen);

@@ -33,41 +33,20 @@
 
 #define WAIT_MS 20000
 
-static char dir[64], pg_url[256], redis_url[128], tmp[64];
-static struct proc wr, relay, fa, fb;
-
+static struct proc_cluster cl;
 static void
 setup(void)
 {
-	char schema[512];
 	/* a small window: the re-bootstrap test outruns it */
 	const char *rextra[] = { "--stream-maxlen=1000", NULL };
-	const char *wextra[] = { schema, NULL };
 
-	snprintf(tmp, sizeof(tmp), "/tmp/weft-cli-e2e-XXXXXX");
-	cr_assert_not_null(mkdtemp(tmp));
-	proc_stack_up(dir, pg_url);
-	proc_stack_env(dir, "WEFT_REDIS_URL", redis_url, sizeof(redis_url));
-	snprintf(schema, sizeof(schema), "--schema=%s",
-		 getenv("WEFT_DEMO_SCHEMA"));
-	proc_start_relay(&relay, pg_url, redis_url, rextra);
-	proc_start_write_pg(&wr, pg_url, wextra);
-	proc_start_fanout(&fa, "fanout-a", pg_url, redis_url, NULL);
-	proc_start_fanout(&fb, "fanout-b", pg_url, redis_url, NULL);
+	proc_cluster_up(&cl, "client", rextra);
 }
 
 static void
 teardown(void)
 {
-	char cmd[128];
-
-	proc_kill9(&fa);
-	proc_kill9(&fb);
-	proc_kill9(&relay);
-	proc_kill9(&wr);
-	proc_stack_destroy(dir);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp);
-	(void)!system(cmd);
+	proc_cluster_down(&cl);
 }
 
 TestSuite(client, .init = setup, .fini = teardown, .timeout = 240);
@@ -98,10 +77,10 @@ options(struct opened *op, const char *name, const char *const *fan,
 	size_t nfan)
 {
 	memset(op, 0, sizeof(*op));
-	snprintf(op->path, sizeof(op->path), "%s/%s.db", tmp, name);
+	snprintf(op->path, sizeof(op->path), "%s/%s.db", cl.tmp, name);
 	op->o.path = op->path;
 	op->o.schema_path = getenv("WEFT_DEMO_SCHEMA");
-	op->o.write_url = wr.url;
+	op->o.write_url = cl.wr.url;
 	op->o.fanout_urls = fan;
 	op->o.nfanout = nfan;
 	op->o.errbuf = op->err;
@@ -162,14 +141,14 @@ client_open(struct client *c, const char *name, const char *user,
 	snprintf(down, sizeof(down), "tcp://127.0.0.1:%d", proc_free_port());
 	c->rejects = c->last_code = c->progress_done = 0;
 	c->progress_calls = c->progress_records = 0;
-	snprintf(c->path, sizeof(c->path), "%s/%s.db", tmp, name);
+	snprintf(c->path, sizeof(c->path), "%s/%s.db", cl.tmp, name);
 	snprintf(c->user, sizeof(c->user), "%s", user);
 	fan[0] = fanout_url ? (strcmp(fanout_url, "down") ? fanout_url : down)
-			    : fa.url;
+			    : cl.fa.url;
 	o.path = c->path;
 	o.schema_path = getenv("WEFT_DEMO_SCHEMA");
 	o.write_url = write_url ? (strcmp(write_url, "down") ? write_url : down)
-				: wr.url;
+				: cl.wr.url;
 	o.fanout_urls = fan;
 	o.nfanout = 1;
 	o.token_fn = token_for;
@@ -254,21 +233,11 @@ wait_local(struct client *c, const char *id, const char *want)
 	return false;
 }
 
-/* one value from Postgres, or "" */
+/* the first value sql returns, from this suite's Postgres */
 static void
 pg_val(const char *sql, char *out, size_t cap)
 {
-	PGconn *pg = PQconnectdb(pg_url);
-	PGresult *r;
-
-	cr_assert(eq(int, PQstatus(pg), CONNECTION_OK), "%s",
-		  PQerrorMessage(pg));
-	r = PQexec(pg, sql);
-	cr_assert(eq(int, PQresultStatus(r), PGRES_TUPLES_OK), "%s: %s", sql,
-		  PQerrorMessage(pg));
-	snprintf(out, cap, "%s", PQntuples(r) ? PQgetvalue(r, 0, 0) : "");
-	PQclear(r);
-	PQfinish(pg);
+	proc_pg_value(cl.pg_url, sql, out, cap);
 }
 
 /* alice creates team sp with bob as a writer, and both follow it */
@@ -346,7 +315,7 @@ Test(client, two_clients_editing_different_fields_converge)
 
 	client_open(&a, "alice", "alice", NULL, NULL);
 	team(&a, "conv");
-	client_open(&b, "bob", "bob", NULL, fb.url); /* the other node */
+	client_open(&b, "bob", "bob", NULL, cl.fb.url); /* the other node */
 	cr_assert(eq(int, weft_subscribe_space(a.st, "conv"), 0));
 	cr_assert(eq(int, weft_subscribe_space(b.st, "conv"), 0));
 	COMMIT(&a, weft_create(tx_, "issues", "c1", "conv",
@@ -432,7 +401,7 @@ Test(client, undo_and_redo_reach_every_client)
 
 	client_open(&a, "alice", "alice", NULL, NULL);
 	team(&a, "undo");
-	client_open(&b, "bob", "bob", NULL, fb.url);
+	client_open(&b, "bob", "bob", NULL, cl.fb.url);
 	cr_assert(eq(int, weft_subscribe_space(b.st, "undo"), 0));
 	COMMIT(&a,
 	       weft_create(tx_, "issues", "u1", "undo", "{\"title\":\"one\"}"));
@@ -566,7 +535,7 @@ Test(client, kill_9_mid_commit_and_mid_push_loses_and_duplicates_nothing)
 
 		if (pid == 0) {
 			execl(helper, helper, path, getenv("WEFT_DEMO_SCHEMA"),
-			      wr.url, fa.url, PROC_SECRET, "run", NULL);
+			      cl.wr.url, cl.fa.url, PROC_SECRET, "run", NULL);
 			_exit(127);
 		}
 		cr_assert(gt(int, pid, 0));
@@ -581,7 +550,7 @@ Test(client, kill_9_mid_commit_and_mid_push_loses_and_duplicates_nothing)
 
 		if (pid == 0) {
 			execl(helper, helper, path, getenv("WEFT_DEMO_SCHEMA"),
-			      wr.url, fa.url, PROC_SECRET, "sync", NULL);
+			      cl.wr.url, cl.fa.url, PROC_SECRET, "sync", NULL);
 			_exit(127);
 		}
 		waitpid(pid, &status, 0);
@@ -635,7 +604,8 @@ Test(client, the_documented_example_runs)
 		 "WEFT_WRITE_URL='%s' WEFT_FANOUT_URL='%s' WEFT_TOKEN='%s' "
 		 "WEFT_SPACE=docs WEFT_SCHEMA='%s' WEFT_STORE='%s/example.db' "
 		 "'%s' 2>&1",
-		 wr.url, fa.url, tok, getenv("WEFT_DEMO_SCHEMA"), tmp, bin);
+		 cl.wr.url, cl.fa.url, tok, getenv("WEFT_DEMO_SCHEMA"), cl.tmp,
+		 bin);
 	free(tok);
 	p = popen(cmd, "r");
 	cr_assert_not_null(p);
@@ -690,7 +660,7 @@ on_state(void *arg, int state, const char *detail)
 
 Test(client, an_expired_token_is_replaced_through_the_callback)
 {
-	const char *fan[1] = { fa.url };
+	const char *fan[1] = { cl.fa.url };
 	struct opened op;
 	weft_store *st;
 	struct states states = { { 0 } };
@@ -711,7 +681,7 @@ Test(client, an_expired_token_is_replaced_through_the_callback)
 
 Test(client, a_refused_token_waits_for_weft_set_token)
 {
-	const char *fan[1] = { fa.url };
+	const char *fan[1] = { cl.fa.url };
 	struct opened op;
 	char *good;
 	weft_store *st;
@@ -737,10 +707,10 @@ Test(client, a_refused_token_waits_for_weft_set_token)
 Test(client, a_draining_fanout_node_sends_the_client_to_the_next)
 {
 	struct client a = { 0 }, b = { 0 };
-	const char *fan[2] = { fa.url, fb.url };
+	const char *fan[2] = { cl.fa.url, cl.fb.url };
 	struct opened op;
 
-	client_open(&a, "alice", "alice", NULL, fb.url);
+	client_open(&a, "alice", "alice", NULL, cl.fb.url);
 	team(&a, "drain");
 	/* bob follows the space through fanout-a, then fanout-b */
 	snprintf(b.user, sizeof(b.user), "bob");
@@ -758,7 +728,7 @@ Test(client, a_draining_fanout_node_sends_the_client_to_the_next)
 			     "\"status\":\"backlog\",\"priority\":0,"
 			     "\"assignee\":null,\"labels\":[]}"));
 	/* fanout-a drains: SIGTERM sends "reconnect elsewhere" */
-	proc_stop(&fa);
+	proc_stop(&cl.fa);
 	COMMIT(&a, weft_set(tx_, "issues", "d1", "title", "\"after\""));
 	synced(&a);
 	cr_assert(wait_local(&b, "d1",

@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <libpq-fe.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -380,4 +381,53 @@ proc_stack_restart(const char *dir, const char *pidfile, int sig)
 		usleep(100000);
 	cr_assert(kill((pid_t)pid, 0) != 0, "%s stopped", pidfile);
 	proc_stack(dir, "up");
+}
+
+void
+proc_pg_value(const char *pg_url, const char *sql, char *out, size_t cap)
+{
+	PGconn *pg = PQconnectdb(pg_url);
+	PGresult *r;
+
+	cr_assert(PQstatus(pg) == CONNECTION_OK, "%s", PQerrorMessage(pg));
+	r = PQexec(pg, sql);
+	cr_assert(PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", sql,
+		  PQerrorMessage(pg));
+	snprintf(out, cap, "%s", PQntuples(r) ? PQgetvalue(r, 0, 0) : "");
+	PQclear(r);
+	PQfinish(pg);
+}
+
+void
+proc_cluster_up(struct proc_cluster *c, const char *name,
+		const char *const *relay_extra)
+{
+	char schema[512];
+	const char *wextra[] = { schema, NULL };
+
+	snprintf(c->tmp, sizeof(c->tmp), "/tmp/weft-%s-XXXXXX", name);
+	cr_assert_not_null(mkdtemp(c->tmp));
+	proc_stack_up(c->dir, c->pg_url);
+	proc_stack_env(c->dir, "WEFT_REDIS_URL", c->redis_url,
+		       sizeof(c->redis_url));
+	snprintf(schema, sizeof(schema), "--schema=%s",
+		 getenv("WEFT_DEMO_SCHEMA"));
+	proc_start_relay(&c->relay, c->pg_url, c->redis_url, relay_extra);
+	proc_start_write_pg(&c->wr, c->pg_url, wextra);
+	proc_start_fanout(&c->fa, "fanout-a", c->pg_url, c->redis_url, NULL);
+	proc_start_fanout(&c->fb, "fanout-b", c->pg_url, c->redis_url, NULL);
+}
+
+void
+proc_cluster_down(struct proc_cluster *c)
+{
+	char cmd[128];
+
+	proc_kill9(&c->fa);
+	proc_kill9(&c->fb);
+	proc_kill9(&c->relay);
+	proc_kill9(&c->wr);
+	proc_stack_destroy(c->dir);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", c->tmp);
+	(void)!system(cmd);
 }

@@ -95,6 +95,33 @@ void proc_stack_restart(const char *dir, const char *pidfile, int sig);
 /* proc_stack_env - KEY's value from a private stack's env file. */
 void proc_stack_env(const char *dir, const char *key, char *out, size_t cap);
 
+/*
+ * proc_cluster - the whole stack as processes, for end-to-end tests of
+ * clients: a private Postgres and Redis (proc_stack_up), one weft-relay,
+ * weft-write with the demo schema ($WEFT_DEMO_SCHEMA), two weft-fanout
+ * nodes, and a scratch directory for the clients' files.
+ */
+struct proc_cluster {
+	char dir[64];	     /* the private stack */
+	char pg_url[256];    /* its Postgres */
+	char redis_url[128]; /* its Redis */
+	char tmp[64];	     /* scratch: /tmp/weft-<name>-XXXXXX */
+	struct proc relay, wr, fa, fb;
+};
+
+/* proc_cluster_up - start it all; relay_extra: more weft-relay flags
+ * (NULL-terminated) or NULL.  proc_cluster_down - kill it all (SIGKILL:
+ * the tests check state, not shutdown) and remove both directories. */
+void proc_cluster_up(struct proc_cluster *c, const char *name,
+		     const char *const *relay_extra);
+void proc_cluster_down(struct proc_cluster *c);
+
+/*
+ * proc_pg_value - the first column of the first row of sql (a query) on
+ * pg_url into out ("" when there is no row); fails the test on an error.
+ */
+void proc_pg_value(const char *pg_url, const char *sql, char *out, size_t cap);
+
 /* proc_metric - a metric's value from /metrics (first sample), or -1. */
 int64_t proc_metric(const struct proc *p, const char *name);
 
