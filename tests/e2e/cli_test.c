@@ -418,7 +418,7 @@ Test(cli, bootstrap_reports_progress)
 
 /* ---- the demo app, in tmux ---- */
 
-static char sock[128];
+static char sock[256];
 
 /* tmux on this test's own server socket */
 static int

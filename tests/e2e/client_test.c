@@ -68,7 +68,7 @@ token_for(void *arg)
  * the running services; fanout_urls / nfanout as given */
 struct opened {
 	struct weft_options o;
-	char path[160];
+	char path[256];
 	char err[256];
 };
 
@@ -89,7 +89,7 @@ options(struct opened *op, const char *name, const char *const *fan,
 
 struct client {
 	weft_store *st;
-	char path[128];
+	char path[256];
 	char user[32];
 	/* callbacks */
 	int rejects, last_code;
@@ -518,7 +518,7 @@ Test(client, kill_9_mid_commit_and_mid_push_loses_and_duplicates_nothing)
 {
 	struct client a = { 0 };
 	const char *helper = getenv("WEFT_TEST_CRASH_BIN");
-	char path[160], count[32], mid[32], q[256], client_id[64];
+	char path[256], count[32], mid[32], q[256], client_id[64];
 	unsigned seed = (unsigned)time(NULL);
 
 	cr_assert_not_null(helper, "WEFT_TEST_CRASH_BIN not set");

@@ -5,6 +5,8 @@
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <criterion/hooks.h>
+#include <glob.h>
 #include <libpq-fe.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -196,7 +198,9 @@ proc_stack_up(char *dir, char *url)
 	char path[128], line[256];
 	FILE *f;
 
-	snprintf(dir, 64, "/tmp/weft-test-stack-XXXXXX");
+	/* named after the runner (the test's parent), whose POST_ALL hook
+	 * stops what a failed .init leaves behind (criterion skips .fini) */
+	snprintf(dir, 64, "/tmp/weft-test-stack-%ld-XXXXXX", (long)getppid());
 	cr_assert_not_null(mkdtemp(dir));
 	chmod(dir, 0755); /* Postgres may run as another user */
 	proc_stack(dir, "up");
@@ -405,9 +409,11 @@ proc_cluster_up(struct proc_cluster *c, const char *name,
 	char schema[512];
 	const char *wextra[] = { schema, NULL };
 
-	snprintf(c->tmp, sizeof(c->tmp), "/tmp/weft-%s-XXXXXX", name);
-	cr_assert_not_null(mkdtemp(c->tmp));
+	memset(c, 0, sizeof(*c));
 	proc_stack_up(c->dir, c->pg_url);
+	/* inside the stack's directory, so it goes with it */
+	snprintf(c->tmp, sizeof(c->tmp), "%s/%s", c->dir, name);
+	cr_assert(mkdir(c->tmp, 0755) == 0, "mkdir %s", c->tmp);
 	proc_stack_env(c->dir, "WEFT_REDIS_URL", c->redis_url,
 		       sizeof(c->redis_url));
 	snprintf(schema, sizeof(schema), "--schema=%s",
@@ -421,13 +427,37 @@ proc_cluster_up(struct proc_cluster *c, const char *name,
 void
 proc_cluster_down(struct proc_cluster *c)
 {
-	char cmd[128];
-
 	proc_kill9(&c->fa);
 	proc_kill9(&c->fb);
 	proc_kill9(&c->relay);
 	proc_kill9(&c->wr);
 	proc_stack_destroy(c->dir);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", c->tmp);
-	(void)!system(cmd);
+	c->dir[0] = '\0';
+	c->tmp[0] = '\0';
+}
+
+/*
+ * After the whole run, in the runner: a stack whose test died in its
+ * .init (criterion runs no .fini then) is still up.  Stop every stack of
+ * this runner's tests that is left, by its own script (pidfiles only).
+ */
+ReportHook(POST_ALL)(struct criterion_global_stats *stats)
+{
+	char pattern[64], cmd[1024];
+	glob_t g;
+
+	(void)stats;
+	snprintf(pattern, sizeof(pattern), "/tmp/weft-test-stack-%ld-*",
+		 (long)getpid());
+	if (glob(pattern, GLOB_NOSORT, NULL, &g) != 0)
+		return;
+	for (size_t i = 0; i < g.gl_pathc; i++) {
+		fprintf(stderr, "cleanup: %s was left by a failed setup\n",
+			g.gl_pathv[i]);
+		snprintf(cmd, sizeof(cmd),
+			 "%s down --dir '%s' >/dev/null 2>&1; rm -rf '%s'",
+			 stack_script(), g.gl_pathv[i], g.gl_pathv[i]);
+		(void)!system(cmd);
+	}
+	globfree(&g);
 }

@@ -52,7 +52,9 @@ void proc_stop(struct proc *p);
  * in $WEFT_STACK_SCRIPT) in a new scratch directory, for tests that must
  * not disturb the shared ones.  dir[64] receives its path, url[256] its
  * Postgres URL.  proc_stack(dir, "down"|"up") stops and restarts it;
- * proc_stack_destroy stops it and removes the directory.
+ * proc_stack_destroy stops it and removes the directory.  The directory is
+ * /tmp/weft-test-stack-<runner pid>-XXXXXX: a stack a failed .init leaves
+ * (criterion runs no .fini then) is stopped by the runner's POST_ALL hook.
  */
 void proc_stack_up(char *dir, char *url);
 void proc_stack(const char *dir, const char *verb);
@@ -105,7 +107,7 @@ struct proc_cluster {
 	char dir[64];	     /* the private stack */
 	char pg_url[256];    /* its Postgres */
 	char redis_url[128]; /* its Redis */
-	char tmp[64];	     /* scratch: /tmp/weft-<name>-XXXXXX */
+	char tmp[128];	     /* scratch for clients: <dir>/<name> */
 	struct proc relay, wr, fa, fb;
 };
 
