@@ -10,6 +10,9 @@
 #include <errno.h>
 #include <jansson.h>
 #include <jwt.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +43,7 @@ cli_token_user(const char *token, char *out, size_t len)
 	if (!token || jwt_decode(&jwt, token, NULL, 0) != 0)
 		return -1;
 	sub = jwt_get_grant(jwt, "sub");
-	if (sub && *sub && strlen(sub) < len && !strchr(sub, '/')) {
+	if (sub && *sub && strlen(sub) < len) {
 		memcpy(out, sub, strlen(sub) + 1);
 		rc = 0;
 	}
@@ -88,20 +91,43 @@ static int
 default_store(struct cli *c)
 {
 	const char *xdg = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
+	char name[sizeof(c->user)];
 	int n;
 
+	/* the user id as a file name: no directories, no hidden file */
+	snprintf(name, sizeof(name), "%s", *c->user ? c->user : "local");
+	for (char *p = name; *p; p++)
+		if (*p == '/' || (p == name && *p == '.'))
+			*p = '_';
 	if (xdg && *xdg == '/')
 		n = snprintf(c->path, sizeof(c->path), "%s/weft/%s.db", xdg,
-			     *c->user ? c->user : "local");
+			     name);
 	else if (home && *home)
 		n = snprintf(c->path, sizeof(c->path),
-			     "%s/.local/share/weft/%s.db", home,
-			     *c->user ? c->user : "local");
+			     "%s/.local/share/weft/%s.db", home, name);
 	else
 		return -1;
 	if (n < 0 || (size_t)n >= sizeof(c->path))
 		return -1;
 	return make_dirs(c->path);
+}
+
+/* an error of cli_open: into c->err, and to stderr unless quiet */
+static int
+open_error(struct cli *c, int code, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	n = snprintf(c->err, sizeof(c->err), "%s: ", c->prog);
+	if (n < 0 || (size_t)n >= sizeof(c->err))
+		n = 0;
+	va_start(ap, fmt);
+	vsnprintf(c->err + n, sizeof(c->err) - (size_t)n, fmt, ap);
+	va_end(ap);
+	if (!c->quiet)
+		fprintf(stderr, "%s\n", c->err);
+	return code;
 }
 
 /* split "a,b,c" into c->fanout */
@@ -174,6 +200,7 @@ on_progress(void *arg, const char *space, uint64_t records, uint64_t bytes,
 {
 	struct cli *c = arg;
 
+	atomic_store(&c->progress_ms, mono_ms());
 	if (c->on_progress)
 		c->on_progress(c->arg, space, records, bytes, total, done);
 }
@@ -192,37 +219,31 @@ cli_open(struct cli *c, const struct cli_conn *cc, const char *prog)
 	c->st = NULL;
 	c->state = WEFT_OFFLINE;
 	c->detail[0] = '\0';
+	c->err[0] = '\0';
 	c->nrejects = 0;
 	c->user[0] = '\0';
-	pthread_mutex_init(&c->mu, NULL);
+	c->timeout_ms = cc->timeout_ms;
+	c->deadline_ms = mono_ms() + cc->timeout_ms;
+	atomic_store(&c->progress_ms, 0);
 	if (cc->token && *cc->token &&
-	    cli_token_user(cc->token, c->user, sizeof(c->user)) != 0) {
-		fprintf(stderr,
-			"%s: --token (WEFT_TOKEN) is not a JWT with a "
-			"user ('sub'); mint one with weft token\n",
-			prog);
-		return CLI_USAGE;
-	}
+	    cli_token_user(cc->token, c->user, sizeof(c->user)) != 0)
+		return open_error(c, CLI_USAGE,
+				  "--token (WEFT_TOKEN) is not a JWT with a "
+				  "user ('sub'); mint one with weft token");
 	c->online = !cc->offline;
-	if (c->online && !*c->user) {
-		fprintf(stderr,
-			"%s: a token is needed to reach the services: "
-			"--token or WEFT_TOKEN (or --offline)\n",
-			prog);
-		return CLI_USAGE;
-	}
+	if (c->online && !*c->user)
+		return open_error(c, CLI_USAGE,
+				  "a token is needed to reach the services: "
+				  "--token or WEFT_TOKEN (or --offline)");
 	if (cc->store && *cc->store) {
-		if (strlen(cc->store) >= sizeof(c->path)) {
-			fprintf(stderr, "%s: --store path too long\n", prog);
-			return CLI_USAGE;
-		}
+		if (strlen(cc->store) >= sizeof(c->path))
+			return open_error(c, CLI_USAGE,
+					  "--store path too long");
 		memcpy(c->path, cc->store, strlen(cc->store) + 1);
 	} else if (default_store(c) != 0) {
-		fprintf(stderr,
-			"%s: no --store (WEFT_STORE) and no usable "
-			"$HOME for the default one\n",
-			prog);
-		return CLI_USAGE;
+		return open_error(c, CLI_USAGE,
+				  "no --store (WEFT_STORE) and no usable "
+				  "$HOME for the default one");
 	}
 	nf = split_fanout(c, cc->fanout_urls);
 	o.path = c->path;
@@ -235,17 +256,23 @@ cli_open(struct cli *c, const struct cli_conn *cc, const char *prog)
 	o.errbuf = err;
 	o.errlen = sizeof(err);
 	err[0] = '\0';
+	/* the callbacks' lock: from here until cli_close */
+	pthread_mutex_init(&c->mu, NULL);
 	rc = weft_open(&o, &c->st);
 	if (rc) {
-		fprintf(stderr, "%s: %s\n", prog,
-			*err ? err : weft_strerror(rc));
 		c->st = NULL;
-		return rc == WEFT_EBUSY || rc == WEFT_EINVAL ||
-				       rc == WEFT_ECONFIG || rc == WEFT_EVERSION
-			       ? CLI_USAGE
-			       : CLI_UNAVAILABLE;
+		pthread_mutex_destroy(&c->mu);
+		/* a store that cannot be opened (busy, a bad path or schema,
+		 * a newer format) is the caller's to fix */
+		return open_error(c, CLI_USAGE, "%s",
+				  *err ? err : weft_strerror(rc));
 	}
 	weft_set_callbacks(c->st, &cb);
+	/* a state change before the callbacks were in place */
+	pthread_mutex_lock(&c->mu);
+	if (c->state == WEFT_OFFLINE)
+		c->state = weft_state(c->st);
+	pthread_mutex_unlock(&c->mu);
 	return CLI_OK;
 }
 
@@ -292,9 +319,41 @@ find_reject(struct cli *c, uint64_t mid, struct cli_reject *out)
 }
 
 int
-cli_wait(struct cli *c, uint64_t mid, int64_t timeout_ms)
+cli_left_ms(struct cli *c)
 {
-	int64_t deadline = mono_ms() + timeout_ms;
+	int64_t now = mono_ms(), end = c->deadline_ms;
+	int64_t p = atomic_load(&c->progress_ms);
+
+	/* a bootstrap that progresses has --timeout after each page */
+	if (p && p + c->timeout_ms > end)
+		end = p + c->timeout_ms;
+	if (end - now > INT32_MAX)
+		return INT32_MAX;
+	return end > now ? (int)(end - now) : 1;
+}
+
+int
+cli_trouble(struct cli *c, const char *what, int err)
+{
+	char detail[256];
+	int s = cli_state(c, detail, sizeof(detail));
+
+	if (s == WEFT_NEEDS_AUTH || s == WEFT_ERROR) {
+		fprintf(stderr, "%s: refused by the server: %s\n", c->prog,
+			*detail ? detail : weft_state_name(s));
+		return CLI_REJECTED;
+	}
+	fprintf(stderr,
+		"%s: cannot %s: the services did not answer within %lld ms "
+		"(%s; %s%s%s)\n",
+		c->prog, what, (long long)c->timeout_ms, weft_strerror(err),
+		weft_state_name(s), *detail ? ": " : "", detail);
+	return CLI_UNAVAILABLE;
+}
+
+int
+cli_wait(struct cli *c, uint64_t mid)
+{
 	struct cli_reject r;
 	char detail[256];
 	int rc, s;
@@ -324,12 +383,12 @@ cli_wait(struct cli *c, uint64_t mid, int64_t timeout_ms)
 				c->prog, *detail ? detail : weft_state_name(s));
 			return CLI_REJECTED;
 		}
-		if (mono_ms() >= deadline) {
+		if (cli_left_ms(c) <= 1) {
 			fprintf(stderr,
 				"%s: the services did not answer within "
 				"%lld ms (%s%s%s); %llu transaction(s) stay "
 				"queued in '%s' for the next online run\n",
-				c->prog, (long long)timeout_ms,
+				c->prog, (long long)c->timeout_ms,
 				weft_state_name(s), *detail ? ": " : "", detail,
 				(unsigned long long)weft_pending(c->st),
 				c->path);

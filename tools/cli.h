@@ -14,6 +14,7 @@
 #define WEFT_TOOLS_CLI_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -114,7 +115,14 @@ struct cli_reject {
 };
 
 struct cli {
-	const char *prog;		    /* "weft put", for messages */
+	const char *prog;    /* "weft put", for messages */
+	bool quiet;	     /* cli_open's errors go to err only (the demo:
+			      * stderr is its screen) */
+	char err[512];	     /* cli_open's last error */
+	int64_t timeout_ms;  /* --timeout */
+	int64_t deadline_ms; /* monotonic: open + timeout */
+	_Atomic int64_t progress_ms;	    /* monotonic: the last bootstrap
+					     * progress (pushes the deadline) */
 	weft_store *st;			    /* the open store */
 	char path[512];			    /* its file */
 	char user[128];			    /* the token's sub, or "" */
@@ -144,11 +152,23 @@ void cli_close(struct cli *c);
 
 /*
  * cli_wait - wait until what was committed is answered and subscriptions
- * are loaded, up to timeout_ms; then, when mid is nonzero, report whether
- * transaction mid was accepted.  Offline, it only says the commit is
- * queued.  Returns an exit code, having printed any failure.
+ * are loaded, until the command's deadline (--timeout after the open, and
+ * never less than --timeout after the last bootstrap progress); then,
+ * when mid is nonzero, report whether transaction mid was accepted.
+ * Offline, it only says the commit is queued.  Returns an exit code,
+ * having printed any failure.
  */
-int cli_wait(struct cli *c, uint64_t mid, int64_t timeout_ms);
+int cli_wait(struct cli *c, uint64_t mid);
+
+/* cli_left_ms - time left before the command's deadline (at least 1) */
+int cli_left_ms(struct cli *c);
+
+/*
+ * cli_trouble - the exit code for a service that did not answer: 2 when
+ * the server refused the token (NEEDS_AUTH / ERROR), else 3; prints why,
+ * about what ("load issues/x").
+ */
+int cli_trouble(struct cli *c, const char *what, int err);
 
 /* cli_state - the connection state and its detail (copied into detail). */
 int cli_state(struct cli *c, char *detail, size_t len);

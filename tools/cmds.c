@@ -11,7 +11,9 @@
  */
 #include <inttypes.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,9 +88,14 @@ flags_first(const struct cfg_spec *spec, int argc, const char *const *argv,
 		}
 		out[n++] = argv[i];
 		o = find_opt(spec, argv[i]);
-		if (o && o->type != CFG_BOOL && !strchr(argv[i], '=') &&
-		    i + 1 < argc)
+		if (o && o->type != CFG_BOOL && !strchr(argv[i], '=')) {
+			if (i + 1 >= argc) {
+				fprintf(stderr, "%s: %s needs a value\n",
+					spec->prog, argv[i]);
+				return -2;
+			}
 			out[n++] = argv[++i];
+		}
 	}
 	out[n++] = "--";
 	for (int k = 0; k < np; k++)
@@ -108,7 +115,8 @@ parse(const struct cfg_spec *spec, int *argcp, const char *const **argvp,
 
 	argc = flags_first(spec, *argcp, *argvp, args);
 	if (argc < 0) {
-		fprintf(stderr, "%s: too many arguments\n", spec->prog);
+		if (argc == -1)
+			fprintf(stderr, "%s: too many arguments\n", spec->prog);
 		return CLI_USAGE;
 	}
 	*argcp = argc;
@@ -277,11 +285,13 @@ show(struct cli *c, const struct fmt *f, const char *table, const char *id)
 
 /*
  * Make table/id local if it exists: online, a record not in the store is
- * fetched.  Returns true when it is there (live) afterwards.
+ * fetched (within the command's deadline).  Returns 0 when it is there
+ * (live) afterwards, WEFT_ENOTFOUND when it is not (online: the server
+ * has no such record for this user), or the fetch's error when the
+ * services did not answer.
  */
-static bool
-ensure_local(struct cli *c, const char *table, const char *id,
-	     int64_t timeout_ms)
+static int
+ensure_local(struct cli *c, const char *table, const char *id)
 {
 	const char *ids[1] = { id };
 	char *data = NULL;
@@ -289,15 +299,31 @@ ensure_local(struct cli *c, const char *table, const char *id,
 
 	rc = weft_get(c->st, table, id, &data, NULL, NULL);
 	weft_free(data);
-	if (rc != WEFT_ENOTFOUND)
-		return rc == 0;
-	if (!c->online ||
-	    weft_fetch(c->st, table, ids, 1, (int)timeout_ms) != 0)
-		return false;
+	if (rc != WEFT_ENOTFOUND || !c->online)
+		return rc;
+	rc = weft_fetch(c->st, table, ids, 1, cli_left_ms(c));
+	if (rc)
+		return rc;
 	data = NULL;
 	rc = weft_get(c->st, table, id, &data, NULL, NULL);
 	weft_free(data);
-	return rc == 0;
+	return rc;
+}
+
+/* ensure_local's outcome when it is not 0: the exit code, said */
+static int
+not_local(struct cli *c, const char *table, const char *id, int rc)
+{
+	char what[PROTO_NAME_BUF * 2 + 16];
+
+	if (rc == WEFT_ENOTFOUND) {
+		fprintf(stderr, "%s: %s/%s: not found%s\n", c->prog, table, id,
+			c->online ? " (or not visible to this user)"
+				  : " in the local store");
+		return CLI_REJECTED;
+	}
+	snprintf(what, sizeof(what), "load %s/%s", table, id);
+	return cli_trouble(c, what, rc);
 }
 
 /* ---- writes ---- */
@@ -307,24 +333,29 @@ ensure_local(struct cli *c, const char *table, const char *id,
  * wait for the answer, then print table/id as it stands (or the deletion).
  */
 static int
-finish(struct cli *c, weft_txn *tx, int op_rc, const struct cli_conn *cc,
-       const char *table, const char *id)
+finish(struct cli *c, weft_txn *tx, int op_rc, const char *table,
+       const char *id)
 {
 	struct fmt f = { !isatty(STDOUT_FILENO), NULL };
 	uint64_t mid = 0;
 	int rc;
 
 	if (op_rc) {
+		/* refused locally, against the store's view: a missing or
+		 * existing record is the "not found / exists" of exit 2, the
+		 * rest (schema, arguments) is usage */
 		fprintf(stderr, "%s: %s\n", c->prog, weft_last_error(c->st));
 		weft_abort(tx);
-		return CLI_USAGE;
+		return op_rc == WEFT_ENOTFOUND || op_rc == WEFT_EEXIST
+			       ? CLI_REJECTED
+			       : CLI_USAGE;
 	}
 	rc = weft_commit(tx, &mid);
 	if (rc) {
 		fprintf(stderr, "%s: %s\n", c->prog, weft_last_error(c->st));
 		return CLI_USAGE;
 	}
-	rc = cli_wait(c, mid, cc->timeout_ms);
+	rc = cli_wait(c, mid);
 	if (rc == CLI_REJECTED || !table)
 		return rc;
 	if (show(c, &f, table, id) != CLI_OK)
@@ -351,7 +382,7 @@ cmd_space(int argc, const char *const *argv)
 	char id[256];
 	struct cli c = { 0 };
 	weft_txn *tx;
-	int argi, rc, op;
+	int argi, rc, op, lrc;
 
 	rc = parse(&spec, &argc, &argv, &argi, 2, 4);
 	if (rc)
@@ -380,14 +411,21 @@ cmd_space(int argc, const char *const *argv)
 			: WEFT_EINVAL;
 		free(js);
 		json_decref(o);
-		rc = finish(&c, tx, op, &cc, "spaces", space);
+		rc = finish(&c, tx, op, "spaces", space);
 		cli_close(&c);
 		return rc;
 	}
 	user = argv[argi + 2];
 	snprintf(id, sizeof(id), "%s:%s", space, user);
+	lrc = ensure_local(&c, "members", id);
+	if (lrc &&
+	    (lrc != WEFT_ENOTFOUND || strcmp(verb, "remove-member") == 0)) {
+		weft_abort(tx);
+		rc = not_local(&c, "members", id, lrc);
+		cli_close(&c);
+		return rc;
+	}
 	if (strcmp(verb, "remove-member") == 0) {
-		ensure_local(&c, "members", id, cc.timeout_ms);
 		op = weft_delete(tx, "members", id);
 	} else {
 		const char *role = argc - argi == 4 ? argv[argi + 3] : "writer";
@@ -396,14 +434,14 @@ cmd_space(int argc, const char *const *argv)
 
 		if (!js)
 			op = WEFT_EINVAL;
-		else if (ensure_local(&c, "members", id, cc.timeout_ms))
+		else if (lrc == 0)
 			op = weft_put(tx, "members", id, NULL, js);
 		else
 			op = weft_create(tx, "members", id, space, js);
 		free(js);
 		json_decref(o);
 	}
-	rc = finish(&c, tx, op, &cc, "members", id);
+	rc = finish(&c, tx, op, "members", id);
 	cli_close(&c);
 	return rc;
 }
@@ -423,14 +461,16 @@ cmd_put(int argc, const char *const *argv)
 	const struct cfg_spec spec = {
 		"weft put", "[options] TABLE ID JSON",
 		"Writes a whole record: creates it (in --space) when it does "
-		"not exist, else replaces\nevery field.  JSON is an object; "
+		"not exist, else replaces\nevery field.  With the services out "
+		"of reach, a record this store does not hold\nis created (and "
+		"rejected later if the server has it).\nJSON is an object; "
 		"schema defaults fill missing fields." EXIT_CODES,
 		opts, NOPTS(opts)
 	};
 	const char *table, *id, *js;
 	struct cli c = { 0 };
 	weft_txn *tx;
-	int argi, rc, op;
+	int argi, rc, op, lrc;
 
 	rc = parse(&spec, &argc, &argv, &argi, 3, 3);
 	if (rc)
@@ -444,8 +484,16 @@ cmd_put(int argc, const char *const *argv)
 		cli_close(&c);
 		return CLI_UNAVAILABLE;
 	}
-	if (ensure_local(&c, table, id, cc.timeout_ms)) {
+	lrc = ensure_local(&c, table, id);
+	if (lrc == 0) {
 		op = weft_put(tx, table, id, space, js);
+	} else if (lrc != WEFT_ENOTFOUND && (!space || !*space)) {
+		/* unknown here, the server out of reach, no space to create
+		 * it in: nothing to queue */
+		weft_abort(tx);
+		rc = not_local(&c, table, id, lrc);
+		cli_close(&c);
+		return rc;
 	} else if (!space || !*space) {
 		fprintf(stderr,
 			"weft put: %s/%s does not exist%s; --space is "
@@ -457,7 +505,7 @@ cmd_put(int argc, const char *const *argv)
 	} else {
 		op = weft_create(tx, table, id, space, js);
 	}
-	rc = finish(&c, tx, op, &cc, table, id);
+	rc = finish(&c, tx, op, table, id);
 	cli_close(&c);
 	return rc;
 }
@@ -492,11 +540,10 @@ cmd_set(int argc, const char *const *argv)
 	id = argv[argi + 1];
 	if ((rc = cli_open(&c, &cc, "weft set")) != CLI_OK)
 		return rc;
-	if (!ensure_local(&c, table, id, cc.timeout_ms)) {
-		fprintf(stderr, "weft set: %s/%s: not found%s\n", table, id,
-			c.online ? "" : " in the local store");
+	if ((rc = ensure_local(&c, table, id)) != 0) {
+		rc = not_local(&c, table, id, rc);
 		cli_close(&c);
-		return CLI_REJECTED;
+		return rc;
 	}
 	if (weft_begin(c.st, &tx) != 0) {
 		cli_close(&c);
@@ -505,10 +552,19 @@ cmd_set(int argc, const char *const *argv)
 	for (int i = argi + 2; i < argc && !op; i += 2) {
 		char *v = cli_json_value(argv[i + 1]);
 
-		op = v ? weft_set(tx, table, id, argv[i], v) : WEFT_EENCODING;
+		if (!v) {
+			fprintf(stderr,
+				"weft set: the value of %s is not "
+				"valid UTF-8\n",
+				argv[i]);
+			weft_abort(tx);
+			cli_close(&c);
+			return CLI_USAGE;
+		}
+		op = weft_set(tx, table, id, argv[i], v);
 		free(v);
 	}
-	rc = finish(&c, tx, op, &cc, table, id);
+	rc = finish(&c, tx, op, table, id);
 	cli_close(&c);
 	return rc;
 }
@@ -533,18 +589,17 @@ cmd_delete(int argc, const char *const *argv)
 		return rc < 0 ? CLI_OK : rc;
 	if ((rc = cli_open(&c, &cc, "weft delete")) != CLI_OK)
 		return rc;
-	if (!ensure_local(&c, argv[argi], argv[argi + 1], cc.timeout_ms)) {
-		fprintf(stderr, "weft delete: %s/%s: not found\n", argv[argi],
-			argv[argi + 1]);
+	if ((rc = ensure_local(&c, argv[argi], argv[argi + 1])) != 0) {
+		rc = not_local(&c, argv[argi], argv[argi + 1], rc);
 		cli_close(&c);
-		return CLI_REJECTED;
+		return rc;
 	}
 	if (weft_begin(c.st, &tx) != 0) {
 		cli_close(&c);
 		return CLI_UNAVAILABLE;
 	}
-	rc = finish(&c, tx, weft_delete(tx, argv[argi], argv[argi + 1]), &cc,
-		    NULL, NULL);
+	rc = finish(&c, tx, weft_delete(tx, argv[argi], argv[argi + 1]), NULL,
+		    NULL);
 	if (rc == CLI_OK)
 		printf("%s/%s deleted\n", argv[argi], argv[argi + 1]);
 	cli_close(&c);
@@ -586,7 +641,7 @@ cmd_undo(int argc, const char *const *argv)
 		cli_close(&c);
 		return CLI_UNAVAILABLE;
 	}
-	rc = cli_wait(&c, mid, cc.timeout_ms);
+	rc = cli_wait(&c, mid);
 	if (rc == CLI_OK)
 		printf("%s: transaction %" PRIu64 "\n",
 		       redo ? "redone" : "undone", mid);
@@ -625,8 +680,21 @@ cmd_get(int argc, const char *const *argv)
 	if (c.online) {
 		/* the server's current row, even when an older one is local */
 		const char *ids[1] = { argv[argi + 1] };
+		char *data = NULL;
+		int frc = weft_fetch(c.st, argv[argi], ids, 1, cli_left_ms(&c));
 
-		(void)weft_fetch(c.st, argv[argi], ids, 1, (int)cc.timeout_ms);
+		if (frc) {
+			/* say so, then show the local copy if there is one */
+			rc = not_local(&c, argv[argi], argv[argi + 1], frc);
+			if (weft_get(c.st, argv[argi], argv[argi + 1], &data,
+				     NULL, NULL) == 0) {
+				fprintf(stderr, "weft get: the local copy:\n");
+				show(&c, &f, argv[argi], argv[argi + 1]);
+			}
+			weft_free(data);
+			cli_close(&c);
+			return rc;
+		}
 	}
 	rc = show(&c, &f, argv[argi], argv[argi + 1]);
 	cli_close(&c);
@@ -653,7 +721,7 @@ ls_row(void *arg, const char *table, const char *id, const char *space,
  * code, having printed why it is not CLI_OK.
  */
 static int
-follow(struct cli *c, const char *space, int64_t timeout_ms)
+follow(struct cli *c, const char *space)
 {
 	int rc;
 
@@ -664,7 +732,7 @@ follow(struct cli *c, const char *space, int64_t timeout_ms)
 		fprintf(stderr, "%s: %s\n", c->prog, weft_last_error(c->st));
 		return CLI_USAGE;
 	}
-	rc = cli_wait(c, 0, timeout_ms);
+	rc = cli_wait(c, 0);
 	if (rc != CLI_OK)
 		return rc;
 	if (weft_space_status(c->st, space) == WEFT_EPERM) {
@@ -707,7 +775,7 @@ cmd_ls(int argc, const char *const *argv)
 		return CLI_USAGE;
 	if ((rc = cli_open(&c, &cc, "weft ls")) != CLI_OK)
 		return rc;
-	if (space && (rc = follow(&c, space, cc.timeout_ms)) != CLI_OK) {
+	if (space && (rc = follow(&c, space)) != CLI_OK) {
 		cli_close(&c);
 		return rc;
 	}
@@ -751,13 +819,89 @@ catch_signals(void)
 	signal(SIGPIPE, SIG_IGN);
 }
 
+/* WATCH_SEEN_BUCKETS - the hash of records seen live in the watched
+ * space (a tombstone has no space: a deletion is printed only for a
+ * record this watch saw in its space); grows by chaining, one entry per
+ * record of the space */
+#define WATCH_SEEN_BUCKETS 4096
+
+struct seen {
+	struct seen *next;
+	char key[]; /* "table\0id" */
+};
+
 struct watch_ctx {
 	struct cli *c;
-	const char *space; /* only changes in it */
-	const char *table; /* NULL = every table */
-	bool failed;	   /* stdout is gone */
-	struct fmt f;	   /* JSON lines */
+	const char *space;  /* only changes in it */
+	const char *table;  /* NULL = every table */
+	atomic_bool failed; /* stdout is gone (set on the sync thread) */
+	struct fmt f;	    /* JSON lines */
+	pthread_mutex_t mu; /* guards seen */
+	struct seen *seen[WATCH_SEEN_BUCKETS]; /* records of the space */
 };
+
+/* w->mu held: table/id in the seen set: found (or, with add, added) */
+static bool
+seen_has_locked(struct watch_ctx *w, const char *table, const char *id,
+		bool add)
+{
+	size_t tl = strlen(table), il = strlen(id);
+	uint32_t h = 2166136261u;
+	struct seen *e;
+
+	for (size_t i = 0; i < tl; i++)
+		h = (h ^ (uint8_t)table[i]) * 16777619u;
+	h = (h ^ 0) * 16777619u;
+	for (size_t i = 0; i < il; i++)
+		h = (h ^ (uint8_t)id[i]) * 16777619u;
+	for (e = w->seen[h % WATCH_SEEN_BUCKETS]; e; e = e->next)
+		if (strcmp(e->key, table) == 0 &&
+		    strcmp(e->key + tl + 1, id) == 0)
+			return true;
+	if (!add || !(e = malloc(sizeof(*e) + tl + il + 2)))
+		return false;
+	memcpy(e->key, table, tl + 1);
+	memcpy(e->key + tl + 1, id, il + 1);
+	e->next = w->seen[h % WATCH_SEEN_BUCKETS];
+	w->seen[h % WATCH_SEEN_BUCKETS] = e;
+	return false;
+}
+
+static bool
+seen_has(struct watch_ctx *w, const char *table, const char *id, bool add)
+{
+	bool found;
+
+	pthread_mutex_lock(&w->mu);
+	found = seen_has_locked(w, table, id, add);
+	pthread_mutex_unlock(&w->mu);
+	return found;
+}
+
+/* weft_each: the records the store already has in the space */
+static int
+seed_seen(void *arg, const char *table, const char *id, const char *space,
+	  uint64_t version, const char *data)
+{
+	(void)space;
+	(void)version;
+	(void)data;
+	seen_has(arg, table, id, true);
+	return 0;
+}
+
+static void
+seen_free(struct watch_ctx *w)
+{
+	for (size_t b = 0; b < WATCH_SEEN_BUCKETS; b++) {
+		while (w->seen[b]) {
+			struct seen *e = w->seen[b];
+
+			w->seen[b] = e->next;
+			free(e);
+		}
+	}
+}
 
 /* sync thread (or this one, for nothing: watch commits nothing) */
 static void
@@ -776,12 +920,17 @@ watch_change(void *arg, const char *table, const char *id, uint64_t version,
 	}
 	if (space && strcmp(space, w->space) != 0)
 		goto out;
+	/* a deletion has no space: print it for records seen here */
+	if (space)
+		(void)seen_has(w, table, id, true);
+	else if (!seen_has(w, table, id, false))
+		goto out;
 	extra = json_pack("{s:b,s:s}", "deleted", deleted, "origin",
 			  origin_name(origin));
 	print_record(w->c, &w->f, table, id, deleted ? NULL : space, version,
 		     deleted ? NULL : data, extra);
 	if (fflush(stdout) != 0)
-		w->failed = true;
+		atomic_store(&w->failed, true);
 out:
 	weft_free(data);
 	weft_free(space);
@@ -808,7 +957,7 @@ cmd_watch(int argc, const char *const *argv)
 		opts, NOPTS(opts)
 	};
 	struct cli c = { 0 };
-	struct watch_ctx w = { &c, NULL, NULL, false, { true, NULL } };
+	static struct watch_ctx w;
 	int argi, rc, last = -1, s;
 	char detail[256];
 
@@ -821,6 +970,9 @@ cmd_watch(int argc, const char *const *argv)
 				   : "--space is required");
 		return CLI_USAGE;
 	}
+	w.c = &c;
+	w.f.json = true;
+	pthread_mutex_init(&w.mu, NULL);
 	w.space = space;
 	w.table = argi < argc ? argv[argi] : NULL;
 	catch_signals();
@@ -828,8 +980,9 @@ cmd_watch(int argc, const char *const *argv)
 	c.arg = &w;
 	if ((rc = cli_open(&c, &cc, "weft watch")) != CLI_OK)
 		return rc;
-	rc = follow(&c, space, cc.timeout_ms);
-	while (rc == CLI_OK && !stop_signal && !w.failed) {
+	weft_each(c.st, w.table, space, seed_seen, &w);
+	rc = follow(&c, space);
+	while (rc == CLI_OK && !stop_signal && !atomic_load(&w.failed)) {
 		s = cli_state(&c, detail, sizeof(detail));
 		if (s != last) {
 			fprintf(stderr, "weft watch: %s%s%s\n",
@@ -852,6 +1005,8 @@ cmd_watch(int argc, const char *const *argv)
 		sleep_ms(100);
 	}
 	cli_close(&c);
+	seen_free(&w);
+	pthread_mutex_destroy(&w.mu);
 	return rc;
 }
 
@@ -959,7 +1114,7 @@ cmd_bootstrap(int argc, const char *const *argv)
 	c.arg = &b;
 	if ((rc = cli_open(&c, &cc, "weft bootstrap")) != CLI_OK)
 		return rc;
-	rc = follow(&c, space, cc.timeout_ms);
+	rc = follow(&c, space);
 	if (rc == CLI_OK) {
 		weft_each(c.st, NULL, space, count_row, &n);
 		printf("space %s: %lu records local, live (%.2f s)\n", space, n,
@@ -996,7 +1151,7 @@ cmd_sync(int argc, const char *const *argv)
 	if ((rc = cli_open(&c, &cc, "weft sync")) != CLI_OK)
 		return rc;
 	before = weft_pending(c.st);
-	rc = cli_wait(&c, 0, cc.timeout_ms);
+	rc = cli_wait(&c, 0);
 	if (rc == CLI_OK) {
 		pthread_mutex_lock(&c.mu);
 		rejected = c.nrejects;

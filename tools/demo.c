@@ -23,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "tools/cli.h"
 
@@ -37,8 +39,11 @@ static const char *const statuses[] = { "backlog", "todo", "in_progress",
 					"done", "canceled" };
 #define NSTATUS (sizeof(statuses) / sizeof(statuses[0]))
 
+/* ID_BUF - an id and its NUL (the protocol allows 256 bytes) */
+#define ID_BUF 257
+
 struct row {
-	char id[64];
+	char id[ID_BUF];
 	char title[128];
 	char status[16];
 	char assignee[32];
@@ -54,11 +59,12 @@ struct demo {
 	atomic_int dirty; /* set by the sync thread: reload the rows */
 	struct row rows[ROWS_MAX];
 	size_t nrows;
-	size_t sel;	 /* selected row */
-	size_t top;	 /* first row shown */
-	char sel_id[64]; /* keeps the selection across reloads */
-	char msg[256];	 /* the bottom line */
-	uint64_t mid;	 /* my last commit, for its rejection */
+	size_t sel;	     /* selected row */
+	size_t top;	     /* first row shown */
+	char sel_id[ID_BUF]; /* keeps the selection across reloads */
+	char msg[600];	     /* the bottom line */
+	uint64_t mid;	     /* my last commit, for its rejection */
+	bool failed;	     /* the store could not be opened again */
 	unsigned seen_rejects;
 };
 
@@ -268,31 +274,37 @@ set_string(struct demo *d, const char *field, const char *text)
 	json_decref(v);
 }
 
-/* a new id: "<user>-N", N one past the highest of mine here, so two users
- * creating offline never collide */
+/*
+ * A new id: "<user>-<6 random base-36 digits>".  Random, so two stores
+ * (two users, or one user on two machines) creating offline do not
+ * collide; short, so it fits the list.
+ */
 static void
 new_id(struct demo *d, char *out, size_t cap)
 {
-	size_t plen = strlen(d->c.user);
-	long next = 1;
+	static const char digits[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+	uint8_t rnd[6] = { 0 };
+	char suffix[7];
+	FILE *f = fopen("/dev/urandom", "rb");
 
-	for (size_t i = 0; i < d->nrows; i++) {
-		const char *id = d->rows[i].id;
+	if (!f || fread(rnd, 1, sizeof(rnd), f) != sizeof(rnd)) {
+		uint64_t t = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
 
-		if (strncmp(id, d->c.user, plen) == 0 && id[plen] == '-') {
-			long n = strtol(id + plen + 1, NULL, 10);
-
-			if (n >= next)
-				next = n + 1;
-		}
+		for (size_t i = 0; i < sizeof(rnd); i++, t >>= 7)
+			rnd[i] = (uint8_t)t;
 	}
-	snprintf(out, cap, "%s-%ld", *d->c.user ? d->c.user : "local", next);
+	if (f)
+		fclose(f);
+	for (size_t i = 0; i < sizeof(rnd); i++)
+		suffix[i] = digits[rnd[i] % 36];
+	suffix[6] = '\0';
+	snprintf(out, cap, "%s-%s", *d->c.user ? d->c.user : "local", suffix);
 }
 
 static void
 create_issue(struct demo *d)
 {
-	char title[120], id[64], what[200];
+	char title[120], id[ID_BUF], what[ID_BUF + 16];
 	json_t *o;
 	char *js;
 	weft_txn *tx;
@@ -319,10 +331,14 @@ toggle_online(struct demo *d)
 	cli_close(&d->c);
 	d->cc.offline = !d->cc.offline;
 	if (cli_open(&d->c, &d->cc, "weft-demo") != CLI_OK) {
+		snprintf(d->msg, sizeof(d->msg), "%s", d->c.err);
 		/* back as it was: the store opened a moment ago */
 		d->cc.offline = !d->cc.offline;
-		if (cli_open(&d->c, &d->cc, "weft-demo") != CLI_OK)
+		if (cli_open(&d->c, &d->cc, "weft-demo") != CLI_OK) {
+			snprintf(d->msg, sizeof(d->msg), "%s", d->c.err);
+			d->failed = true;
 			quit = 1;
+		}
 		return;
 	}
 	d->seen_rejects = 0;
@@ -385,8 +401,10 @@ key(struct demo *d, int ch)
 		break;
 	case 'x':
 		if (r && weft_begin(d->c.st, &tx) == 0) {
-			snprintf(buf, sizeof(buf), "deleted %s", r->id);
-			commit(d, tx, weft_delete(tx, "issues", r->id), buf);
+			char what[ID_BUF + 16];
+
+			snprintf(what, sizeof(what), "deleted %s", r->id);
+			commit(d, tx, weft_delete(tx, "issues", r->id), what);
 		}
 		break;
 	case 'u':
@@ -408,7 +426,8 @@ key(struct demo *d, int ch)
 	default:
 		break;
 	}
-	if (d->nrows && d->sel < d->nrows)
+	/* a new issue selects itself (create_issue set sel_id) */
+	if (ch != 'n' && d->nrows && d->sel < d->nrows)
 		snprintf(d->sel_id, sizeof(d->sel_id), "%s",
 			 d->rows[d->sel].id);
 }
@@ -449,7 +468,9 @@ main(int argc, char **argv)
 	d.c.arg = &d;
 	if ((rc = cli_open(&d.c, &d.cc, "weft-demo")) != CLI_OK)
 		return rc;
-	if (d.c.online && weft_subscribe_space(d.c.st, d.space) != 0) {
+	d.c.quiet = true; /* from here on, stderr is under the screen */
+	/* kept in the store: the team loads when it goes online */
+	if (weft_subscribe_space(d.c.st, d.space) != 0) {
 		fprintf(stderr, "weft-demo: %s\n", weft_last_error(d.c.st));
 		cli_close(&d.c);
 		return CLI_USAGE;
@@ -470,7 +491,7 @@ main(int argc, char **argv)
 		if (atomic_exchange(&d.dirty, 0))
 			reload(&d);
 		check_rejects(&d);
-		if (d.c.online &&
+		if (d.c.online && !*d.msg &&
 		    weft_space_status(d.c.st, d.space) == WEFT_EPERM)
 			snprintf(d.msg, sizeof(d.msg),
 				 "not a member of '%s' (yet): ask an admin "
@@ -483,5 +504,9 @@ main(int argc, char **argv)
 	}
 	endwin();
 	cli_close(&d.c);
+	if (d.failed) {
+		fprintf(stderr, "%s\n", d.msg);
+		return CLI_USAGE;
+	}
 	return 0;
 }

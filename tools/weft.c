@@ -139,7 +139,7 @@ usage(FILE *out)
 	fprintf(out,
 		"\nweft <command> --help lists a command's options; each has "
 		"a WEFT_* variable\n(--write-url: WEFT_WRITE_URL).  "
-		"Options come before arguments.\n\n"
+		"Options may come\nbefore or after the arguments.\n\n"
 		"The store commands work on a local store (--store, default "
 		"~/.local/share/weft/\n<user>.db): writes are committed there "
 		"first, then sent; with --offline, or when\nthe services are "

@@ -206,6 +206,31 @@ Test(cli, usage_errors_exit_1)
 		     1),
 		  "%s", out);
 	cr_assert(strstr(out, "title") != NULL, "%s", out);
+	/* a flag with no value, a value that is not UTF-8, a store that
+	 * cannot be opened */
+	cr_assert(eq(int,
+		     weft(out, alice, "alice",
+			  "put issues u2 '{\"title\":\"x\"}' --space"),
+		     1),
+		  "%s", out);
+	cr_assert(strstr(out, "--space needs a value") != NULL, "%s", out);
+	cr_assert(eq(int,
+		     weft(out, alice, "alice",
+			  "put --space us issues u3 '{\"title\":\"x\"}'"),
+		     0),
+		  "%s", out);
+	cr_assert(eq(int,
+		     weft(out, alice, "alice",
+			  "set issues u3 title \"$(printf '\\377')\""),
+		     1),
+		  "%s", out);
+	cr_assert(strstr(out, "not valid UTF-8") != NULL, "%s", out);
+	cr_assert(eq(int,
+		     sh(out, OUT_MAX,
+			"'%s' ls --offline --store /nonexistent/dir/x.db",
+			getenv("WEFT_TEST_CLI_BIN")),
+		     1),
+		  "%s", out);
 	/* --help is not an error, and lists every variable */
 	cr_assert(eq(int, weft(out, alice, "u", "watch --help"), 0), "%s", out);
 	cr_assert(strstr(out, "WEFT_FANOUT_URLS") != NULL, "%s", out);
@@ -231,6 +256,11 @@ Test(cli, rejections_exit_2)
 	cr_assert(eq(int, weft(out, carol, "carol", "ls --space rj"), 2), "%s",
 		  out);
 	cr_assert(strstr(out, "not a member") != NULL, "%s", out);
+	/* removing someone who is not a member: not found */
+	cr_assert(eq(int,
+		     weft(out, alice, "alice", "space remove-member rj nobody"),
+		     2),
+		  "%s", out);
 	/* bob (a writer) may not add members */
 	cr_assert(
 		eq(int, weft(out, bob, "bob", "space add-member rj carol"), 2),
@@ -265,6 +295,26 @@ Test(cli, unavailable_exits_3_and_the_write_lands_later_exactly_once)
 	int dead = proc_free_port();
 
 	team("ua");
+	/* a record this store does not have cannot be loaded: exit 3,
+	 * nothing queued (not "not found") */
+	cr_assert(eq(int,
+		     weft(out, alice, "fresh",
+			  "set --write-url tcp://127.0.0.1:%d --timeout 1s "
+			  "issues nope status done",
+			  dead),
+		     3),
+		  "%s", out);
+	cr_assert(strstr(out, "cannot load issues/nope") != NULL, "%s", out);
+	cr_assert(eq(int,
+		     weft(out, alice, "fresh",
+			  "get --write-url tcp://127.0.0.1:%d --timeout 1s "
+			  "issues nope",
+			  dead),
+		     3),
+		  "%s", out);
+	cr_assert(eq(int, weft(out, alice, "fresh", "status --offline"), 0),
+		  "%s", out);
+	cr_assert(strstr(out, "pending    0") != NULL, "%s", out);
 	/* weft-write out of reach: committed locally, queued, exit 3 */
 	cr_assert(eq(int,
 		     weft(out, alice, "ua",
@@ -353,6 +403,14 @@ Test(cli, watch_prints_json_lines_live_and_exits_0_on_sigterm)
 	int st;
 
 	team("wt");
+	team("wt2");
+	/* the watching store also follows wt2, with a record there */
+	cr_assert(eq(int,
+		     weft(out, alice, "alice",
+			  "put --space wt2 issues other '{\"title\":\"o\"}'"),
+		     0),
+		  "%s", out);
+	cr_assert(eq(int, weft(out, bob, "w", "ls --space wt2"), 0), "%s", out);
 	snprintf(cmd, sizeof(cmd),
 		 "echo $$; exec env WEFT_TOKEN='%s' WEFT_STORE='%s/w.db' '%s' "
 		 "watch --space wt issues 2>/dev/null",
@@ -383,6 +441,18 @@ Test(cli, watch_prints_json_lines_live_and_exits_0_on_sigterm)
 		       line[strlen(line) - 1] == '\n';
 	}
 	cr_assert(seen, "last line: %s", line);
+	/* a deletion in wt2 is not wt's; one in wt is, with no data */
+	cr_assert(eq(int, weft(out, alice, "alice", "delete issues other"), 0),
+		  "%s", out);
+	cr_assert(eq(int, weft(out, alice, "alice", "delete issues w0"), 0),
+		  "%s", out);
+	while (fgets(line, sizeof(line), f)) {
+		cr_assert(strstr(line, "\"id\":\"other\"") == NULL, "%s", line);
+		if (strstr(line, "\"id\":\"w0\"") &&
+		    strstr(line, "\"deleted\":true"))
+			break;
+	}
+	cr_assert(strstr(line, "\"data\":null") != NULL, "%s", line);
 	kill(pid, SIGTERM);
 	st = pclose(f);
 	ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
@@ -444,6 +514,22 @@ screen_has(const char *pane, const char *text, char *screen, size_t cap)
 	return false;
 }
 
+/* the line of screen that holds a also holds b */
+static void
+line_has(const char *screen, const char *a, const char *b)
+{
+	const char *p = strstr(screen, a), *start, *end;
+
+	cr_assert(p != NULL, "no '%s' in\n%s", a, screen);
+	for (start = p; start > screen && start[-1] != '\n'; start--)
+		;
+	end = strchr(p, '\n');
+	if (!end)
+		end = p + strlen(p);
+	cr_assert(memmem(start, (size_t)(end - start), b, strlen(b)) != NULL,
+		  "'%.*s' has no '%s'", (int)(end - start), start, b);
+}
+
 static void
 keys(const char *pane, const char *k)
 {
@@ -469,17 +555,22 @@ Test(cli, demo_in_tmux_shows_the_other_windows_edits_live)
 
 	team("td");
 	snprintf(sock, sizeof(sock), "%s/tmux.sock", cl.tmp);
-	snprintf(args, sizeof(args),
-		 "new-session -d -s d -x 120 -y 24 "
-		 "\"WEFT_TOKEN='%s' '%s' --space td --store '%s/da.db' "
-		 "--fanout-urls '%s'\"",
-		 alice, demo, cl.tmp, cl.fa.url);
-	cr_assert(eq(int, tmux(out, sizeof(out), args), 0), "%s", out);
-	/* a demo that exits leaves its pane, with its last screen */
+	/* a placeholder first, so remain-on-exit holds before the demos
+	 * start: a demo that exits leaves its pane, with its last screen */
+	cr_assert(eq(int,
+		     tmux(out, sizeof(out),
+			  "new-session -d -s d -x 120 -y 24 'sleep 600'"),
+		     0),
+		  "%s", out);
 	cr_assert(eq(int,
 		     tmux(out, sizeof(out), "set-option -g remain-on-exit on"),
 		     0),
 		  "%s", out);
+	snprintf(args, sizeof(args),
+		 "respawn-pane -k -t d:0.0 \"WEFT_TOKEN='%s' '%s' --space td "
+		 "--store '%s/da.db' --fanout-urls '%s'\"",
+		 alice, demo, cl.tmp, cl.fa.url);
+	cr_assert(eq(int, tmux(out, sizeof(out), args), 0), "%s", out);
 	snprintf(args, sizeof(args),
 		 "split-window -v -t d \"WEFT_TOKEN='%s' '%s' --space td "
 		 "--store '%s/db.db' --fanout-urls '%s'\"",
@@ -496,10 +587,11 @@ Test(cli, demo_in_tmux_shows_the_other_windows_edits_live)
 		screen_has("d:0.0", "new issue title", screen, sizeof(screen)),
 		"%s", screen);
 	keys("d:0.0", "'Fix the login bug' Enter");
-	cr_assert(screen_has("d:0.1", "alice-1      todo", screen,
+	cr_assert(screen_has("d:0.1", "Fix the login bug", screen,
 			     sizeof(screen)),
 		  "%s", screen);
-	cr_assert(strstr(screen, "Fix the login bug") != NULL, "%s", screen);
+	line_has(screen, "Fix the login bug", "alice-");
+	line_has(screen, "Fix the login bug", " todo ");
 
 	/* bob goes offline and moves it on; alice assigns it meanwhile */
 	keys("d:0.1", "o");
