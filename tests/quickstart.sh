@@ -45,12 +45,10 @@ set -a
 # shellcheck disable=SC1091
 . var/stack/env
 set +a
-# a placeholder first, so remain-on-exit holds before the demo starts: a
-# demo that exits at once leaves its last screen for the diagnostic
-tmux -S "$SOCK" new-session -d -s q -x 120 -y 24 "sleep 600"
-tmux -S "$SOCK" set-option -g remain-on-exit on >/dev/null
-tmux -S "$SOCK" respawn-pane -k -t q:0.0 \
-	"WEFT_TOKEN=\$(cat var/stack/demo/alice.token) build/tools/weft-demo --space demo --store $WORK/alice-app.db --write-url $WEFT_WRITE_URL --fanout-urls $WEFT_FANOUT_A_URL"
+# the demo, then how it ended (a demo that exits at once leaves its
+# last screen and its status for the diagnostic)
+tmux -S "$SOCK" new-session -d -s q -x 120 -y 24 \
+	"WEFT_TOKEN=\$(cat var/stack/demo/alice.token) build/tools/weft-demo --space demo --store $WORK/alice-app.db --write-url $WEFT_WRITE_URL --fanout-urls $WEFT_FANOUT_A_URL; echo exit=\$?; sleep 600"
 screen=
 for _ in $(seq 100); do
 	screen=$(tmux -S "$SOCK" capture-pane -p -t q:0.0 || true)

@@ -555,25 +555,17 @@ Test(cli, demo_in_tmux_shows_the_other_windows_edits_live)
 
 	team("td");
 	snprintf(sock, sizeof(sock), "%s/tmux.sock", cl.tmp);
-	/* a placeholder first, so remain-on-exit holds before the demos
-	 * start: a demo that exits leaves its pane, with its last screen */
-	cr_assert(eq(int,
-		     tmux(out, sizeof(out),
-			  "new-session -d -s d -x 120 -y 24 'sleep 600'"),
-		     0),
-		  "%s", out);
-	cr_assert(eq(int,
-		     tmux(out, sizeof(out), "set-option -g remain-on-exit on"),
-		     0),
-		  "%s", out);
+	/* each pane runs its demo, then says how it ended and stays */
 	snprintf(args, sizeof(args),
-		 "respawn-pane -k -t d:0.0 \"WEFT_TOKEN='%s' '%s' --space td "
-		 "--store '%s/da.db' --fanout-urls '%s'\"",
+		 "new-session -d -s d -x 120 -y 24 \"WEFT_TOKEN='%s' '%s' "
+		 "--space td --store '%s/da.db' --fanout-urls '%s'; "
+		 "echo exit=\\$?; sleep 600\"",
 		 alice, demo, cl.tmp, cl.fa.url);
 	cr_assert(eq(int, tmux(out, sizeof(out), args), 0), "%s", out);
 	snprintf(args, sizeof(args),
 		 "split-window -v -t d \"WEFT_TOKEN='%s' '%s' --space td "
-		 "--store '%s/db.db' --fanout-urls '%s'\"",
+		 "--store '%s/db.db' --fanout-urls '%s'; echo exit=\\$?; "
+		 "sleep 600\"",
 		 bob, demo, cl.tmp, cl.fb.url);
 	cr_assert(eq(int, tmux(out, sizeof(out), args), 0), "%s", out);
 	cr_assert(screen_has("d:0.0", "[live]", screen, sizeof(screen)), "%s",
@@ -620,11 +612,42 @@ Test(cli, demo_in_tmux_shows_the_other_windows_edits_live)
 	/* q quits cleanly (under ASan: no leak, no error) */
 	keys("d:0.0", "q");
 	keys("d:0.1", "q");
-	cr_assert(screen_has("d:0.0", "Pane is dead (status 0", screen,
-			     sizeof(screen)),
+	cr_assert(screen_has("d:0.0", "exit=0", screen, sizeof(screen)), "%s",
+		  screen);
+	cr_assert(screen_has("d:0.1", "exit=0", screen, sizeof(screen)), "%s",
+		  screen);
+	(void)tmux(out, sizeof(out), "kill-server");
+}
+
+Test(cli, bootstrap_draws_a_progress_bar_on_a_terminal)
+{
+	static char out[OUT_MAX], screen[OUT_MAX];
+	char args[4096];
+
+	team("tb");
+	for (int i = 0; i < 5; i++)
+		cr_assert(eq(int,
+			     weft(out, alice, "alice",
+				  "put --space tb issues t%d "
+				  "'{\"title\":\"t\"}'",
+				  i),
+			     0),
+			  "%s", out);
+	snprintf(sock, sizeof(sock), "%s/tmux.sock", cl.tmp);
+	/* on a terminal: a bar with the count of the total, then the
+	 * summary, then how it ended */
+	snprintf(args, sizeof(args),
+		 "new-session -d -s b -x 120 -y 10 \"WEFT_TOKEN='%s' '%s' "
+		 "bootstrap --space tb --store '%s/tb.db'; echo exit=\\$?; "
+		 "sleep 600\"",
+		 bob, getenv("WEFT_TEST_CLI_BIN"), cl.tmp);
+	cr_assert(eq(int, tmux(out, sizeof(out), args), 0), "%s", out);
+	cr_assert(screen_has("b:0.0", "exit=0", screen, sizeof(screen)), "%s",
+		  screen);
+	cr_assert(strstr(screen, "tb [##############################] 8/8 "
+				 "records") != NULL,
 		  "%s", screen);
-	cr_assert(screen_has("d:0.1", "Pane is dead (status 0", screen,
-			     sizeof(screen)),
+	cr_assert(strstr(screen, "space tb: 8 records local, live") != NULL,
 		  "%s", screen);
 	(void)tmux(out, sizeof(out), "kill-server");
 }
