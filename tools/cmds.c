@@ -927,8 +927,8 @@ watch_change(void *arg, const char *table, const char *id, uint64_t version,
 		goto out;
 	extra = json_pack("{s:b,s:s}", "deleted", deleted, "origin",
 			  origin_name(origin));
-	print_record(w->c, &w->f, table, id, deleted ? NULL : space, version,
-		     deleted ? NULL : data, extra);
+	print_record(w->c, &w->f, table, id, deleted ? w->space : space,
+		     version, deleted ? NULL : data, extra);
 	if (fflush(stdout) != 0)
 		atomic_store(&w->failed, true);
 out:

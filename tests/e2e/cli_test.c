@@ -453,6 +453,7 @@ Test(cli, watch_prints_json_lines_live_and_exits_0_on_sigterm)
 			break;
 	}
 	cr_assert(strstr(line, "\"data\":null") != NULL, "%s", line);
+	cr_assert(strstr(line, "\"space\":\"wt\"") != NULL, "%s", line);
 	kill(pid, SIGTERM);
 	st = pclose(f);
 	ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
