@@ -149,7 +149,7 @@ main(int argc, char **argv)
 	struct proto_msg m = { .type = PROTO_SUBSCRIBE }, r;
 	char client[64], keytext[128];
 	struct bgw bg[BG_WRITERS];
-	uint64_t *lat, t_start;
+	uint64_t *lat, *acks, t_start;
 	int samples, load, got = 0;
 
 	if (argc != 7) {
@@ -163,12 +163,14 @@ main(int argc, char **argv)
 	samples = (int)strtol(argv[5], NULL, 10);
 	load = (int)strtol(argv[6], NULL, 10);
 	lat = calloc((size_t)samples, sizeof(*lat));
+	acks = calloc((size_t)samples, sizeof(*acks));
 	snprintf(client, sizeof(client), "bench-probe-%d-%d", (int)getpid(),
 		 load);
-	if (!lat || session(&w, write_url, client) != 0 ||
+	if (!lat || !acks || session(&w, write_url, client) != 0 ||
 	    session(&sub, argv[2], "bench-sub") != 0) {
 		fprintf(stderr, "e2e_bench: cannot connect\n");
 		free(lat);
+		free(acks);
 		return 1;
 	}
 	snprintf(keytext, sizeof(keytext), "space/%s", space);
@@ -179,6 +181,7 @@ main(int argc, char **argv)
 	    r.type != PROTO_SUBSCRIBED) {
 		fprintf(stderr, "e2e_bench: subscribe failed\n");
 		free(lat);
+		free(acks);
 		return 1;
 	}
 	for (int k = 0; load > 0 && k < BG_WRITERS; k++) {
@@ -196,6 +199,7 @@ main(int argc, char **argv)
 			fprintf(stderr, "e2e_bench: write %d failed\n", i);
 			break;
 		}
+		acks[got] = clock_now_ns() - t0;
 		/* the push of p0 with this value (others: background) */
 		while (!seen) {
 			struct proto_iter it;
@@ -226,14 +230,17 @@ out:
 	for (int k = 0; load > 0 && k < BG_WRITERS; k++)
 		pthread_join(bg[k].thread, NULL);
 	qsort(lat, (size_t)got, sizeof(*lat), cmp_u64);
-	printf("%d %.2f %.2f %.2f %.0f\n", got,
+	qsort(acks, (size_t)got, sizeof(*acks), cmp_u64);
+	printf("%d %.2f %.2f %.2f %.0f %.2f\n", got,
 	       got ? (double)lat[got / 2] / 1e6 : 0.0,
 	       got ? (double)lat[(got * 99) / 100] / 1e6 : 0.0,
 	       got ? (double)lat[got - 1] / 1e6 : 0.0,
 	       (double)atomic_load(&bg_done) * 1e9 /
-		       (double)(clock_now_ns() - t_start));
+		       (double)(clock_now_ns() - t_start),
+	       got ? (double)acks[got / 2] / 1e6 : 0.0);
 	wclient_close(&w);
 	wclient_close(&sub);
 	free(lat);
+	free(acks);
 	return got == samples ? 0 : 1;
 }
