@@ -27,9 +27,9 @@
 
 #define NOPTS(a) (sizeof(a) / sizeof((a)[0]))
 
-/* PROTO_NAME_BUF - a field name and its NUL (names are short: the
- * schema's identifiers) */
-#define PROTO_NAME_BUF 128
+/* NAME_BUF - a table, field or id and its NUL (the protocol allows
+ * names of up to 256 bytes) */
+#define NAME_BUF 257
 
 /* EXIT_CODES - the paragraph every command's --help ends with */
 #define EXIT_CODES                                                           \
@@ -206,7 +206,7 @@ print_record(struct cli *c, const struct fmt *f, const char *table,
 	if (f->fields && json_is_object(d)) {
 		/* the fields asked for, in the order asked */
 		json_t *kept = json_object();
-		char name[PROTO_NAME_BUF];
+		char name[NAME_BUF];
 
 		for (const char *p = f->fields; *p;) {
 			size_t n = strcspn(p, ",");
@@ -314,7 +314,7 @@ ensure_local(struct cli *c, const char *table, const char *id)
 static int
 not_local(struct cli *c, const char *table, const char *id, int rc)
 {
-	char what[PROTO_NAME_BUF * 2 + 16];
+	char what[NAME_BUF * 2 + 16];
 
 	if (rc == WEFT_ENOTFOUND) {
 		fprintf(stderr, "%s: %s/%s: not found%s\n", c->prog, table, id,
