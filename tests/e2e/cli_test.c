@@ -64,9 +64,20 @@ setup(void)
 	unsetenv("WEFT_STORE");
 }
 
+static char sock[256]; /* the tmux tests' server */
+
 static void
 teardown(void)
 {
+	char cmd[512];
+
+	/* a tmux test that failed half-way left its server (and demos) */
+	if (sock[0]) {
+		snprintf(cmd, sizeof(cmd),
+			 "tmux -S '%s' kill-server 2>/dev/null", sock);
+		(void)!system(cmd);
+		sock[0] = '\0';
+	}
 	proc_cluster_down(&cl);
 }
 
@@ -488,8 +499,6 @@ Test(cli, bootstrap_reports_progress)
 }
 
 /* ---- the demo app, in tmux ---- */
-
-static char sock[256];
 
 /* tmux on this test's own server socket */
 static int
