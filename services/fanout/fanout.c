@@ -34,6 +34,7 @@
 #include "proto/msg.h"
 #include "services/shared/listen.h"
 #include "services/shared/redis.h"
+#include "services/shared/sender.h"
 
 #include "common/banned.h"
 
@@ -231,15 +232,13 @@ struct sess {
 	struct fanout *f;
 	uint64_t id;
 	nng_stream *stream;
-	nng_aio *rx_aio, *tx_aio;
+	nng_aio *rx_aio;
 	pthread_mutex_t mu; /* everything below */
 	enum sess_state state;
 	int refs;
 	struct frame_reader fr;
 	uint8_t rx[RX_CHUNK];
-	struct buf out, sending;
-	size_t sent;
-	bool tx_busy;
+	struct sender tx; /* replies and PUSHes */
 	char user[AUTH_USER_MAX];
 	int64_t token_exp;
 	/* subscriptions (under f->mu for the index's sake, and mu) */
@@ -411,10 +410,8 @@ sess_free(struct sess *s)
 	free(s->subs);
 	nng_stream_free(s->stream);
 	nng_aio_reap(s->rx_aio);
-	nng_aio_reap(s->tx_aio);
+	sender_fini(&s->tx);
 	frame_reader_fini(&s->fr);
-	buf_fini(&s->out);
-	buf_fini(&s->sending);
 	pthread_mutex_destroy(&s->mu);
 	free(s);
 }
@@ -444,7 +441,7 @@ sess_close_locked(struct sess *s, const char *why)
 }
 
 /* s->mu held: the oldest queued changes (up to PUSH_MAX and about
- * PUSH_BYTES) as one PUSH at the end of s->out */
+ * PUSH_BYTES) as one PUSH at the end of s->tx.out */
 static void
 push_encode_locked(struct sess *s)
 {
@@ -495,7 +492,7 @@ push_encode_locked(struct sess *s)
 	m.u.push =
 		(struct proto_push){ s->pend[n - 1].ch->cursor, s->prev,
 				     proto_list_changes(n, enc.data, enc.len) };
-	if (!enc.err && proto_encode(&s->out, &m, 0, NULL) == 0) {
+	if (!enc.err && proto_encode(&s->tx.out, &m, 0, NULL) == 0) {
 		s->prev = m.u.push.cursor;
 		atomic_fetch_add(&f->pushes, 1);
 	} else { /* cannot happen within PUSH_BYTES; never silent */
@@ -518,65 +515,37 @@ push_encode_locked(struct sess *s)
 static void
 sess_pump_locked(struct sess *s)
 {
-	nng_iov iov;
-	struct buf t;
-
-	if (s->state == S_CLOSED || s->tx_busy)
+	if (s->state == S_CLOSED || s->tx.busy)
 		return;
-	if (s->out.len == 0)
+	if (s->tx.out.len == 0)
 		push_encode_locked(s);
-	if (s->out.len == 0)
-		return;
-	t = s->sending;
-	s->sending = s->out;
-	s->out = t;
-	buf_reset(&s->out);
-	s->sent = 0;
-	s->tx_busy = true;
-	s->refs++;
-	iov.iov_buf = s->sending.data;
-	iov.iov_len = s->sending.len;
-	nng_aio_set_iov(s->tx_aio, 1, &iov);
-	nng_stream_send(s->stream, s->tx_aio);
+	if (sender_kick(&s->tx))
+		s->refs++; /* the send's */
 }
 
 static void
 sess_send_cb(void *arg)
 {
 	struct sess *s = arg;
-	int rv = nng_aio_result(s->tx_aio);
 
 	pthread_mutex_lock(&s->mu);
-	s->tx_busy = false;
-	if (rv != 0) {
+	switch (sender_done(&s->tx, s->state == S_CLOSED)) {
+	case SENDER_FAILED:
 		sess_close_locked(s, "send_failed");
-	} else {
-		s->sent += nng_aio_count(s->tx_aio);
-		if (s->sent < s->sending.len && s->state != S_CLOSED) {
-			nng_iov iov = { s->sending.data + s->sent,
-					s->sending.len - s->sent };
-
-			s->tx_busy = true;
-			nng_aio_set_iov(s->tx_aio, 1, &iov);
-			nng_stream_send(s->stream, s->tx_aio);
-			pthread_mutex_unlock(&s->mu);
-			return;
-		}
-		buf_reset(&s->sending);
+		break;
+	case SENDER_MORE:
+		pthread_mutex_unlock(&s->mu);
+		return; /* keeps its reference */
+	case SENDER_IDLE:
 		sess_pump_locked(s);
-		if (!s->tx_busy && s->sending.cap <= OUT_SMALL &&
-		    s->out.cap <= OUT_SMALL) {
-			/* idle with small buffers (replies, heartbeats): an
-			 * idle session holds no output memory.  Big ones stay
-			 * (at most PUSH_BYTES each): freeing them after every
-			 * push churned the allocator and grew the node. */
-			buf_fini(&s->sending);
-			buf_fini(&s->out);
-			buf_init(&s->sending, 0);
-			buf_init(&s->out, 0);
-		}
-		if (!s->tx_busy && s->state == S_DRAINING)
+		/* idle with small buffers (replies, heartbeats): an idle
+		 * session holds no output memory.  Big ones stay (at most
+		 * PUSH_BYTES each): freeing them after every push churned
+		 * the allocator and grew the node. */
+		sender_trim(&s->tx, OUT_SMALL);
+		if (!s->tx.busy && s->state == S_DRAINING)
 			sess_close_locked(s, "drained");
+		break;
 	}
 	sess_unref_locked(s);
 }
@@ -590,7 +559,7 @@ sess_queue_locked(struct sess *s, const struct proto_msg *m)
 
 	if (s->state == S_CLOSED)
 		return;
-	if (proto_encode(&s->out, m, 0, &err) != 0) {
+	if (proto_encode(&s->tx.out, m, 0, &err) != 0) {
 		log_event(LOG_ERROR, "encode_failed", "type=%s err=%s",
 			  proto_type_name(m->type), err.msg);
 		return;
@@ -618,7 +587,7 @@ sess_error_locked(struct sess *s, uint64_t rid, int code, bool fatal,
 	sess_queue_locked(s, &m);
 	if (fatal && s->state != S_CLOSED) {
 		s->state = S_DRAINING;
-		if (!s->tx_busy)
+		if (!s->tx.busy)
 			sess_close_locked(s, "fatal_error");
 	}
 }
@@ -925,10 +894,8 @@ accept_cb(void *arg)
 	s->last_ping_ms = s->opened_ms = clock_now_ms();
 	pthread_mutex_init(&s->mu, NULL);
 	frame_reader_init(&s->fr, f->cfg.max_frame);
-	buf_init(&s->out, 0);
-	buf_init(&s->sending, 0);
 	if (nng_aio_alloc(&s->rx_aio, sess_recv_cb, s) != 0 ||
-	    nng_aio_alloc(&s->tx_aio, sess_send_cb, s) != 0)
+	    sender_init(&s->tx, s->stream, 0, sess_send_cb, s) != 0)
 		alloc_oom(sizeof(nng_aio *));
 	pthread_mutex_lock(&f->mu);
 	full = f->nsessions >= f->cfg.max_sessions;
@@ -955,7 +922,7 @@ accept_cb(void *arg)
 		};
 		sess_queue_locked(s, &m);
 		s->state = S_DRAINING;
-		if (!s->tx_busy)
+		if (!s->tx.busy)
 			sess_close_locked(s, "full");
 		sess_unref_locked(s);
 		return;
@@ -1481,7 +1448,7 @@ serve_catchup(struct fanout *f, redisContext *rc, struct catchup *cu,
 	if (cu->reply.len && s->state != S_CLOSED) {
 		while (s->npend > 0)
 			push_encode_locked(s);
-		buf_append(&s->out, cu->reply.data, cu->reply.len);
+		buf_append(&s->tx.out, cu->reply.data, cu->reply.len);
 		sess_pump_locked(s);
 	}
 	pthread_mutex_unlock(&f->mu);
@@ -1765,7 +1732,7 @@ fanout_free(struct fanout *f)
 		sess_queue_locked(s, &m);
 		if (s->state != S_CLOSED) {
 			s->state = S_DRAINING;
-			if (!s->tx_busy)
+			if (!s->tx.busy)
 				sess_close_locked(s, "shutdown");
 		}
 		pthread_mutex_unlock(&s->mu);

@@ -39,6 +39,7 @@
 #include "proto/msg.h"
 #include "proto/schema.h"
 #include "services/shared/listen.h"
+#include "services/shared/sender.h"
 
 #include "common/banned.h"
 
@@ -52,16 +53,12 @@ struct conn {
 	uint64_t id;
 	nng_stream *stream;
 	nng_aio *rx_aio;
-	nng_aio *tx_aio;
 	pthread_mutex_t mu; /* everything below */
 	enum conn_state state;
 	int refs;
 	struct frame_reader fr;
 	uint8_t rx[CONN_RX_CHUNK];
-	struct buf out;	    /* frames waiting to be sent (bounded) */
-	struct buf sending; /* frames in the send in flight */
-	size_t sent;	    /* bytes of sending already written */
-	bool tx_busy;
+	struct sender tx; /* replies (each buffer bounded by max-out) */
 	char user[AUTH_USER_MAX];
 	int64_t token_exp;	  /* Unix seconds */
 	struct conn *prev, *next; /* server's list */
@@ -119,10 +116,8 @@ conn_free(struct conn *c)
 	pthread_mutex_unlock(&srv->mu);
 	nng_stream_free(c->stream);
 	nng_aio_reap(c->rx_aio); /* we may be inside its callback */
-	nng_aio_reap(c->tx_aio);
+	sender_fini(&c->tx);
 	frame_reader_fini(&c->fr);
-	buf_fini(&c->out);
-	buf_fini(&c->sending);
 	pthread_mutex_destroy(&c->mu);
 	free(c);
 }
@@ -157,51 +152,28 @@ conn_close_locked(struct conn *c, const char *why)
 static void
 conn_kick_locked(struct conn *c)
 {
-	struct buf t;
-	nng_iov iov;
-
-	if (c->tx_busy || c->state == CONN_CLOSED || c->out.len == 0)
-		return;
-	t = c->sending; /* swap: out becomes the frames being sent */
-	c->sending = c->out;
-	c->out = t;
-	buf_reset(&c->out);
-	c->sent = 0;
-	c->tx_busy = true;
-	c->refs++;
-	iov.iov_buf = c->sending.data;
-	iov.iov_len = c->sending.len;
-	nng_aio_set_iov(c->tx_aio, 1, &iov);
-	nng_stream_send(c->stream, c->tx_aio);
+	if (c->state != CONN_CLOSED && sender_kick(&c->tx))
+		c->refs++; /* the send's */
 }
 
 static void
 conn_send_cb(void *arg)
 {
 	struct conn *c = arg;
-	int rv = nng_aio_result(c->tx_aio);
 
 	pthread_mutex_lock(&c->mu);
-	c->tx_busy = false;
-	if (rv != 0) {
+	switch (sender_done(&c->tx, c->state == CONN_CLOSED)) {
+	case SENDER_FAILED:
 		conn_close_locked(c, "send_failed");
-	} else {
-		c->sent += nng_aio_count(c->tx_aio);
-		if (c->sent < c->sending.len && c->state != CONN_CLOSED) {
-			/* a stream send may write only part: resume */
-			nng_iov iov = { c->sending.data + c->sent,
-					c->sending.len - c->sent };
-
-			c->tx_busy = true;
-			nng_aio_set_iov(c->tx_aio, 1, &iov);
-			nng_stream_send(c->stream, c->tx_aio);
-			pthread_mutex_unlock(&c->mu);
-			return; /* keeps its reference */
-		}
-		buf_reset(&c->sending);
+		break;
+	case SENDER_MORE:
+		pthread_mutex_unlock(&c->mu);
+		return; /* keeps its reference */
+	case SENDER_IDLE:
 		conn_kick_locked(c);
-		if (!c->tx_busy && c->state == CONN_DRAINING)
+		if (!c->tx.busy && c->state == CONN_DRAINING)
 			conn_close_locked(c, "drained");
+		break;
 	}
 	conn_unref_locked(c);
 }
@@ -216,7 +188,7 @@ conn_queue_locked(struct conn *c, const struct proto_msg *m)
 
 	if (c->state == CONN_CLOSED)
 		return;
-	rc = proto_encode(&c->out, m, 0, &err);
+	rc = proto_encode(&c->tx.out, m, 0, &err);
 	if (rc == WEFT_EAGAIN) {
 		conn_close_locked(c, "out_queue_full");
 		return;
@@ -250,7 +222,7 @@ conn_error_locked(struct conn *c, uint64_t rid, int code, bool fatal,
 	conn_queue_locked(c, &m);
 	if (fatal && c->state != CONN_CLOSED) {
 		c->state = CONN_DRAINING;
-		if (!c->tx_busy)
+		if (!c->tx.busy)
 			conn_close_locked(c, "fatal_error");
 	}
 }
@@ -962,10 +934,9 @@ accept_cb(void *arg)
 	c->refs = 1; /* the pending receive */
 	pthread_mutex_init(&c->mu, NULL);
 	frame_reader_init(&c->fr, srv->cfg.max_frame);
-	buf_init(&c->out, srv->cfg.max_out);
-	buf_init(&c->sending, srv->cfg.max_out);
 	if (nng_aio_alloc(&c->rx_aio, conn_recv_cb, c) != 0 ||
-	    nng_aio_alloc(&c->tx_aio, conn_send_cb, c) != 0)
+	    sender_init(&c->tx, c->stream, srv->cfg.max_out, conn_send_cb, c) !=
+		    0)
 		alloc_oom(sizeof(nng_aio *));
 	pthread_mutex_lock(&srv->mu);
 	c->id = ++srv->next_id;
@@ -1045,7 +1016,7 @@ drained(struct server *srv)
 	for (struct conn *c = srv->conns; c && done; c = c->next) {
 		pthread_mutex_lock(&c->mu);
 		done = c->state == CONN_CLOSED ||
-		       (!c->tx_busy && c->out.len == 0);
+		       (!c->tx.busy && c->tx.out.len == 0);
 		pthread_mutex_unlock(&c->mu);
 	}
 	pthread_mutex_unlock(&srv->mu);

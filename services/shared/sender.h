@@ -1,0 +1,75 @@
+/*
+ * sender.h - the sending half of a framed stream connection, shared by
+ * weft-write's connections and weft-fanout's sessions.
+ *
+ * Frames are appended to `out` while one send, of `sending`, is in
+ * flight; when it completes, the buffers swap and the next send starts.
+ * A stream send may write only part of its buffer: sender_done resumes it
+ * from where it stopped.  So at most one nng send is ever in flight, and
+ * frames leave in the order they were appended.
+ *
+ * Not locked: the owner calls every function under its own lock, and
+ * takes one reference on itself for each send in flight (sender_kick
+ * returns true when it started one; sender_done says whether the send
+ * still holds it).
+ */
+#ifndef WEFT_SVC_SENDER_H
+#define WEFT_SVC_SENDER_H
+
+#include <nng/nng.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "common/buf.h"
+
+struct sender {
+	nng_stream *stream; /* borrowed: the owner frees it */
+	nng_aio *aio;	    /* the send in flight (the owner's callback) */
+	struct buf out;	    /* frames waiting for the next send */
+	struct buf sending; /* frames of the send in flight */
+	size_t sent;	    /* bytes of sending written so far */
+	bool busy;	    /* a send is in flight */
+};
+
+/*
+ * sender_init - a sender on stream whose buffers hold at most max bytes
+ * each (0: unbounded), completing sends through cb(arg) on nng's threads.
+ * Returns 0, or nng's error when the aio cannot be allocated.
+ */
+int sender_init(struct sender *s, nng_stream *stream, size_t max,
+		void (*cb)(void *), void *arg);
+
+/* sender_fini - reap the aio (safe from inside its callback), free the
+ * buffers.  The stream is the owner's to free, before this. */
+void sender_fini(struct sender *s);
+
+/*
+ * sender_kick - start a send of everything in out, unless one is in
+ * flight or out is empty.  true when it started one: the owner takes a
+ * reference for it.
+ */
+bool sender_kick(struct sender *s);
+
+enum sender_result {
+	SENDER_FAILED, /* the send failed: close; its reference is dropped */
+	SENDER_MORE,   /* part was written; the rest is being sent, and the
+			* send keeps its reference */
+	SENDER_IDLE,   /* all written; its reference is dropped (kick again
+			* for what was appended meanwhile) */
+};
+
+/*
+ * sender_done - in the aio's callback, under the owner's lock: account
+ * for what the send wrote.  closed: the owner is closing, so a partial
+ * send is not resumed (the result is then SENDER_IDLE).
+ */
+enum sender_result sender_done(struct sender *s, bool closed);
+
+/*
+ * sender_trim - while idle, give back buffers whose capacity is at most
+ * small (an idle connection then holds no output memory).  Bigger ones
+ * are kept: freeing them after every large send churns the allocator.
+ */
+void sender_trim(struct sender *s, size_t small);
+
+#endif /* WEFT_SVC_SENDER_H */
