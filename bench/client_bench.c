@@ -181,19 +181,7 @@ fail:
 	return 1;
 }
 
-static char secret[128];
-
-static const char *
-token(void *arg)
-{
-	static char tok[1024];
-	char *t = auth_mint_hs256(secret, "bench", (int64_t)time(NULL), 3600);
-
-	(void)arg;
-	snprintf(tok, sizeof(tok), "%s", t ? t : "");
-	free(t);
-	return tok;
-}
+static struct auth_minter minter = { NULL, "bench", "" };
 
 struct prog {
 	uint64_t records, bytes, total;
@@ -227,14 +215,15 @@ run_bootstrap(char **argv)
 	uint64_t t0, t1;
 	int rc;
 
-	snprintf(secret, sizeof(secret), "%s", argv[6]);
+	minter.secret = argv[6];
 	snprintf(path, sizeof(path), "%s/boot.db", argv[2]);
 	o.path = path;
 	o.schema_path = argv[3];
 	o.write_url = argv[4];
 	o.fanout_urls = fan;
 	o.nfanout = 1;
-	o.token_fn = token;
+	o.token_fn = auth_minter_token;
+	o.token_arg = &minter;
 	o.errbuf = err;
 	o.errlen = sizeof(err);
 	if (weft_open(&o, &st) != 0) {

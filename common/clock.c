@@ -33,6 +33,18 @@ clock_wall_us(void)
 }
 
 void
+clock_deadline(struct timespec *ts, uint64_t ns)
+{
+	clock_gettime(CLOCK_REALTIME, ts);
+	ts->tv_sec += (time_t)(ns / 1000000000u);
+	ts->tv_nsec += (long)(ns % 1000000000u);
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
+void
 clock_sleep_ms(uint32_t ms)
 {
 	struct timespec req = { ms / 1000, (long)(ms % 1000) * 1000000L };

@@ -16,6 +16,14 @@ uint64_t clock_now_ms(void);
 /* clock_wall_us - wall-clock microseconds since the Unix epoch. */
 int64_t clock_wall_us(void);
 
+/*
+ * clock_deadline - the wall-clock time ns nanoseconds from now, as
+ * pthread_cond_timedwait() wants its deadline (CLOCK_REALTIME, the
+ * condition variables' default clock).
+ */
+struct timespec;
+void clock_deadline(struct timespec *ts, uint64_t ns);
+
 /* clock_sleep_ms - sleep at least ms milliseconds (restarts on EINTR). */
 void clock_sleep_ms(uint32_t ms);
 

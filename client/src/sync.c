@@ -1424,12 +1424,7 @@ sync_main(void *arg)
 		if (!sy->in_head && !sy->kicked && !sy->stopping) {
 			struct timespec ts;
 
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 100 * 1000000L;
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
+			clock_deadline(&ts, 100 * 1000000u);
 			pthread_cond_timedwait(&sy->cv, &sy->mu, &ts);
 		}
 		if (sy->stopping) {
@@ -1781,18 +1776,6 @@ weft_unsubscribe_record(weft_store *st, const char *table, const char *id)
 	return add_sub(st, key, false);
 }
 
-static void
-deadline(struct timespec *ts, int ms)
-{
-	clock_gettime(CLOCK_REALTIME, ts);
-	ts->tv_sec += ms / 1000;
-	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts->tv_nsec >= 1000000000L) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000L;
-	}
-}
-
 int
 weft_wait_synced(weft_store *st, int timeout_ms)
 {
@@ -1806,7 +1789,8 @@ weft_wait_synced(weft_store *st, int timeout_ms)
 	pthread_mutex_lock(&st->mu);
 	target = st->next_mid - 1;
 	pthread_mutex_unlock(&st->mu);
-	deadline(&ts, timeout_ms);
+	clock_deadline(&ts,
+		       timeout_ms > 0 ? (uint64_t)timeout_ms * 1000000u : 0);
 	sync_kick(st);
 	pthread_mutex_lock(&sy->mu);
 	while (!(sy->acked_mid >= target && sy->subs_loaded &&
@@ -1857,7 +1841,8 @@ weft_fetch(weft_store *st, const char *table, const char *const *ids, size_t n,
 		free(f);
 		return WEFT_EINVAL;
 	}
-	deadline(&ts, timeout_ms);
+	clock_deadline(&ts,
+		       timeout_ms > 0 ? (uint64_t)timeout_ms * 1000000u : 0);
 	pthread_mutex_lock(&sy->mu);
 	f->next = sy->fetches;
 	sy->fetches = f;

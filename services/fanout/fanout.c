@@ -1769,12 +1769,7 @@ fanout_free(struct fanout *f)
 	while (f->sessions && clock_now_ms() < until) {
 		struct timespec ts;
 
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 50 * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		clock_deadline(&ts, 50 * 1000000u);
 		pthread_cond_timedwait(&f->cv, &f->mu, &ts);
 	}
 	for (struct sess *s = f->sessions; s; s = s->lnext) {

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <weft/error.h>
 
@@ -236,4 +237,16 @@ auth_mint_hs256(const char *secret, const char *user, int64_t now,
 		tok = jwt_encode_str(jwt);
 	jwt_free(jwt);
 	return tok;
+}
+
+const char *
+auth_minter_token(void *minter)
+{
+	struct auth_minter *m = minter;
+	char *t =
+		auth_mint_hs256(m->secret, m->user, (int64_t)time(NULL), 3600);
+
+	snprintf(m->tok, sizeof(m->tok), "%s", t ? t : "");
+	free(t);
+	return m->tok;
 }

@@ -65,4 +65,21 @@ int auth_verify(const struct auth *a, const char *token, size_t len,
 char *auth_mint_hs256(const char *secret, const char *user, int64_t now,
 		      int64_t ttl_s);
 
+/* AUTH_TOKEN_MAX - room for a development token (a few hundred bytes) */
+#define AUTH_TOKEN_MAX 1024
+
+/*
+ * struct auth_minter and auth_minter_token - libweft's token callback
+ * (weft_token_fn, with the minter as its argument) for development and
+ * tests: each call mints a fresh token for user, valid an hour, into tok.
+ * One minter per store: the callback runs on that store's sync thread.
+ */
+struct auth_minter {
+	const char *secret;	  /* borrowed */
+	const char *user;	  /* borrowed */
+	char tok[AUTH_TOKEN_MAX]; /* the last token minted ("" on failure) */
+};
+
+const char *auth_minter_token(void *minter);
+
 #endif /* WEFT_SVC_AUTH_H */

@@ -868,13 +868,7 @@ worker_main(void *arg)
 			bool stop;
 
 			fail_queued(w);
-			clock_gettime(CLOCK_REALTIME, &until);
-			until.tv_sec += (time_t)(wait_ns / 1000000000u);
-			until.tv_nsec += (long)(wait_ns % 1000000000u);
-			if (until.tv_nsec >= 1000000000L) {
-				until.tv_sec++;
-				until.tv_nsec -= 1000000000L;
-			}
+			clock_deadline(&until, wait_ns);
 			pthread_mutex_lock(&db->mu);
 			if (!db->stopping && !w->head) {
 				w->idle = true;

@@ -22,19 +22,7 @@
 
 #include "services/shared/auth.h"
 
-static char secret[128];
-
-static const char *
-token(void *arg)
-{
-	static char tok[1024];
-	char *t = auth_mint_hs256(secret, "alice", (int64_t)time(NULL), 3600);
-
-	(void)arg;
-	snprintf(tok, sizeof(tok), "%s", t ? t : "");
-	free(t);
-	return tok;
-}
+static struct auth_minter minter = { NULL, "alice", "" };
 
 int
 main(int argc, char **argv)
@@ -47,14 +35,15 @@ main(int argc, char **argv)
 
 	if (argc != 7)
 		return 2;
-	snprintf(secret, sizeof(secret), "%s", argv[5]);
+	minter.secret = argv[5];
 	fan[0] = argv[4];
 	o.path = argv[1];
 	o.schema_path = argv[2];
 	o.write_url = argv[3];
 	o.fanout_urls = fan;
 	o.nfanout = 1;
-	o.token_fn = token;
+	o.token_fn = auth_minter_token;
+	o.token_arg = &minter;
 	o.errbuf = err;
 	o.errlen = sizeof(err);
 	rc = weft_open(&o, &st);

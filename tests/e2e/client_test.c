@@ -53,17 +53,6 @@ TestSuite(client, .init = setup, .fini = teardown, .timeout = 240);
 
 /* ---- helpers ---- */
 
-static const char *
-token_for(void *arg)
-{
-	static __thread char tok[1024];
-	char *t = auth_mint_hs256(PROC_SECRET, arg, (int64_t)time(NULL), 3600);
-
-	snprintf(tok, sizeof(tok), "%s", t ? t : "");
-	free(t);
-	return tok;
-}
-
 /* the options of a store named name in this suite's scratch dir, against
  * the running services; fanout_urls / nfanout as given */
 struct opened {
@@ -89,6 +78,7 @@ options(struct opened *op, const char *name, const char *const *fan,
 
 struct client {
 	weft_store *st;
+	struct auth_minter minter; /* its token callback's */
 	char path[256];
 	char user[32];
 	/* callbacks */
@@ -151,8 +141,9 @@ client_open(struct client *c, const char *name, const char *user,
 				: cl.wr.url;
 	o.fanout_urls = fan;
 	o.nfanout = 1;
-	o.token_fn = token_for;
-	o.token_arg = c->user;
+	c->minter = (struct auth_minter){ PROC_SECRET, c->user, "" };
+	o.token_fn = auth_minter_token;
+	o.token_arg = &c->minter;
 	o.errbuf = err;
 	o.errlen = sizeof(err);
 	rc = weft_open(&o, &c->st);
@@ -715,8 +706,9 @@ Test(client, a_draining_fanout_node_sends_the_client_to_the_next)
 	/* bob follows the space through fanout-a, then fanout-b */
 	snprintf(b.user, sizeof(b.user), "bob");
 	options(&op, "bob", fan, 2);
-	op.o.token_fn = token_for;
-	op.o.token_arg = b.user;
+	b.minter = (struct auth_minter){ PROC_SECRET, b.user, "" };
+	op.o.token_fn = auth_minter_token;
+	op.o.token_arg = &b.minter;
 	cr_assert(eq(int, weft_open(&op.o, &b.st), 0), "%s", op.err);
 	cr_assert(eq(int, weft_subscribe_space(b.st, "drain"), 0));
 	synced(&b);
