@@ -17,20 +17,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
+#include "common/clock.h"
 #include "tools/cli.h"
 
 #include "common/banned.h"
-
-static int64_t
-mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 int
 cli_token_user(const char *token, char *out, size_t len)
@@ -200,9 +191,103 @@ on_progress(void *arg, const char *space, uint64_t records, uint64_t bytes,
 {
 	struct cli *c = arg;
 
-	atomic_store(&c->progress_ms, mono_ms());
+	atomic_store(&c->progress_ms, (int64_t)clock_now_ms());
 	if (c->on_progress)
 		c->on_progress(c->arg, space, records, bytes, total, done);
+}
+
+/* ARGS_MAX - arguments one command takes: set's 64 field pairs, flags */
+#define ARGS_MAX 256
+
+/* the option spec names, or NULL: "--name=v" and "--name" both match */
+static const struct cfg_opt *
+find_opt(const struct cfg_spec *spec, const char *arg)
+{
+	size_t len = strcspn(arg + 2, "=");
+
+	for (size_t i = 0; i < spec->nopts; i++) {
+		if (strlen(spec->opts[i].name) == len &&
+		    strncmp(spec->opts[i].name, arg + 2, len) == 0)
+			return &spec->opts[i];
+	}
+	return NULL;
+}
+
+/*
+ * Flags first: cfg_parse stops at the first argument, so move every flag
+ * (and the value of a non-bool flag given as "--name value") ahead of the
+ * positional arguments, keeping both orders.  "--" ends the flags.
+ */
+static int
+flags_first(const struct cfg_spec *spec, int argc, const char *const *argv,
+	    const char **out)
+{
+	const char *pos[ARGS_MAX];
+	int n = 0, np = 0, i;
+
+	if (argc > ARGS_MAX)
+		return -1;
+	out[n++] = argv[0];
+	for (i = 1; i < argc; i++) {
+		const struct cfg_opt *o;
+
+		if (strcmp(argv[i], "--") == 0) {
+			i++;
+			break;
+		}
+		if (strncmp(argv[i], "--", 2) != 0 || argv[i][2] == '\0') {
+			pos[np++] = argv[i];
+			continue;
+		}
+		out[n++] = argv[i];
+		o = find_opt(spec, argv[i]);
+		if (o && o->type != CFG_BOOL && !strchr(argv[i], '=')) {
+			if (i + 1 >= argc) {
+				fprintf(stderr, "%s: %s needs a value\n",
+					spec->prog, argv[i]);
+				return -2;
+			}
+			out[n++] = argv[++i];
+		}
+	}
+	out[n++] = "--";
+	for (int k = 0; k < np; k++)
+		out[n++] = pos[k];
+	for (; i < argc; i++)
+		out[n++] = argv[i];
+	return n;
+}
+
+int
+cli_parse(const struct cfg_spec *spec, int *argcp, const char *const **argvp,
+	  int *argi, int min, int max)
+{
+	static const char *args[ARGS_MAX + 2];
+	char err[CFG_ERR_MAX];
+	int rc, n, argc;
+
+	argc = flags_first(spec, *argcp, *argvp, args);
+	if (argc < 0) {
+		if (argc == -1)
+			fprintf(stderr, "%s: too many arguments\n", spec->prog);
+		return CLI_USAGE;
+	}
+	*argcp = argc;
+	*argvp = args;
+	rc = cfg_parse(spec, argc, args, argi, stdout, err, sizeof(err));
+	if (rc == CFG_EXIT)
+		return -1;
+	if (rc) {
+		fprintf(stderr, "%s: %s\n", spec->prog, err);
+		return CLI_USAGE;
+	}
+	n = argc - *argi;
+	if (n < min || n > max) {
+		fprintf(stderr, "usage: %s %s\n(%s --help for more)\n",
+			spec->prog, spec->usage, spec->prog);
+		return CLI_USAGE;
+	}
+	return CLI_OK;
 }
 
 int
@@ -223,7 +308,7 @@ cli_open(struct cli *c, const struct cli_conn *cc, const char *prog)
 	c->nrejects = 0;
 	c->user[0] = '\0';
 	c->timeout_ms = cc->timeout_ms;
-	c->deadline_ms = mono_ms() + cc->timeout_ms;
+	c->deadline_ms = (int64_t)clock_now_ms() + cc->timeout_ms;
 	atomic_store(&c->progress_ms, 0);
 	if (cc->token && *cc->token &&
 	    cli_token_user(cc->token, c->user, sizeof(c->user)) != 0)
@@ -321,7 +406,7 @@ find_reject(struct cli *c, uint64_t mid, struct cli_reject *out)
 int
 cli_left_ms(struct cli *c)
 {
-	int64_t now = mono_ms(), end = c->deadline_ms;
+	int64_t now = (int64_t)clock_now_ms(), end = c->deadline_ms;
 	int64_t p = atomic_load(&c->progress_ms);
 
 	/* a bootstrap that progresses has --timeout after each page */

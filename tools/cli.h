@@ -141,6 +141,16 @@ struct cli {
 };
 
 /*
+ * cli_parse - parse a command's flags (anywhere among its arguments:
+ * *argcp and *argvp are replaced by a copy with the flags first; not
+ * reentrant), then check that it has min to max positional arguments.
+ * Returns -1 after --help (exit 0), CLI_USAGE after printing why, or
+ * CLI_OK with *argi at the first positional argument.
+ */
+int cli_parse(const struct cfg_spec *spec, int *argcp,
+	      const char *const **argvp, int *argi, int min, int max);
+
+/*
  * cli_open - open the store cc names for prog, online unless cc->offline.
  * The callbacks in c->on_change / on_progress (set before the call) are
  * chained.  Returns CLI_OK, or an exit code after printing why.

@@ -17,9 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "tools/cli.h"
 #include "tools/cmds.h"
 
@@ -36,106 +36,6 @@
 	"\n\nExit codes: 0 ok, 1 usage, 2 rejected by the server (or not "   \
 	"found), 3 services\nunavailable (a write stays queued locally and " \
 	"goes out on the next online run)."
-
-/*
- * Parse flags (anywhere: *argcp and *argvp are replaced by a copy with the
- * flags first), then check the positional count.  Returns -1 after --help
- * (exit 0), CLI_USAGE after printing why, or CLI_OK with *argi at the
- * first positional argument.
- */
-/* ARGS_MAX - arguments one command takes: set's 64 field pairs, flags */
-#define ARGS_MAX 256
-
-/* the option spec names, or NULL: "--name=v" and "--name" both match */
-static const struct cfg_opt *
-find_opt(const struct cfg_spec *spec, const char *arg)
-{
-	size_t len = strcspn(arg + 2, "=");
-
-	for (size_t i = 0; i < spec->nopts; i++) {
-		if (strlen(spec->opts[i].name) == len &&
-		    strncmp(spec->opts[i].name, arg + 2, len) == 0)
-			return &spec->opts[i];
-	}
-	return NULL;
-}
-
-/*
- * Flags first: cfg_parse stops at the first argument, so move every flag
- * (and the value of a non-bool flag given as "--name value") ahead of the
- * positional arguments, keeping both orders.  "--" ends the flags.
- */
-static int
-flags_first(const struct cfg_spec *spec, int argc, const char *const *argv,
-	    const char **out)
-{
-	const char *pos[ARGS_MAX];
-	int n = 0, np = 0, i;
-
-	if (argc > ARGS_MAX)
-		return -1;
-	out[n++] = argv[0];
-	for (i = 1; i < argc; i++) {
-		const struct cfg_opt *o;
-
-		if (strcmp(argv[i], "--") == 0) {
-			i++;
-			break;
-		}
-		if (strncmp(argv[i], "--", 2) != 0 || argv[i][2] == '\0') {
-			pos[np++] = argv[i];
-			continue;
-		}
-		out[n++] = argv[i];
-		o = find_opt(spec, argv[i]);
-		if (o && o->type != CFG_BOOL && !strchr(argv[i], '=')) {
-			if (i + 1 >= argc) {
-				fprintf(stderr, "%s: %s needs a value\n",
-					spec->prog, argv[i]);
-				return -2;
-			}
-			out[n++] = argv[++i];
-		}
-	}
-	out[n++] = "--";
-	for (int k = 0; k < np; k++)
-		out[n++] = pos[k];
-	for (; i < argc; i++)
-		out[n++] = argv[i];
-	return n;
-}
-
-static int
-parse(const struct cfg_spec *spec, int *argcp, const char *const **argvp,
-      int *argi, int min, int max)
-{
-	static const char *args[ARGS_MAX + 2];
-	char err[CFG_ERR_MAX];
-	int rc, n, argc;
-
-	argc = flags_first(spec, *argcp, *argvp, args);
-	if (argc < 0) {
-		if (argc == -1)
-			fprintf(stderr, "%s: too many arguments\n", spec->prog);
-		return CLI_USAGE;
-	}
-	*argcp = argc;
-	*argvp = args;
-	rc = cfg_parse(spec, argc, args, argi, stdout, err, sizeof(err));
-	if (rc == CFG_EXIT)
-		return -1;
-	if (rc) {
-		fprintf(stderr, "%s: %s\n", spec->prog, err);
-		return CLI_USAGE;
-	}
-	n = argc - *argi;
-	if (n < min || n > max) {
-		fprintf(stderr, "usage: %s %s\n(%s --help for more)\n",
-			spec->prog, spec->usage, spec->prog);
-		return CLI_USAGE;
-	}
-	return CLI_OK;
-}
 
 /* ---- printing records ---- */
 
@@ -384,7 +284,7 @@ cmd_space(int argc, const char *const *argv)
 	weft_txn *tx;
 	int argi, rc, op, lrc;
 
-	rc = parse(&spec, &argc, &argv, &argi, 2, 4);
+	rc = cli_parse(&spec, &argc, &argv, &argi, 2, 4);
 	if (rc)
 		return rc < 0 ? CLI_OK : rc;
 	verb = argv[argi];
@@ -472,7 +372,7 @@ cmd_put(int argc, const char *const *argv)
 	weft_txn *tx;
 	int argi, rc, op, lrc;
 
-	rc = parse(&spec, &argc, &argv, &argi, 3, 3);
+	rc = cli_parse(&spec, &argc, &argv, &argi, 3, 3);
 	if (rc)
 		return rc < 0 ? CLI_OK : rc;
 	table = argv[argi];
@@ -529,7 +429,7 @@ cmd_set(int argc, const char *const *argv)
 	weft_txn *tx;
 	int argi, rc, op = 0;
 
-	rc = parse(&spec, &argc, &argv, &argi, 4, 2 + 2 * 64);
+	rc = cli_parse(&spec, &argc, &argv, &argi, 4, 2 + 2 * 64);
 	if (rc)
 		return rc < 0 ? CLI_OK : rc;
 	if ((argc - argi) % 2 != 0) {
@@ -584,7 +484,7 @@ cmd_delete(int argc, const char *const *argv)
 	weft_txn *tx;
 	int argi, rc;
 
-	rc = parse(&spec, &argc, &argv, &argi, 2, 2);
+	rc = cli_parse(&spec, &argc, &argv, &argi, 2, 2);
 	if (rc)
 		return rc < 0 ? CLI_OK : rc;
 	if ((rc = cli_open(&c, &cc, "weft delete")) != CLI_OK)
@@ -624,7 +524,7 @@ cmd_undo(int argc, const char *const *argv)
 	uint64_t mid = 0;
 	int argi, rc;
 
-	rc = parse(&spec, &argc, &argv, &argi, 0, 0);
+	rc = cli_parse(&spec, &argc, &argv, &argi, 0, 0);
 	if (rc)
 		return rc < 0 ? CLI_OK : rc;
 	if ((rc = cli_open(&c, &cc, spec.prog)) != CLI_OK)
@@ -670,7 +570,7 @@ cmd_get(int argc, const char *const *argv)
 	struct cli c = { 0 };
 	int argi, rc;
 
-	rc = parse(&spec, &argc, &argv, &argi, 2, 2);
+	rc = cli_parse(&spec, &argc, &argv, &argi, 2, 2);
 	if (rc)
 		return rc < 0 ? CLI_OK : rc;
 	if (!fmt_init(&f, fmtname, "weft get"))
@@ -768,7 +668,7 @@ cmd_ls(int argc, const char *const *argv)
 	struct ls_ctx x = { &c, &f };
 	int argi, rc;
 
-	rc = parse(&spec, &argc, &argv, &argi, 0, 1);
+	rc = cli_parse(&spec, &argc, &argv, &argi, 0, 1);
 	if (rc)
 		return rc < 0 ? CLI_OK : rc;
 	if (!fmt_init(&f, fmtname, "weft ls"))
@@ -790,14 +690,6 @@ cmd_ls(int argc, const char *const *argv)
 }
 
 /* ---- following ---- */
-
-static void
-sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-
-	nanosleep(&ts, NULL);
-}
 
 static volatile sig_atomic_t stop_signal;
 
@@ -961,7 +853,7 @@ cmd_watch(int argc, const char *const *argv)
 	int argi, rc, last = -1, s;
 	char detail[256];
 
-	rc = parse(&spec, &argc, &argv, &argi, 0, 1);
+	rc = cli_parse(&spec, &argc, &argv, &argi, 0, 1);
 	if (rc)
 		return rc < 0 ? CLI_OK : rc;
 	if (!space || !*space || cc.offline) {
@@ -1002,7 +894,7 @@ cmd_watch(int argc, const char *const *argv)
 			rc = CLI_REJECTED;
 			break;
 		}
-		sleep_ms(100);
+		clock_sleep_ms(100);
 	}
 	cli_close(&c);
 	seen_free(&w);
@@ -1029,15 +921,6 @@ struct boot_ctx {
 	int64_t start_ms;
 };
 
-static int64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void
 boot_progress(void *arg, const char *space, uint64_t records, uint64_t bytes,
 	      uint64_t total, int done)
@@ -1045,7 +928,7 @@ boot_progress(void *arg, const char *space, uint64_t records, uint64_t bytes,
 	struct boot_ctx *b = arg;
 	enum { WIDTH = 30 };
 	char bar[WIDTH + 1];
-	int64_t t = now_ms();
+	int64_t t = (int64_t)clock_now_ms();
 	size_t fill;
 
 	if (!b->tty) {
@@ -1099,7 +982,7 @@ cmd_bootstrap(int argc, const char *const *argv)
 	unsigned long n = 0;
 	int argi, rc;
 
-	rc = parse(&spec, &argc, &argv, &argi, 0, 0);
+	rc = cli_parse(&spec, &argc, &argv, &argi, 0, 0);
 	if (rc)
 		return rc < 0 ? CLI_OK : rc;
 	if (!space || !*space || cc.offline) {
@@ -1109,7 +992,7 @@ cmd_bootstrap(int argc, const char *const *argv)
 		return CLI_USAGE;
 	}
 	b.tty = isatty(STDOUT_FILENO);
-	b.start_ms = now_ms();
+	b.start_ms = (int64_t)clock_now_ms();
 	c.on_progress = boot_progress;
 	c.arg = &b;
 	if ((rc = cli_open(&c, &cc, "weft bootstrap")) != CLI_OK)
@@ -1118,7 +1001,7 @@ cmd_bootstrap(int argc, const char *const *argv)
 	if (rc == CLI_OK) {
 		weft_each(c.st, NULL, space, count_row, &n);
 		printf("space %s: %lu records local, live (%.2f s)\n", space, n,
-		       (double)(now_ms() - b.start_ms) / 1000);
+		       (double)((int64_t)clock_now_ms() - b.start_ms) / 1000);
 	}
 	cli_close(&c);
 	return rc;
@@ -1141,7 +1024,7 @@ cmd_sync(int argc, const char *const *argv)
 	unsigned rejected;
 	int argi, rc;
 
-	rc = parse(&spec, &argc, &argv, &argi, 0, 0);
+	rc = cli_parse(&spec, &argc, &argv, &argi, 0, 0);
 	if (rc)
 		return rc < 0 ? CLI_OK : rc;
 	if (cc.offline) {
@@ -1198,16 +1081,16 @@ cmd_status(int argc, const char *const *argv)
 	uint32_t idx;
 	int argi, rc, s;
 
-	rc = parse(&spec, &argc, &argv, &argi, 0, 0);
+	rc = cli_parse(&spec, &argc, &argv, &argi, 0, 0);
 	if (rc)
 		return rc < 0 ? CLI_OK : rc;
 	if ((rc = cli_open(&c, &cc, "weft status")) != CLI_OK)
 		return rc;
-	deadline = now_ms() + cc.timeout_ms;
+	deadline = (int64_t)clock_now_ms() + cc.timeout_ms;
 	s = cli_state(&c, detail, sizeof(detail));
 	while (c.online && s != WEFT_LIVE && s != WEFT_NEEDS_AUTH &&
-	       s != WEFT_ERROR && now_ms() < deadline) {
-		sleep_ms(20);
+	       s != WEFT_ERROR && (int64_t)clock_now_ms() < deadline) {
+		clock_sleep_ms(20);
 		s = cli_state(&c, detail, sizeof(detail));
 	}
 	weft_cursor(c.st, &lsn, &idx);

@@ -451,19 +451,13 @@ main(int argc, char **argv)
 		"WEFT_TOKEN=$(weft token --user alice) weft-demo",
 		opts, sizeof(opts) / sizeof(opts[0])
 	};
-	char err[CFG_ERR_MAX];
+	const char *const *args = (const char *const *)argv;
 	struct sigaction sa;
 	int argi, rc, ch;
 
-	rc = cfg_parse(&spec, argc, (const char *const *)argv, &argi, stdout,
-		       err, sizeof(err));
-	if (rc == CFG_EXIT)
-		return 0;
-	if (rc || argi < argc) {
-		fprintf(stderr, "weft-demo: %s\n",
-			rc ? err : "unexpected argument (see --help)");
-		return CLI_USAGE;
-	}
+	rc = cli_parse(&spec, &argc, &args, &argi, 0, 0);
+	if (rc)
+		return rc < 0 ? CLI_OK : rc;
 	d.c.on_change = on_change;
 	d.c.arg = &d;
 	if ((rc = cli_open(&d.c, &d.cc, "weft-demo")) != CLI_OK)

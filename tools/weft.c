@@ -39,32 +39,31 @@ cmd_token(int argc, const char *const *argv)
 		"it.",
 		opts, sizeof(opts) / sizeof(opts[0])
 	};
-	char err[CFG_ERR_MAX];
 	char *tok;
 	int argi, rc;
 
-	rc = cfg_parse(&spec, argc, argv, &argi, stdout, err, sizeof(err));
-	if (rc == CFG_EXIT)
-		return 0;
-	if (rc || argi < argc || !user || !*user) {
-		fprintf(stderr, "weft token: %s\n",
-			rc ? err : "--user is required (see --help)");
-		return 1;
+	rc = cli_parse(&spec, &argc, &argv, &argi, 0, 0);
+	if (rc)
+		return rc < 0 ? CLI_OK : rc;
+	if (!user || !*user) {
+		fprintf(stderr,
+			"weft token: --user is required (see --help)\n");
+		return CLI_USAGE;
 	}
 	if (!secret || strlen(secret) < 32) {
 		fprintf(stderr, "weft token: --jwt-secret (or "
 				"WEFT_JWT_SECRET) of at least 32 bytes is "
 				"required\n");
-		return 1;
+		return CLI_USAGE;
 	}
 	tok = auth_mint_hs256(secret, user, (int64_t)time(NULL), ttl / 1000);
 	if (!tok) {
 		fprintf(stderr, "weft token: could not sign the token\n");
-		return 3;
+		return CLI_UNAVAILABLE;
 	}
 	printf("%s\n", tok);
 	free(tok);
-	return 0;
+	return CLI_OK;
 }
 
 static int
@@ -85,17 +84,12 @@ cmd_migrate(int argc, const char *const *argv)
 		"concurrently).",
 		opts, sizeof(opts) / sizeof(opts[0])
 	};
-	char err[CFG_ERR_MAX], why[512];
+	char why[512];
 	int argi, rc, applied = 0;
 
-	rc = cfg_parse(&spec, argc, argv, &argi, stdout, err, sizeof(err));
-	if (rc == CFG_EXIT)
-		return CLI_OK;
-	if (rc || argi < argc) {
-		fprintf(stderr, "weft migrate: %s\n",
-			rc ? err : "unexpected argument (see --help)");
-		return CLI_USAGE;
-	}
+	rc = cli_parse(&spec, &argc, &argv, &argi, 0, 0);
+	if (rc)
+		return rc < 0 ? CLI_OK : rc;
 	rc = migrate_run(pg_url, dir, &applied, why, sizeof(why));
 	if (rc) {
 		fprintf(stderr, "weft migrate: %s\n", why);

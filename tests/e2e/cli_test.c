@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "services/shared/auth.h"
 #include "tests/lib/proc.h"
 
@@ -130,6 +131,27 @@ weft(char *out, const char *tok, const char *store, const char *fmt, ...)
 		  tok, cl.tmp, store, getenv("WEFT_TEST_CLI_BIN"), args);
 }
 
+/* the CLI as in weft(), which must exit with want (the command and its
+ * output are in the failure message) */
+static void expect(int want, char *out, const char *tok, const char *store,
+		   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static void
+expect(int want, char *out, const char *tok, const char *store, const char *fmt,
+       ...)
+{
+	char args[4096];
+	va_list ap;
+	int rc;
+
+	va_start(ap, fmt);
+	vsnprintf(args, sizeof(args), fmt, ap);
+	va_end(ap);
+	rc = weft(out, tok, store, "%s", args);
+	cr_assert(rc == want, "weft %s: exit %d, want %d:\n%s", args, rc, want,
+		  out);
+}
+
 /* got must be want (the output of a command, compared whole) */
 static void
 str_is(const char *got, const char *want)
@@ -150,12 +172,8 @@ team(const char *sp)
 {
 	static char out[OUT_MAX];
 
-	cr_assert(eq(int, weft(out, alice, "alice", "space create %s", sp), 0),
-		  "%s", out);
-	cr_assert(eq(int,
-		     weft(out, alice, "alice", "space add-member %s bob", sp),
-		     0),
-		  "%s", out);
+	expect(0, out, alice, "alice", "space create %s", sp);
+	expect(0, out, alice, "alice", "space add-member %s bob", sp);
 }
 
 /* ---- tests ---- */
@@ -195,46 +213,30 @@ Test(cli, usage_errors_exit_1)
 {
 	static char out[OUT_MAX];
 
-	cr_assert(eq(int, weft(out, alice, "u", "frobnicate"), 1), "%s", out);
+	expect(1, out, alice, "u", "frobnicate");
 	cr_assert(strstr(out, "unknown command") != NULL, "%s", out);
-	cr_assert(eq(int, weft(out, alice, "u", "set issues x"), 1), "%s", out);
+	expect(1, out, alice, "u", "set issues x");
 	cr_assert(strstr(out, "usage: weft set") != NULL, "%s", out);
-	cr_assert(eq(int, weft(out, alice, "u", "set issues x title"), 1), "%s",
-		  out);
-	cr_assert(eq(int, weft(out, alice, "u", "ls --format xml"), 1), "%s",
-		  out);
-	cr_assert(
-		eq(int, weft(out, alice, "u", "put --timeout=soon t i {}"), 1),
-		"%s", out);
+	expect(1, out, alice, "u", "set issues x title");
+	expect(1, out, alice, "u", "ls --format xml");
+	expect(1, out, alice, "u", "put --timeout=soon t i {}");
 	/* no token and not offline */
-	cr_assert(eq(int, weft(out, "", "u", "ls"), 1), "%s", out);
+	expect(1, out, "", "u", "ls");
 	cr_assert(strstr(out, "token is needed") != NULL, "%s", out);
 	/* a write that does not fit the schema is refused locally */
 	team("us");
-	cr_assert(eq(int,
-		     weft(out, alice, "alice",
-			  "put --space us issues u1 '{\"title\": 7}'"),
-		     1),
-		  "%s", out);
+	expect(1, out, alice, "alice",
+	       "put --space us issues u1 '{\"title\": 7}'");
 	cr_assert(strstr(out, "title") != NULL, "%s", out);
 	/* a flag with no value, a value that is not UTF-8, a store that
 	 * cannot be opened */
-	cr_assert(eq(int,
-		     weft(out, alice, "alice",
-			  "put issues u2 '{\"title\":\"x\"}' --space"),
-		     1),
-		  "%s", out);
+	expect(1, out, alice, "alice",
+	       "put issues u2 '{\"title\":\"x\"}' --space");
 	cr_assert(strstr(out, "--space needs a value") != NULL, "%s", out);
-	cr_assert(eq(int,
-		     weft(out, alice, "alice",
-			  "put --space us issues u3 '{\"title\":\"x\"}'"),
-		     0),
-		  "%s", out);
-	cr_assert(eq(int,
-		     weft(out, alice, "alice",
-			  "set issues u3 title \"$(printf '\\377')\""),
-		     1),
-		  "%s", out);
+	expect(0, out, alice, "alice",
+	       "put --space us issues u3 '{\"title\":\"x\"}'");
+	expect(1, out, alice, "alice",
+	       "set issues u3 title \"$(printf '\\377')\"");
 	cr_assert(strstr(out, "not valid UTF-8") != NULL, "%s", out);
 	cr_assert(eq(int,
 		     sh(out, OUT_MAX,
@@ -243,7 +245,7 @@ Test(cli, usage_errors_exit_1)
 		     1),
 		  "%s", out);
 	/* --help is not an error, and lists every variable */
-	cr_assert(eq(int, weft(out, alice, "u", "watch --help"), 0), "%s", out);
+	expect(0, out, alice, "u", "watch --help");
 	cr_assert(strstr(out, "WEFT_FANOUT_URLS") != NULL, "%s", out);
 }
 
@@ -255,47 +257,30 @@ Test(cli, rejections_exit_2)
 	team("rj");
 	/* carol is no member: her write is rejected by the server, and her
 	 * local store rolls it back */
-	cr_assert(eq(int,
-		     weft(out, carol, "carol",
-			  "put --space rj issues r1 '{\"title\":\"x\"}'"),
-		     2),
-		  "%s", out);
+	expect(2, out, carol, "carol",
+	       "put --space rj issues r1 '{\"title\":\"x\"}'");
 	cr_assert(strstr(out, "rejected by the server") != NULL, "%s", out);
-	cr_assert(eq(int, weft(out, carol, "carol", "get issues r1"), 2), "%s",
-		  out);
+	expect(2, out, carol, "carol", "get issues r1");
 	/* ... and may not follow the space */
-	cr_assert(eq(int, weft(out, carol, "carol", "ls --space rj"), 2), "%s",
-		  out);
+	expect(2, out, carol, "carol", "ls --space rj");
 	cr_assert(strstr(out, "not a member") != NULL, "%s", out);
 	/* removing someone who is not a member: not found */
-	cr_assert(eq(int,
-		     weft(out, alice, "alice", "space remove-member rj nobody"),
-		     2),
-		  "%s", out);
+	expect(2, out, alice, "alice", "space remove-member rj nobody");
 	/* bob (a writer) may not add members */
-	cr_assert(
-		eq(int, weft(out, bob, "bob", "space add-member rj carol"), 2),
-		"%s", out);
+	expect(2, out, bob, "bob", "space add-member rj carol");
 	/* a wrongly signed token */
 	snprintf(bad, sizeof(bad), "%sx", alice);
-	cr_assert(eq(int, weft(out, bad, "bad", "status"), 2), "%s", out);
+	expect(2, out, bad, "bad", "status");
 	/* a record that does not exist */
-	cr_assert(eq(int, weft(out, alice, "alice", "get issues nope"), 2),
-		  "%s", out);
+	expect(2, out, alice, "alice", "get issues nope");
 	cr_assert(strstr(out, "not found") != NULL, "%s", out);
 	/* a conflicting create: the id exists */
-	cr_assert(eq(int,
-		     weft(out, alice, "alice",
-			  "put --space rj issues r2 '{\"title\":\"a\"}'"),
-		     0),
-		  "%s", out);
-	cr_assert(eq(int,
-		     weft(out, bob, "bob2",
-			  "put --offline --space rj issues r2 "
-			  "'{\"title\":\"b\"}'"),
-		     0),
-		  "%s", out);
-	cr_assert(eq(int, weft(out, bob, "bob2", "sync"), 2), "%s", out);
+	expect(0, out, alice, "alice",
+	       "put --space rj issues r2 '{\"title\":\"a\"}'");
+	expect(0, out, bob, "bob2",
+	       "put --offline --space rj issues r2 "
+	       "'{\"title\":\"b\"}'");
+	expect(2, out, bob, "bob2", "sync");
 	cr_assert(strstr(out, "already exists") != NULL, "%s", out);
 }
 
@@ -308,53 +293,35 @@ Test(cli, unavailable_exits_3_and_the_write_lands_later_exactly_once)
 	team("ua");
 	/* a record this store does not have cannot be loaded: exit 3,
 	 * nothing queued (not "not found") */
-	cr_assert(eq(int,
-		     weft(out, alice, "fresh",
-			  "set --write-url tcp://127.0.0.1:%d --timeout 1s "
-			  "issues nope status done",
-			  dead),
-		     3),
-		  "%s", out);
+	expect(3, out, alice, "fresh",
+	       "set --write-url tcp://127.0.0.1:%d --timeout 1s "
+	       "issues nope status done",
+	       dead);
 	cr_assert(strstr(out, "cannot load issues/nope") != NULL, "%s", out);
-	cr_assert(eq(int,
-		     weft(out, alice, "fresh",
-			  "get --write-url tcp://127.0.0.1:%d --timeout 1s "
-			  "issues nope",
-			  dead),
-		     3),
-		  "%s", out);
-	cr_assert(eq(int, weft(out, alice, "fresh", "status --offline"), 0),
-		  "%s", out);
+	expect(3, out, alice, "fresh",
+	       "get --write-url tcp://127.0.0.1:%d --timeout 1s "
+	       "issues nope",
+	       dead);
+	expect(0, out, alice, "fresh", "status --offline");
 	cr_assert(strstr(out, "pending    0") != NULL, "%s", out);
 	/* weft-write out of reach: committed locally, queued, exit 3 */
-	cr_assert(eq(int,
-		     weft(out, alice, "ua",
-			  "put --write-url tcp://127.0.0.1:%d --timeout 1s "
-			  "--space ua issues q1 '{\"title\":\"queued\"}'",
-			  dead),
-		     3),
-		  "%s", out);
+	expect(3, out, alice, "ua",
+	       "put --write-url tcp://127.0.0.1:%d --timeout 1s "
+	       "--space ua issues q1 '{\"title\":\"queued\"}'",
+	       dead);
 	cr_assert(strstr(out, "stay queued") != NULL, "%s", out);
-	cr_assert(eq(int,
-		     weft(out, alice, "ua",
-			  "status --write-url tcp://127.0.0.1:%d --timeout 1s",
-			  dead),
-		     3),
-		  "%s", out);
+	expect(3, out, alice, "ua",
+	       "status --write-url tcp://127.0.0.1:%d --timeout 1s", dead);
 	cr_assert(strstr(out, "pending    1") != NULL, "%s", out);
 	/* visible locally at once, offline */
-	cr_assert(eq(int,
-		     weft(out, alice, "ua",
-			  "get --offline --format json issues q1"),
-		     0),
-		  "%s", out);
+	expect(0, out, alice, "ua", "get --offline --format json issues q1");
 	cr_assert(strstr(out, "\"pending\":1") != NULL, "%s", out);
 	/* the next online run sends it; a second sync sends nothing */
-	cr_assert(eq(int, weft(out, alice, "ua", "sync"), 0), "%s", out);
+	expect(0, out, alice, "ua", "sync");
 	cr_assert(strstr(out, "1 transaction(s) sent, 0 rejected,"
 			      " 0 pending") != NULL,
 		  "%s", out);
-	cr_assert(eq(int, weft(out, alice, "ua", "sync"), 0), "%s", out);
+	expect(0, out, alice, "ua", "sync");
 	cr_assert(strstr(out, "0 transaction(s) sent") != NULL, "%s", out);
 	pg_one("SELECT version || ' ' || (data->>'title') FROM weft_records"
 	       " WHERE tbl = 'issues' AND id = 'q1'",
@@ -367,40 +334,25 @@ Test(cli, set_get_delete_undo_and_text_output)
 	static char out[OUT_MAX];
 
 	team("sg");
-	cr_assert(eq(int,
-		     weft(out, alice, "alice",
-			  "put --space sg issues s1 '{\"title\":\"one\"}'"),
-		     0),
-		  "%s", out);
+	expect(0, out, alice, "alice",
+	       "put --space sg issues s1 '{\"title\":\"one\"}'");
 	/* flags after arguments too; a bare word is a string, JSON is JSON */
-	cr_assert(eq(int,
-		     weft(out, alice, "alice",
-			  "set issues s1 status done priority 3 labels "
-			  "'[\"ui\"]' --timeout 5s"),
-		     0),
-		  "%s", out);
-	cr_assert(eq(int,
-		     weft(out, bob, "bob",
-			  "get --format text --fields status,priority,labels "
-			  "issues s1"),
-		     0),
-		  "%s", out);
+	expect(0, out, alice, "alice",
+	       "set issues s1 status done priority 3 labels "
+	       "'[\"ui\"]' --timeout 5s");
+	expect(0, out, bob, "bob",
+	       "get --format text --fields status,priority,labels "
+	       "issues s1");
 	str_is(out, "issues/s1 v2 space=sg status=\"done\" priority=3 "
 		    "labels=[\"ui\"]\n");
-	cr_assert(eq(int, weft(out, alice, "alice", "undo"), 0), "%s", out);
-	cr_assert(eq(int,
-		     weft(out, bob, "bob",
-			  "get --format text --fields status issues s1"),
-		     0),
-		  "%s", out);
+	expect(0, out, alice, "alice", "undo");
+	expect(0, out, bob, "bob",
+	       "get --format text --fields status issues s1");
 	str_is(out, "issues/s1 v3 space=sg status=\"backlog\"\n");
-	cr_assert(eq(int, weft(out, alice, "alice", "redo"), 0), "%s", out);
-	cr_assert(eq(int, weft(out, alice, "alice", "delete issues s1"), 0),
-		  "%s", out);
-	cr_assert(eq(int, weft(out, bob, "bob", "get issues s1"), 2), "%s",
-		  out);
-	cr_assert(eq(int, weft(out, alice, "alice", "ls --space sg issues"), 0),
-		  "%s", out);
+	expect(0, out, alice, "alice", "redo");
+	expect(0, out, alice, "alice", "delete issues s1");
+	expect(2, out, bob, "bob", "get issues s1");
+	expect(0, out, alice, "alice", "ls --space sg issues");
 	str_is(out, "");
 }
 
@@ -416,12 +368,9 @@ Test(cli, watch_prints_json_lines_live_and_exits_0_on_sigterm)
 	team("wt");
 	team("wt2");
 	/* the watching store also follows wt2, with a record there */
-	cr_assert(eq(int,
-		     weft(out, alice, "alice",
-			  "put --space wt2 issues other '{\"title\":\"o\"}'"),
-		     0),
-		  "%s", out);
-	cr_assert(eq(int, weft(out, bob, "w", "ls --space wt2"), 0), "%s", out);
+	expect(0, out, alice, "alice",
+	       "put --space wt2 issues other '{\"title\":\"o\"}'");
+	expect(0, out, bob, "w", "ls --space wt2");
 	snprintf(cmd, sizeof(cmd),
 		 "echo $$; exec env WEFT_TOKEN='%s' WEFT_STORE='%s/w.db' '%s' "
 		 "watch --space wt issues 2>/dev/null",
@@ -433,13 +382,10 @@ Test(cli, watch_prints_json_lines_live_and_exits_0_on_sigterm)
 	cr_assert(gt(int, pid, 0));
 	/* an issue made after watch started shows up as one JSON line */
 	for (int i = 0; i < 50 && !seen; i++) {
-		cr_assert(eq(int,
-			     weft(out, alice, "alice",
-				  "put --space wt issues w%d "
-				  "'{\"title\":\"live %d\"}'",
-				  i, i),
-			     0),
-			  "%s", out);
+		expect(0, out, alice, "alice",
+		       "put --space wt issues w%d "
+		       "'{\"title\":\"live %d\"}'",
+		       i, i);
 		/* the first line for w<i> (watch may print earlier ones) */
 		while (fgets(line, sizeof(line), f)) {
 			if (strstr(line, "\"title\":\"live "))
@@ -453,10 +399,8 @@ Test(cli, watch_prints_json_lines_live_and_exits_0_on_sigterm)
 	}
 	cr_assert(seen, "last line: %s", line);
 	/* a deletion in wt2 is not wt's; one in wt is, with no data */
-	cr_assert(eq(int, weft(out, alice, "alice", "delete issues other"), 0),
-		  "%s", out);
-	cr_assert(eq(int, weft(out, alice, "alice", "delete issues w0"), 0),
-		  "%s", out);
+	expect(0, out, alice, "alice", "delete issues other");
+	expect(0, out, alice, "alice", "delete issues w0");
 	while (fgets(line, sizeof(line), f)) {
 		cr_assert(strstr(line, "\"id\":\"other\"") == NULL, "%s", line);
 		if (strstr(line, "\"id\":\"w0\"") &&
@@ -479,22 +423,17 @@ Test(cli, bootstrap_reports_progress)
 	team("bs");
 	for (int i = 0; i < 20; i++) {
 		snprintf(json, sizeof(json), "'{\"title\":\"t%d\"}'", i);
-		cr_assert(eq(int,
-			     weft(out, alice, "alice",
-				  "put --space bs issues b%02d %s", i, json),
-			     0),
-			  "%s", out);
+		expect(0, out, alice, "alice", "put --space bs issues b%02d %s",
+		       i, json);
 	}
-	cr_assert(eq(int, weft(out, bob, "bb", "bootstrap --space bs"), 0),
-		  "%s", out);
+	expect(0, out, bob, "bb", "bootstrap --space bs");
 	/* 20 issues, the space and two members; one line a second and the
 	 * last one (piped: no bar) */
 	cr_assert(strstr(out, "bs: 23 records") != NULL, "%s", out);
 	cr_assert(strstr(out, ", done\n") != NULL, "%s", out);
 	cr_assert(strstr(out, "space bs: 23 records local, live") != NULL, "%s",
 		  out);
-	cr_assert(eq(int, weft(out, bob, "bb", "ls --offline issues"), 0), "%s",
-		  out);
+	expect(0, out, bob, "bb", "ls --offline issues");
 	cr_assert(eq(int, (int)(strlen(out) > 0), 1));
 }
 
@@ -517,9 +456,7 @@ screen_has(const char *pane, const char *text, char *screen, size_t cap)
 	for (int i = 0; i < 200; i++) {
 		if (tmux(screen, cap, args) == 0 && strstr(screen, text))
 			return true;
-		struct timespec ts = { 0, 100 * 1000 * 1000 };
-
-		nanosleep(&ts, NULL);
+		clock_sleep_ms(100);
 	}
 	return false;
 }
@@ -636,13 +573,10 @@ Test(cli, bootstrap_draws_a_progress_bar_on_a_terminal)
 
 	team("tb");
 	for (int i = 0; i < 5; i++)
-		cr_assert(eq(int,
-			     weft(out, alice, "alice",
-				  "put --space tb issues t%d "
-				  "'{\"title\":\"t\"}'",
-				  i),
-			     0),
-			  "%s", out);
+		expect(0, out, alice, "alice",
+		       "put --space tb issues t%d "
+		       "'{\"title\":\"t\"}'",
+		       i);
 	snprintf(sock, sizeof(sock), "%s/tmux.sock", cl.tmp);
 	/* on a terminal: a bar with the count of the total, then the
 	 * summary, then how it ended */
