@@ -3,7 +3,15 @@
  * each sending transactions of one `set` on a random record (of 100k, in
  * 100 spaces) to weft-write and waiting for each ack before the next.
  *
- *   write_bench URL SECRET CLIENTS SECONDS      (URL: tcp://HOST:PORT)
+ *   write_bench URL SECRET CLIENTS SECONDS [RATE]   (URL: tcp://HOST:PORT)
+ *
+ * Without RATE the load is closed: each connection sends its next
+ * transaction as soon as the last is acknowledged.  With RATE the load is
+ * open: transaction k is due at start + k / RATE, whatever came back, and
+ * goes out on an idle connection (each still has one in flight at most, so
+ * its ids stay in order).  When none is idle it waits for one, and its
+ * latency counts from when it was due, so a stall is not hidden by the
+ * sends it delayed (no coordinated omission).
  *
  * Prints one line: clients, acked txns, TPS, ack latency p50/p99 (ms),
  * errors.  bench/write.sh runs it beside pgbench on the same Postgres.
@@ -24,6 +32,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,14 +57,29 @@ struct client {
 	enum cstate state;
 	char client_id[64];
 	uint64_t mid;
-	uint64_t sent_ns; /* when the pending txn was sent */
+	uint64_t sent_ns; /* when the pending txn was sent (or was due) */
+	bool idle;	  /* open load: connected, nothing in flight */
 	unsigned seed;
 	struct frame_reader fr;
 };
 
 static const char *token;
 static uint64_t run_id, acked, errors, nlat;
+static uint64_t deadline_ms = UINT64_MAX; /* set when the load starts */
+static int welcomed, live;
 static uint32_t *lat_us;
+
+/* the open load (RATE given): due times not yet sent, oldest first */
+static struct {
+	bool on;
+	uint64_t t0_ns, gap_ns; /* transaction k is due at t0 + k * gap */
+	uint64_t due, sent;	/* due so far; sent so far */
+	struct client **idle;	/* stack of idle connections */
+	int nidle;
+	uint64_t backlog_max; /* most transactions due and not yet sent */
+	int timer;	      /* timerfd: one tick per transaction due */
+	uint64_t secs;	      /* how long to run, from the first due */
+} open_load;
 
 static int
 dial(const char *url)
@@ -107,7 +131,7 @@ send_msg(struct client *c, const struct proto_msg *m)
 }
 
 static int
-send_txn(struct client *c)
+send_txn(struct client *c, uint64_t start_ns)
 {
 	uint8_t value[5] = { 0xce }; /* uint32 */
 	uint32_t v = (uint32_t)rand_r(&c->seed);
@@ -127,19 +151,80 @@ send_txn(struct client *c)
 				.value = { value, 5 } };
 	m.u.txn = (struct proto_txn){ c->mid, S(c->client_id), c->mid,
 				      PROTO_LIST(1, &op) };
-	c->sent_ns = clock_now_ns();
+	c->sent_ns = start_ns;
 	return send_msg(c, &m);
+}
+
+/* open load: send what is due on idle connections; -1 ends the run */
+static int
+open_pump(void)
+{
+	while (open_load.sent < open_load.due && open_load.nidle > 0 &&
+	       clock_now_ms() < deadline_ms) {
+		struct client *c = open_load.idle[--open_load.nidle];
+		uint64_t due =
+			open_load.t0_ns + open_load.sent * open_load.gap_ns;
+
+		c->idle = false;
+		open_load.sent++;
+		if (send_txn(c, due)) {
+			c->state = C_DONE;
+			errors++;
+		}
+	}
+	if (open_load.due - open_load.sent > open_load.backlog_max)
+		open_load.backlog_max = open_load.due - open_load.sent;
+	return 0;
+}
+
+/* open load: every connection is ready, start the clock */
+static void
+open_start(void)
+{
+	struct itimerspec its = { 0 };
+
+	open_load.t0_ns = clock_now_ns();
+	its.it_value.tv_nsec = 1; /* the first is due at once */
+	its.it_interval.tv_sec = (time_t)(open_load.gap_ns / 1000000000u);
+	its.it_interval.tv_nsec = (long)(open_load.gap_ns % 1000000000u);
+	timerfd_settime(open_load.timer, 0, &its, NULL);
+	deadline_ms = open_load.t0_ns / 1000000u + open_load.secs * 1000u;
+}
+
+/* open load: the timer ticked; count what became due and send it */
+static int
+open_tick(void)
+{
+	uint64_t ticks;
+
+	if (read(open_load.timer, &ticks, sizeof(ticks)) == sizeof(ticks))
+		open_load.due += ticks;
+	return open_pump();
+}
+
+/* c has nothing in flight: send its next transaction, or (open load)
+ * offer it to the due ones */
+static int
+next_txn(struct client *c)
+{
+	if (!open_load.on)
+		return send_txn(c, clock_now_ns());
+	c->idle = true;
+	open_load.idle[open_load.nidle++] = c;
+	return open_pump();
 }
 
 /* one whole message from the server; -1 ends this client */
 static int
-on_msg(struct client *c, const struct proto_msg *r, uint64_t deadline_ms)
+on_msg(struct client *c, const struct proto_msg *r)
 {
 	if (c->state == C_WELCOME) {
 		if (r->type != PROTO_WELCOME)
 			return -1;
 		c->state = C_ACK;
-		return send_txn(c);
+		if (++welcomed == live && open_load.on)
+			open_start();
+		return next_txn(c);
 	}
 	switch (r->type) {
 	case PROTO_ACK:
@@ -165,11 +250,13 @@ on_msg(struct client *c, const struct proto_msg *r, uint64_t deadline_ms)
 		c->state = C_DONE;
 		return 0;
 	}
-	return send_txn(c);
+	if (r->type == PROTO_BACKOFF || r->type == PROTO_ERROR)
+		return send_txn(c, c->sent_ns); /* the same mid again */
+	return next_txn(c);
 }
 
 static int
-on_readable(struct client *c, uint64_t deadline_ms)
+on_readable(struct client *c)
 {
 	uint8_t rx[4096];
 	ssize_t n = recv(c->fd, rx, sizeof(rx), 0);
@@ -190,8 +277,7 @@ on_readable(struct client *c, uint64_t deadline_ms)
 		if (!frame_reader_ready(&c->fr))
 			continue;
 		body = frame_reader_body(&c->fr, &len);
-		if (proto_decode(body, len, &r, &err) ||
-		    on_msg(c, &r, deadline_ms))
+		if (proto_decode(body, len, &r, &err) || on_msg(c, &r))
 			return -1;
 		frame_reader_next(&c->fr);
 	}
@@ -211,19 +297,23 @@ main(int argc, char **argv)
 {
 	struct epoll_event ev[64];
 	struct client *cls;
-	uint64_t t0, deadline;
+	uint64_t t0;
 	char *tok;
-	int n, secs, ep, live = 0;
+	int n, secs, ep;
+	double rate = 0;
 
-	if (argc != 5) {
-		fprintf(stderr,
-			"usage: write_bench URL SECRET CLIENTS SECONDS\n");
+	if (argc != 5 && argc != 6) {
+		fprintf(stderr, "usage: write_bench URL SECRET CLIENTS "
+				"SECONDS [RATE]\n");
 		return 1;
 	}
 	n = (int)strtol(argv[3], NULL, 10);
 	secs = (int)strtol(argv[4], NULL, 10);
-	if (n < 1 || secs < 1) {
-		fprintf(stderr, "write_bench: CLIENTS and SECONDS >= 1\n");
+	if (argc == 6)
+		rate = strtod(argv[5], NULL);
+	if (n < 1 || secs < 1 || (argc == 6 && !(rate >= 1 && rate <= 1e6))) {
+		fprintf(stderr, "write_bench: CLIENTS and SECONDS >= 1, "
+				"RATE in 1..1000000 per second\n");
 		return 1;
 	}
 	run_id = (uint64_t)time(NULL) * 1000 + (uint64_t)getpid() % 1000;
@@ -232,12 +322,27 @@ main(int argc, char **argv)
 	lat_us = malloc(BENCH_LAT_MAX * sizeof(*lat_us));
 	cls = calloc((size_t)n, sizeof(*cls));
 	ep = epoll_create1(0);
-	if (!tok || !lat_us || !cls || ep < 0) {
-		fprintf(stderr, "write_bench: out of memory\n");
-		return 1;
+	open_load.idle = calloc((size_t)n, sizeof(*open_load.idle));
+	open_load.timer = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK);
+	if (!tok || !lat_us || !cls || !open_load.idle || ep < 0 ||
+	    open_load.timer < 0) {
+		fprintf(stderr, "write_bench: out of memory or descriptors\n");
+		exit(1);
+	}
+	if (rate > 0) {
+		struct epoll_event e = { .events = EPOLLIN, .data.ptr = NULL };
+
+		open_load.on = true;
+		open_load.gap_ns = (uint64_t)(1e9 / rate);
+		open_load.secs = (uint64_t)secs;
+		if (epoll_ctl(ep, EPOLL_CTL_ADD, open_load.timer, &e)) {
+			fprintf(stderr, "write_bench: no timer\n");
+			exit(1);
+		}
+	} else {
+		deadline_ms = clock_now_ms() + (uint64_t)secs * 1000;
 	}
 	t0 = clock_now_ms();
-	deadline = t0 + (uint64_t)secs * 1000;
 	for (int i = 0; i < n; i++) {
 		struct client *c = &cls[i];
 		struct proto_msg m = { .type = PROTO_HELLO };
@@ -262,18 +367,23 @@ main(int argc, char **argv)
 		live++;
 	}
 	while (live > 0) {
-		int k = epoll_wait(ep, ev, 64, 1000);
+		int k = epoll_wait(ep, ev, 64, 100);
 
 		if (k < 0 && errno != EINTR)
 			break;
-		if (k <= 0 && clock_now_ms() > deadline + 30000)
+		if (k <= 0 && deadline_ms != UINT64_MAX &&
+		    clock_now_ms() > deadline_ms + 30000)
 			break; /* acks that never came: counted below */
 		for (int i = 0; i < k; i++) {
 			struct client *c = ev[i].data.ptr;
 
+			if (!c) {
+				open_tick();
+				continue;
+			}
 			if (c->state == C_DONE)
 				continue;
-			if (on_readable(c, deadline) != 0) {
+			if (on_readable(c) != 0) {
 				errors++;
 				c->state = C_DONE;
 			}
@@ -282,6 +392,26 @@ main(int argc, char **argv)
 				live--;
 			}
 		}
+		if (open_load.on && clock_now_ms() >= deadline_ms) {
+			/* the idle ones have nothing more to wait for */
+			while (open_load.nidle > 0) {
+				struct client *c =
+					open_load.idle[--open_load.nidle];
+
+				c->state = C_DONE;
+				epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+				live--;
+			}
+		}
+	}
+	if (open_load.on) {
+		t0 = open_load.t0_ns / 1000000u;
+		fprintf(stderr,
+			"write_bench: open load %.0f/s: %llu due, %llu sent, "
+			"at most %llu waiting for a connection\n",
+			rate, (unsigned long long)open_load.due,
+			(unsigned long long)open_load.sent,
+			(unsigned long long)open_load.backlog_max);
 	}
 	errors += (uint64_t)live;
 	qsort(lat_us, nlat, sizeof(*lat_us), cmp_u32);
@@ -296,6 +426,8 @@ main(int argc, char **argv)
 		frame_reader_fini(&cls[i].fr);
 	}
 	close(ep);
+	close(open_load.timer);
+	free(open_load.idle);
 	free(lat_us);
 	free(cls);
 	free(tok);
