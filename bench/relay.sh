@@ -5,8 +5,9 @@
 #   bench/relay.sh [BUILD_DIR] [ROWS] [SECONDS]   (build-rel, 200000, 10)
 #
 # 1. starts its own Postgres + Redis (deploy/local/stack, scratch dir);
-# 2. raw limit: redis-benchmark, pipelined XADD (-P 1000) of a ~150-byte
-#    entry, on the same Redis;
+# 2. raw limits: redis-benchmark, pipelined XADD (-P 1000) of a ~150-byte
+#    entry, on the same Redis; and the same entries in MULTI/EXEC batches
+#    of 1,000 (as the relay sends them) through redis-cli --pipe;
 # 3. drain: with the relay stopped, commits ROWS outbox rows (100 per
 #    transaction), then starts weft-relay and times it from start until
 #    every row is in the stream (changes/s, and the ratio to the raw XADD
@@ -77,8 +78,26 @@ raw=$(redis-benchmark -p "$WEFT_REDIS_PORT" -n "$ROWS" -P 1000 -c 1 -q \
 	c client-0001 m 42 u alice w 1700000000000 | tr '\r' '\n' |
 	grep -o '[0-9.]* requests per second' | awk '{print int($1)}')
 rcli DEL bench:raw >/dev/null
+# the same entries as the relay sends them: MULTI, 1,000 XADDs, EXEC (one
+# AOF fsync per EXEC), through redis-cli --pipe
+awk -v n="$ROWS" 'function bulk(s) { printf "$%d\r\n%s\r\n", length(s), s }
+	BEGIN {
+		split("XADD bench:raw * t items i r12345 s s42 v 7 o 3 x f d 0123456789012345678901234567890123456789012345678901234567890123456789 c client-0001 m 42 u alice w 1700000000000", a, " ")
+		for (i = 0; i < n; i++) {
+			if (i % 1000 == 0) printf "*1\r\n$5\r\nMULTI\r\n"
+			printf "*%d\r\n", length(a)
+			for (k = 1; k <= length(a); k++) bulk(a[k])
+			if (i % 1000 == 999 || i == n - 1) printf "*1\r\n$4\r\nEXEC\r\n"
+		}
+	}' >"$DIR/multi.resp"
+m0=$(now_ms)
+rcli --pipe <"$DIR/multi.resp" >/dev/null
+m1=$(now_ms)
+raw_multi=$(awk -v n="$ROWS" -v ms=$((m1 - m0)) 'BEGIN {printf "%d", n * 1000 / (ms ? ms : 1)}')
+rcli DEL bench:raw >/dev/null
 echo
 echo "raw limit: redis-benchmark XADD, pipelined 1000: $raw entries/s"
+echo "raw limit: XADD in MULTI/EXEC batches of 1000 (redis-cli --pipe, as the relay sends them): $raw_multi entries/s"
 
 # 3. drain a backlog: the slot exists (relay started once), rows
 #    committed while it is down
@@ -107,7 +126,7 @@ until [[ $(rcli XLEN weft:changes) -ge $ROWS ]]; do sleep 0.02; done
 t1=$(now_ms)
 drain=$(awk -v n="$ROWS" -v ms=$((t1 - t0)) 'BEGIN {printf "%d", n * 1000 / ms}')
 echo
-echo "drain: $ROWS rows in $((t1 - t0)) ms (relay start to last XADD): $drain changes/s, $(awk -v a="$drain" -v b="$raw" 'BEGIN {printf "%.2f", a / b}')x the raw XADD rate"
+echo "drain: $ROWS rows in $((t1 - t0)) ms (relay start to last XADD): $drain changes/s, $(awk -v a="$drain" -v b="$raw" 'BEGIN {printf "%.2f", a / b}')x pipelined XADD, $(awk -v a="$drain" -v b="$raw_multi" 'BEGIN {printf "%.2f", a / b}')x XADD in MULTI batches"
 
 # 4. lag at a steady write rate
 cat >"$DIR/insert.sql" <<'SQL'

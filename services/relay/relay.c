@@ -58,14 +58,15 @@ static const char *const col_names[COL_N] = {
 static const char *const field_names[COL_N] = { "t", "i", "s", "p", "v", "o",
 						"x", "d", "c", "m", "u" };
 
-/* one stream entry waiting for its XADD */
+/* one stream entry waiting for its XADD.  Entries move (the array grows,
+ * answered ones leave its front), so argv points only at constants and
+ * into mem, never into the entry itself. */
 struct entry {
-	char id[48];   /* <lsn>-<idx> */
-	char when[24]; /* commit time, Unix ms: field "w" */
+	char id[48]; /* <lsn>-<idx> */
 	int nargs;
 	const char *argv[8 + 2 * COL_N];
 	size_t lens[8 + 2 * COL_N];
-	char *mem; /* owns the values */
+	char *mem; /* owns the id, the values and the commit time */
 };
 
 struct relay {
@@ -87,15 +88,26 @@ struct relay {
 	/* entries decoded and not yet in Redis */
 	struct entry *pending;
 	int npending, cap;
-	uint64_t seen_end;	 /* end LSN of the last commit decoded */
-	int64_t seen_time;	 /* its commit time */
-	int64_t first_time;	 /* commit time of the oldest commit not
-				  * yet flushed: lag is measured on it */
-	uint64_t seen_txns;	 /* commits decoded, not yet counted */
-	uint64_t confirmed;	 /* flushed LSN told to Postgres */
-	uint64_t last_added;	 /* commit LSN of the newest entry Redis
-				  * acknowledged */
-	uint64_t wal_end;	 /* latest server WAL end */
+	uint64_t seen_end;   /* end LSN of the last commit decoded */
+	int64_t seen_time;   /* its commit time */
+	int64_t first_time;  /* commit time of the oldest commit not
+			      * yet flushed: lag is measured on it */
+	uint64_t seen_txns;  /* commits decoded, not yet counted */
+	uint64_t confirmed;  /* flushed LSN told to Postgres */
+	uint64_t last_added; /* commit LSN of the newest entry Redis
+			      * acknowledged */
+	uint64_t wal_end;    /* latest server WAL end */
+	/* the pipeline in flight: the first n pending entries, sent and not
+	 * yet answered, and what their answer lets us count and confirm */
+	struct {
+		int n;		    /* 0: none in flight */
+		uint64_t seen_end;  /* commits decoded when it was sent */
+		uint64_t txns;	    /* of which not yet counted */
+		int64_t first_time; /* the oldest of those */
+		int got;	    /* answers read: MULTI, QUEUED..., EXEC */
+		uint64_t added, dups;
+		bool bad; /* an answer other than a new or duplicate id */
+	} fl;
 	uint64_t next_status_ms; /* when to send a status update */
 	uint64_t next_prune_ms;
 	uint64_t next_lag_warn_ms;
@@ -152,21 +164,30 @@ entry_free(struct entry *e)
 	e->mem = NULL;
 }
 
+/* forget the oldest n pending entries (Redis holds them) */
 static void
-drop_pending(struct relay *rl)
+drop_first(struct relay *rl, int n)
 {
-	for (int i = 0; i < rl->npending; i++)
+	if (n == 0)
+		return;
+	for (int i = 0; i < n; i++)
 		entry_free(&rl->pending[i]);
-	rl->npending = 0;
+	if (rl->npending > n)
+		memmove(rl->pending, rl->pending + n,
+			(size_t)(rl->npending - n) * sizeof(*rl->pending));
+	rl->npending -= n;
 }
 
 /* ---- Redis ---- */
 
+/* close Redis; a pipeline in flight is unanswered, so its entries go
+ * again with the next one (Redis refuses those it already holds) */
 static void
 redis_drop(struct relay *rl)
 {
 	redisFree(rl->r);
 	rl->r = NULL;
+	rl->fl.n = 0;
 }
 
 /* connect and check the stream did not lose what was confirmed */
@@ -225,24 +246,68 @@ hist_bucket(uint64_t n)
 	return b;
 }
 
+/* count commits whose entries Redis answered, with their lag */
+static void
+count_txns(uint64_t txns, int64_t first_time)
+{
+	double ms = (double)(unix_us() - first_time) / 1000.0;
+	size_t b = 0;
+
+	if (!txns)
+		return;
+	while (b < 15 && ms >= 0.25 * (double)(2u << b))
+		b++;
+	pthread_mutex_lock(&stats_mu);
+	stats.txns += txns;
+	stats.lag_hist[b]++;
+	stats.lag_sum_s += ms / 1000.0;
+	stats.lag_n++;
+	stats.last_lag_ms = ms;
+	pthread_mutex_unlock(&stats_mu);
+}
+
+/* every commit up to end is in Redis: the next status update says so */
+static void
+confirm(struct relay *rl, uint64_t end)
+{
+	if (end > rl->confirmed) {
+		rl->confirmed = end;
+		rl->next_status_ms = 0; /* tell Postgres now */
+	}
+}
+
 /*
- * flush - XADD every pending entry in one pipeline.  true when Redis
- * holds all of them (new or duplicate); then every commit decoded so far
- * is safe, and the status update may confirm it.
+ * The pipeline: flush_send XADDs every pending entry in one write and
+ * returns without waiting; flush_collect reads the answers.  While Redis
+ * appends (and fsyncs) one pipeline, the relay decodes the next; at most
+ * one is in flight.  An LSN is confirmed only once Redis has answered
+ * every entry before it.
+ *
+ * flush_send - send the pending entries (none may be in flight).  Commits
+ * without entries need no Redis: they are counted and confirmed at once.
+ * false when Redis is down.
  */
 static bool
-flush(struct relay *rl)
+flush_send(struct relay *rl)
 {
-	uint64_t added = 0, dups = 0;
-	bool ok = true;
+	int done = 0;
 
-	if (rl->npending == 0)
-		goto done;
+	if (rl->npending == 0) {
+		count_txns(rl->seen_txns, rl->first_time);
+		rl->seen_txns = 0;
+		confirm(rl, rl->seen_end);
+		return true;
+	}
 	if (!redis_up(rl))
 		return false;
 	/* the whole pipeline as one RESP buffer: hiredis' own formatting
-	 * (sdscatfmt per argument) was a third of the relay's CPU */
+	 * (sdscatfmt per argument) was a third of the relay's CPU.  It is one
+	 * MULTI/EXEC: with appendfsync always, Redis fsyncs its AOF once per
+	 * event-loop turn that wrote to it, and it reads 16 KiB per client per
+	 * turn, so a plain pipeline of 1,000 entries cost about fifteen
+	 * fsyncs; queued commands reach the AOF together, at EXEC */
 	buf_reset(&rl->resp);
+	buf_append(&rl->resp, "*1\r\n$5\r\nMULTI\r\n", 15);
 	for (int i = 0; i < rl->npending; i++) {
 		struct entry *e = &rl->pending[i];
 
@@ -253,6 +318,7 @@ flush(struct relay *rl)
 			buf_append(&rl->resp, "\r\n", 2);
 		}
 	}
+	buf_append(&rl->resp, "*1\r\n$4\r\nEXEC\r\n", 14);
 	if (rl->resp.err ||
 	    redisAppendFormattedCommand(rl->r, (const char *)rl->resp.data,
 					rl->resp.len) != REDIS_OK) {
@@ -260,64 +326,140 @@ flush(struct relay *rl)
 		redis_drop(rl);
 		return false;
 	}
-	for (int i = 0; i < rl->npending; i++) {
-		redisReply *rep = NULL;
-
-		if (redisGetReply(rl->r, (void **)&rep) != REDIS_OK || !rep) {
+	while (!done)
+		if (redisBufferWrite(rl->r, &done) != REDIS_OK) {
 			log_event(LOG_WARN, "redis_failed", "why=\"%s\"",
 				  rl->r->errstr);
 			count(&stats.redis_errors, 1);
 			redis_drop(rl);
-			return false; /* the whole batch again, later */
+			return false;
 		}
-		if (rep->type == REDIS_REPLY_ERROR) {
-			if (strstr(rep->str, "equal or smaller")) {
-				dups++;
-			} else {
-				if (ok)
-					log_event(LOG_ERROR, "xadd_failed",
-						  "id=%s err=\"%s\"",
-						  rl->pending[i].id, rep->str);
-				ok = false;
-			}
-		} else {
-			added++;
-		}
-		freeReplyObject(rep);
-	}
-	if (!ok) {
-		count(&stats.redis_errors, 1);
-		return false;
-	}
-	rl->last_added = strtoull(rl->pending[rl->npending - 1].id, NULL, 10);
-	pthread_mutex_lock(&stats_mu);
-	stats.rows += added;
-	stats.duplicates += dups;
-	stats.batches++;
-	stats.batch_hist[hist_bucket((uint64_t)rl->npending)]++;
-	pthread_mutex_unlock(&stats_mu);
-	drop_pending(rl);
-done:
-	if (rl->seen_txns) {
-		double ms = (double)(unix_us() - rl->first_time) / 1000.0;
-		size_t b = 0;
-
-		while (b < 15 && ms >= 0.25 * (double)(2u << b))
-			b++;
-		pthread_mutex_lock(&stats_mu);
-		stats.txns += rl->seen_txns;
-		stats.lag_hist[b]++;
-		stats.lag_sum_s += ms / 1000.0;
-		stats.lag_n++;
-		stats.last_lag_ms = ms;
-		pthread_mutex_unlock(&stats_mu);
-		rl->seen_txns = 0;
-	}
-	if (rl->seen_end > rl->confirmed) {
-		rl->confirmed = rl->seen_end;
-		rl->next_status_ms = 0; /* tell Postgres now */
-	}
+	rl->fl.n = rl->npending;
+	rl->fl.seen_end = rl->seen_end;
+	rl->fl.txns = rl->seen_txns;
+	rl->fl.first_time = rl->first_time;
+	rl->fl.got = 0;
+	rl->fl.added = rl->fl.dups = 0;
+	rl->fl.bad = false;
+	rl->seen_txns = 0;
 	return true;
+}
+
+/* the pipeline in flight failed: its commits wait for the next one */
+static void
+unsend(struct relay *rl)
+{
+	if (rl->fl.txns) {
+		rl->seen_txns += rl->fl.txns;
+		rl->first_time = rl->fl.first_time;
+	}
+	rl->fl.txns = 0;
+	rl->fl.n = 0;
+}
+
+/* Redis failed: the pipeline in flight goes again with the next */
+static void
+redis_failed(struct relay *rl)
+{
+	log_event(LOG_WARN, "redis_failed", "why=\"%s\"", rl->r->errstr);
+	count(&stats.redis_errors, 1);
+	unsend(rl);
+	redis_drop(rl);
+}
+
+/* the answer at position fl.got: MULTI's, a QUEUED per entry, EXEC's */
+static void
+take_answer(struct relay *rl, const redisReply *rep)
+{
+	int i = rl->fl.got++;
+
+	if (rl->fl.bad)
+		return; /* already logged; the batch goes again */
+	if (i <= rl->fl.n) {
+		if (rep->type == REDIS_REPLY_ERROR) {
+			log_event(LOG_ERROR, "xadd_refused", "id=%s err=\"%s\"",
+				  i ? rl->pending[i - 1].id : "MULTI",
+				  rep->str);
+			rl->fl.bad = true;
+		}
+		return;
+	}
+	if (rep->type != REDIS_REPLY_ARRAY ||
+	    rep->elements != (size_t)rl->fl.n) {
+		log_event(LOG_ERROR, "exec_failed", "err=\"%s\"",
+			  rep->type == REDIS_REPLY_ERROR ? rep->str : "?");
+		rl->fl.bad = true;
+		return;
+	}
+	for (size_t k = 0; k < rep->elements && !rl->fl.bad; k++) {
+		const redisReply *x = rep->element[k];
+
+		if (x->type != REDIS_REPLY_ERROR) {
+			rl->fl.added++;
+		} else if (strstr(x->str, "equal or smaller")) {
+			rl->fl.dups++;
+		} else {
+			log_event(LOG_ERROR, "xadd_failed", "id=%s err=\"%s\"",
+				  rl->pending[k].id, x->str);
+			rl->fl.bad = true;
+		}
+	}
+}
+
+enum { COLLECT_FAILED = -1, COLLECT_WAIT = 0, COLLECT_DONE = 1 };
+
+/*
+ * flush_collect - read the answers to the pipeline in flight, if any.
+ * With block it waits for all of them; without, it reads only what has
+ * arrived (one read: call it when the socket is readable) and may return
+ * COLLECT_WAIT.  COLLECT_DONE when Redis holds every entry (new or
+ * duplicate); COLLECT_FAILED when they go again with the next pipeline.
+ */
+static int
+flush_collect(struct relay *rl, bool block)
+{
+	bool read_once = false;
+	int n = rl->fl.n;
+
+	if (n == 0)
+		return COLLECT_DONE;
+	while (rl->fl.got < n + 2) {
+		redisReply *rep = NULL;
+
+		if (redisGetReplyFromReader(rl->r, (void **)&rep) != REDIS_OK) {
+			redis_failed(rl);
+			return COLLECT_FAILED;
+		}
+		if (rep) {
+			take_answer(rl, rep);
+			freeReplyObject(rep);
+			continue;
+		}
+		if (!block && read_once)
+			return COLLECT_WAIT;
+		read_once = true;
+		if (redisBufferRead(rl->r) != REDIS_OK) {
+			redis_failed(rl);
+			return COLLECT_FAILED;
+		}
+	}
+	if (rl->fl.bad) { /* sent again with the next pipeline */
+		count(&stats.redis_errors, 1);
+		unsend(rl);
+		return COLLECT_FAILED;
+	}
+	rl->fl.n = 0;
+	rl->last_added = strtoull(rl->pending[n - 1].id, NULL, 10);
+	pthread_mutex_lock(&stats_mu);
+	stats.rows += rl->fl.added;
+	stats.duplicates += rl->fl.dups;
+	stats.batches++;
+	stats.batch_hist[hist_bucket((uint64_t)n)]++;
+	pthread_mutex_unlock(&stats_mu);
+	drop_first(rl, n);
+	count_txns(rl->fl.txns, rl->fl.first_time);
+	confirm(rl, rl->fl.seen_end);
+	return COLLECT_DONE;
 }
 
 /* ---- decoding ---- */
@@ -360,7 +502,8 @@ add_entry(struct relay *rl, const struct pgo_msg *m)
 {
 	struct entry *e;
 	msgpack_sbuffer sb;
-	size_t total = 0, off = 0;
+	size_t total, off, idlen, whenlen;
+	char when[24]; /* commit time, Unix ms: field "w" */
 	struct pgo_str vals[COL_N];
 	bool have[COL_N];
 
@@ -371,10 +514,12 @@ add_entry(struct relay *rl, const struct pgo_msg *m)
 	}
 	e = &rl->pending[rl->npending++];
 	memset(e, 0, sizeof(*e));
-	snprintf(e->id, sizeof(e->id), "%llu-%u",
-		 (unsigned long long)rl->txn_lsn, rl->txn_idx++);
-	snprintf(e->when, sizeof(e->when), "%lld",
-		 (long long)(rl->txn_time / 1000));
+	idlen = (size_t)snprintf(e->id, sizeof(e->id), "%llu-%u",
+				 (unsigned long long)rl->txn_lsn,
+				 rl->txn_idx++);
+	whenlen = (size_t)snprintf(when, sizeof(when), "%lld",
+				   (long long)(rl->txn_time / 1000));
+	total = idlen + whenlen;
 	msgpack_sbuffer_init(&sb);
 	for (int c = 0; c < COL_N; c++) {
 		int k = rl->colmap[c];
@@ -395,15 +540,19 @@ add_entry(struct relay *rl, const struct pgo_msg *m)
 		if (have[c])
 			total += vals[c].len;
 	}
-	e->mem = xmalloc(total ? total : 1);
+	e->mem = xmalloc(total);
+	memcpy(e->mem, e->id, idlen);
+	memcpy(e->mem + idlen, when, whenlen);
+	off = idlen + whenlen;
 	e->argv[0] = "XADD";
 	e->argv[1] = rl->cfg->stream;
 	e->argv[2] = "MAXLEN";
 	e->argv[3] = "~";
 	e->argv[4] = rl->maxlen;
-	e->argv[5] = e->id;
-	for (int i = 0; i < 6; i++)
+	for (int i = 0; i < 5; i++)
 		e->lens[i] = strlen(e->argv[i]);
+	e->argv[5] = e->mem;
+	e->lens[5] = idlen;
 	e->nargs = 6;
 	for (int c = 0; c < COL_N; c++) {
 		if (!have[c])
@@ -418,8 +567,8 @@ add_entry(struct relay *rl, const struct pgo_msg *m)
 	}
 	e->argv[e->nargs] = "w";
 	e->lens[e->nargs] = 1;
-	e->argv[e->nargs + 1] = e->when;
-	e->lens[e->nargs + 1] = strlen(e->when);
+	e->argv[e->nargs + 1] = e->mem + idlen;
+	e->lens[e->nargs + 1] = whenlen;
 	e->nargs += 2;
 	msgpack_sbuffer_destroy(&sb);
 }
@@ -517,7 +666,9 @@ pg_drop(struct relay *rl)
 	rl->sql = NULL;
 	rl->in_txn = false;
 	rl->outbox_relid = 0;
-	drop_pending(rl); /* Postgres sends them again */
+	/* its answers must not wait on the connection */
+	flush_collect(rl, true);
+	drop_first(rl, rl->npending); /* Postgres sends them again */
 	rl->seen_txns = 0;
 	rl->seen_end = rl->confirmed;
 }
@@ -627,17 +778,19 @@ check_lag(struct relay *rl)
 }
 
 /*
- * flush_or_wait - flush; while Redis is down, keep the replication
- * connection (status updates keep it alive, nothing more is read, so
- * Postgres holds the backlog in the slot) and retry with backoff.
- * false only when stopping.
+ * flush_or_wait - answer the pipeline in flight and send the pending
+ * entries; with wait, also wait for their answers.  While Redis is down,
+ * keep the replication connection (status updates keep it alive, nothing
+ * more is read, so Postgres holds the backlog in the slot) and retry with
+ * backoff.  false only when stopping.
  */
 static bool
-flush_or_wait(struct relay *rl)
+flush_or_wait(struct relay *rl, bool wait)
 {
 	uint32_t backoff = 50;
 
-	while (!flush(rl)) {
+	while (!(flush_collect(rl, true) == COLLECT_DONE && flush_send(rl) &&
+		 (!wait || flush_collect(rl, true) == COLLECT_DONE))) {
 		for (uint32_t t = 0; t < backoff && !*rl->stop; t += 50) {
 			clock_sleep_ms(50);
 			send_status(rl, false);
@@ -685,23 +838,37 @@ stream(struct relay *rl)
 			PQfreemem(buf);
 			if (!ok)
 				return false;
-			if (rl->npending >= rl->cfg->batch_max &&
-			    !flush_or_wait(rl))
+			/* a full batch goes while the one before is
+			 * answered: decoding overlaps Redis' append */
+			if (rl->npending - rl->fl.n >= rl->cfg->batch_max &&
+			    !flush_or_wait(rl, false))
 				return true; /* stopping */
 			continue;
 		}
 		if (n == 0) { /* nothing more for now */
-			struct pollfd pfd = { PQsocket(rl->repl), POLLIN, 0 };
+			struct pollfd pfd[2] = {
+				{ PQsocket(rl->repl), POLLIN, 0 },
+				{ -1, POLLIN, 0 },
+			};
 
-			if ((rl->npending || rl->seen_txns) &&
-			    !flush_or_wait(rl))
+			/* send what is decoded and read on: the answers
+			 * are read when they come, while Postgres sends
+			 * more */
+			if (!rl->fl.n && (rl->npending || rl->seen_txns) &&
+			    !flush_or_wait(rl, false))
 				return true; /* stopping */
 			send_status(rl, false);
 			check_lag(rl);
 			prune(rl);
-			if (poll(&pfd, 1, 100) < 0)
+			if (rl->fl.n && rl->r)
+				pfd[1].fd = rl->r->fd;
+			if (poll(pfd, 2, 100) < 0)
 				continue;
-			if (!PQconsumeInput(rl->repl))
+			if (pfd[1].revents &&
+			    flush_collect(rl, false) == COLLECT_FAILED &&
+			    !flush_or_wait(rl, false))
+				return true; /* stopping */
+			if (pfd[0].revents && !PQconsumeInput(rl->repl))
 				return false;
 			continue;
 		}
@@ -764,14 +931,15 @@ relay_run(const struct relay_config *cfg, const volatile sig_atomic_t *stop)
 			continue;
 		}
 		/* stopping: what is flushed gets confirmed */
-		if (flush(&rl))
+		if (flush_collect(&rl, true) == COLLECT_DONE &&
+		    flush_send(&rl) && flush_collect(&rl, true) == COLLECT_DONE)
 			send_status(&rl, true);
 		PQputCopyEnd(rl.repl, NULL);
 		PQflush(rl.repl);
 		pg_drop(&rl);
 	}
 	redis_drop(&rl);
-	drop_pending(&rl);
+	drop_first(&rl, rl.npending);
 	free(rl.pending);
 	buf_fini(&rl.resp);
 	return 0;

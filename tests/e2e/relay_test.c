@@ -26,6 +26,7 @@
 #include "tests/lib/proc.h"
 
 static char dir[64], pg_url[256], redis_url[128], redis_port[16];
+static long bad_entries; /* entries without a sane id, "w" or "d" field */
 
 /* a writer that commits outbox rows until told to stop, reconnecting
  * through restarts; committed counts the commits that succeeded */
@@ -60,8 +61,9 @@ teardown(void)
 
 TestSuite(relay, .init = setup, .fini = teardown, .timeout = 120);
 
+/* start a relay; extra: one more flag, or NULL */
 static void
-start_relay(struct proc *p)
+start_relay_with(struct proc *p, const char *extra)
 {
 	char pg[300], rd[160];
 	const char *argv[] = { getenv("WEFT_TEST_RELAY_BIN"),
@@ -70,6 +72,7 @@ start_relay(struct proc *p)
 			       "--log-level=warn",
 			       "--outbox-retention=0",
 			       "--standby-retry=200ms",
+			       extra,
 			       NULL };
 
 	cr_assert_not_null(argv[0],
@@ -87,6 +90,12 @@ start_relay(struct proc *p)
 		usleep(25000);
 	}
 	cr_fatal("the relay did not reach the slot");
+}
+
+static void
+start_relay(struct proc *p)
+{
+	start_relay_with(p, NULL);
 }
 
 static PGconn *
@@ -147,7 +156,8 @@ stream_mids(const char *marker, long *mids, long cap, bool *increasing)
 		for (size_t i = 0; i < rep->elements; i++) {
 			redisReply *e = rep->element[i], *f = e->element[1];
 			unsigned long long ms, seq;
-			const char *c = NULL, *m = NULL;
+			const char *c = NULL, *m = NULL, *w = NULL;
+			bool d = false;
 
 			if (strcmp(e->element[0]->str, last) == 0)
 				continue; /* the page boundary */
@@ -162,7 +172,15 @@ stream_mids(const char *marker, long *mids, long cap, bool *increasing)
 					c = f->element[k + 1]->str;
 				if (strcmp(f->element[k]->str, "m") == 0)
 					m = f->element[k + 1]->str;
+				if (strcmp(f->element[k]->str, "w") == 0)
+					w = f->element[k + 1]->str;
+				if (strcmp(f->element[k]->str, "d") == 0)
+					d = f->element[k + 1]->len > 0;
 			}
+			/* commit time in Unix ms, after 2023 */
+			if (!w || strtoll(w, NULL, 10) < 1700000000000LL ||
+			    !d || ms == 0)
+				bad_entries++;
 			if (c && m && strcmp(c, marker) == 0 && n < cap)
 				mids[n++] = strtol(m, NULL, 10);
 		}
@@ -213,6 +231,44 @@ Test(relay, commit_order_not_sequence_order)
 	PQfinish(a);
 	PQfinish(b);
 	PQfinish(c);
+	proc_stop(&r);
+}
+
+Test(relay, a_backlog_drains_whole_and_in_order)
+{
+	static long mids[6000];
+	struct proc r;
+	PGconn *c = pg_connect();
+	bool inc;
+	long n;
+
+	start_relay(&r); /* the slot exists from here on */
+	proc_stop(&r);
+	/* 5,000 rows in two commits while no relay runs: a backlog that
+	 * Postgres sends in long runs */
+	for (int b = 0; b < 2; b++)
+		exec_ok(c,
+			"INSERT INTO weft_outbox (tbl, id, space, version, op, "
+			"deleted, data, client_id, mid, user_id) SELECT "
+			"'items', 'b' || g, 's', 1, 1, false, "
+			"jsonb_build_object('n', g), 'backlog', g, 'u' "
+			"FROM generate_series(%d, %d) g",
+			b * 2500 + 1, b * 2500 + 2500);
+	PQfinish(c);
+	/* pipelines of 700 in flight while more are decoded: pending
+	 * entries outlive the growth of their array, and move up as
+	 * answered ones leave its front */
+	start_relay_with(&r, "--batch-max=700");
+	bad_entries = 0;
+	n = wait_for("backlog", 5000, mids, 6000, &inc);
+	cr_assert(eq(i64, n, 5000), "all of the backlog (%ld)", n);
+	cr_assert(inc, "stream IDs increase");
+	for (long i = 0; i < n; i++)
+		cr_assert(eq(i64, mids[i], i + 1), "entry %ld is mid %ld", i,
+			  mids[i]);
+	cr_assert(eq(i64, bad_entries, 0), "entries with a bad id, w or d");
+	cr_assert(proc_metric(&r, "weft_relay_rows_total") >= 5000,
+		  "counted as added");
 	proc_stop(&r);
 }
 
