@@ -27,6 +27,7 @@
 #include "common/buf.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "proto/json.h"
 
 #include "common/banned.h"
 
@@ -100,6 +101,13 @@ job_free(struct job *job)
 	free(job->fast_id);
 	free(job->fast_field);
 	free(job->fast_value);
+	if (job->page) {
+		free(job->page->next);
+		free(job->page->recs);
+		buf_fini(&job->page->data);
+		PQclear(job->page->pgres);
+		free(job->page);
+	}
 	free(job);
 }
 
@@ -683,6 +691,30 @@ run_fetch(struct worker *w, struct job *job)
 	json_decref(res);
 }
 
+static int
+mp_to_buf(void *data, const char *p, size_t len)
+{
+	return buf_append(data, p, len) ? -1 : 0;
+}
+
+/* the JSON text of a row's data as msgpack, appended to b; false if it
+ * does not parse */
+static bool
+data_to_mp(struct buf *b, const char *text, size_t len)
+{
+	json_error_t jerr;
+	json_t *j = json_loadb(text, len, JSON_DECODE_ANY, &jerr);
+	msgpack_packer pk;
+	int rc;
+
+	if (!j)
+		return false;
+	msgpack_packer_init(&pk, b, mp_to_buf);
+	rc = json_to_mp(&pk, j);
+	json_decref(j);
+	return rc == 0 && !b->err;
+}
+
 static void
 run_bootstrap(struct worker *w, struct job *job)
 {
@@ -690,11 +722,13 @@ run_bootstrap(struct worker *w, struct job *job)
 	const char *sep = strchr(after, '\x1f');
 	char tbl[600] = "", id[600] = "", rows[16];
 	const char *params[4];
-	json_t *res = NULL, *recs;
-	size_t bytes = 0;
+	struct page_out *pg = xcalloc(1, sizeof(*pg));
+	size_t bytes = 0, *off;
 	PGresult *r;
 	int nrows;
 
+	buf_init(&pg->data, 0);
+	job->page = pg;
 	if (sep) {
 		snprintf(tbl, sizeof(tbl), "%.*s", (int)(sep - after), after);
 		snprintf(id, sizeof(id), "%s", sep + 1);
@@ -707,16 +741,15 @@ run_bootstrap(struct worker *w, struct job *job)
 		goto out_unavailable;
 	if (strcmp(PQgetvalue(r, 0, 0), "0") == 0) {
 		PQclear(r);
-		res = json_pack("{si}", "denied", 1);
-		answer(job, 0, res);
-		json_decref(res);
+		pg->denied = true;
+		answer(job, 0, NULL);
 		return;
 	}
-	res = json_pack("{ss}", "lsn", PQgetvalue(r, 0, 1));
-	if (!PQgetisnull(r, 0, 2))
-		json_object_set_new(
-			res, "total",
-			json_integer(strtoll(PQgetvalue(r, 0, 2), NULL, 10)));
+	snprintf(pg->lsn, sizeof(pg->lsn), "%s", PQgetvalue(r, 0, 1));
+	if (!PQgetisnull(r, 0, 2)) {
+		pg->has_total = true;
+		pg->total = strtoull(PQgetvalue(r, 0, 2), NULL, 10);
+	}
 	PQclear(r);
 	snprintf(rows, sizeof(rows), "%d", w->db->cfg.page_rows);
 	params[0] = job->space;
@@ -726,58 +759,60 @@ run_bootstrap(struct worker *w, struct job *job)
 	r = PQexecPrepared(w->pg, "page", 4, params, NULL, NULL, 0);
 	if (PQresultStatus(r) != PGRES_TUPLES_OK)
 		goto out_unavailable;
-	recs = json_array();
 	nrows = PQntuples(r);
+	pg->pgres = r;
+	pg->recs = xcalloc(nrows ? (size_t)nrows : 1, sizeof(*pg->recs));
+	off = xcalloc(nrows ? (size_t)nrows : 1, sizeof(*off));
 	for (int i = 0; i < nrows; i++) {
-		bool deleted = PQgetvalue(r, i, 4)[0] == 't';
-		json_t *data =
-			deleted ? NULL : parse_or_null(PQgetvalue(r, i, 5));
-		json_t *row;
+		struct proto_record *rec = &pg->recs[pg->n];
 
-		if (!deleted && !data)
-			continue;
-		row = json_pack(
-			"{s:s, s:s, s:s, s:I}", "table", PQgetvalue(r, i, 0),
-			"id", PQgetvalue(r, i, 1), "space", PQgetvalue(r, i, 2),
-			"ver",
-			(json_int_t)strtoll(PQgetvalue(r, i, 3), NULL, 10));
-		if (!row) {
-			json_decref(data);
-			continue;
+		rec->table = proto_str_c(PQgetvalue(r, i, 0));
+		rec->id = proto_str_c(PQgetvalue(r, i, 1));
+		rec->space = proto_str_c(PQgetvalue(r, i, 2));
+		rec->version = strtoull(PQgetvalue(r, i, 3), NULL, 10);
+		rec->deleted = PQgetvalue(r, i, 4)[0] == 't';
+		off[pg->n] = pg->data.len;
+		if (rec->deleted) {
+			pg->n++;
+		} else if (data_to_mp(&pg->data, PQgetvalue(r, i, 5),
+				      (size_t)PQgetlength(r, i, 5))) {
+			rec->data.len = (uint32_t)(pg->data.len - off[pg->n]);
+			pg->n++;
+		} else { /* left out; the page goes on past it */
+			log_event(LOG_ERROR, "bad_record_data",
+				  "table=%s id=%s", PQgetvalue(r, i, 0),
+				  PQgetvalue(r, i, 1));
+			pg->data.len = off[pg->n];
+			pg->data.err = 0;
 		}
-		if (deleted)
-			json_object_set_new(row, "deleted", json_true());
-		else
-			json_object_set_new(row, "data", data);
-		json_array_append_new(recs, row);
 		for (int c = 0; c < 6; c++)
 			bytes += (size_t)PQgetlength(r, i, c);
 		if (bytes >= job->max_bytes || i == nrows - 1) {
 			/* more may follow only if we stopped early or the
 			 * query filled its limit */
 			if (i < nrows - 1 || nrows == w->db->cfg.page_rows) {
-				char next[2 * 600];
+				size_t n = strlen(PQgetvalue(r, i, 0)) +
+					   strlen(PQgetvalue(r, i, 1)) + 2;
 
-				snprintf(next, sizeof(next), "%s\x1f%s",
+				pg->next = xmalloc(n);
+				snprintf(pg->next, n, "%s\x1f%s",
 					 PQgetvalue(r, i, 0),
 					 PQgetvalue(r, i, 1));
-				json_object_set_new(res, "next",
-						    json_string(next));
 			}
 			break;
 		}
 	}
-	PQclear(r);
-	json_object_set_new(res, "records", recs);
+	for (uint32_t i = 0; i < pg->n; i++) /* data has stopped moving */
+		if (pg->recs[i].data.len)
+			pg->recs[i].data.p = pg->data.data + off[i];
+	free(off);
 	count(w->db, &w->db->stats.reads, 1);
-	answer(job, 0, res);
-	json_decref(res);
+	answer(job, 0, NULL);
 	return;
 out_unavailable:
 	log_event(LOG_ERROR, "bootstrap_failed", "err=\"%s\"",
 		  PQerrorMessage(w->pg));
 	PQclear(r);
-	json_decref(res);
 	if (PQstatus(w->pg) != CONNECTION_OK)
 		disconnect(w);
 	answer(job, WEFT_EUNAVAILABLE, NULL);

@@ -22,6 +22,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/buf.h"
+#include "proto/msg.h"
 #include "services/shared/auth.h"
 
 enum job_kind {
@@ -31,6 +33,24 @@ enum job_kind {
 };
 
 struct job;
+
+/*
+ * page_out - one bootstrap page as the worker builds it for the reply:
+ * proto records whose strings point into the query's result and whose
+ * data is msgpack in data.  (Built straight from the rows: a jansson tree
+ * per record, parsed and packed again, was most of a page's cost.)
+ */
+struct page_out {
+	bool denied;	/* the user is not a member of the space */
+	char lsn[32];	/* pg_current_wal_lsn() before the page's query */
+	bool has_total; /* page 1: the space's record count */
+	uint64_t total; /* when has_total */
+	char *next;	/* owned: the next page's token; NULL: the last */
+	struct proto_record *recs; /* owned */
+	uint32_t n;
+	struct buf data; /* the records' data, msgpack */
+	void *pgres;	 /* the PGresult the strings point into */
+};
 
 /*
  * job_done_fn - called exactly once per submitted job, on a worker
@@ -64,6 +84,7 @@ struct job {
 	char *space; /* owned */
 	char *after; /* owned: "tbl\x1fid" of the last row sent */
 	uint32_t max_bytes;
+	struct page_out *page; /* owned: the answer, when status is 0 */
 };
 
 /* job_free - free a job and the strings it owns; NULL is fine. */

@@ -421,30 +421,27 @@ parse_lsn(const char *s)
 
 /* c->mu held */
 static void
-reply_page(struct conn *c, struct job *job, json_t *res)
+reply_page(struct conn *c, struct job *job)
 {
 	struct proto_msg m = { .type = PROTO_PAGE };
-	const char *next = jstr(res, "next");
-	struct recset rs;
+	const struct page_out *pg = job->page;
 
-	if (json_object_get(res, "denied")) {
+	if (pg->denied) {
 		conn_error_locked(c, job->rid, WEFT_EPERM, false, 0,
 				  "user %s is not a member of space %s",
 				  c->user, job->space);
 		return;
 	}
-	recset_build(&rs, json_object_get(res, "records"));
 	m.u.page.rid = job->rid;
 	m.u.page.space = proto_str_c(job->space);
-	m.u.page.records = PROTO_LIST(rs.n, rs.recs);
-	if (next)
-		m.u.page.next = (struct proto_bytes){ (const uint8_t *)next,
-						      (uint32_t)strlen(next) };
-	m.u.page.cursor.lsn = parse_lsn(jstr(res, "lsn"));
-	m.u.page.total =
-		(uint64_t)json_integer_value(json_object_get(res, "total"));
+	m.u.page.records = PROTO_LIST(pg->n, pg->recs);
+	if (pg->next)
+		m.u.page.next =
+			(struct proto_bytes){ (const uint8_t *)pg->next,
+					      (uint32_t)strlen(pg->next) };
+	m.u.page.cursor.lsn = parse_lsn(pg->lsn);
+	m.u.page.total = pg->has_total ? pg->total : 0;
 	conn_queue_locked(c, &m);
-	recset_fini(&rs);
 }
 
 static void
@@ -469,7 +466,7 @@ job_done(struct job *job, int status, json_t *res)
 	else if (job->kind == JOB_FETCH)
 		reply_fetch(c, job, res);
 	else
-		reply_page(c, job, res);
+		reply_page(c, job);
 	job_free(job);
 	atomic_fetch_sub(&c->srv->pending, 1);
 	conn_unref_locked(c);
