@@ -269,3 +269,17 @@ json_to_mp(msgpack_packer *pk, const json_t *v)
 	}
 	return WEFT_EINVAL;
 }
+
+int
+json_text_to_mp(msgpack_packer *pk, const char *text, size_t len)
+{
+	json_error_t jerr;
+	json_t *j = json_loadb(text, len, JSON_DECODE_ANY, &jerr);
+	int rc;
+
+	if (!j)
+		return WEFT_EINVAL;
+	rc = json_to_mp(pk, j);
+	json_decref(j);
+	return rc;
+}

@@ -41,4 +41,11 @@ int json_put_string(struct buf *out, const char *s, uint32_t n);
  */
 int json_to_mp(msgpack_packer *pk, const json_t *v);
 
+/*
+ * json_text_to_mp - pack the JSON text text[0..len) (any value) as
+ * msgpack.  Errors: WEFT_EINVAL (not JSON, or outside the domain), the
+ * packer's write errors as WEFT_ENOMEM.
+ */
+int json_text_to_mp(msgpack_packer *pk, const char *text, size_t len);
+
 #endif /* WEFT_PROTO_JSON_H */

@@ -4,7 +4,6 @@
 #include "services/relay/relay.h"
 
 #include <hiredis/hiredis.h>
-#include <jansson.h>
 #include <libpq-fe.h>
 #include <msgpack.h>
 #include <poll.h>
@@ -498,21 +497,14 @@ map_relation(struct relay *rl, const struct pgo_msg *m)
 	}
 }
 
-/* jsonb text -> msgpack into b; false if it is not JSON */
+/* jsonb text -> msgpack into sb; false if it is not JSON */
 static bool
 data_to_mp(const struct pgo_str *text, msgpack_sbuffer *sb)
 {
-	json_error_t jerr;
-	json_t *j = json_loadb(text->p, text->len, JSON_DECODE_ANY, &jerr);
 	msgpack_packer pk;
-	int rc;
 
-	if (!j)
-		return false;
 	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-	rc = json_to_mp(&pk, j);
-	json_decref(j);
-	return rc == 0;
+	return json_text_to_mp(&pk, text->p, text->len) == 0;
 }
 
 static void

@@ -702,17 +702,10 @@ mp_to_buf(void *data, const char *p, size_t len)
 static bool
 data_to_mp(struct buf *b, const char *text, size_t len)
 {
-	json_error_t jerr;
-	json_t *j = json_loadb(text, len, JSON_DECODE_ANY, &jerr);
 	msgpack_packer pk;
-	int rc;
 
-	if (!j)
-		return false;
 	msgpack_packer_init(&pk, b, mp_to_buf);
-	rc = json_to_mp(&pk, j);
-	json_decref(j);
-	return rc == 0 && !b->err;
+	return json_text_to_mp(&pk, text, len) == 0 && !b->err;
 }
 
 static void
