@@ -147,3 +147,21 @@ Test(json, invalid_input_is_einval)
 	cr_assert(eq(i64, json_from_mp(&out, cut, sizeof(cut)), WEFT_EINVAL));
 	cr_assert(eq(sz, out.len, 0));
 }
+
+Test(json, text_to_mp_packs_what_it_parses_and_refuses_the_rest)
+{
+	static const char doc[] = "{\"title\":\"Fix \\\"login\\\"\","
+				  "\"votes\":-7,\"tags\":[\"bug\",2.5]}";
+
+	cr_assert(eq(i64, json_text_to_mp(&pk, doc, strlen(doc)), 0));
+	cr_assert(eq(i64, json_from_mp(&out, (const uint8_t *)sb.data, sb.size),
+		     0));
+	cr_assert(strcmp(text(), doc) == 0,
+		  "JSON -> msgpack -> JSON is the identity here: %s", text());
+	/* a bare value is JSON too */
+	cr_assert(eq(i64, json_text_to_mp(&pk, "42", 2), 0));
+	cr_assert(eq(i64, json_text_to_mp(&pk, "{\"a\":", 5), WEFT_EINVAL));
+	cr_assert(eq(i64, json_text_to_mp(&pk, "", 0), WEFT_EINVAL));
+	/* only len bytes are read: the rest of a longer buffer is not JSON */
+	cr_assert(eq(i64, json_text_to_mp(&pk, "[1]xyz", 3), 0));
+}
