@@ -22,8 +22,11 @@
 #include "proto/schema.h"
 
 /* STORE_FORMAT - the layout of the store file this library writes; a file
- * with a higher one was made by a newer library (WEFT_EVERSION). */
-#define STORE_FORMAT 1
+ * with a higher one was made by a newer library (WEFT_EVERSION).
+ *   1  weft_base held every confirmed row
+ *   2  weft_base holds the confirmed row only of records that queued
+ *      transactions touch (store.c); format 1 files migrate at open */
+#define STORE_FORMAT 2
 
 /* UNDO_KEEP - undo entries kept for answered commits: enough for any
  * person's session, and the table stays small */
@@ -90,7 +93,8 @@ enum sid {
 	Q_META_SET,
 	Q_QUEUE_ADD,
 	Q_BASE_UPSERT,
-	Q_VIEW_SET,
+	Q_VIEW_UPSERT,
+	Q_BASE_COPY,
 	Q_UNDO_KEEP,
 	Q_UNDO_PRUNE,
 	Q_REDO_ADD,

@@ -5,8 +5,13 @@
  * Layout (format STORE_FORMAT; weft_meta.format says which):
  *
  *   weft_meta        k -> v: format, client_id, cursor, schema name
- *   weft_base        the rows the server confirmed (tombstones too: a
- *                    version must never go backwards)
+ *   weft_base        the row the server confirmed, for the records that
+ *                    queued transactions touch (tombstones too: a version
+ *                    must never go backwards); for every other record the
+ *                    view's row is the confirmed one, so a bootstrap writes
+ *                    each record once.  A commit copies a record's view row
+ *                    here when its first queued transaction touches it, and
+ *                    the rebase after the last one leaves drops it.
  *   weft_rows        the view: base + queued transactions; what the app
  *                    reads, with a pending count per row
  *   weft_queue       queued transactions by mutation id: the TXN frame as
@@ -97,10 +102,22 @@ static const char *const sql[Q_N] = {
 			  " space = excluded.space, version = excluded.version,"
 			  " deleted = excluded.deleted, data = excluded.data"
 			  " WHERE excluded.version > weft_base.version",
-	/* the view of a record nothing queued touches: the base row */
-	[Q_VIEW_SET] = "INSERT OR REPLACE INTO weft_rows (tbl, id, space,"
-		       " version, deleted, data, pending)"
-		       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)",
+	/* a server row of a record nothing queued touches: its view row is
+	 * its confirmed row, replaced only by a newer one, in place */
+	[Q_VIEW_UPSERT] = "INSERT INTO weft_rows (tbl, id, space, version,"
+			  " deleted, data, pending)"
+			  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)"
+			  " ON CONFLICT (tbl, id) DO UPDATE SET"
+			  " space = excluded.space, version = excluded.version,"
+			  " deleted = excluded.deleted, data = excluded.data,"
+			  " pending = 0"
+			  " WHERE excluded.version > weft_rows.version",
+	/* a record's first queued transaction: its confirmed row moves
+	 * aside before the view changes */
+	[Q_BASE_COPY] = "INSERT OR REPLACE INTO weft_base (tbl, id, space,"
+			" version, deleted, data) SELECT tbl, id, space,"
+			" version, deleted, data FROM weft_rows"
+			" WHERE tbl = ?1 AND id = ?2",
 	[Q_UNDO_KEEP] = "INSERT INTO weft_undo (seq, frame) SELECT mid, undo"
 			" FROM weft_queue WHERE mid = ?1 AND undo IS NOT NULL",
 	[Q_UNDO_PRUNE] = "DELETE FROM weft_undo WHERE seq < (SELECT seq FROM"
@@ -669,10 +686,24 @@ init_db(weft_store *st, int durability)
 			      "(%s) reads up to %d",
 			      st->path, v, weft_version(), STORE_FORMAT);
 	}
-	/* formats below STORE_FORMAT migrate here, step by step; format 1
-	 * is the first */
 	if (rc)
 		return rc;
+	/* formats below STORE_FORMAT migrate here, step by step */
+	if (strtol(v, NULL, 10) == 1 &&
+	    sqlite3_exec(st->db,
+			 "BEGIN IMMEDIATE;"
+			 "DELETE FROM weft_base WHERE NOT EXISTS (SELECT 1"
+			 " FROM weft_rows v WHERE v.tbl = weft_base.tbl"
+			 " AND v.id = weft_base.id AND v.pending > 0);"
+			 "UPDATE weft_meta SET v = '2' WHERE k = 'format';"
+			 "COMMIT;",
+			 NULL, NULL, &err) != SQLITE_OK) {
+		rc = st_err(st, WEFT_EIO, "cannot migrate '%s' to format 2: %s",
+			    st->path, err ? err : sqlite3_errmsg(st->db));
+		sqlite3_free(err);
+		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+		return rc;
+	}
 	rc = st_meta_get(st, "client_id", st->client_id, sizeof(st->client_id));
 	if (rc == WEFT_ENOTFOUND) {
 		rc = new_client_id(st->client_id, sizeof(st->client_id));

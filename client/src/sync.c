@@ -519,10 +519,11 @@ queue_empty(weft_store *st)
 }
 
 /*
- * mu held: one server row into the base, if it is newer, and into the
- * view: as it is when nothing queued touches the record (no JSON parsing:
- * the bootstrap path), else by a rebase.  qempty: the caller knows the
- * whole queue is empty.
+ * mu held: one server row, if it is newer than the one held.  When
+ * nothing queued touches the record it goes straight into the view, which
+ * is its confirmed row (no JSON parsing, one row written: the bootstrap
+ * path); else into the base, and the view is rebased.  qempty: the caller
+ * knows the whole queue is empty.
  */
 static int
 apply_server_row(weft_store *st, const struct proto_record *r, bool qempty,
@@ -547,42 +548,40 @@ apply_server_row(weft_store *st, const struct proto_record *r, bool qempty,
 		if (rc)
 			goto out;
 	}
-	for (int pass = 0; pass < 2; pass++) {
-		q = st_q(st, pass == 0 ? Q_BASE_UPSERT : Q_VIEW_SET);
-		if (!q) {
-			rc = WEFT_EIO;
-			goto out;
-		}
-		sqlite3_bind_text(q, 1, t, -1, SQLITE_STATIC);
-		sqlite3_bind_text(q, 2, id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(q, 3, r->space.p ? r->space.p : "",
-				  (int)r->space.len, SQLITE_STATIC);
-		sqlite3_bind_int64(q, 4, (sqlite3_int64)r->version);
-		sqlite3_bind_int(q, 5, r->deleted);
-		if (r->deleted)
-			sqlite3_bind_null(q, 6);
-		else
-			sqlite3_bind_text(q, 6, (const char *)js.data, -1,
-					  SQLITE_STATIC);
-		if (sqlite3_step(q) != SQLITE_DONE) {
-			rc = st_sqlerr(st, "store a server row");
-			sqlite3_reset(q);
-			goto out;
-		}
-		sqlite3_reset(q);
-		if (pass == 1)
-			break;
-		if (sqlite3_changes(st->db) == 0)
-			goto out; /* not newer than what we hold */
-		if (!qempty) {
-			const uint64_t *mids;
+	if (!qempty) {
+		const uint64_t *mids;
 
-			queued = qindex_get(st_qindex(st), t, id, &mids) > 0;
-		}
-		if (queued) {
-			rc = rebase(st, t, id, ns, WEFT_REMOTE);
-			goto out;
-		}
+		queued = qindex_get(st_qindex(st), t, id, &mids) > 0;
+	}
+	/* a record nothing queued touches has no base row: its view row is
+	 * its confirmed row; else the base takes it and the view is rebased */
+	q = st_q(st, queued ? Q_BASE_UPSERT : Q_VIEW_UPSERT);
+	if (!q) {
+		rc = WEFT_EIO;
+		goto out;
+	}
+	sqlite3_bind_text(q, 1, t, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 2, id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 3, r->space.p ? r->space.p : "", (int)r->space.len,
+			  SQLITE_STATIC);
+	sqlite3_bind_int64(q, 4, (sqlite3_int64)r->version);
+	sqlite3_bind_int(q, 5, r->deleted);
+	if (r->deleted)
+		sqlite3_bind_null(q, 6);
+	else
+		sqlite3_bind_text(q, 6, (const char *)js.data, -1,
+				  SQLITE_STATIC);
+	if (sqlite3_step(q) != SQLITE_DONE) {
+		rc = st_sqlerr(st, "store a server row");
+		sqlite3_reset(q);
+		goto out;
+	}
+	sqlite3_reset(q);
+	if (sqlite3_changes(st->db) == 0)
+		goto out; /* not newer than what we hold */
+	if (queued) {
+		rc = rebase(st, t, id, ns, WEFT_REMOTE);
+		goto out;
 	}
 	notes_addv(ns, t, id, r->version, r->deleted, WEFT_REMOTE);
 out:

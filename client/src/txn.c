@@ -3,12 +3,16 @@
  * the queue in one SQLite transaction, undo / redo, and rebasing the view
  * of a record over the queue.
  *
- * Invariant: for every record, weft_rows holds weft_base with every
- * queued transaction that touches the record applied in mutation-id order
- * (a transaction that no longer applies is left out), and its pending
- * count is the number of those transactions.  commit() keeps it by
- * applying the new transaction to the current view; everything that
- * changes the base or the queue calls rebase().
+ * Invariant: for every record, weft_rows holds its confirmed row with
+ * every queued transaction that touches the record applied in mutation-id
+ * order (a transaction that no longer applies is left out), and its
+ * pending count is the number of those transactions.  The confirmed row
+ * is in weft_base while that count is above zero, and is the view row
+ * itself when it is zero (store.c).  commit() keeps this by moving the
+ * view row aside on a record's first queued transaction and applying the
+ * new transaction to the current view; everything that changes the base
+ * or the queue calls rebase(), which drops the base row once the queue
+ * has left the record.
  */
 #include <limits.h>
 #include <stdio.h>
@@ -525,6 +529,26 @@ inverse_of(struct oplist *inv, const struct proto_op *op,
 
 enum commit_kind { C_NEW, C_UNDO, C_REDO };
 
+/* st->mu held, in a transaction: the first queued transaction to touch a
+ * record is about to change its view row, which is its confirmed row:
+ * that moves to weft_base, for rebases, until the queue leaves it */
+static int
+base_aside(weft_store *st, const char *table, const char *id)
+{
+	sqlite3_stmt *q = st_q(st, Q_BASE_COPY);
+	int rc;
+
+	if (!q)
+		return WEFT_EIO;
+	sqlite3_bind_text(q, 1, table, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 2, id, -1, SQLITE_STATIC);
+	rc = sqlite3_step(q) == SQLITE_DONE
+		     ? 0
+		     : st_sqlerr(st, "keep the confirmed row");
+	sqlite3_reset(q);
+	return rc;
+}
+
 /* st->mu held */
 /* st->mu held; consume: the history entry an undo or redo replays (it
  * goes in the same SQLite transaction), or 0 */
@@ -564,6 +588,8 @@ commit_locked(weft_store *st, const struct oplist *ops, enum commit_kind kind,
 			t->table = o->table;
 			t->id = o->id;
 			rc = st_load(st, false, o->table, o->id, &t->row);
+			if (!rc && t->row.exists && t->row.pending == 0)
+				rc = base_aside(st, o->table, o->id);
 			if (rc)
 				break;
 		}
@@ -840,6 +866,9 @@ rebase(weft_store *st, const char *table, const char *id, struct notes *ns,
 		oplist_fini(&ops);
 	}
 	rc = st_save(st, false, table, id, &row, pending);
+	if (!rc && pending == 0) /* nothing queued: the view is the base */
+		rc = st_save(st, true, table, id,
+			     &(struct lrow){ .exists = false }, 0);
 	if (!rc)
 		notes_add(ns, table, id, &row, origin);
 	lrow_fini(&row);

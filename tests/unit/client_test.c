@@ -391,3 +391,87 @@ Test(client, local_commits_call_the_change_callback)
 		  "no server configured");
 	weft_close(st);
 }
+
+/* run SQL on the store file, outside the library (it is closed) */
+static void
+raw_sql(const char *sql)
+{
+	sqlite3 *db;
+	char *err = NULL;
+
+	cr_assert(eq(int, sqlite3_open(path, &db), SQLITE_OK));
+	cr_assert(eq(int, sqlite3_exec(db, sql, NULL, NULL, &err), SQLITE_OK),
+		  "%s: %s", sql, err ? err : "");
+	sqlite3_close(db);
+}
+
+static long
+raw_count(const char *sql)
+{
+	sqlite3 *db;
+	sqlite3_stmt *q;
+	long n = -1;
+
+	cr_assert(eq(int, sqlite3_open(path, &db), SQLITE_OK));
+	cr_assert(
+		eq(int, sqlite3_prepare_v2(db, sql, -1, &q, NULL), SQLITE_OK));
+	if (sqlite3_step(q) == SQLITE_ROW)
+		n = sqlite3_column_int64(q, 0);
+	sqlite3_finalize(q);
+	sqlite3_close(db);
+	return n;
+}
+
+Test(client, a_format_1_store_keeps_base_rows_only_for_queued_records)
+{
+	weft_store *st = open_store();
+
+	weft_close(st);
+	/* as format 1 left it: a base row for every confirmed record; c1 has
+	 * a queued edit (pending 1), c2 has none */
+	raw_sql("INSERT INTO weft_rows VALUES ('issues', 'c1', 't', 3, 0,"
+		" '{\"title\":\"mine\"}', 1);"
+		"INSERT INTO weft_base VALUES ('issues', 'c1', 't', 3, 0,"
+		" '{\"title\":\"server\"}');"
+		"INSERT INTO weft_rows VALUES ('issues', 'c2', 't', 5, 0,"
+		" '{\"title\":\"both\"}', 0);"
+		"INSERT INTO weft_base VALUES ('issues', 'c2', 't', 5, 0,"
+		" '{\"title\":\"both\"}');"
+		"UPDATE weft_meta SET v = '1' WHERE k = 'format'");
+	st = open_store();
+	weft_close(st);
+	cr_assert(eq(i64,
+		     raw_count("SELECT v FROM weft_meta"
+			       " WHERE k = 'format'"),
+		     2));
+	cr_assert(eq(i64,
+		     raw_count("SELECT count(*) FROM weft_base"
+			       " WHERE id = 'c2'"),
+		     0),
+		  "c2's view row is its confirmed row now");
+	cr_assert(eq(i64,
+		     raw_count("SELECT count(*) FROM weft_base"
+			       " WHERE id = 'c1' AND version = 3"),
+		     1),
+		  "c1's confirmed row stays aside while its edit is queued");
+	st = open_store();
+	assert_json(st, "c1", "{\"title\":\"mine\"}");
+	assert_json(st, "c2", "{\"title\":\"both\"}");
+	weft_close(st);
+}
+
+Test(client, a_local_create_sets_no_confirmed_row_aside)
+{
+	weft_store *st = open_store();
+
+	COMMIT1(st, weft_create(tx_, "issues", "n1", "t",
+				"{\"title\":\"new\", \"status\":\"todo\"}"));
+	COMMIT1(st, weft_set(tx_, "issues", "n1", "title", "\"newer\""));
+	weft_close(st);
+	cr_assert(eq(i64, raw_count("SELECT count(*) FROM weft_base"), 0),
+		  "the server has no row of n1 to keep");
+	cr_assert(eq(i64,
+		     raw_count("SELECT pending FROM weft_rows"
+			       " WHERE id = 'n1'"),
+		     2));
+}
