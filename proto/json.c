@@ -59,24 +59,53 @@ json_put_string(struct buf *out, const char *s, uint32_t n)
 
 /* a set of map keys, for the duplicate check: open addressing, sized
  * for the map at hand (its pair count is bounded by the frame it came in) */
+struct keyslot {
+	const char *p;
+	uint32_t len;
+};
+
 struct keyset {
-	struct {
-		const char *p;
-		uint32_t len;
-	} * slot;
+	struct keyslot *slot;
 	uint32_t mask; /* slots - 1, a power of two minus one */
 };
 
+/* KEYSET_LOCAL - slots on the stack: maps of up to half as many keys (a
+ * record's usual size) need no allocation */
+#define KEYSET_LOCAL 32
+
 static int
-keyset_init(struct keyset *ks, uint32_t n)
+keyset_init(struct keyset *ks, uint32_t n, struct keyslot *local)
 {
 	uint32_t cap = 8;
 
 	while (cap < 2 * (uint64_t)n)
 		cap *= 2;
-	ks->slot = calloc(cap, sizeof(*ks->slot));
+	if (cap <= KEYSET_LOCAL) {
+		ks->slot = local;
+		memset(ks->slot, 0, cap * sizeof(*ks->slot));
+	} else {
+		ks->slot = calloc(cap, sizeof(*ks->slot));
+	}
 	ks->mask = cap - 1;
 	return ks->slot ? 0 : WEFT_ENOMEM;
+}
+
+/* an integer's decimal digits (printf was a tenth of converting a
+ * bootstrap's rows) */
+static int
+put_i64(struct buf *out, int64_t v)
+{
+	char t[24];
+	size_t i = sizeof(t);
+	uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+
+	do {
+		t[--i] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (v < 0)
+		t[--i] = '-';
+	return buf_append(out, t + i, sizeof(t) - i);
 }
 
 /* add k; false if it was already there */
@@ -127,7 +156,7 @@ convert(struct mp_reader *r, struct buf *out, unsigned depth)
 
 		if (mp_read_i64(r, &v))
 			return WEFT_EINVAL;
-		return buf_appendf(out, "%lld", (long long)v);
+		return put_i64(out, v);
 	}
 	case MP_FLOAT: {
 		double d;
@@ -158,10 +187,11 @@ convert(struct mp_reader *r, struct buf *out, unsigned depth)
 		return buf_append(out, "]", 1);
 	case MP_MAP: {
 		struct keyset ks;
+		struct keyslot local[KEYSET_LOCAL];
 
 		if (mp_read_map(r, &n))
 			return WEFT_EINVAL;
-		if (keyset_init(&ks, n))
+		if (keyset_init(&ks, n, local))
 			return WEFT_ENOMEM;
 		buf_append(out, "{", 1);
 		rc = 0;
@@ -184,7 +214,8 @@ convert(struct mp_reader *r, struct buf *out, unsigned depth)
 			buf_append(out, ":", 1);
 			rc = convert(r, out, depth - 1);
 		}
-		free(ks.slot);
+		if (ks.slot != local)
+			free(ks.slot);
 		return rc ? rc : buf_append(out, "}", 1);
 	}
 	default:
