@@ -1027,13 +1027,15 @@ on_page(struct sync *sy, const struct proto_page *p)
 		save_cursor(sy);
 		pthread_mutex_unlock(&sy->st->mu);
 	}
-	mark_loaded(sy, sy->boot_key, p->next.p, p->next.len);
+	/* progress before the page is marked loaded: marking the last one
+	 * wakes weft_wait_synced, which must find its "done" reported */
 	pthread_mutex_lock(&sy->st->mu);
 	cb = sy->st->cb;
 	pthread_mutex_unlock(&sy->st->mu);
 	if (cb.progress)
 		cb.progress(cb.arg, sy->boot_key + 6, sy->boot_records,
 			    sy->boot_bytes, sy->boot_total, p->next.p == NULL);
+	mark_loaded(sy, sy->boot_key, p->next.p, p->next.len);
 }
 
 /* ------------------------------------------------------------------ */

@@ -299,7 +299,8 @@ WEFT_API int weft_unsubscribe_record(weft_store *st, const char *table,
 /*
  * weft_progress_fn - bootstrap progress of a space: records and bytes so
  * far, and the space's total records when the server knows it (else 0).
- * done is 1 on the last call.
+ * done is 1 on the last call, which comes before weft_wait_synced() can
+ * return for that load.
  */
 typedef void (*weft_progress_fn)(void *arg, const char *space, uint64_t records,
 				 uint64_t bytes, uint64_t total, int done);
