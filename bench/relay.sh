@@ -57,8 +57,11 @@ start_relay() {
 		--http="http://127.0.0.1:$HPORT" --log-level=warn \
 		--outbox-retention=0 &
 	RPID=$!
+	local until=$((SECONDS + 30))
 	until [[ $(curl -s -o /dev/null -w '%{http_code}' \
 		"http://127.0.0.1:$HPORT/healthz") == 200 ]]; do
+		kill -0 "$RPID" 2>/dev/null || { echo "relay.sh: weft-relay exited" >&2; RPID=; exit 1; }
+		((SECONDS < until)) || { echo "relay.sh: weft-relay not healthy after 30 s" >&2; exit 1; }
 		sleep 0.05
 	done
 }
@@ -122,7 +125,12 @@ SQL
 t0=$(now_ms)
 start_relay
 [[ -n ${WEFT_BENCH_PERF:-} ]] && perf record -F 999 -g -p "$RPID" -o "$WEFT_BENCH_PERF" -- sleep 2 >/dev/null 2>&1 &
-until [[ $(rcli XLEN weft:changes) -ge $ROWS ]]; do sleep 0.02; done
+drain_until=$((SECONDS + 300))
+until [[ $(rcli XLEN weft:changes) -ge $ROWS ]]; do
+	kill -0 "$RPID" 2>/dev/null || { echo "relay.sh: weft-relay exited while draining" >&2; RPID=; exit 1; }
+	((SECONDS < drain_until)) || { echo "relay.sh: the drain took over 300 s" >&2; exit 1; }
+	sleep 0.02
+done
 t1=$(now_ms)
 drain=$(awk -v n="$ROWS" -v ms=$((t1 - t0)) 'BEGIN {printf "%d", n * 1000 / ms}')
 echo
