@@ -30,7 +30,8 @@
 #define S(x)	proto_str_c(x)
 #define WAIT_MS 5000
 
-static struct proc svc;
+static struct proc svc, svc2; /* svc2: a second weft-write, when a test
+			       * starts one */
 static char sfx[32];
 
 static void
@@ -45,6 +46,8 @@ static void
 teardown(void)
 {
 	proc_stop(&svc);
+	if (svc2.pid > 0)
+		proc_stop(&svc2);
 }
 
 TestSuite(write, .init = setup, .fini = teardown, .timeout = 60);
@@ -66,14 +69,15 @@ token(const char *user)
 	return auth_mint_hs256(PROC_SECRET, user, (int64_t)time(NULL), 3600);
 }
 
-/* connect and HELLO as user; fails the test unless WELCOME comes back */
+/* connect to the service at url and HELLO as user; fails the test unless
+ * WELCOME comes back */
 static void
-session(struct wclient *c, const char *user)
+session_at(struct wclient *c, const char *user, const char *url)
 {
 	struct proto_msg m = { .type = PROTO_HELLO }, r;
 	char *tok = token(user);
 
-	cr_assert(eq(i64, wclient_dial(c, svc.url), 0));
+	cr_assert(eq(i64, wclient_dial(c, url), 0));
 	m.u.hello =
 		(struct proto_hello){ 1,	   PROTO_VERSION, S(tok),
 				      S("client"), { 0, 0 },	  S("test") };
@@ -84,6 +88,12 @@ session(struct wclient *c, const char *user)
 		  r.u.error.msg.p);
 	cr_assert(proto_str_eq(r.u.welcome.user, user));
 	free(tok);
+}
+
+static void
+session(struct wclient *c, const char *user)
+{
+	session_at(c, user, svc.url);
 }
 
 static struct proto_bytes
@@ -909,4 +919,109 @@ Test(write, tls_and_websocket_listeners)
 	svc = keep;
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	cr_assert(eq(i64, system(cmd), 0));
+}
+
+/* the version and field n of a record an ack carries */
+static void
+ack_n(const struct proto_msg *r, uint64_t *ver, long *n)
+{
+	char row[256];
+	bool del;
+	const char *p;
+
+	ack_row(r, row, sizeof(row), ver, &del);
+	p = strstr(row, "\"n\":");
+	*n = p ? strtol(p + 4, NULL, 10) : -1;
+}
+
+/*
+ * DESIGN.md runs weft-write xN, stateless: two services on one Postgres
+ * share a client's ids.  Its transactions alternate between them, then
+ * one mutation goes to both at once, as a client does when it resends on
+ * a new connection while the old one still has it in flight: it applies
+ * once, and the other answer is the stored result.
+ */
+Test(write, two_services_share_a_client_exactly_once)
+{
+	const char *sp = N("pair"), *cl = N("pair-client"), *user = N("alice");
+	struct proto_op create = { .kind = PROTO_OP_CREATE,
+				   .table = S("t"),
+				   .id = S("c"),
+				   .space = S(sp),
+				   .data = map0() };
+	struct proto_op incr = { .kind = PROTO_OP_INCR,
+				 .table = S("t"),
+				 .id = S("c"),
+				 .field = S("n"),
+				 .value = mp_int(1) };
+	struct proto_msg m = { .type = PROTO_TXN }, r;
+	struct wclient c[2];
+	uint64_t mid = 1, ver = 0, v[2];
+	long n = 0, got[2];
+	bool replay[2];
+	char sql[256];
+	PGconn *pg;
+	PGresult *res;
+
+	proc_start_write(&svc2, NULL);
+	session_at(&c[0], user, svc.url);
+	session_at(&c[1], user, svc2.url);
+	make_space(&c[0], cl, sp);
+	r = txn(&c[1], cl, ++mid, &create, 1);
+	cr_assert(eq(i64, r.type, PROTO_ACK), "create through the second");
+	for (int k = 0; k < 40; k++) {
+		r = txn(&c[k % 2], cl, ++mid, &incr, 1);
+		cr_assert(eq(i64, r.type, PROTO_ACK), "mid %llu: %s",
+			  (unsigned long long)mid, proto_type_name(r.type));
+		cr_assert(eq(int, r.u.ack.replay, 0), "a new mutation");
+		ack_n(&r, &ver, &n);
+		cr_assert(eq(i64, n, k + 1), "mid %llu",
+			  (unsigned long long)mid);
+	}
+	cr_assert(eq(u64, ver, 41), "one version per transaction");
+	/* the same mutation to both, neither waiting for the other */
+	mid++;
+	m.u.txn = (struct proto_txn){ mid, S(cl), mid, PROTO_LIST(1, &incr) };
+	cr_assert(eq(i64, wclient_send(&c[0], &m), 0));
+	cr_assert(eq(i64, wclient_send(&c[1], &m), 0));
+	for (int i = 0; i < 2; i++) {
+		cr_assert(eq(i64, wclient_recv(&c[i], &r, WAIT_MS), 0));
+		cr_assert(eq(i64, r.type, PROTO_ACK), "service %d: %s", i + 1,
+			  proto_type_name(r.type));
+		replay[i] = r.u.ack.replay;
+		ack_n(&r, &v[i], &got[i]);
+	}
+	cr_assert(ne(int, replay[0], replay[1]),
+		  "one applied it, one replayed it");
+	cr_assert(eq(u64, v[0], 42), "the one new version");
+	cr_assert(eq(u64, v[1], 42), "the same, replayed");
+	cr_assert(eq(i64, got[0], 41));
+	cr_assert(eq(i64, got[1], 41));
+	/* and the next id goes on from there, on either */
+	r = txn(&c[1], cl, ++mid, &incr, 1);
+	cr_assert(eq(i64, r.type, PROTO_ACK));
+	ack_n(&r, &ver, &n);
+	cr_assert(eq(i64, n, 42));
+	wclient_close(&c[0]);
+	wclient_close(&c[1]);
+	/* Postgres agrees: one outbox row per applied change of the record */
+	pg = PQconnectdb(getenv("WEFT_TEST_PG_URL"));
+	cr_assert(eq(i64, PQstatus(pg), CONNECTION_OK));
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*), count(DISTINCT version), max(version) "
+		 "FROM weft_outbox WHERE tbl = 't' AND id = 'c' AND "
+		 "space = '%s'",
+		 sp);
+	res = PQexec(pg, sql);
+	cr_assert(eq(i64, PQresultStatus(res), PGRES_TUPLES_OK));
+	cr_assert(strcmp(PQgetvalue(res, 0, 0), "43") == 0, "outbox rows: %s",
+		  PQgetvalue(res, 0, 0));
+	cr_assert(strcmp(PQgetvalue(res, 0, 1), "43") == 0, "versions: %s",
+		  PQgetvalue(res, 0, 1));
+	cr_assert(strcmp(PQgetvalue(res, 0, 2), "43") == 0, "newest: %s",
+		  PQgetvalue(res, 0, 2));
+	PQclear(res);
+	PQfinish(pg);
+	proc_stop(&svc2);
+	svc2.pid = 0;
 }
