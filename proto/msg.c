@@ -337,11 +337,45 @@ check_change(const void *obj, const struct path *path, struct proto_err *err)
 	return check_tombstone(ch->deleted, ch->data, path, err);
 }
 
+static bool
+json_ws(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* does s, whitespace aside, start with '{' and end with '}'? */
+static bool
+json_object_shaped(struct proto_str s)
+{
+	uint32_t a = 0, b = s.len;
+
+	while (a < b && json_ws(s.p[a]))
+		a++;
+	while (b > a && json_ws(s.p[b - 1]))
+		b--;
+	return b - a >= 2 && s.p[a] == '{' && s.p[b - 1] == '}';
+}
+
 static int
 check_record(const void *obj, const struct path *path, struct proto_err *err)
 {
 	const struct proto_record *rec = obj;
+	struct path fp;
 
+	if (rec->json.p) {
+		fp = path_at(path, "dj");
+		if (rec->deleted || rec->data.p)
+			return set_err(err, WEFT_EINVAL, &fp, "%s",
+				       rec->deleted
+					       ? "a deleted record carries "
+						 "no data"
+					       : "data and dj are two forms "
+						 "of one thing: one only");
+		/* the whole text is checked where it is stored */
+		if (!json_object_shaped(rec->json))
+			return set_err(err, WEFT_ETYPE, &fp,
+				       "not a JSON object");
+	}
 	return check_tombstone(rec->deleted, rec->data, path, err);
 }
 
@@ -416,6 +450,7 @@ static const struct pfield record_fields[] = {
 	F(proto_record, "ver", PK_U64, true, version, 0, 1, NULL),
 	F(proto_record, "deleted", PK_BOOL, false, deleted, 0, 0, NULL),
 	F(proto_record, "data", PK_MAP, false, data, 0, 0, NULL),
+	F(proto_record, "dj", PK_TEXT, false, json, FRAME_MAX_HARD, 0, NULL),
 };
 DESC(proto_record, record, record_fields, check_record);
 
@@ -518,6 +553,7 @@ static const struct pfield bootstrap_fields[] = {
 	F(proto_bootstrap, "token", PK_BIN, false, token, PROTO_MAX_PAGE_TOKEN,
 	  0, NULL),
 	F(proto_bootstrap, "max_bytes", PK_U32, false, max_bytes, 0, 0, NULL),
+	F(proto_bootstrap, "json", PK_BOOL, false, json, 0, 0, NULL),
 };
 DESC(proto_bootstrap, bootstrap, bootstrap_fields, NULL);
 

@@ -163,6 +163,10 @@ struct proto_record {
 	uint64_t version;	 /* required, >= 1 */
 	bool deleted;		 /* tombstone */
 	struct proto_bytes data; /* map of fields; absent for tombstones */
+	/* "dj": the fields as JSON text (an object) instead of data.  Only in
+	 * the PAGE records of a BOOTSTRAP that asked for it: both ends hold
+	 * the row as JSON, so neither has to convert it. */
+	struct proto_str json;
 };
 
 struct proto_keyref {
@@ -252,6 +256,7 @@ struct proto_bootstrap {
 	struct proto_str space;	  /* required */
 	struct proto_bytes token; /* page token from the previous PAGE */
 	uint32_t max_bytes;	  /* page size wanted; server caps it */
+	bool json; /* records' fields may come as JSON text ("dj") */
 };
 
 struct proto_page {

@@ -118,6 +118,7 @@ static const char *const sql[Q_N] = {
 			" version, deleted, data) SELECT tbl, id, space,"
 			" version, deleted, data FROM weft_rows"
 			" WHERE tbl = ?1 AND id = ?2",
+	[Q_JSON_VALID] = "SELECT json_valid(?1)",
 	[Q_UNDO_KEEP] = "INSERT INTO weft_undo (seq, frame) SELECT mid, undo"
 			" FROM weft_queue WHERE mid = ?1 AND undo IS NOT NULL",
 	[Q_UNDO_PRUNE] = "DELETE FROM weft_undo WHERE seq < (SELECT seq FROM"

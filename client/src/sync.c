@@ -518,6 +518,22 @@ queue_empty(weft_store *st)
 	return st_qindex(st)->entries == 0;
 }
 
+/* mu held: does text parse as JSON?  (The decoder checked that it is
+ * UTF-8 shaped like an object; SQLite's parser checks the rest.) */
+static bool
+json_text_ok(weft_store *st, struct proto_str text)
+{
+	sqlite3_stmt *q = st_q(st, Q_JSON_VALID);
+	bool ok;
+
+	if (!q)
+		return false;
+	sqlite3_bind_text(q, 1, text.p, (int)text.len, SQLITE_STATIC);
+	ok = sqlite3_step(q) == SQLITE_ROW && sqlite3_column_int(q, 0) == 1;
+	sqlite3_reset(q);
+	return ok;
+}
+
 /*
  * mu held: one server row, if it is newer than the one held.  When
  * nothing queued touches the record it goes straight into the view, which
@@ -538,7 +554,20 @@ apply_server_row(weft_store *st, const struct proto_record *r, bool qempty,
 	str_copy(t, sizeof(t), r->table);
 	str_copy(id, sizeof(id), r->id);
 	buf_init(&js, 0);
-	if (!r->deleted) {
+	if (r->json.p) { /* JSON already: stored as it is, once it parses */
+		if (!json_text_ok(st, r->json)) {
+			st_err(st, WEFT_EVALIDATION,
+			       "record %s/%s: its data is not a JSON object", t,
+			       id);
+			rc = 0; /* left out, and the rest goes on */
+			goto out;
+		}
+		buf_append(&js, r->json.p, r->json.len);
+		if (buf_append(&js, "", 1)) {
+			rc = WEFT_ENOMEM;
+			goto out;
+		}
+	} else if (!r->deleted) {
 		if (r->data.p)
 			rc = json_from_mp(&js, r->data.p, r->data.len);
 		else
@@ -943,7 +972,8 @@ continue_bootstrap(struct sync *sy)
 							  proto_str_c(key + 6),
 							  { tlen ? token : NULL,
 							    (uint32_t)tlen },
-							  PAGE_BYTES };
+							  PAGE_BYTES,
+							  true };
 		link_send(l, &m);
 	} else { /* rec/<table>/<id>: fetch it */
 		char *t = key + 4, *id = strchr(t, '/');
@@ -1008,7 +1038,8 @@ on_page(struct sync *sy, const struct proto_page *p)
 			(struct proto_bootstrap){ sy->boot_rid,
 						  proto_str_c(sy->boot_key + 6),
 						  { p->next.p, p->next.len },
-						  PAGE_BYTES };
+						  PAGE_BYTES,
+						  true };
 		link_send(&sy->link[L_WRITE], &m);
 	}
 	if (apply_rows(sy, &p->records, &n) != 0) {
@@ -1087,8 +1118,9 @@ on_push(struct sync *sy, const struct proto_push *p)
 	qempty = queue_empty(st);
 	proto_iter_init(&it, &p->changes);
 	while (!rc && proto_next_change(&it, &c) == 1) {
-		struct proto_record r = { c.table,   c.id,	c.space,
-					  c.version, c.deleted, c.data };
+		struct proto_record r = { c.table,    c.id,	 c.space,
+					  c.version,  c.deleted, c.data,
+					  { NULL, 0 } };
 
 		if (!c.deleted && !c.data.p)
 			continue; /* a record that left our sight: its

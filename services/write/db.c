@@ -767,6 +767,11 @@ run_bootstrap(struct worker *w, struct job *job)
 		off[pg->n] = pg->data.len;
 		if (rec->deleted) {
 			pg->n++;
+		} else if (job->json) { /* the row's own text, as it is */
+			rec->json = (struct proto_str){ PQgetvalue(r, i, 5),
+							(uint32_t)PQgetlength(
+								r, i, 5) };
+			pg->n++;
 		} else if (data_to_mp(&pg->data, PQgetvalue(r, i, 5),
 				      (size_t)PQgetlength(r, i, 5))) {
 			rec->data.len = (uint32_t)(pg->data.len - off[pg->n]);

@@ -84,6 +84,7 @@ struct job {
 	char *space; /* owned */
 	char *after; /* owned: "tbl\x1fid" of the last row sent */
 	uint32_t max_bytes;
+	bool json;	       /* the client takes fields as JSON text */
 	struct page_out *page; /* owned: the answer, when status is 0 */
 };
 

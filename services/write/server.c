@@ -733,6 +733,7 @@ handle_bootstrap(struct conn *c, const struct proto_bootstrap *bs)
 	}
 	job->max_bytes =
 		bs->max_bytes && bs->max_bytes < cap ? bs->max_bytes : cap;
+	job->json = bs->json;
 	submit_locked(c, job);
 }
 

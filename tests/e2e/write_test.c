@@ -385,10 +385,19 @@ Test(write, fetch_and_bootstrap_are_authorised)
 	/* pages of at least one record until no next token; 31 records in
 	 * the space: 30 issues and alice's membership */
 	for (int page = 0; page < 100; page++) {
+		/* every other page asks for the fields as JSON text */
+		bool json = page % 2 == 1;
+		struct proto_iter it;
+		struct proto_record rec;
+
 		m = (struct proto_msg){ .type = PROTO_BOOTSTRAP };
-		m.u.bootstrap = (struct proto_bootstrap){
-			8, S(sp), { token_len ? token : NULL, token_len }, 200
-		};
+		m.u.bootstrap =
+			(struct proto_bootstrap){ 8,
+						  S(sp),
+						  { token_len ? token : NULL,
+						    token_len },
+						  200,
+						  json };
 		cr_assert(eq(i64, wclient_send(&c, &m), 0));
 		cr_assert(eq(i64, wclient_recv(&c, &r, WAIT_MS), 0));
 		cr_assert(eq(i64, r.type, PROTO_PAGE));
@@ -396,6 +405,17 @@ Test(write, fetch_and_bootstrap_are_authorised)
 			cr_assert(eq(u64, r.u.page.total, 32),
 				  "with the space");
 		total += r.u.page.records.n;
+		proto_iter_init(&it, &r.u.page.records);
+		while (proto_next_record(&it, &rec) == 1) {
+			if (rec.deleted)
+				continue;
+			cr_assert(eq(int, rec.json.p != NULL, json),
+				  "page %d: JSON text only when asked", page);
+			cr_assert(eq(int, rec.data.p != NULL, !json),
+				  "page %d: msgpack otherwise", page);
+			if (json)
+				cr_assert(eq(int, rec.json.p[0], '{'));
+		}
 		if (!r.u.page.next.p)
 			break;
 		token_len = r.u.page.next.len;
@@ -405,7 +425,8 @@ Test(write, fetch_and_bootstrap_are_authorised)
 	/* a stranger sees nothing */
 	session(&other, N("mallory"));
 	m = (struct proto_msg){ .type = PROTO_BOOTSTRAP };
-	m.u.bootstrap = (struct proto_bootstrap){ 9, S(sp), { NULL, 0 }, 0 };
+	m.u.bootstrap =
+		(struct proto_bootstrap){ 9, S(sp), { NULL, 0 }, 0, false };
 	wclient_send(&other, &m);
 	cr_assert(eq(i64, wclient_recv(&other, &r, WAIT_MS), 0));
 	cr_assert(eq(i64, r.type, PROTO_ERROR));

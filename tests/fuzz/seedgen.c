@@ -158,8 +158,21 @@ main(int argc, char **argv)
 		  0 },
 	};
 	struct proto_record recs[] = {
-		{ S("issues"), S("i1"), S("team"), 4, false, data },
-		{ S("issues"), S("i2"), S("team"), 2, true, { 0, 0 } },
+		{ S("issues"), S("i1"), S("team"), 4, false, data, { 0, 0 } },
+		{ S("issues"),
+		  S("i2"),
+		  S("team"),
+		  2,
+		  true,
+		  { 0, 0 },
+		  { 0, 0 } },
+		{ S("issues"),
+		  S("i3"),
+		  S("team"),
+		  1,
+		  false,
+		  { 0, 0 },
+		  S("{\"title\": \"as JSON\", \"n\": [1, 2.5]}") },
 	};
 	struct proto_keyref refs[] = { { S("issues"), S("i1") } };
 	struct proto_str keys[] = { S("space/team"), S("rec/issues/i1") };
@@ -219,8 +232,8 @@ main(int argc, char **argv)
 	MSG(PROTO_FETCH, fetch, 3, PROTO_LIST(1, refs));
 	MSG(PROTO_RECORDS, records, 3, PROTO_LIST(2, recs),
 	    PROTO_LIST(1, refs));
-	MSG(PROTO_BOOTSTRAP, bootstrap, 4, S("team"), { tok, 4 }, 65536);
-	MSG(PROTO_PAGE, page, 4, S("team"), PROTO_LIST(2, recs), { tok, 4 },
+	MSG(PROTO_BOOTSTRAP, bootstrap, 4, S("team"), { tok, 4 }, 65536, true);
+	MSG(PROTO_PAGE, page, 4, S("team"), PROTO_LIST(3, recs), { tok, 4 },
 	    { 70, 0 }, 2);
 	MSG(PROTO_SUBSCRIBE, subscribe, 5, PROTO_LIST(2, keys), { 70, 0 });
 	MSG(PROTO_UNSUBSCRIBE, subscribe, 6, PROTO_LIST(1, keys), { 0, 0 });

@@ -298,8 +298,20 @@ Test(proto, txn_with_every_op_kind)
 }
 
 static struct proto_record recs[] = {
-	{ { "issues", 6 }, { "i1", 2 }, { "team-a", 6 }, 3, false, { 0, 0 } },
-	{ { "issues", 6 }, { "i2", 2 }, { "team-a", 6 }, 9, true, { 0, 0 } },
+	{ { "issues", 6 },
+	  { "i1", 2 },
+	  { "team-a", 6 },
+	  3,
+	  false,
+	  { 0, 0 },
+	  { 0, 0 } },
+	{ { "issues", 6 },
+	  { "i2", 2 },
+	  { "team-a", 6 },
+	  9,
+	  true,
+	  { 0, 0 },
+	  { 0, 0 } },
 };
 
 static void
@@ -403,10 +415,11 @@ Test(proto, bootstrap_and_page)
 	struct proto_msg m = { .type = PROTO_BOOTSTRAP }, g;
 
 	m.u.bootstrap = (struct proto_bootstrap){
-		15, S("team-a"), { tok, sizeof(tok) }, 256 * 1024
+		15, S("team-a"), { tok, sizeof(tok) }, 256 * 1024, true
 	};
 	round_trip(&m, &g);
 	cr_assert(eq(i64, g.u.bootstrap.rid, 15));
+	cr_assert(g.u.bootstrap.json, "the JSON-text flag survives");
 	assert_str(g.u.bootstrap.space, "team-a", "space");
 	assert_bytes(g.u.bootstrap.token,
 		     (struct proto_bytes){ tok, sizeof(tok) }, "token");
@@ -679,9 +692,10 @@ Test(proto, encoder_rejects_invalid_messages)
 
 	m = (struct proto_msg){ .type = PROTO_ACK };
 	m.u.ack.mid = 1;
-	struct proto_record r = {
-		S("t"), S("i"), S("s"), 1, false, { (const uint8_t *)"\x01", 1 }
-	};
+	struct proto_record r = { S("t"),  S("i"),
+				  S("s"),  1,
+				  false,   { (const uint8_t *)"\x01", 1 },
+				  { 0, 0 } };
 	m.u.ack.records = PROTO_LIST(1, &r);
 	cr_assert(eq(i64, proto_encode(&out, &m, 0, NULL), WEFT_EINVAL),
 		  "data must be a map");
@@ -1247,9 +1261,8 @@ Test(proto, push_cursor_must_not_be_zero)
 
 Test(proto, tombstones_carry_no_data)
 {
-	struct proto_record r = {
-		S("t"), S("i"), S("s"), 2, true, row("x", 1)
-	};
+	struct proto_record r = { S("t"), S("i"),      S("s"),	   2,
+				  true,	  row("x", 1), { NULL, 0 } };
 	struct proto_msg m = { .type = PROTO_ACK };
 
 	m.u.ack = (struct proto_ack){ 1, 1, false, PROTO_LIST(1, &r) };
@@ -1443,4 +1456,41 @@ Test(proto, change_op_and_tombstone_flag_agree)
 	cr_assert(eq(i64, proto_encode(&out, &m, 0, &err), 0), "%s", err.msg);
 	ch.op = PROTO_OP_CREATE;
 	cr_assert(eq(i64, proto_encode(&out, &m, 0, &err), WEFT_EINVAL));
+}
+
+/* a record's fields as JSON text ("dj"): one form or the other, an
+ * object, never on a tombstone */
+Test(proto, records_may_carry_their_fields_as_json_text)
+{
+	struct proto_record r = { S("t"),
+				  S("i"),
+				  S("s"),
+				  2,
+				  false,
+				  { NULL, 0 },
+				  S(" {\"title\": \"x\", \"n\": 1.5} ") };
+	struct proto_msg m = { .type = PROTO_PAGE }, g;
+	struct proto_iter it;
+	struct proto_record got;
+
+	m.u.page = (struct proto_page){ .rid = 3,
+					.space = S("s"),
+					.records = PROTO_LIST(1, &r) };
+	round_trip(&m, &g);
+	proto_iter_init(&it, &g.u.page.records);
+	cr_assert(eq(i64, proto_next_record(&it, &got), 1));
+	cr_assert(eq(u32, got.json.len, r.json.len));
+	cr_assert(eq(i64, memcmp(got.json.p, r.json.p, r.json.len), 0));
+	cr_assert_null(got.data.p);
+	r.data = row("x", 1); /* both forms */
+	cr_assert(eq(i64, encode_rc(&m), WEFT_EINVAL));
+	r.data = (struct proto_bytes){ NULL, 0 };
+	r.deleted = true; /* a tombstone */
+	cr_assert(eq(i64, encode_rc(&m), WEFT_EINVAL));
+	r.deleted = false;
+	/* not an object (the encoder calls every such mistake EINVAL) */
+	r.json = S("[1, 2]");
+	cr_assert(eq(i64, encode_rc(&m), WEFT_EINVAL));
+	r.json = S("{");
+	cr_assert(eq(i64, encode_rc(&m), WEFT_EINVAL));
 }
