@@ -119,6 +119,15 @@ static const char *const sql[Q_N] = {
 			" version, deleted, data FROM weft_rows"
 			" WHERE tbl = ?1 AND id = ?2",
 	[Q_JSON_VALID] = "SELECT json_valid(?1)",
+	/* the fast commit (txn.c): a live row's state and one field's value,
+	 * as JSON text (NULL: absent), without parsing the row here */
+	[Q_FIELD_GET] = "SELECT version, deleted, pending, data -> ?3"
+			" FROM weft_rows WHERE tbl = ?1 AND id = ?2",
+	[Q_FIELD_SET] = "UPDATE weft_rows SET data = json_set(data, ?3,"
+			" json(?4)), pending = pending + ?5"
+			" WHERE tbl = ?1 AND id = ?2",
+	[Q_FIELD_DEL] = "UPDATE weft_rows SET data = json_remove(data, ?3),"
+			" pending = pending + ?5 WHERE tbl = ?1 AND id = ?2",
 	[Q_UNDO_KEEP] = "INSERT INTO weft_undo (seq, frame) SELECT mid, undo"
 			" FROM weft_queue WHERE mid = ?1 AND undo IS NOT NULL",
 	[Q_UNDO_PRUNE] = "DELETE FROM weft_undo WHERE seq < (SELECT seq FROM"

@@ -475,3 +475,60 @@ Test(client, a_local_create_sets_no_confirmed_row_aside)
 			       " WHERE id = 'n1'"),
 		     2));
 }
+
+/* sets and unsets on live rows are done in SQL (txn.c's commit_fast):
+ * several on one record, on two records, unsets of present and absent
+ * fields, and their undo; a set on a deleted record still gets its
+ * error from the general path */
+Test(client, set_and_unset_in_sql_apply_and_undo_as_the_general_path)
+{
+	weft_store *st = open_store();
+	weft_txn *tx;
+	int rc;
+
+	COMMIT1(st, weft_create(tx_, "issues", "a", "t", "{\"title\":\"a\"}"));
+	COMMIT1(st, weft_create(tx_, "issues", "b", "t",
+				"{\"title\":\"b\",\"assignee\":\"ann\"}"));
+	cr_assert(eq(int, weft_begin(st, &tx), 0));
+	cr_assert(eq(int, weft_set(tx, "issues", "a", "title", "\"a1\""), 0));
+	cr_assert(eq(int, weft_set(tx, "issues", "a", "title", "\"a2\""), 0));
+	cr_assert(eq(int,
+		     weft_set(tx, "issues", "a", "labels", "[\"x\",\"y\"]"),
+		     0));
+	cr_assert(eq(int, weft_unset(tx, "issues", "b", "assignee"), 0));
+	cr_assert(eq(int, weft_unset(tx, "issues", "b", "assignee"), 0));
+	cr_assert(eq(int, weft_set(tx, "issues", "b", "estimate", "2.5"), 0));
+	cr_assert(eq(int, weft_commit(tx, NULL), 0), "%s", weft_last_error(st));
+	assert_json(st, "a",
+		    "{\"title\":\"a2\",\"description\":\"\",\"status\":"
+		    "\"backlog\",\"priority\":0,\"assignee\":null,\"labels\":"
+		    "[\"x\",\"y\"]}");
+	assert_json(
+		st, "b",
+		"{\"title\":\"b\",\"description\":\"\",\"status\":"
+		"\"backlog\",\"priority\":0,\"labels\":[],\"estimate\":2.5}");
+	cr_assert(eq(u64, weft_pending(st), 3));
+	cr_assert(eq(int, weft_undo(st, NULL), 0), "%s", weft_last_error(st));
+	assert_json(st, "a",
+		    "{\"title\":\"a\",\"description\":\"\",\"status\":"
+		    "\"backlog\",\"priority\":0,\"assignee\":null,\"labels\":"
+		    "[]}");
+	/* the field comes back last, as a set appends it */
+	assert_json(st, "b",
+		    "{\"title\":\"b\",\"description\":\"\",\"status\":"
+		    "\"backlog\",\"priority\":0,\"labels\":[],"
+		    "\"assignee\":\"ann\"}");
+	cr_assert(eq(int, weft_redo(st, NULL), 0), "%s", weft_last_error(st));
+	assert_json(
+		st, "b",
+		"{\"title\":\"b\",\"description\":\"\",\"status\":"
+		"\"backlog\",\"priority\":0,\"labels\":[],\"estimate\":2.5}");
+	/* a deleted record: the general path's refusal, nothing changed */
+	COMMIT1(st, weft_delete(tx_, "issues", "a"));
+	cr_assert(eq(int, weft_begin(st, &tx), 0));
+	cr_assert(eq(int, weft_set(tx, "issues", "a", "title", "\"z\""), 0));
+	rc = weft_commit(tx, NULL);
+	cr_assert(ne(int, rc, 0), "a set on a deleted record is refused");
+	cr_assert_null(get(st, "a"));
+	weft_close(st);
+}
