@@ -556,10 +556,11 @@ apply_server_row(weft_store *st, const struct proto_record *r, bool qempty,
 	buf_init(&js, 0);
 	if (r->json.p) { /* JSON already: stored as it is, once it parses */
 		if (!json_text_ok(st, r->json)) {
-			st_err(st, WEFT_EVALIDATION,
-			       "record %s/%s: its data is not a JSON object", t,
-			       id);
-			rc = 0; /* left out, and the rest goes on */
+			/* left out, and the rest of the page goes on */
+			if (st->sync)
+				TRACE(st->sync,
+				      "record %s/%s left out: its dj is not JSON",
+				      t, id);
 			goto out;
 		}
 		buf_append(&js, r->json.p, r->json.len);

@@ -765,11 +765,11 @@ commit_locked(weft_store *st, const struct oplist *ops, enum commit_kind kind,
 		rc = fast;
 		goto out_rollback;
 	}
-	if (!fast) /* what commit_fast looked at is read again */
+	if (!fast) { /* what commit_fast looked at is read again */
 		for (size_t k = 0; k < nt; k++)
 			lrow_fini(&tv[k].row);
-	if (!fast)
 		nt = 0;
+	}
 	for (size_t i = 0; i < ops->n && !rc && !fast; i++) {
 		const struct oop *o = &ops->v[i];
 		struct touched *t = NULL;
