@@ -33,8 +33,8 @@ mp_to_json(const uint8_t *p, size_t len)
 	return j;
 }
 
-static int
-write_buf(void *data, const char *p, size_t len)
+int
+buf_mp_write(void *data, const char *p, size_t len)
 {
 	return buf_append(data, p, len) ? -1 : 0;
 }
@@ -44,7 +44,7 @@ json_to_mpbuf(struct buf *out, const json_t *v)
 {
 	msgpack_packer pk;
 
-	msgpack_packer_init(&pk, out, write_buf);
+	msgpack_packer_init(&pk, out, buf_mp_write);
 	if (json_to_mp(&pk, v) != 0 || out->err)
 		return WEFT_EINVAL;
 	return 0;

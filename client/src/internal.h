@@ -96,7 +96,6 @@ enum sid {
 	Q_VIEW_UPSERT,
 	Q_BASE_COPY,
 	Q_JSON_VALID,
-	Q_FIELD_GET,
 	Q_FIELD_SET,
 	Q_FIELD_DEL,
 	Q_UNDO_KEEP,
@@ -110,6 +109,27 @@ enum sid {
 	Q_COMMIT,
 	Q_ROLLBACK,
 	Q_N
+};
+
+/* what weft_keep() saw of the row a Q_FIELD_SET or Q_FIELD_DEL changed,
+ * before the change (see commit_fast) */
+struct kept {
+	bool hit;	  /* the function ran for the row */
+	bool has_old;	  /* the field was there: old is its value */
+	bool has_row;	  /* pending was 0: row is the confirmed data */
+	struct buf old;	  /* the field's value, JSON text */
+	struct buf row;	  /* the whole data, JSON text */
+	struct buf space; /* the row's space */
+	uint64_t version; /* the row's version */
+	int64_t pending;  /* queued transactions touching it, before */
+};
+
+/* buffers a commit reuses, so that it allocates little (mu) */
+struct scratch {
+	struct buf val;	  /* a set's value as JSON text */
+	struct buf undo;  /* an old value as msgpack */
+	struct buf frame; /* the queued TXN frame */
+	struct buf inv;	  /* its undo, as a TXN frame */
 };
 
 struct weft_store {
@@ -129,6 +149,8 @@ struct weft_store {
 	sqlite3_stmt *q[Q_N];	/* mu: prepared on first use */
 	bool redo_empty;	/* mu: weft_redo has no rows */
 	struct qindex qi;	/* mu */
+	struct kept kept;	/* mu */
+	struct scratch scr;	/* mu */
 };
 
 /* mu held: the prepared statement, reset and unbound; NULL on error (with
@@ -155,6 +177,10 @@ int st_save(weft_store *st, bool base, const char *table, const char *id,
 /* mu held: the queue index, rebuilt from the queue if it went stale */
 struct qindex *st_qindex(weft_store *st);
 /* mu held: BEGIN IMMEDIATE / COMMIT / ROLLBACK */
+/* walvfs.c: the VFS that writes a WAL frame in one system call, or NULL
+ * (the default VFS) if it could not be built */
+const char *walvfs_name(void);
+
 int st_begin(weft_store *st);
 int st_commit(weft_store *st);
 void st_rollback(weft_store *st);
@@ -203,6 +229,8 @@ void str_copy(char *out, size_t cap, struct proto_str s);
 /* a msgpack value as a jansson value (new reference), or NULL */
 json_t *mp_to_json(const uint8_t *p, size_t len);
 /* a jansson value as msgpack appended to out; 0 or WEFT_EINVAL */
+/* a msgpack_packer write callback appending to a struct buf */
+int buf_mp_write(void *data, const char *p, size_t len);
 int json_to_mpbuf(struct buf *out, const json_t *v);
 
 /* ---- txn.c ---- */

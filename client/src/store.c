@@ -121,13 +121,20 @@ static const char *const sql[Q_N] = {
 	[Q_JSON_VALID] = "SELECT json_valid(?1)",
 	/* the fast commit (txn.c): a live row's state and one field's value,
 	 * as JSON text (NULL: absent), without parsing the row here */
-	[Q_FIELD_GET] = "SELECT version, deleted, pending, data -> ?3"
-			" FROM weft_rows WHERE tbl = ?1 AND id = ?2",
+	/* one field of a live row, in place; weft_keep() sees the row
+	 * before the change (and returns 1): the field's old value for the
+	 * undo, and the whole row when no queued transaction touched it yet,
+	 * which becomes its confirmed row */
 	[Q_FIELD_SET] = "UPDATE weft_rows SET data = json_set(data, ?3,"
 			" json(?4)), pending = pending + ?5"
-			" WHERE tbl = ?1 AND id = ?2",
+			" WHERE tbl = ?1 AND id = ?2 AND deleted = 0 AND"
+			" weft_keep(data -> ?3, version, pending, space,"
+			" CASE WHEN pending = 0 THEN data END)",
 	[Q_FIELD_DEL] = "UPDATE weft_rows SET data = json_remove(data, ?3),"
-			" pending = pending + ?5 WHERE tbl = ?1 AND id = ?2",
+			" pending = pending + ?5"
+			" WHERE tbl = ?1 AND id = ?2 AND deleted = 0 AND"
+			" weft_keep(data -> ?3, version, pending, space,"
+			" CASE WHEN pending = 0 THEN data END)",
 	[Q_UNDO_KEEP] = "INSERT INTO weft_undo (seq, frame) SELECT mid, undo"
 			" FROM weft_queue WHERE mid = ?1 AND undo IS NOT NULL",
 	[Q_UNDO_PRUNE] = "DELETE FROM weft_undo WHERE seq < (SELECT seq FROM"
@@ -672,7 +679,7 @@ init_db(weft_store *st, int durability)
 	 * WAL before checkpoints means fewer fsyncs at synchronous=NORMAL. */
 	if (sqlite3_exec(st->db,
 			 "PRAGMA journal_mode = WAL;"
-			 "PRAGMA wal_autocheckpoint = 4000;"
+			 "PRAGMA wal_autocheckpoint = 8000;"
 			 "PRAGMA foreign_keys = OFF;",
 			 NULL, NULL, &err) != SQLITE_OK ||
 	    sqlite3_exec(st->db,
@@ -759,6 +766,49 @@ lock_store(weft_store *st)
 	return 0;
 }
 
+/* copies a text argument into b; false on out-of-memory */
+static bool
+keep_text(struct buf *b, sqlite3_value *v)
+{
+	const unsigned char *p = sqlite3_value_text(v);
+
+	buf_reset(b);
+	return p && buf_append(b, p, (size_t)sqlite3_value_bytes(v)) == 0;
+}
+
+/*
+ * weft_keep(old_field, version, pending, space, row) - called by
+ * Q_FIELD_SET and Q_FIELD_DEL on the row they are about to change, with
+ * its values before the change: they land in st->kept, so one statement
+ * both changes a field and tells the commit what the undo and the
+ * confirmed row need.  Returns 1.  Registered SQLITE_DIRECTONLY: no
+ * schema object can call it.
+ */
+static void
+keep_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+	weft_store *st = sqlite3_user_data(ctx);
+	struct kept *k = &st->kept;
+	bool ok = true;
+
+	(void)argc;
+	k->has_old = sqlite3_value_type(argv[0]) != SQLITE_NULL;
+	if (k->has_old)
+		ok = keep_text(&k->old, argv[0]);
+	k->version = (uint64_t)sqlite3_value_int64(argv[1]);
+	k->pending = sqlite3_value_int64(argv[2]);
+	ok = ok && keep_text(&k->space, argv[3]);
+	k->has_row = sqlite3_value_type(argv[4]) != SQLITE_NULL;
+	if (k->has_row)
+		ok = ok && keep_text(&k->row, argv[4]);
+	if (!ok) {
+		sqlite3_result_error_nomem(ctx);
+		return;
+	}
+	k->hit = true;
+	sqlite3_result_int(ctx, 1);
+}
+
 static void
 store_free(weft_store *st)
 {
@@ -778,6 +828,13 @@ store_free(weft_store *st)
 		free(e);
 	}
 	qindex_fini(&st->qi);
+	buf_fini(&st->kept.old);
+	buf_fini(&st->kept.row);
+	buf_fini(&st->kept.space);
+	buf_fini(&st->scr.val);
+	buf_fini(&st->scr.undo);
+	buf_fini(&st->scr.frame);
+	buf_fini(&st->scr.inv);
 	pthread_key_delete(st->err_key);
 	pthread_mutex_destroy(&st->err_mu);
 	pthread_mutex_destroy(&st->mu);
@@ -802,6 +859,13 @@ weft_open(const struct weft_options *o, weft_store **out)
 	if (!st)
 		return WEFT_ENOMEM;
 	st->lock_fd = -1;
+	buf_init(&st->kept.old, 0);
+	buf_init(&st->kept.row, 0);
+	buf_init(&st->kept.space, 0);
+	buf_init(&st->scr.val, 0);
+	buf_init(&st->scr.undo, 0);
+	buf_init(&st->scr.frame, 0);
+	buf_init(&st->scr.inv, 0);
 	pthread_mutex_init(&st->mu, NULL);
 	pthread_mutex_init(&st->err_mu, NULL);
 	if (pthread_key_create(&st->err_key, errslot_free) != 0) {
@@ -826,11 +890,17 @@ weft_open(const struct weft_options *o, weft_store **out)
 	if (sqlite3_open_v2(st->path, &st->db,
 			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
 				    SQLITE_OPEN_NOMUTEX,
-			    NULL) != SQLITE_OK) {
+			    walvfs_name()) != SQLITE_OK) {
 		rc = st->db ? st_sqlerr(st, "open the store") : WEFT_ENOMEM;
 		goto out_free;
 	}
 	sqlite3_busy_timeout(st->db, 5000);
+	if (sqlite3_create_function_v2(
+		    st->db, "weft_keep", 5, SQLITE_UTF8 | SQLITE_DIRECTONLY, st,
+		    keep_fn, NULL, NULL, NULL) != SQLITE_OK) {
+		rc = st_sqlerr(st, "register weft_keep()");
+		goto out_free;
+	}
 	rc = init_db(st, o->durability);
 	if (rc)
 		goto out_free;

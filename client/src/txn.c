@@ -150,25 +150,27 @@ oplist_addj(struct oplist *l, unsigned kind, const char *table, const char *id,
 	return rc;
 }
 
-/* the ops as a TXN frame (with its length prefix) */
+/* the ops as a TXN frame (with its length prefix), newest first when
+ * reversed (an undo runs the inverse ops backwards) */
 static int
-encode_txn(weft_store *st, const struct oplist *l, uint64_t mid,
+encode_txn(weft_store *st, const struct oplist *l, bool reversed, uint64_t mid,
 	   struct buf *out)
 {
-	struct proto_op *ops = malloc((l->n ? l->n : 1) * sizeof(*ops));
+	struct proto_op one, *ops = &one;
 	struct proto_msg m = { .type = PROTO_TXN };
 	struct proto_err err;
 	int rc;
 
-	if (!ops)
+	if (l->n > 1 && !(ops = malloc(l->n * sizeof(*ops))))
 		return WEFT_ENOMEM;
 	for (size_t i = 0; i < l->n; i++)
-		ops[i] = l->v[i].op;
+		ops[i] = l->v[reversed ? l->n - 1 - i : i].op;
 	/* rid = mid: an ERROR or BACKOFF about it names it */
 	m.u.txn = (struct proto_txn){ mid, proto_str_c(st->client_id), mid,
 				      PROTO_LIST(l->n, ops) };
 	rc = proto_encode(out, &m, 0, &err);
-	free(ops);
+	if (ops != &one)
+		free(ops);
 	if (rc)
 		return st_err(st, rc, "cannot encode the transaction: %s",
 			      err.msg);
@@ -532,6 +534,10 @@ inverse_of(struct oplist *inv, const struct proto_op *op,
 
 enum commit_kind { C_NEW, C_UNDO, C_REDO };
 
+/* the most a commit's scratch frames keep allocated between commits: an
+ * ordinary transaction's frames are a few hundred bytes */
+#define SCRATCH_KEEP (64 * 1024)
+
 /* st->mu held, in a transaction: the first queued transaction to touch a
  * record is about to change its view row, which is its confirmed row:
  * that moves to weft_base, for rebases, until the queue leaves it */
@@ -562,55 +568,85 @@ path_safe(struct proto_str f)
 	return f.len > 0;
 }
 
-/* one field of a live view row: its state (first) and the field's value
- * as JSON text, or NULL when absent (*old, caller frees) */
+/* st->mu held, in a transaction: no queued transaction touched this
+ * record before, so the row Q_FIELD_SET saw (st->kept) is its confirmed
+ * row, kept in weft_base for rebases until the queue leaves it */
 static int
-field_get(weft_store *st, const char *table, const char *id, const char *path,
-	  struct lrow *row, char **old)
+kept_aside(weft_store *st, const char *table, const char *id)
 {
-	sqlite3_stmt *q = st_q(st, Q_FIELD_GET);
-	int step;
+	sqlite3_stmt *q = st_q(st, Q_BASE_PUT);
+	const struct kept *k = &st->kept;
+	int rc;
 
-	*old = NULL;
 	if (!q)
 		return WEFT_EIO;
 	sqlite3_bind_text(q, 1, table, -1, SQLITE_STATIC);
 	sqlite3_bind_text(q, 2, id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(q, 3, path, -1, SQLITE_STATIC);
-	step = sqlite3_step(q);
-	if (step == SQLITE_ROW) {
-		const char *v = (const char *)sqlite3_column_text(q, 3);
-
-		row->exists = true;
-		row->version = (uint64_t)sqlite3_column_int64(q, 0);
-		row->deleted = sqlite3_column_int(q, 1) != 0;
-		row->pending = sqlite3_column_int64(q, 2);
-		if (v && !(*old = strdup(v))) {
-			sqlite3_reset(q);
-			return WEFT_ENOMEM;
-		}
-	}
+	sqlite3_bind_text(q, 3, (const char *)k->space.data, (int)k->space.len,
+			  SQLITE_STATIC);
+	sqlite3_bind_int64(q, 4, (sqlite3_int64)k->version);
+	sqlite3_bind_int(q, 5, 0);
+	sqlite3_bind_text(q, 6, (const char *)k->row.data, (int)k->row.len,
+			  SQLITE_STATIC);
+	rc = sqlite3_step(q) == SQLITE_DONE
+		     ? 0
+		     : st_sqlerr(st, "keep the confirmed row");
 	sqlite3_reset(q);
-	if (step == SQLITE_ROW || step == SQLITE_DONE)
-		return 0;
-	return st_sqlerr(st, "read a row");
+	return rc;
+}
+
+/* op i's undo, from the field's old value in st->kept: the old value
+ * back, or the field gone again (nothing when an unset found nothing) */
+static int
+undo_from_kept(weft_store *st, const struct proto_op *op, struct oplist *inv)
+{
+	const struct kept *k = &st->kept;
+	struct buf *mp = &st->scr.undo;
+	struct proto_op undo = *op;
+	msgpack_packer pk;
+	int rc = 0;
+
+	undo.space = (struct proto_str){ NULL, 0 };
+	undo.expect = 0;
+	if (k->has_old) {
+		buf_reset(mp);
+		msgpack_packer_init(&pk, mp, buf_mp_write);
+		rc = json_text_to_mp(&pk, (const char *)k->old.data,
+				     k->old.len);
+		if (!rc && mp->err)
+			rc = WEFT_ENOMEM;
+		undo.kind = PROTO_OP_SET;
+		undo.value =
+			(struct proto_bytes){ mp->data, (uint32_t)mp->len };
+	} else {
+		undo.kind = PROTO_OP_UNSET;
+		undo.value = (struct proto_bytes){ NULL, 0 };
+	}
+	if (!rc && (k->has_old || op->kind == PROTO_OP_SET))
+		rc = oplist_add(inv, &undo);
+	return rc;
 }
 
 /*
  * commit_fast - st->mu held, in the commit's SQLite transaction: a
- * transaction of only set and unset on live rows, done in SQL.  SQLite's
- * JSON functions change each view row in place and -> reads the old value
- * for the undo, so no row is parsed into a jansson tree and printed back
- * (about a sixth of a commit).  Every record is checked before anything
- * is written: 1 done (tv and inv filled, the rows' pending counts
- * raised), 0 the general path must do it (nothing written), or an error.
+ * transaction of only set and unset on live rows, done in SQL.  Each op
+ * is one UPDATE: SQLite's JSON functions change the view row in place,
+ * and weft_keep() hands back, from the same statement, the field's old
+ * value for the undo and, on a record's first queued transaction, the
+ * confirmed row for weft_base.  No row is parsed into a jansson tree and
+ * printed back, and no row is read by a statement of its own.
+ *
+ * Returns 1 done (tv and inv filled, the rows' pending counts raised), 0
+ * the general path must do it and nothing was written, 2 the general path
+ * must do it but this wrote (a later op found its record not live: roll
+ * the SQLite transaction back first), or an error.
  */
 static int
 commit_fast(weft_store *st, const struct oplist *ops, struct touched *tv,
 	    size_t *nt, struct oplist *inv)
 {
-	char path[PROTO_MAX_NAME + 8], **olds, *old = NULL;
-	struct buf val;
+	char path[PROTO_MAX_NAME + 8];
+	struct buf *val = &st->scr.val;
 	int rc = 0;
 
 	for (size_t i = 0; i < ops->n; i++) {
@@ -621,81 +657,16 @@ commit_fast(weft_store *st, const struct oplist *ops, struct touched *tv,
 		    (op->kind == PROTO_OP_SET && !op->value.p))
 			return 0;
 	}
-	/* olds[i]: op i's old value when it is the first op on its record
-	 * (read with the record's state, which must be live) */
-	olds = calloc(ops->n, sizeof(*olds));
-	if (!olds)
-		return WEFT_ENOMEM;
 	for (size_t i = 0; i < ops->n && !rc; i++) {
 		const struct oop *o = &ops->v[i];
 		struct touched *t = NULL;
+		sqlite3_stmt *q;
 
 		for (size_t k = 0; k < *nt && !t; k++)
 			if (strcmp(tv[k].table, o->table) == 0 &&
 			    strcmp(tv[k].id, o->id) == 0)
 				t = &tv[k];
-		if (t)
-			continue;
-		t = &tv[(*nt)++];
-		t->table = o->table;
-		t->id = o->id;
 		snprintf(path, sizeof(path), "$.\"%s\"", o->field);
-		rc = field_get(st, o->table, o->id, path, &t->row, &olds[i]);
-		if (!rc && (!t->row.exists || t->row.deleted))
-			rc = 1; /* not live: the general path says why */
-	}
-	for (size_t k = 0; k < *nt && !rc; k++)
-		if (tv[k].row.pending == 0)
-			rc = base_aside(st, tv[k].table, tv[k].id);
-	buf_init(&val, 0);
-	for (size_t i = 0; i < ops->n && !rc; i++) {
-		const struct oop *o = &ops->v[i];
-		struct proto_op undo = o->op;
-		bool first = true;
-		struct lrow scratch = { 0 };
-		sqlite3_stmt *q;
-		msgpack_sbuffer sb;
-		msgpack_packer pk;
-
-		for (size_t k = 0; k < i && first; k++)
-			first = strcmp(ops->v[k].table, o->table) != 0 ||
-				strcmp(ops->v[k].id, o->id) != 0;
-		snprintf(path, sizeof(path), "$.\"%s\"", o->field);
-		if (first) {
-			old = olds[i];
-			olds[i] = NULL;
-		} else {
-			rc = field_get(st, o->table, o->id, path, &scratch,
-				       &old);
-			if (rc)
-				break;
-		}
-		/* the undo: the old value back, or the field gone again */
-		msgpack_sbuffer_init(&sb);
-		undo.space = (struct proto_str){ NULL, 0 };
-		undo.expect = 0;
-		if (old) {
-			msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-			rc = json_text_to_mp(&pk, old, strlen(old));
-			undo.kind = PROTO_OP_SET;
-			undo.value =
-				(struct proto_bytes){ (const uint8_t *)sb.data,
-						      (uint32_t)sb.size };
-		} else {
-			undo.kind = PROTO_OP_UNSET;
-			undo.value = (struct proto_bytes){ NULL, 0 };
-		}
-		if (!rc && (old || o->op.kind == PROTO_OP_SET))
-			rc = oplist_add(inv, &undo);
-		msgpack_sbuffer_destroy(&sb);
-		free(old);
-		old = NULL;
-		if (rc) {
-			st_err(st, rc, "op %zu: cannot record its undo", i + 1);
-			break;
-		}
-		/* the change itself */
-		buf_reset(&val);
 		q = st_q(st, o->op.kind == PROTO_OP_SET ? Q_FIELD_SET
 							: Q_FIELD_DEL);
 		if (!q) {
@@ -704,28 +675,47 @@ commit_fast(weft_store *st, const struct oplist *ops, struct touched *tv,
 		}
 		sqlite3_bind_text(q, 1, o->table, -1, SQLITE_STATIC);
 		sqlite3_bind_text(q, 2, o->id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(q, 3, path, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(q, 3, path, -1, SQLITE_STATIC);
 		if (o->op.kind == PROTO_OP_SET) {
-			rc = json_from_mp(&val, o->op.value.p, o->op.value.len);
+			buf_reset(val);
+			rc = json_from_mp(val, o->op.value.p, o->op.value.len);
 			if (rc) {
 				sqlite3_reset(q);
 				st_err(st, rc, "op %zu: value is not JSON",
 				       i + 1);
 				break;
 			}
-			sqlite3_bind_text(q, 4, (const char *)val.data,
-					  (int)val.len, SQLITE_STATIC);
+			sqlite3_bind_text(q, 4, (const char *)val->data,
+					  (int)val->len, SQLITE_STATIC);
 		}
-		sqlite3_bind_int(q, 5, first);
+		sqlite3_bind_int(q, 5, !t);
+		st->kept.hit = false;
 		if (sqlite3_step(q) != SQLITE_DONE)
 			rc = st_sqlerr(st, "change a row");
 		sqlite3_reset(q);
+		if (rc)
+			break;
+		if (sqlite3_changes(st->db) == 0 || !st->kept.hit) {
+			/* not live: the general path says why */
+			rc = i == 0 ? 1 : 2;
+			break;
+		}
+		if (!t) {
+			t = &tv[(*nt)++];
+			t->table = o->table;
+			t->id = o->id;
+			t->row.exists = true;
+			t->row.version = st->kept.version;
+			t->row.pending = st->kept.pending;
+			if (st->kept.pending == 0 && st->kept.has_row &&
+			    (rc = kept_aside(st, o->table, o->id)) != 0)
+				break;
+		}
+		rc = undo_from_kept(st, &o->op, inv);
+		if (rc)
+			st_err(st, rc, "op %zu: cannot record its undo", i + 1);
 	}
-	buf_fini(&val);
-	for (size_t i = 0; i < ops->n; i++)
-		free(olds[i]);
-	free(olds);
-	if (rc == 1) /* nothing was written: base_aside runs only after */
+	if (rc == 1)
 		return 0;
 	if (rc)
 		return rc;
@@ -741,10 +731,10 @@ static int
 commit_locked(weft_store *st, const struct oplist *ops, enum commit_kind kind,
 	      int64_t consume, uint64_t *mid_out, struct notes *ns)
 {
-	struct touched *tv = NULL;
+	struct touched tv_few[4], *tv = tv_few;
 	size_t nt = 0;
-	struct oplist inv = { 0 }, rinv = { 0 };
-	struct buf frame, invframe;
+	struct oplist inv = { 0 };
+	struct buf *frame = &st->scr.frame, *invframe = &st->scr.inv;
 	uint64_t mid = st->next_mid;
 	sqlite3_stmt *q;
 	char why[ERR_MAX];
@@ -752,10 +742,11 @@ commit_locked(weft_store *st, const struct oplist *ops, enum commit_kind kind,
 
 	if (ops->n == 0)
 		return st_err(st, WEFT_EINVAL, "an empty transaction");
-	buf_init(&frame, 0);
-	buf_init(&invframe, 0);
-	tv = calloc(ops->n, sizeof(*tv));
-	if (!tv)
+	buf_reset(frame);
+	buf_reset(invframe);
+	if (ops->n <= sizeof(tv_few) / sizeof(tv_few[0]))
+		memset(tv_few, 0, sizeof(tv_few));
+	else if (!(tv = calloc(ops->n, sizeof(*tv))))
 		return WEFT_ENOMEM;
 	rc = st_begin(st);
 	if (rc)
@@ -765,10 +756,19 @@ commit_locked(weft_store *st, const struct oplist *ops, enum commit_kind kind,
 		rc = fast;
 		goto out_rollback;
 	}
-	if (!fast) { /* what commit_fast looked at is read again */
+	if (fast != 1) { /* what commit_fast looked at is read again */
 		for (size_t k = 0; k < nt; k++)
 			lrow_fini(&tv[k].row);
 		nt = 0;
+		oplist_fini(&inv);
+		inv = (struct oplist){ 0 };
+	}
+	if (fast == 2) { /* it wrote: start again from the file's rows */
+		st_rollback(st);
+		rc = st_begin(st);
+		if (rc)
+			goto out;
+		fast = 0;
 	}
 	for (size_t i = 0; i < ops->n && !rc && !fast; i++) {
 		const struct oop *o = &ops->v[i];
@@ -799,17 +799,12 @@ commit_locked(weft_store *st, const struct oplist *ops, enum commit_kind kind,
 	}
 	if (rc)
 		goto out_rollback;
-	rc = encode_txn(st, ops, mid, &frame);
+	rc = encode_txn(st, ops, false, mid, frame);
 	if (rc)
 		goto out_rollback;
-	/* its undo: the inverse ops, newest first */
-	for (size_t i = inv.n; i-- > 0;) {
-		rc = oplist_add(&rinv, &inv.v[i].op);
-		if (rc)
-			goto out_rollback;
-	}
-	if (rinv.n > 0) {
-		rc = encode_txn(st, &rinv, mid, &invframe); /* never sent */
+	/* its undo: the inverse ops, newest first (never sent) */
+	if (inv.n > 0) {
+		rc = encode_txn(st, &inv, true, mid, invframe);
 		if (rc)
 			goto out_rollback;
 	}
@@ -823,16 +818,16 @@ commit_locked(weft_store *st, const struct oplist *ops, enum commit_kind kind,
 
 		clock_gettime(CLOCK_REALTIME, &ts);
 		sqlite3_bind_int64(q, 1, (sqlite3_int64)mid);
-		sqlite3_bind_blob(q, 2, frame.data, (int)frame.len,
+		sqlite3_bind_blob(q, 2, frame->data, (int)frame->len,
 				  SQLITE_STATIC);
 		sqlite3_bind_int64(q, 3,
 				   (sqlite3_int64)ts.tv_sec * 1000 +
 					   ts.tv_nsec / 1000000);
 		/* an undo's inverse is a redo (below); the others' ride with
 		 * the queued transaction: no page of their own */
-		if (rinv.n > 0 && kind != C_UNDO)
-			sqlite3_bind_blob(q, 4, invframe.data,
-					  (int)invframe.len, SQLITE_STATIC);
+		if (inv.n > 0 && kind != C_UNDO)
+			sqlite3_bind_blob(q, 4, invframe->data,
+					  (int)invframe->len, SQLITE_STATIC);
 		else
 			sqlite3_bind_null(q, 4);
 	}
@@ -846,7 +841,7 @@ commit_locked(weft_store *st, const struct oplist *ops, enum commit_kind kind,
 		if (rc)
 			goto out_rollback;
 	}
-	if (rinv.n > 0) {
+	if (inv.n > 0) {
 		if (kind == C_NEW && !st->redo_empty) {
 			/* a new edit ends the redo chain */
 			q = st_q(st, Q_REDO_CLEAR);
@@ -862,8 +857,8 @@ commit_locked(weft_store *st, const struct oplist *ops, enum commit_kind kind,
 				rc = WEFT_EIO;
 				goto out_rollback;
 			}
-			sqlite3_bind_blob(q, 1, invframe.data,
-					  (int)invframe.len, SQLITE_STATIC);
+			sqlite3_bind_blob(q, 1, invframe->data,
+					  (int)invframe->len, SQLITE_STATIC);
 			rc = sqlite3_step(q) == SQLITE_DONE
 				     ? 0
 				     : st_sqlerr(st, "record the redo");
@@ -895,7 +890,7 @@ commit_locked(weft_store *st, const struct oplist *ops, enum commit_kind kind,
 	rc = st_commit(st);
 	if (rc)
 		goto out_rollback;
-	if (rinv.n > 0)
+	if (inv.n > 0)
 		st->redo_empty = kind == C_NEW	  ? true
 				 : kind == C_UNDO ? false
 						  : st->redo_empty;
@@ -914,11 +909,14 @@ out_rollback:
 out:
 	for (size_t k = 0; k < nt; k++)
 		lrow_fini(&tv[k].row);
-	free(tv);
+	if (tv != tv_few)
+		free(tv);
 	oplist_fini(&inv);
-	oplist_fini(&rinv);
-	buf_fini(&frame);
-	buf_fini(&invframe);
+	/* a big transaction's buffers are not kept for the store's life */
+	if (frame->cap > SCRATCH_KEEP || invframe->cap > SCRATCH_KEEP) {
+		buf_fini(frame);
+		buf_fini(invframe);
+	}
 	return rc;
 }
 
