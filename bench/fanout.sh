@@ -23,7 +23,14 @@
 #      batches;
 #    - raw limit: fanout_bench blast, one thread writing BATCH 64-byte
 #      messages in one send per plain loopback socket per round to as many
-#      sockets, sharded the same way.
+#      sockets, sharded the same way;
+# 3. latency at steady delivery rates: FANOUT_LAT="SESSIONS:DELIVERIES/s
+#    ..." (default "1000:10000 1000:50000 15000:50000"), for LAT_SECONDS
+#    (default 10) each: fanout_bench pace XADDs entries stamped with their
+#    send time at the rate that makes that many deliveries/s (each entry
+#    reaches SESSIONS/100 sessions), and every session records each
+#    change's latency from its XADD to its arrival; p50/p99/p99.9/max over
+#    all deliveries.
 set -euo pipefail
 
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -144,4 +151,55 @@ for conf in ${FANOUT_CONFS:-1000:1 15000:1 1000:100 15000:100}; do
 		"$gens x $per"
 	[[ $got -ge $((rounds * n * batch)) ]] ||
 		echo "    (only $got of $((rounds * n * batch)) deliveries arrived)"
+done
+
+echo
+echo "  latency at a steady rate: an XADD stamped with its send time -> the PUSH's arrival, ${LAT_SECONDS:-10} s each"
+printf '  %-9s %14s %14s %10s %10s %10s %10s\n' sessions "deliveries/s" achieved \
+	"p50 ms" "p99 ms" "p99.9 ms" "max ms"
+for conf in ${FANOUT_LAT:-1000:10000 1000:50000 15000:50000}; do
+	n=${conf%:*} want=${conf#*:}
+	secs=${LAT_SECONDS:-10}
+	gens=$(((n + SHARD - 1) / SHARD))
+	per=$((n / gens))
+	entries=$((want * 100 / n)) # entries/s: each reaches n / 100 sessions
+	pids=()
+	for ((g = 0; g < gens; g++)); do
+		mkfifo "$DIR/gen$g"
+		"$GEN" sessions "tcp://127.0.0.1:$PORT" "$SECRET" "$per" 100 \
+			$((entries * secs * per / 100)) "$DIR/lat$g" >"$DIR/gen$g" &
+		pids+=($!)
+		exec {fd}<"$DIR/gen$g"
+		eval "gfd$g=$fd"
+	done
+	for ((g = 0; g < gens; g++)); do
+		eval "fd=\$gfd$g"
+		read -r line <&"$fd"
+		[[ $line == ready ]] || { echo "generator $g: $line" >&2; exit 1; }
+	done
+	sleep 1
+	"$GEN" pace "$WEFT_REDIS_URL" 100 "$entries" "$secs" >"$DIR/pace"
+	got=0
+	for ((g = 0; g < gens; g++)); do
+		eval "fd=\$gfd$g"
+		read -r c s <&"$fd"
+		wait "${pids[$g]}" || true
+		got=$((got + c))
+		eval "exec $fd<&-"
+		rm -f "$DIR/gen$g"
+	done
+	read -r sent psecs <"$DIR/pace"
+	cat "$DIR"/lat* | sort -n >"$DIR/lat.all"
+	awk -v n="$n" -v want="$want" -v got="$got" -v psecs="$psecs" '
+		{ v[NR] = $1 }
+		END {
+			if (NR == 0) { printf "  %-9s %14s   (no samples)\n", n, want; exit }
+			printf "  %-9s %14s %14d %10.2f %10.2f %10.2f %10.2f\n", n, want,
+				got / psecs, v[int(NR * 0.50) + 1] / 1000,
+				v[int(NR * 0.99) + 1] / 1000,
+				v[int(NR * 0.999) + 1] / 1000, v[NR] / 1000
+		}' "$DIR/lat.all"
+	[[ $got -ge $((entries * secs * per / 100 * gens)) ]] ||
+		echo "    (only $got of $((entries * secs * per / 100 * gens)) deliveries arrived)"
+	rm -f "$DIR"/lat*
 done

@@ -1,12 +1,19 @@
 /*
  * fanout_bench.c - load generator for bench/fanout.sh.
  *
- *   fanout_bench sessions URL SECRET SESSIONS SPACES EXPECT
+ *   fanout_bench sessions URL SECRET SESSIONS SPACES EXPECT [LATFILE]
  *       open SESSIONS sessions to a weft-fanout node (one epoll thread,
  *       plain sockets), session k subscribed to space/b<k % SPACES>;
  *       print "ready" once all are subscribed, then count the changes
  *       pushed until EXPECT have arrived (or 60 s of silence); print
- *       "changes seconds" (first to last change).
+ *       "changes seconds" (first to last change).  With LATFILE, each
+ *       change whose id is "L<ns>" (see pace) adds a line to it: its
+ *       latency in microseconds, from the XADD to its arrival here.
+ *
+ *   fanout_bench pace REDIS_URL SPACES RATE SECONDS
+ *       XADD RATE entries per second for SECONDS into the change stream,
+ *       round-robin over spaces b0..b<SPACES-1>, each with id "L<ns>",
+ *       the CLOCK_REALTIME time it was sent; print "entries seconds".
  *
  *   fanout_bench blast PAIRS ROUNDS [BATCH]
  *       the raw limit: PAIRS loopback TCP connections; one thread writes
@@ -33,6 +40,7 @@
 #include "proto/frame.h"
 #include "proto/msg.h"
 #include "services/shared/auth.h"
+#include "services/shared/redis.h"
 
 #include "common/banned.h"
 
@@ -78,6 +86,54 @@ send_msg(int fd, const struct proto_msg *m)
 	return send(fd, b.data, b.len, MSG_NOSIGNAL) == (ssize_t)b.len ? 0 : -1;
 }
 
+/* latencies in microseconds, to write out at the end */
+struct lat {
+	uint32_t *v;
+	size_t n, cap;
+};
+
+static uint64_t
+realtime_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* every change of a PUSH stamped by pace: its latency */
+static void
+lat_push(struct lat *l, const struct proto_push *p)
+{
+	struct proto_iter it;
+	struct proto_change ch;
+	uint64_t now = realtime_ns();
+
+	proto_iter_init(&it, &p->changes);
+	while (proto_next_change(&it, &ch) == 1) {
+		char digits[24];
+		uint64_t sent;
+
+		if (ch.id.len < 2 || ch.id.len > 21 || ch.id.p[0] != 'L')
+			continue;
+		memcpy(digits, ch.id.p + 1, ch.id.len - 1);
+		digits[ch.id.len - 1] = '\0';
+		sent = strtoull(digits, NULL, 10);
+		if (sent == 0 || sent > now)
+			continue;
+		if (l->n == l->cap) {
+			size_t cap = l->cap ? l->cap * 2 : 65536;
+			uint32_t *v = realloc(l->v, cap * sizeof(*v));
+
+			if (!v)
+				return;
+			l->v = v;
+			l->cap = cap;
+		}
+		l->v[l->n++] = (uint32_t)((now - sent) / 1000);
+	}
+}
+
 static int
 run_sessions(int argc, char **argv)
 {
@@ -91,8 +147,9 @@ run_sessions(int argc, char **argv)
 	struct epoll_event ev[256];
 	int ep = epoll_create1(0), ready = 0;
 	uint64_t first = 0, last = 0, quiet_since;
+	const char *latfile = argc > 7 ? argv[7] : NULL;
+	struct lat lat = { 0 };
 
-	(void)argc;
 	if (!ss || !tok || ep < 0)
 		return 1;
 	for (int i = 0; i < n; i++) {
@@ -176,6 +233,9 @@ run_sessions(int argc, char **argv)
 							first = now;
 						last = now;
 						got += msg.u.push.changes.n;
+						if (latfile)
+							lat_push(&lat,
+								 &msg.u.push);
 						quiet_since = clock_now_ms();
 					} else if (msg.type == PROTO_PING) {
 						msg.type = PROTO_PONG;
@@ -185,6 +245,15 @@ run_sessions(int argc, char **argv)
 				frame_reader_next(&s->fr);
 			}
 		}
+	}
+	if (latfile) {
+		FILE *f = fopen(latfile, "w");
+
+		for (size_t i = 0; f && i < lat.n; i++)
+			fprintf(f, "%u\n", lat.v[i]);
+		if (f)
+			fclose(f);
+		free(lat.v);
 	}
 	printf("%lld %.4f\n", got,
 	       last > first ? (double)(last - first) / 1e9 : 0.0);
@@ -267,15 +336,79 @@ run_blast(char **argv)
 	return 0;
 }
 
+static int
+run_pace(char **argv)
+{
+	char why[256];
+	redisContext *rc = redis_open(argv[2], 5000, why, sizeof(why));
+	int spaces = (int)strtol(argv[3], NULL, 10);
+	long long rate = strtoll(argv[4], NULL, 10);
+	double secs = strtod(argv[5], NULL);
+	long long total = (long long)((double)rate * secs), sent = 0;
+	uint64_t t0, t1;
+
+	if (!rc || spaces < 1 || rate < 1 || total < 1) {
+		fprintf(stderr, "fanout_bench pace: %s\n",
+			rc ? "bad arguments" : why);
+		return 1;
+	}
+	t0 = clock_now_ns();
+	while (sent < total) {
+		/* entry k is due at t0 + k / rate: send what is due, then
+		 * sleep a millisecond */
+		long long due = (long long)((double)(clock_now_ns() - t0) *
+					    (double)rate / 1e9) +
+				1;
+		long long n = 0;
+		struct timespec ms = { 0, 1000000 };
+
+		if (due > total)
+			due = total;
+		for (; sent + n < due; n++) {
+			char id[32], sp[16], v[24];
+
+			snprintf(id, sizeof(id), "L%llu",
+				 (unsigned long long)realtime_ns());
+			snprintf(sp, sizeof(sp), "b%lld", (sent + n) % spaces);
+			snprintf(v, sizeof(v), "%lld", sent + n + 1);
+			redisAppendCommand(rc,
+					   "XADD weft:changes * t issues i %s"
+					   " s %s v %s o 3 x f",
+					   id, sp, v);
+		}
+		for (long long k = 0; k < n; k++) {
+			void *r = NULL;
+
+			if (redisGetReply(rc, &r) != REDIS_OK) {
+				fprintf(stderr, "fanout_bench pace: %s\n",
+					rc->errstr);
+				redisFree(rc);
+				return 1;
+			}
+			freeReplyObject(r);
+		}
+		sent += n;
+		nanosleep(&ms, NULL);
+	}
+	t1 = clock_now_ns();
+	printf("%lld %.4f\n", sent, (double)(t1 - t0) / 1e9);
+	redisFree(rc);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
-	if (argc == 7 && strcmp(argv[1], "sessions") == 0)
+	if ((argc == 7 || argc == 8) && strcmp(argv[1], "sessions") == 0)
 		return run_sessions(argc, argv);
+	if (argc == 6 && strcmp(argv[1], "pace") == 0)
+		return run_pace(argv);
 	if ((argc == 4 || argc == 5) && strcmp(argv[1], "blast") == 0)
 		return run_blast(argv);
-	fprintf(stderr, "usage: fanout_bench sessions URL SECRET SESSIONS "
-			"SPACES EXPECT\n"
-			"       fanout_bench blast PAIRS ROUNDS [BATCH]\n");
+	fprintf(stderr,
+		"usage: fanout_bench sessions URL SECRET SESSIONS "
+		"SPACES EXPECT [LATFILE]\n"
+		"       fanout_bench pace REDIS_URL SPACES RATE SECONDS\n"
+		"       fanout_bench blast PAIRS ROUNDS [BATCH]\n");
 	return 2;
 }
