@@ -312,6 +312,7 @@ struct fanout {
 	 * each holds a reference (reader thread only) */
 	struct sess **dirty;
 	uint32_t ndirty, capdirty;
+	bool send_now; /* sessions write on the caller's thread (sender.h) */
 };
 
 static void sess_recv_cb(void *arg);
@@ -511,16 +512,34 @@ push_encode_locked(struct sess *s)
 	s->npend -= n;
 }
 
-/* s->mu held: the next PUSH from the queue, when nothing is being sent */
+/* s->mu held: what is queued, as PUSHes, while nothing is in flight;
+ * sent from this thread while the socket takes it (sender.h) */
 static void
 sess_pump_locked(struct sess *s)
 {
-	if (s->state == S_CLOSED || s->tx.busy)
-		return;
-	if (s->tx.out.len == 0)
-		push_encode_locked(s);
-	if (sender_kick(&s->tx))
-		s->refs++; /* the send's */
+	for (;;) {
+		if (s->state == S_CLOSED || s->tx.busy)
+			return;
+		if (s->tx.out.len == 0)
+			push_encode_locked(s);
+		switch (sender_kick(&s->tx)) {
+		case KICK_STARTED:
+			s->refs++; /* the send's */
+			return;
+		case KICK_FAILED:
+			sess_close_locked(s, "send_failed");
+			return;
+		case KICK_WROTE:
+			if (s->npend > 0)
+				continue; /* the next PUSH */
+			sender_trim(&s->tx, OUT_SMALL);
+			if (s->state == S_DRAINING)
+				sess_close_locked(s, "drained");
+			return;
+		case KICK_IDLE:
+			return;
+		}
+	}
 }
 
 static void
@@ -895,7 +914,8 @@ accept_cb(void *arg)
 	pthread_mutex_init(&s->mu, NULL);
 	frame_reader_init(&s->fr, f->cfg.max_frame);
 	if (nng_aio_alloc(&s->rx_aio, sess_recv_cb, s) != 0 ||
-	    sender_init(&s->tx, s->stream, 0, sess_send_cb, s) != 0)
+	    sender_init(&s->tx, s->stream, 0, f->send_now, sess_send_cb, s) !=
+		    0)
 		alloc_oom(sizeof(nng_aio *));
 	pthread_mutex_lock(&f->mu);
 	full = f->nsessions >= f->cfg.max_sessions;
@@ -1674,6 +1694,7 @@ fanout_new(struct fanout **out, const struct fanout_config *cfg, char *why,
 	f->routes = xcalloc(ROUTE_BUCKETS, sizeof(*f->routes));
 	pthread_mutex_init(&f->mu, NULL);
 	pthread_cond_init(&f->cv, NULL);
+	f->send_now = sender_sends_now(cfg->listen_url);
 	rc = listen_open(&f->listener, cfg->listen_url, cfg->tls_cert,
 			 cfg->max_frame, why, whylen);
 	if (!rc && nng_aio_alloc(&f->accept_aio, accept_cb, f) != 0) {

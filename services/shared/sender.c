@@ -3,18 +3,40 @@
  */
 #include "services/shared/sender.h"
 
+#include <string.h>
+
 #include "common/banned.h"
 
 int
-sender_init(struct sender *s, nng_stream *stream, size_t max,
+sender_init(struct sender *s, nng_stream *stream, size_t max, bool now,
 	    void (*cb)(void *), void *arg)
 {
+	int rv;
+
 	s->stream = stream;
 	s->sent = 0;
 	s->busy = false;
+	s->now = NULL;
 	buf_init(&s->out, max);
 	buf_init(&s->sending, max);
-	return nng_aio_alloc(&s->aio, cb, arg);
+	rv = nng_aio_alloc(&s->aio, cb, arg);
+	if (!rv && now && (rv = nng_aio_alloc(&s->now, NULL, NULL)) != 0) {
+		nng_aio_free(s->aio);
+		s->aio = NULL;
+	}
+	return rv;
+}
+
+bool
+sender_sends_now(const char *url)
+{
+	static const char *const ok[] = { "tcp://", "tcp4://", "tcp6://",
+					  "ipc://" };
+
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+		if (strncmp(url, ok[i], strlen(ok[i])) == 0)
+			return true;
+	return false;
 }
 
 void
@@ -22,6 +44,9 @@ sender_fini(struct sender *s)
 {
 	nng_aio_reap(s->aio); /* we may be inside its callback */
 	s->aio = NULL;
+	if (s->now)
+		nng_aio_free(s->now); /* never in flight outside a kick */
+	s->now = NULL;
 	buf_fini(&s->out);
 	buf_fini(&s->sending);
 }
@@ -37,20 +62,58 @@ send_rest(struct sender *s)
 	nng_stream_send(s->stream, s->aio);
 }
 
-bool
+/*
+ * as much of sending as the socket takes now, on this thread (sender.h):
+ * 1 all written, 0 the socket is full, -1 the stream failed
+ */
+static int
+write_now(struct sender *s)
+{
+	while (s->sent < s->sending.len) {
+		nng_iov iov = { s->sending.data + s->sent,
+				s->sending.len - s->sent };
+		int rv;
+
+		nng_aio_set_iov(s->now, 1, &iov);
+		nng_stream_send(s->stream, s->now);
+		nng_aio_cancel(s->now); /* queued: nothing of it was written */
+		nng_aio_wait(s->now);
+		rv = nng_aio_result(s->now);
+		if (rv == NNG_ECANCELED)
+			return 0;
+		if (rv != 0)
+			return -1;
+		if (nng_aio_count(s->now) == 0)
+			return 0;
+		s->sent += nng_aio_count(s->now);
+	}
+	return 1;
+}
+
+enum sender_kick
 sender_kick(struct sender *s)
 {
 	struct buf t;
 
 	if (s->busy || s->out.len == 0)
-		return false;
+		return KICK_IDLE;
 	t = s->sending; /* swap: out becomes the frames being sent */
 	s->sending = s->out;
 	s->out = t;
 	buf_reset(&s->out);
 	s->sent = 0;
+	if (s->now) {
+		int w = write_now(s);
+
+		if (w < 0)
+			return KICK_FAILED;
+		if (w > 0) {
+			buf_reset(&s->sending);
+			return KICK_WROTE;
+		}
+	}
 	send_rest(s);
-	return true;
+	return KICK_STARTED;
 }
 
 enum sender_result

@@ -70,6 +70,7 @@ struct server {
 	const struct schema *schema; /* NULL: any table and field */
 	struct db *db;
 	nng_stream_listener *listener;
+	bool send_now; /* connections write on the caller's thread (sender.h) */
 	nng_aio *accept_aio;
 	pthread_mutex_t mu;  /* list, stopping, next_id; taken before a
 			      * conn's mu, never after it */
@@ -148,12 +149,27 @@ conn_close_locked(struct conn *c, const char *why)
 /* ------------------------------------------------------------------ */
 /* sending */
 
-/* c->mu held: start a send if none is in flight and frames wait */
+/* c->mu held: send what waits if nothing is in flight, from this thread
+ * while the socket takes it (sender.h) */
 static void
 conn_kick_locked(struct conn *c)
 {
-	if (c->state != CONN_CLOSED && sender_kick(&c->tx))
+	if (c->state == CONN_CLOSED)
+		return;
+	switch (sender_kick(&c->tx)) {
+	case KICK_STARTED:
 		c->refs++; /* the send's */
+		break;
+	case KICK_FAILED:
+		conn_close_locked(c, "send_failed");
+		break;
+	case KICK_WROTE:
+		if (c->state == CONN_DRAINING)
+			conn_close_locked(c, "drained");
+		break;
+	case KICK_IDLE:
+		break;
+	}
 }
 
 static void
@@ -933,8 +949,8 @@ accept_cb(void *arg)
 	pthread_mutex_init(&c->mu, NULL);
 	frame_reader_init(&c->fr, srv->cfg.max_frame);
 	if (nng_aio_alloc(&c->rx_aio, conn_recv_cb, c) != 0 ||
-	    sender_init(&c->tx, c->stream, srv->cfg.max_out, conn_send_cb, c) !=
-		    0)
+	    sender_init(&c->tx, c->stream, srv->cfg.max_out, srv->send_now,
+			conn_send_cb, c) != 0)
 		alloc_oom(sizeof(nng_aio *));
 	pthread_mutex_lock(&srv->mu);
 	c->id = ++srv->next_id;
@@ -970,6 +986,7 @@ server_new(struct server **out, const struct server_config *cfg,
 	srv->db = db;
 	pthread_mutex_init(&srv->mu, NULL);
 	pthread_cond_init(&srv->gone, NULL);
+	srv->send_now = sender_sends_now(cfg->listen_url);
 	rv = listen_open(&srv->listener, cfg->listen_url, cfg->tls_cert,
 			 cfg->max_frame, why, whylen);
 	if (!rv && nng_aio_alloc(&srv->accept_aio, accept_cb, srv) != 0) {

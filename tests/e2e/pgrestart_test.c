@@ -78,8 +78,9 @@ Test(pgrestart, no_false_ack_no_lost_write, .fini = teardown, .timeout = 180)
 			usleep(700000);
 			snprintf(cmd, sizeof(cmd),
 				 "%s down --dir %s >/dev/null && sleep 1 && "
-				 "%s up --dir %s --ports auto >/dev/null",
-				 script, dir, script, dir);
+				 "{ %s up --dir %s --ports auto >%s/chaos.log"
+				 " 2>&1 || { cat %s/chaos.log >&2; false; }; }",
+				 script, dir, script, dir, dir, dir);
 			if (system(cmd) != 0)
 				_exit(1);
 		}
