@@ -30,8 +30,7 @@ sender_init(struct sender *s, nng_stream *stream, size_t max, bool now,
 bool
 sender_sends_now(const char *url)
 {
-	static const char *const ok[] = { "tcp://", "tcp4://", "tcp6://",
-					  "ipc://" };
+	static const char *const ok[] = { "tcp://", "tcp4://", "tcp6://" };
 
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
 		if (strncmp(url, ok[i], strlen(ok[i])) == 0)

@@ -20,9 +20,10 @@
  * waits for it (immediate either way): completed, the bytes are counted
  * and the next ones go the same way; cancelled, nothing of it was
  * written, and the rest goes as an ordinary send through the callback.
- * That argument holds for tcp:// (and ipc://, the same POSIX transport),
- * so only those use it; TLS and WebSocket streams buffer and frame what
- * they are given, and keep the callback path.
+ * That argument holds for nng 1.5's POSIX tcp:// transport, so only it
+ * uses this (tests/unit/sender_test.c checks it over a real socket); TLS
+ * and WebSocket streams buffer and frame what they are given, and keep the
+ * callback path, as does ipc://, untested.
  *
  * Not locked: the owner calls every function under its own lock, and
  * takes one reference on itself for each send in flight (sender_kick
@@ -52,8 +53,7 @@ struct sender {
  * sender_init - a sender on stream whose buffers hold at most max bytes
  * each (0: unbounded), completing sends through cb(arg) on nng's threads;
  * with now, writing on the caller's thread first (see above: only for a
- * stream of nng's tcp:// or ipc:// transport; sender_sends_now() says
- * which URLs).  Returns 0, or nng's error when an aio cannot be
+ * stream of nng's tcp:// transport; sender_sends_now() says which URLs).  Returns 0, or nng's error when an aio cannot be
  * allocated.
  */
 int sender_init(struct sender *s, nng_stream *stream, size_t max, bool now,
