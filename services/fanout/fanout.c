@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <weft/error.h>
 
@@ -313,6 +314,18 @@ struct fanout {
 	struct sess **dirty;
 	uint32_t ndirty, capdirty;
 	bool send_now; /* sessions write on the caller's thread (sender.h) */
+	/* the send helper: pumps the second half of a routed chunk's sessions
+	 * while the reader pumps the first (pump_dirty); started only on a
+	 * machine with more than one CPU */
+	struct {
+		bool on;	    /* the thread runs */
+		pthread_t th;	    /* the thread */
+		pthread_mutex_t mu; /* the fields below */
+		pthread_cond_t cv;  /* work given, work done, stop */
+		struct sess **v;    /* its sessions (reader's dirty array) */
+		uint32_t n;	    /* how many; 0 when done */
+		bool stop;	    /* fanout_free */
+	} helper;
 };
 
 static void sess_recv_cb(void *arg);
@@ -1194,17 +1207,72 @@ mark_dirty(struct fanout *f, struct sess *s)
 	f->dirty[f->ndirty++] = s;
 }
 
-/* f->mu not held: send what the routed batch queued */
+/* pump these sessions, dropping the reference each held as dirty */
 static void
-pump_dirty(struct fanout *f)
+pump_list(struct sess **v, uint32_t n)
 {
-	for (uint32_t i = 0; i < f->ndirty; i++) {
-		struct sess *s = f->dirty[i];
+	for (uint32_t i = 0; i < n; i++) {
+		struct sess *s = v[i];
 
 		pthread_mutex_lock(&s->mu);
 		s->dirty = false;
 		sess_pump_locked(s);
 		sess_unref_locked(s);
+	}
+}
+
+/* the send helper's loop (struct fanout's helper) */
+static void *
+helper_main(void *arg)
+{
+	struct fanout *f = arg;
+
+	pthread_mutex_lock(&f->helper.mu);
+	for (;;) {
+		while (f->helper.n == 0 && !f->helper.stop)
+			pthread_cond_wait(&f->helper.cv, &f->helper.mu);
+		if (f->helper.stop)
+			break;
+		pthread_mutex_unlock(&f->helper.mu);
+		pump_list(f->helper.v, f->helper.n);
+		pthread_mutex_lock(&f->helper.mu);
+		f->helper.n = 0;
+		pthread_cond_broadcast(&f->helper.cv);
+	}
+	pthread_mutex_unlock(&f->helper.mu);
+	return NULL;
+}
+
+/* HELPER_MIN - a routed chunk touching fewer sessions is sent by the
+ * reader alone: handing over costs a wake-up, about what a few sends do */
+#define HELPER_MIN 32
+
+/*
+ * f->mu not held: send what the routed batch queued.  With the helper,
+ * the reader and the helper each send half: each write on loopback costs
+ * the sender the receiver's TCP processing too, so one thread was the
+ * node's limit with one change per session (bench/fanout).  Each session
+ * is pumped by one thread under its own mutex, as before.
+ */
+static void
+pump_dirty(struct fanout *f)
+{
+	uint32_t mine = f->ndirty;
+
+	if (f->helper.on && f->ndirty >= HELPER_MIN) {
+		mine = f->ndirty / 2;
+		pthread_mutex_lock(&f->helper.mu);
+		f->helper.v = f->dirty + mine;
+		f->helper.n = f->ndirty - mine;
+		pthread_cond_broadcast(&f->helper.cv);
+		pthread_mutex_unlock(&f->helper.mu);
+	}
+	pump_list(f->dirty, mine);
+	if (mine != f->ndirty) {
+		pthread_mutex_lock(&f->helper.mu);
+		while (f->helper.n != 0)
+			pthread_cond_wait(&f->helper.cv, &f->helper.mu);
+		pthread_mutex_unlock(&f->helper.mu);
 	}
 	f->ndirty = 0;
 }
@@ -1707,6 +1775,13 @@ fanout_new(struct fanout **out, const struct fanout_config *cfg, char *why,
 		free(f);
 		return rc;
 	}
+	pthread_mutex_init(&f->helper.mu, NULL);
+	pthread_cond_init(&f->helper.cv, NULL);
+	if (sysconf(_SC_NPROCESSORS_ONLN) > 1) {
+		if (pthread_create(&f->helper.th, NULL, helper_main, f) != 0)
+			alloc_oom(0);
+		f->helper.on = true;
+	}
 	if (pthread_create(&f->auth_thread, NULL, auth_main, f) != 0 ||
 	    pthread_create(&f->reader_thread, NULL, reader_main, f) != 0 ||
 	    pthread_create(&f->house_thread, NULL, house_main, f) != 0)
@@ -1764,6 +1839,13 @@ fanout_free(struct fanout *f)
 	pthread_join(f->auth_thread, NULL);
 	pthread_join(f->reader_thread, NULL);
 	pthread_join(f->house_thread, NULL);
+	if (f->helper.on) { /* idle: the reader waited for its last slice */
+		pthread_mutex_lock(&f->helper.mu);
+		f->helper.stop = true;
+		pthread_cond_broadcast(&f->helper.cv);
+		pthread_mutex_unlock(&f->helper.mu);
+		pthread_join(f->helper.th, NULL);
+	}
 	/* requests the auth thread never took */
 	while (f->reqs) {
 		struct req *r = f->reqs;
@@ -1813,6 +1895,8 @@ fanout_free(struct fanout *f)
 		}
 	free(f->routes);
 	free(f->dirty);
+	pthread_cond_destroy(&f->helper.cv);
+	pthread_mutex_destroy(&f->helper.mu);
 	pthread_cond_destroy(&f->cv);
 	pthread_mutex_destroy(&f->mu);
 	free(f);

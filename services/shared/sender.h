@@ -53,8 +53,8 @@ struct sender {
  * sender_init - a sender on stream whose buffers hold at most max bytes
  * each (0: unbounded), completing sends through cb(arg) on nng's threads;
  * with now, writing on the caller's thread first (see above: only for a
- * stream of nng's tcp:// transport; sender_sends_now() says which URLs).  Returns 0, or nng's error when an aio cannot be
- * allocated.
+ * stream of nng's tcp:// transport; sender_sends_now() says which URLs).
+ * Returns 0, or nng's error when an aio cannot be allocated.
  */
 int sender_init(struct sender *s, nng_stream *stream, size_t max, bool now,
 		void (*cb)(void *), void *arg);

@@ -70,20 +70,27 @@ TestSuite(fanout, .init = setup, .fini = teardown, .timeout = 120);
 /* ---- clients ---- */
 
 static void
-hello(struct wclient *c, const char *url, const char *user)
+hello_as(struct wclient *c, const char *url, const char *user,
+	 const char *client)
 {
 	struct proto_msg m = { .type = PROTO_HELLO }, r;
 	char *tok =
 		auth_mint_hs256(PROC_SECRET, user, (int64_t)time(NULL), 3600);
 
 	cr_assert(eq(i64, wclient_dial(c, url), 0), "dial %s", url);
-	m.u.hello = (struct proto_hello){ 1,	   PROTO_VERSION, S(tok),
-					  S(user), { 0, 0 },	  S("test") };
+	m.u.hello = (struct proto_hello){ 1,	     PROTO_VERSION, S(tok),
+					  S(client), { 0, 0 },	    S("test") };
 	cr_assert(eq(i64, wclient_send(c, &m), 0));
 	cr_assert(eq(i64, wclient_recv(c, &r, WAIT_MS), 0));
 	cr_assert(eq(i64, r.type, PROTO_WELCOME), "got %s",
 		  proto_type_name(r.type));
 	free(tok);
+}
+
+static void
+hello(struct wclient *c, const char *url, const char *user)
+{
+	hello_as(c, url, user, user);
 }
 
 /* the next message that is not a PING (answered), within ms */
@@ -377,6 +384,56 @@ Test(fanout, a_write_reaches_subscribers_on_both_nodes_in_order)
 	}
 	wclient_close(&a);
 	wclient_close(&b);
+}
+
+/* enough sessions on one node that each routed change is sent by the
+ * reader and its send helper together (fanout.c, HELPER_MIN): every
+ * session still gets a chain of PUSHes ending at the last version */
+#define MANY 80
+
+Test(fanout, many_sessions_on_one_node_each_get_every_version_in_order)
+{
+	static struct wclient cs[MANY];
+	struct got g;
+
+	team("t9");
+	cr_assert(eq(i64, write_op("alice", 0, create_op("issues", "i9", "t9")),
+		     PROTO_ACK));
+	for (int k = 0; k < MANY; k++) {
+		char client[32];
+
+		snprintf(client, sizeof(client), "many-%d", k);
+		hello_as(&cs[k], fa.url, "alice", client);
+		cr_assert(eq(i64,
+			     subscribe(&cs[k], "space/t9",
+				       (struct proto_cursor){ 0, 0 }),
+			     0));
+	}
+	for (int v = 1; v <= 30; v++)
+		cr_assert(eq(i64, write_op("alice", 0, set_op("i9", v)),
+			     PROTO_ACK));
+	for (int k = 0; k < MANY; k++) {
+		struct proto_cursor last = { 0, 0 };
+		uint64_t seen = 0;
+
+		while (seen < 31) {
+			cr_assert(eq(i64, next_push(&cs[k], &g, WAIT_MS), 0),
+				  "session %d: version %llu so far", k,
+				  (unsigned long long)seen);
+			cr_assert(g.prev.lsn == last.lsn &&
+					  g.prev.idx == last.idx,
+				  "session %d: prev chains to the last push",
+				  k);
+			last = g.cursor;
+			for (int i = 0; i < g.n; i++) {
+				cr_assert(g.ver[i] > seen,
+					  "session %d: versions only grow", k);
+				seen = g.ver[i];
+			}
+		}
+		cr_assert(eq(u64, seen, 31));
+		wclient_close(&cs[k]);
+	}
 }
 
 Test(fanout, unauthorised_subscribe_gets_eperm_and_no_data)
