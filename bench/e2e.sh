@@ -45,15 +45,11 @@ psql -X -q -d "$WEFT_PG_URL" <<'SQL'
 INSERT INTO weft_spaces (id, created_by) VALUES ('bench', 'bench');
 INSERT INTO weft_members (space, user_id, role) VALUES ('bench', 'bench', 'writer');
 INSERT INTO weft_records (tbl, id, space, version, data, updated_by) VALUES
-	('issues', 'p0', 'bench', 1, '{"title": "probe", "priority": 0}', 'bench'),
-	('issues', 'b0', 'bench', 1, '{"title": "load", "priority": 0}', 'bench'),
-	('issues', 'b1', 'bench', 1, '{"title": "load", "priority": 0}', 'bench'),
-	('issues', 'b2', 'bench', 1, '{"title": "load", "priority": 0}', 'bench'),
-	('issues', 'b3', 'bench', 1, '{"title": "load", "priority": 0}', 'bench'),
-	('issues', 'b4', 'bench', 1, '{"title": "load", "priority": 0}', 'bench'),
-	('issues', 'b5', 'bench', 1, '{"title": "load", "priority": 0}', 'bench'),
-	('issues', 'b6', 'bench', 1, '{"title": "load", "priority": 0}', 'bench'),
-	('issues', 'b7', 'bench', 1, '{"title": "load", "priority": 0}', 'bench');
+	('issues', 'p0', 'bench', 1, '{"title": "probe", "priority": 0}', 'bench');
+INSERT INTO weft_records (tbl, id, space, version, data, updated_by)
+	SELECT 'issues', 'b' || g, 'bench', 1,
+	       '{"title": "load", "priority": 0}', 'bench'
+	FROM generate_series(0, 31) g;
 SQL
 
 cat >"$DIR/commit.sql" <<'SQL'

@@ -84,7 +84,8 @@ flush_held(struct walfile *f)
 	return rc;
 }
 
-/* append to held; false if it would pass HOLD_MAX or memory is short */
+/* append to held; false if one write would pass WRITE_MAX or memory is
+ * short */
 static bool
 hold(struct walfile *f, const void *buf, int amt)
 {
