@@ -123,6 +123,28 @@ oplist_add(struct oplist *l, const struct proto_op *op)
 	return 0;
 }
 
+/* append src's ops to l, taking their strings and values (src keeps
+ * none of them; the caller still finis it) */
+static int
+oplist_move(struct oplist *l, struct oplist *src)
+{
+	if (l->n + src->n > l->cap) {
+		size_t cap = l->cap ? l->cap : 4;
+		struct oop *v;
+
+		while (cap < l->n + src->n)
+			cap *= 2;
+		if (!(v = realloc(l->v, cap * sizeof(*v))))
+			return WEFT_ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	memcpy(l->v + l->n, src->v, src->n * sizeof(*src->v));
+	l->n += src->n;
+	src->n = 0; /* moved: its fini frees only the array */
+	return 0;
+}
+
 /* an op from C strings and jansson values (NULL = absent) */
 static int
 oplist_addj(struct oplist *l, unsigned kind, const char *table, const char *id,
@@ -348,7 +370,7 @@ add_op(weft_txn *tx, unsigned kind, const char *table, const char *id,
 		done.data = NULL;
 	}
 	buf_fini(&done);
-	rc = oplist_add(&tx->ops, &one.v[0].op);
+	rc = oplist_move(&tx->ops, &one);
 	oplist_fini(&one);
 	return rc;
 }
