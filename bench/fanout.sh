@@ -86,20 +86,19 @@ rss() { awk '/^VmRSS/ {print $2}' "/proc/$FPID/status"; }
 ticks() { awk '{print $14 + $15}' "/proc/$FPID/stat"; }
 HZ=$(getconf CLK_TCK)
 
-echo "bench/fanout: one weft-fanout node, 100 spaces, $DELIVERIES deliveries per run"
-printf '\n  %-9s %6s %14s %14s %16s %14s %8s %12s\n' sessions batch \
-	"deliveries/s" "raw msgs/s" "per fanout CPU-s" "bytes/session" ratio "gens"
-for conf in ${FANOUT_CONFS:-1000:1 15000:1 1000:100 15000:100}; do
-	n=${conf%:*} batch=${conf#*:}
+# start_gens N EXPECT_EACH [LATPREFIX]: $gens generators of N / $gens
+# sessions each (gens, per, pids and gfd<g> set here), each expecting
+# EXPECT_EACH changes (and writing latencies to LATPREFIX<g>); returns once
+# every session is subscribed
+start_gens() {
+	local n=$1 expect=$2 lat=${3:-} g fd line
 	gens=$(((n + SHARD - 1) / SHARD))
 	per=$((n / gens))
-	rounds=$(((DELIVERIES + n * batch - 1) / (n * batch)))
-	rss0=$(rss)
 	pids=()
 	for ((g = 0; g < gens; g++)); do
 		mkfifo "$DIR/gen$g"
 		"$GEN" sessions "tcp://127.0.0.1:$PORT" "$SECRET" "$per" 100 \
-			$((rounds * per * batch)) >"$DIR/gen$g" &
+			"$expect" ${lat:+"$lat$g"} >"$DIR/gen$g" &
 		pids+=($!)
 		exec {fd}<"$DIR/gen$g"
 		eval "gfd$g=$fd"
@@ -109,16 +108,12 @@ for conf in ${FANOUT_CONFS:-1000:1 15000:1 1000:100 15000:100}; do
 		read -r line <&"$fd"
 		[[ $line == ready ]] || { echo "generator $g: $line" >&2; exit 1; }
 	done
-	sleep 1
-	per_session=$(( ($(rss) - rss0) * 1024 / n ))
-	t0=$(ticks)
-	# the stream: one entry per space per round
-	awk -v rounds="$rounds" -v batch="$batch" 'BEGIN {
-		for (r = 0; r < rounds; r++)
-			for (s = 0; s < 100; s++)
-				for (k = 0; k < batch; k++)
-					printf "XADD weft:changes * t issues i r%d_%d s b%d v %d o 3 x f\r\n", r, k, s, r + 1
-	}' | redis-cli -p "$WEFT_REDIS_PORT" --pipe >/dev/null
+}
+
+# collect_gens: waits for the generators; sets got (changes, summed) and
+# secs (the longest first-to-last span)
+collect_gens() {
+	local g fd c s
 	got=0 secs=0
 	for ((g = 0; g < gens; g++)); do
 		eval "fd=\$gfd$g"
@@ -129,6 +124,27 @@ for conf in ${FANOUT_CONFS:-1000:1 15000:1 1000:100 15000:100}; do
 		eval "exec $fd<&-"
 		rm -f "$DIR/gen$g"
 	done
+}
+
+echo "bench/fanout: one weft-fanout node, 100 spaces, $DELIVERIES deliveries per run"
+printf '\n  %-9s %6s %14s %14s %16s %14s %8s %12s\n' sessions batch \
+	"deliveries/s" "raw msgs/s" "per fanout CPU-s" "bytes/session" ratio "gens"
+for conf in ${FANOUT_CONFS:-1000:1 15000:1 1000:100 15000:100}; do
+	n=${conf%:*} batch=${conf#*:}
+	rounds=$(((DELIVERIES + n * batch - 1) / (n * batch)))
+	rss0=$(rss)
+	start_gens "$n" $((rounds * (n / ((n + SHARD - 1) / SHARD)) * batch))
+	sleep 1
+	per_session=$(( ($(rss) - rss0) * 1024 / n ))
+	t0=$(ticks)
+	# the stream: one entry per space per round
+	awk -v rounds="$rounds" -v batch="$batch" 'BEGIN {
+		for (r = 0; r < rounds; r++)
+			for (s = 0; s < 100; s++)
+				for (k = 0; k < batch; k++)
+					printf "XADD weft:changes * t issues i r%d_%d s b%d v %d o 3 x f\r\n", r, k, s, r + 1
+	}' | redis-cli -p "$WEFT_REDIS_PORT" --pipe >/dev/null
+	collect_gens
 	t1=$(ticks)
 	rate=$(awk -v c="$got" -v s="$secs" 'BEGIN {printf "%d", (s > 0 ? c / s : 0)}')
 	cpu=$(awk -v c="$got" -v t=$((t1 - t0)) -v hz="$HZ" \
@@ -160,34 +176,14 @@ printf '  %-9s %14s %14s %10s %10s %10s %10s\n' sessions "deliveries/s" achieved
 for conf in ${FANOUT_LAT:-1000:10000 1000:50000 15000:50000}; do
 	n=${conf%:*} want=${conf#*:}
 	secs=${LAT_SECONDS:-10}
-	gens=$(((n + SHARD - 1) / SHARD))
-	per=$((n / gens))
 	entries=$((want * 100 / n)) # entries/s: each reaches n / 100 sessions
-	pids=()
-	for ((g = 0; g < gens; g++)); do
-		mkfifo "$DIR/gen$g"
-		"$GEN" sessions "tcp://127.0.0.1:$PORT" "$SECRET" "$per" 100 \
-			$((entries * secs * per / 100)) "$DIR/lat$g" >"$DIR/gen$g" &
-		pids+=($!)
-		exec {fd}<"$DIR/gen$g"
-		eval "gfd$g=$fd"
-	done
-	for ((g = 0; g < gens; g++)); do
-		eval "fd=\$gfd$g"
-		read -r line <&"$fd"
-		[[ $line == ready ]] || { echo "generator $g: $line" >&2; exit 1; }
-	done
+	start_gens "$n" $((entries * secs * (n / ((n + SHARD - 1) / SHARD)) / 100)) \
+		"$DIR/lat"
 	sleep 1
 	"$GEN" pace "$WEFT_REDIS_URL" 100 "$entries" "$secs" >"$DIR/pace"
-	got=0
-	for ((g = 0; g < gens; g++)); do
-		eval "fd=\$gfd$g"
-		read -r c s <&"$fd"
-		wait "${pids[$g]}" || true
-		got=$((got + c))
-		eval "exec $fd<&-"
-		rm -f "$DIR/gen$g"
-	done
+	lsecs=$secs
+	collect_gens
+	secs=$lsecs
 	read -r sent psecs <"$DIR/pace"
 	cat "$DIR"/lat* | sort -n >"$DIR/lat.all"
 	awk -v n="$n" -v want="$want" -v got="$got" -v psecs="$psecs" '
