@@ -15,6 +15,13 @@
  *       round-robin over spaces b0..b<SPACES-1>, each with id "L<ns>",
  *       the CLOCK_REALTIME time it was sent; print "entries seconds".
  *
+ *   fanout_bench streamlag REDIS_URL STREAM SECONDS
+ *       for bench/relay.sh: read STREAM from its end for SECONDS (XREAD
+ *       BLOCK, as a fanout node does) and time each entry from its commit
+ *       (field "w", Unix ms, truncated) to when this reader has it; print
+ *       "entries p50 p99 max" in ms.  The commit time is whole
+ *       milliseconds, so each figure may read up to 1 ms high.
+ *
  *   fanout_bench blast PAIRS ROUNDS [BATCH]
  *       the raw limit: PAIRS loopback TCP connections; one thread writes
  *       BATCH (default 1) 64-byte messages per connection per round, in
@@ -396,6 +403,93 @@ run_pace(char **argv)
 	return 0;
 }
 
+static int
+cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+static int
+run_streamlag(char **argv)
+{
+	char why[256], last[64] = "$";
+	redisContext *rc = redis_open(argv[2], 5000, why, sizeof(why));
+	const char *stream = argv[3];
+	uint64_t until =
+		clock_now_ms() + (uint64_t)(strtod(argv[4], NULL) * 1000.0);
+	double *lag = NULL;
+	size_t n = 0, cap = 0;
+
+	if (!rc) {
+		fprintf(stderr, "fanout_bench streamlag: %s\n", why);
+		return 1;
+	}
+	while (clock_now_ms() < until) {
+		redisReply *r = redisCommand(
+			rc, "XREAD COUNT 1000 BLOCK 100 STREAMS %s %s", stream,
+			last);
+		double now = (double)realtime_ns() / 1e6;
+
+		if (!r) {
+			fprintf(stderr, "fanout_bench streamlag: %s\n",
+				rc->errstr);
+			break;
+		}
+		if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+		    r->element[0]->elements == 2) {
+			redisReply *es = r->element[0]->element[1];
+
+			for (size_t i = 0; i < es->elements; i++) {
+				redisReply *e = es->element[i], *f;
+
+				if (e->type != REDIS_REPLY_ARRAY ||
+				    e->elements != 2)
+					continue;
+				snprintf(last, sizeof(last), "%s",
+					 e->element[0]->str);
+				f = e->element[1];
+				for (size_t k = 0; k + 1 < f->elements; k += 2)
+					if (strcmp(f->element[k]->str, "w") ==
+					    0) {
+						if (n == cap) {
+							double *t;
+
+							cap = cap ? 2 * cap
+								  : 65536;
+							t = realloc(
+								lag,
+								cap * sizeof(*lag));
+							if (!t) {
+								free(lag);
+								return 1;
+							}
+							lag = t;
+						}
+						lag[n++] =
+							now -
+							strtod(f->element[k + 1]
+								       ->str,
+							       NULL);
+					}
+			}
+		}
+		freeReplyObject(r);
+	}
+	redisFree(rc);
+	if (n == 0) {
+		printf("0 0 0 0\n");
+		free(lag);
+		return 0;
+	}
+	qsort(lag, n, sizeof(*lag), cmp_double);
+	printf("%zu %.2f %.2f %.2f\n", n, lag[n / 2], lag[n * 99 / 100],
+	       lag[n - 1]);
+	free(lag);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -403,6 +497,8 @@ main(int argc, char **argv)
 		return run_sessions(argc, argv);
 	if (argc == 6 && strcmp(argv[1], "pace") == 0)
 		return run_pace(argv);
+	if (argc == 5 && strcmp(argv[1], "streamlag") == 0)
+		return run_streamlag(argv);
 	if ((argc == 4 || argc == 5) && strcmp(argv[1], "blast") == 0)
 		return run_blast(argv);
 	fprintf(stderr,

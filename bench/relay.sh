@@ -15,7 +15,9 @@
 # 4. lag: pgbench commits one outbox row per transaction at 5,000/s for
 #    SECONDS while the relay runs; the relay's weft_relay_lag_seconds
 #    histogram (commit time -> Redis answered, measured on the oldest
-#    commit of each pipeline) gives p50/p99.
+#    commit of each pipeline) gives p50/p99 as bucket bounds; and
+#    fanout_bench streamlag reads the stream as a fanout node does and
+#    times every entry from its commit to its arrival (p50/p99/max).
 # Build first: cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release &&
 #              cmake --build build-rel
 set -euo pipefail
@@ -38,6 +40,8 @@ trap cleanup EXIT
 
 RELAY=$BUILD/services/relay/weft-relay
 [[ -x $RELAY ]] || { echo "relay.sh: build $RELAY first" >&2; exit 1; }
+[[ -x $BUILD/bench/fanout_bench ]] ||
+	{ echo "relay.sh: build $BUILD/bench/fanout_bench first" >&2; exit 1; }
 WEFT_WRITE_BIN=none WEFT_RELAY_BIN=none WEFT_FANOUT_BIN=none \
 	"$REPO/deploy/local/stack" up --dir "$DIR" --ports auto >/dev/null
 set -a
@@ -141,8 +145,13 @@ cat >"$DIR/insert.sql" <<'SQL'
 INSERT INTO weft_outbox (tbl, id, space, version, op, deleted, data, client_id, mid, user_id) VALUES ('items', 'lag', 's1', 1, 3, false, '{"n": 1}', 'bench', 0, 'alice');
 SQL
 hist0=$(curl -s "http://127.0.0.1:$HPORT/metrics" | grep '^weft_relay_lag_seconds_bucket')
+# every entry's lag as a stream reader sees it, beside the histogram
+"$BUILD/bench/fanout_bench" streamlag "$WEFT_REDIS_URL" weft:changes \
+	$((SECS + 1)) >"$DIR/streamlag" &
+LPID=$!
 "$PGBIN/pgbench" -n -c 8 -j 2 -R "$RATE" -T "$SECS" -f "$DIR/insert.sql" \
 	"$WEFT_PG_URL" >"$DIR/pgbench.out" 2>&1
+wait "$LPID" || true
 sleep 0.5
 hist1=$(curl -s "http://127.0.0.1:$HPORT/metrics" | grep '^weft_relay_lag_seconds_bucket')
 tps=$(awk '/^tps/ {printf "%d", $3}' "$DIR/pgbench.out")
@@ -161,4 +170,6 @@ read -r p50 p99 n < <(paste <(echo "$hist0") <(echo "$hist1") | awk '
 echo
 echo "lag: pgbench at ${RATE}/s for ${SECS}s (achieved $tps commits/s), $n pipelines:"
 echo "  commit -> XADD answered, oldest commit of each pipeline: p50 <= ${p50} ms, p99 <= ${p99} ms (histogram bucket bounds)"
+read -r ln lp50 lp99 lmax <"$DIR/streamlag"
+echo "  commit -> entry read from the stream, every entry ($ln): p50 ${lp50} ms, p99 ${lp99} ms, max ${lmax} ms (commit times are whole ms: up to 1 ms high)"
 stop_relay
