@@ -37,7 +37,7 @@ teardown(void)
 TestSuite(client, .init = setup, .fini = teardown);
 
 static weft_store *
-open_store(void)
+open_store_at(int durability)
 {
 	struct weft_options o = { 0 };
 	char err[256] = "";
@@ -45,12 +45,19 @@ open_store(void)
 	int rc;
 
 	o.path = path;
+	o.durability = durability;
 	o.schema_path = getenv("WEFT_DEMO_SCHEMA");
 	o.errbuf = err;
 	o.errlen = sizeof(err);
 	rc = weft_open(&o, &st);
 	cr_assert(eq(int, rc, 0), "weft_open: %s (%s)", weft_strerror(rc), err);
 	return st;
+}
+
+static weft_store *
+open_store(void)
+{
+	return open_store_at(WEFT_DURABLE_APP);
 }
 
 /* one op in its own transaction */
@@ -592,9 +599,10 @@ reader_long(sqlite3 *db, const char *sql)
  * writes a transaction's in one call: another connection, open all along,
  * must still see each commit as soon as weft_commit returns, small or
  * larger than what the shim holds (HOLD_MAX) or writes at once */
-Test(client, another_connection_sees_every_commit_at_once)
+static void
+every_commit_at_once(int durability)
 {
-	weft_store *st = open_store();
+	weft_store *st = open_store_at(durability);
 	char desc[1100], js[1300], id[16], v[16];
 	sqlite3 *rd;
 	int made = 0;
@@ -662,4 +670,16 @@ Test(client, another_connection_sees_every_commit_at_once)
 		sqlite3_finalize(q);
 		sqlite3_close(db);
 	}
+}
+
+Test(client, another_connection_sees_every_commit_at_once)
+{
+	every_commit_at_once(WEFT_DURABLE_APP);
+}
+
+/* synchronous=FULL: SQLite syncs the WAL at each commit, and may pad it
+ * to a sector with copies of the commit frame */
+Test(client, another_connection_sees_every_commit_at_once_when_durable)
+{
+	every_commit_at_once(WEFT_DURABLE_POWER);
 }
