@@ -31,6 +31,8 @@ cleanup() {
 	rm -rf "$DIR"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM # so that EXIT cleans up
 GEN=$BUILD/bench/client_bench
 for b in "$GEN" "$WEFT_WRITE_BIN" "$WEFT_FANOUT_BIN"; do
 	[[ -x $b ]] || { echo "client.sh: build $b first" >&2; exit 1; }

@@ -29,6 +29,8 @@ cleanup() {
 	rm -rf "$DIR"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM # so that EXIT cleans up
 
 for b in "$WEFT_WRITE_BIN" "$WEFT_RELAY_BIN" "$WEFT_FANOUT_BIN" \
 	"$BUILD/bench/e2e_bench"; do

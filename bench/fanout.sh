@@ -42,12 +42,14 @@ chmod 755 "$DIR"
 FPID=
 SECRET=bench-secret-0123456789abcdef0123456789
 cleanup() {
-	[[ -n $FPID ]] && kill "$FPID" 2>/dev/null && wait "$FPID" 2>/dev/null
+	[[ -n $FPID ]] && kill "$FPID" 2>/dev/null && wait "$FPID" 2>/dev/null || true
 	WEFT_WRITE_BIN=none WEFT_RELAY_BIN=none WEFT_FANOUT_BIN=none \
 		"$REPO/deploy/local/stack" down --dir "$DIR" >/dev/null 2>&1 || true
 	rm -rf "$DIR"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM # so that EXIT cleans up
 
 GEN=$BUILD/bench/fanout_bench
 FANOUT=$BUILD/services/fanout/weft-fanout

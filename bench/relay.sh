@@ -31,12 +31,14 @@ DIR=$(mktemp -d /tmp/weft-bench-relay.XXXXXX)
 chmod 755 "$DIR"
 RPID=
 cleanup() {
-	[[ -n $RPID ]] && kill "$RPID" 2>/dev/null && wait "$RPID" 2>/dev/null
+	[[ -n $RPID ]] && kill "$RPID" 2>/dev/null && wait "$RPID" 2>/dev/null || true
 	WEFT_WRITE_BIN=none WEFT_RELAY_BIN=none WEFT_FANOUT_BIN=none \
 		"$REPO/deploy/local/stack" down --dir "$DIR" >/dev/null 2>&1 || true
 	rm -rf "$DIR"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM # so that EXIT cleans up
 
 RELAY=$BUILD/services/relay/weft-relay
 [[ -x $RELAY ]] || { echo "relay.sh: build $RELAY first" >&2; exit 1; }

@@ -30,11 +30,13 @@ DIR=$(mktemp -d /tmp/weft-bench-write.XXXXXX)
 chmod 755 "$DIR"
 WPID=
 cleanup() {
-	[[ -n $WPID ]] && kill "$WPID" 2>/dev/null && wait "$WPID" 2>/dev/null
+	[[ -n $WPID ]] && kill "$WPID" 2>/dev/null && wait "$WPID" 2>/dev/null || true
 	"$REPO/deploy/local/stack" down --dir "$DIR" >/dev/null 2>&1 || true
 	rm -rf "$DIR"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM # so that EXIT cleans up
 
 for b in "$BUILD/services/write/weft-write" "$BUILD/bench/write_bench"; do
 	[[ -x $b ]] || { echo "write.sh: build $b first" >&2; exit 1; }
