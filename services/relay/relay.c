@@ -68,6 +68,25 @@ struct entry {
 	char *mem; /* owns the id, the values and the commit time */
 };
 
+/* FLIGHTS - MULTI/EXEC pipelines in flight at once.  With one, the relay
+ * waited for Redis' answer (its fsync) before sending the next batch, and
+ * Redis sat idle meanwhile; with two, the next batch is already in Redis'
+ * socket when it finishes one.  Redis answers in order, so the answers are
+ * read pipeline by pipeline. */
+#define FLIGHTS 2
+
+/* one pipeline in flight: its n pending entries, and what its answer lets
+ * us count and confirm */
+struct flight {
+	int n;		    /* entries */
+	uint64_t seen_end;  /* commits decoded when it was sent */
+	uint64_t txns;	    /* of which not yet counted */
+	int64_t first_time; /* the oldest of those */
+	int got;	    /* answers read: MULTI, QUEUED..., EXEC */
+	uint64_t added, dups;
+	bool bad; /* an answer other than a new or duplicate id */
+};
+
 struct relay {
 	const struct relay_config *cfg;
 	const volatile sig_atomic_t *stop;
@@ -96,17 +115,11 @@ struct relay {
 	uint64_t last_added; /* commit LSN of the newest entry Redis
 			      * acknowledged */
 	uint64_t wal_end;    /* latest server WAL end */
-	/* the pipeline in flight: the first n pending entries, sent and not
-	 * yet answered, and what their answer lets us count and confirm */
-	struct {
-		int n;		    /* 0: none in flight */
-		uint64_t seen_end;  /* commits decoded when it was sent */
-		uint64_t txns;	    /* of which not yet counted */
-		int64_t first_time; /* the oldest of those */
-		int got;	    /* answers read: MULTI, QUEUED..., EXEC */
-		uint64_t added, dups;
-		bool bad; /* an answer other than a new or duplicate id */
-	} fl;
+	/* the pipelines in flight, oldest first: together the first
+	 * `inflight` pending entries, sent and not yet answered */
+	struct flight fl[FLIGHTS];
+	int nfl;		 /* pipelines in flight */
+	int inflight;		 /* their entries */
 	uint64_t next_status_ms; /* when to send a status update */
 	uint64_t next_prune_ms;
 	uint64_t next_lag_warn_ms;
@@ -181,12 +194,14 @@ drop_first(struct relay *rl, int n)
 
 /* close Redis; a pipeline in flight is unanswered, so its entries go
  * again with the next one (Redis refuses those it already holds) */
+static void unsend(struct relay *rl);
+
 static void
 redis_drop(struct relay *rl)
 {
+	unsend(rl);
 	redisFree(rl->r);
 	rl->r = NULL;
-	rl->fl.n = 0;
 }
 
 /* connect and check the stream did not lose what was confirmed */
@@ -294,27 +309,33 @@ confirm(struct relay *rl, uint64_t end)
 }
 
 /*
- * The pipeline: flush_send XADDs every pending entry in one write and
- * returns without waiting; flush_collect reads the answers.  While Redis
- * appends (and fsyncs) one pipeline, the relay decodes the next; at most
- * one is in flight.  An LSN is confirmed only once Redis has answered
- * every entry before it.
+ * The pipeline: flush_send XADDs the pending entries not yet sent in one
+ * write and returns without waiting; flush_collect reads the answers.
+ * While Redis appends (and fsyncs) one pipeline, the relay decodes and
+ * sends the next: up to FLIGHTS are in flight.  An LSN is confirmed only
+ * once Redis has answered every entry before it.
  *
- * flush_send - send the pending entries (none may be in flight).  Commits
- * without entries need no Redis: they are counted and confirmed at once.
- * false when Redis is down.
+ * flush_send - send the pending entries not in flight, if a pipeline is
+ * free.  Commits without entries need no Redis: they are counted and
+ * confirmed at once when nothing is in flight (otherwise later, behind
+ * what is).  false when Redis is down.
  */
 static bool
 flush_send(struct relay *rl)
 {
-	int done = 0;
+	int done = 0, from = rl->inflight;
+	struct flight *f;
 
-	if (rl->npending == 0) {
-		count_txns(rl->seen_txns, rl->first_time);
-		rl->seen_txns = 0;
-		confirm(rl, rl->seen_end);
+	if (rl->npending == from) {
+		if (rl->nfl == 0) {
+			count_txns(rl->seen_txns, rl->first_time);
+			rl->seen_txns = 0;
+			confirm(rl, rl->seen_end);
+		}
 		return true;
 	}
+	if (rl->nfl == FLIGHTS)
+		return true; /* sent when one is answered */
 	if (!redis_up(rl))
 		return false;
 	/* the whole pipeline as one RESP buffer: hiredis' own formatting
@@ -325,7 +346,7 @@ flush_send(struct relay *rl)
 	 * fsyncs; queued commands reach the AOF together, at EXEC */
 	buf_reset(&rl->resp);
 	buf_append(&rl->resp, "*1\r\n$5\r\nMULTI\r\n", 15);
-	for (int i = 0; i < rl->npending; i++) {
+	for (int i = from; i < rl->npending; i++) {
 		struct entry *e = &rl->pending[i];
 
 		resp_head(&rl->resp, '*', (size_t)e->nargs);
@@ -339,7 +360,8 @@ flush_send(struct relay *rl)
 	if (rl->resp.err ||
 	    redisAppendFormattedCommand(rl->r, (const char *)rl->resp.data,
 					rl->resp.len) != REDIS_OK) {
-		log_event(LOG_ERROR, "resp_failed", "entries=%d", rl->npending);
+		log_event(LOG_ERROR, "resp_failed", "entries=%d",
+			  rl->npending - from);
 		redis_drop(rl);
 		return false;
 	}
@@ -351,74 +373,82 @@ flush_send(struct relay *rl)
 			redis_drop(rl);
 			return false;
 		}
-	rl->fl.n = rl->npending;
-	rl->fl.seen_end = rl->seen_end;
-	rl->fl.txns = rl->seen_txns;
-	rl->fl.first_time = rl->first_time;
-	rl->fl.got = 0;
-	rl->fl.added = rl->fl.dups = 0;
-	rl->fl.bad = false;
+	f = &rl->fl[rl->nfl++];
+	*f = (struct flight){ .n = rl->npending - from,
+			      .seen_end = rl->seen_end,
+			      .txns = rl->seen_txns,
+			      .first_time = rl->first_time };
+	rl->inflight = rl->npending;
 	rl->seen_txns = 0;
 	return true;
 }
 
-/* the pipeline in flight failed: its commits wait for the next one */
+/* the pipelines in flight failed or went unanswered: their entries stay
+ * pending, to go again with the next one, and their commits wait too */
 static void
 unsend(struct relay *rl)
 {
-	if (rl->fl.txns) {
-		rl->seen_txns += rl->fl.txns;
-		rl->first_time = rl->fl.first_time;
+	uint64_t txns = 0;
+
+	for (int k = 0; k < rl->nfl; k++)
+		txns += rl->fl[k].txns;
+	if (txns) {
+		rl->seen_txns += txns;
+		for (int k = 0; k < rl->nfl; k++)
+			if (rl->fl[k].txns) {
+				rl->first_time = rl->fl[k].first_time;
+				break;
+			}
 	}
-	rl->fl.txns = 0;
-	rl->fl.n = 0;
+	rl->nfl = 0;
+	rl->inflight = 0;
 }
 
-/* Redis failed: the pipeline in flight goes again with the next */
+/* Redis failed: the pipelines in flight go again with the next */
 static void
 redis_failed(struct relay *rl)
 {
 	log_event(LOG_WARN, "redis_failed", "why=\"%s\"", rl->r->errstr);
 	count(&stats.redis_errors, 1);
-	unsend(rl);
 	redis_drop(rl);
 }
 
-/* the answer at position fl.got: MULTI's, a QUEUED per entry, EXEC's */
+/* the oldest pipeline's answer at position got: MULTI's, a QUEUED per
+ * entry, EXEC's (its entries are the first pending ones) */
 static void
 take_answer(struct relay *rl, const redisReply *rep)
 {
-	int i = rl->fl.got++;
+	struct flight *f = &rl->fl[0];
+	int i = f->got++;
 
-	if (rl->fl.bad)
+	if (f->bad)
 		return; /* already logged; the batch goes again */
-	if (i <= rl->fl.n) {
+	if (i <= f->n) {
 		if (rep->type == REDIS_REPLY_ERROR) {
 			log_event(LOG_ERROR, "xadd_refused", "id=%s err=\"%s\"",
 				  i ? rl->pending[i - 1].id : "MULTI",
 				  rep->str);
-			rl->fl.bad = true;
+			f->bad = true;
 		}
 		return;
 	}
-	if (rep->type != REDIS_REPLY_ARRAY ||
-	    rep->elements != (size_t)rl->fl.n) {
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements != (size_t)f->n) {
 		log_event(LOG_ERROR, "exec_failed", "err=\"%s\"",
 			  rep->type == REDIS_REPLY_ERROR ? rep->str : "?");
-		rl->fl.bad = true;
+		f->bad = true;
 		return;
 	}
-	for (size_t k = 0; k < rep->elements && !rl->fl.bad; k++) {
+	for (size_t k = 0; k < rep->elements && !f->bad; k++) {
 		const redisReply *x = rep->element[k];
 
 		if (x->type != REDIS_REPLY_ERROR) {
-			rl->fl.added++;
+			f->added++;
 		} else if (strstr(x->str, "equal or smaller")) {
-			rl->fl.dups++;
+			f->dups++;
 		} else {
 			log_event(LOG_ERROR, "xadd_failed", "id=%s err=\"%s\"",
 				  rl->pending[k].id, x->str);
-			rl->fl.bad = true;
+			f->bad = true;
 		}
 	}
 }
@@ -426,21 +456,21 @@ take_answer(struct relay *rl, const redisReply *rep)
 enum { COLLECT_FAILED = -1, COLLECT_WAIT = 0, COLLECT_DONE = 1 };
 
 /*
- * flush_collect - read the answers to the pipeline in flight, if any.
- * With block it waits for all of them; without, it reads only what has
- * arrived (one read: call it when the socket is readable) and may return
- * COLLECT_WAIT.  COLLECT_DONE when Redis holds every entry (new or
- * duplicate); COLLECT_FAILED when they go again with the next pipeline.
+ * flush_collect - read the answers to the oldest pipeline in flight, if
+ * any.  With block it waits for all of them; without, it reads from the
+ * socket at most once per *read (false on the first call: call it when
+ * the socket is readable) and may return COLLECT_WAIT.  COLLECT_DONE when
+ * Redis holds every entry of it (new or duplicate); COLLECT_FAILED when
+ * every pipeline in flight goes again with the next one.
  */
 static int
-flush_collect(struct relay *rl, bool block)
+flush_collect(struct relay *rl, bool block, bool *read)
 {
-	bool read_once = false;
-	int n = rl->fl.n;
+	struct flight f;
 
-	if (n == 0)
+	if (rl->nfl == 0)
 		return COLLECT_DONE;
-	while (rl->fl.got < n + 2) {
+	while (rl->fl[0].got < rl->fl[0].n + 2) {
 		redisReply *rep = NULL;
 
 		if (redisGetReplyFromReader(rl->r, (void **)&rep) != REDIS_OK) {
@@ -452,30 +482,51 @@ flush_collect(struct relay *rl, bool block)
 			freeReplyObject(rep);
 			continue;
 		}
-		if (!block && read_once)
+		if (!block && *read)
 			return COLLECT_WAIT;
-		read_once = true;
+		*read = true;
 		if (redisBufferRead(rl->r) != REDIS_OK) {
 			redis_failed(rl);
 			return COLLECT_FAILED;
 		}
 	}
-	if (rl->fl.bad) { /* sent again with the next pipeline */
+	if (rl->fl[0].bad) { /* sent again with the next pipeline */
 		count(&stats.redis_errors, 1);
-		unsend(rl);
+		if (rl->nfl > 1)
+			redis_drop(rl); /* the later answers would be misread */
+		else
+			unsend(rl);
 		return COLLECT_FAILED;
 	}
-	rl->fl.n = 0;
-	rl->last_added = strtoull(rl->pending[n - 1].id, NULL, 10);
+	f = rl->fl[0];
+	memmove(&rl->fl[0], &rl->fl[1], (size_t)(rl->nfl - 1) * sizeof(f));
+	rl->nfl--;
+	rl->inflight -= f.n;
+	rl->last_added = strtoull(rl->pending[f.n - 1].id, NULL, 10);
 	pthread_mutex_lock(&stats_mu);
-	stats.rows += rl->fl.added;
-	stats.duplicates += rl->fl.dups;
+	stats.rows += f.added;
+	stats.duplicates += f.dups;
 	stats.batches++;
-	stats.batch_hist[hist_bucket((uint64_t)n)]++;
+	stats.batch_hist[hist_bucket((uint64_t)f.n)]++;
 	pthread_mutex_unlock(&stats_mu);
-	drop_first(rl, n);
-	count_txns(rl->fl.txns, rl->fl.first_time);
-	confirm(rl, rl->fl.seen_end);
+	drop_first(rl, f.n);
+	count_txns(f.txns, f.first_time);
+	confirm(rl, f.seen_end);
+	return COLLECT_DONE;
+}
+
+/* every pipeline in flight answered (blocking) */
+static int
+collect_all(struct relay *rl)
+{
+	bool read = false;
+
+	while (rl->nfl > 0) {
+		int c = flush_collect(rl, true, &read);
+
+		if (c != COLLECT_DONE)
+			return c;
+	}
 	return COLLECT_DONE;
 }
 
@@ -677,7 +728,8 @@ pg_drop(struct relay *rl)
 	rl->in_txn = false;
 	rl->outbox_relid = 0;
 	/* its answers must not wait on the connection */
-	flush_collect(rl, true);
+	collect_all(rl);
+	unsend(rl);
 	drop_first(rl, rl->npending); /* Postgres sends them again */
 	rl->seen_txns = 0;
 	rl->seen_end = rl->confirmed;
@@ -788,8 +840,9 @@ check_lag(struct relay *rl)
 }
 
 /*
- * flush_or_wait - answer the pipeline in flight and send the pending
- * entries; with wait, also wait for their answers.  While Redis is down,
+ * flush_or_wait - send the pending entries not in flight, first waiting
+ * for the oldest pipeline's answer if none is free; with wait, also wait
+ * for every answer.  While Redis is down,
  * keep the replication connection (status updates keep it alive, nothing
  * more is read, so Postgres holds the backlog in the slot) and retry with
  * backoff.  false only when stopping.
@@ -799,8 +852,12 @@ flush_or_wait(struct relay *rl, bool wait)
 {
 	uint32_t backoff = 50;
 
-	while (!(flush_collect(rl, true) == COLLECT_DONE && flush_send(rl) &&
-		 (!wait || flush_collect(rl, true) == COLLECT_DONE))) {
+	bool read = false;
+
+	while (!((rl->nfl < FLIGHTS ||
+		  flush_collect(rl, true, &read) == COLLECT_DONE) &&
+		 flush_send(rl) &&
+		 (!wait || collect_all(rl) == COLLECT_DONE))) {
 		for (uint32_t t = 0; t < backoff && !*rl->stop; t += 50) {
 			clock_sleep_ms(50);
 			send_status(rl, false);
@@ -850,7 +907,7 @@ stream(struct relay *rl)
 				return false;
 			/* a full batch goes while the one before is
 			 * answered: decoding overlaps Redis' append */
-			if (rl->npending - rl->fl.n >= rl->cfg->batch_max &&
+			if (rl->npending - rl->inflight >= rl->cfg->batch_max &&
 			    !flush_or_wait(rl, false))
 				return true; /* stopping */
 			continue;
@@ -864,20 +921,28 @@ stream(struct relay *rl)
 			/* send what is decoded and read on: the answers
 			 * are read when they come, while Postgres sends
 			 * more */
-			if (!rl->fl.n && (rl->npending || rl->seen_txns) &&
+			if (rl->nfl < FLIGHTS &&
+			    (rl->npending > rl->inflight ||
+			     (!rl->nfl && rl->seen_txns)) &&
 			    !flush_or_wait(rl, false))
 				return true; /* stopping */
 			send_status(rl, false);
 			check_lag(rl);
 			prune(rl);
-			if (rl->fl.n && rl->r)
+			if (rl->nfl && rl->r)
 				pfd[1].fd = rl->r->fd;
 			if (poll(pfd, 2, 100) < 0)
 				continue;
-			if (pfd[1].revents &&
-			    flush_collect(rl, false) == COLLECT_FAILED &&
-			    !flush_or_wait(rl, false))
-				return true; /* stopping */
+			if (pfd[1].revents) {
+				bool read = false;
+				int c = COLLECT_DONE;
+
+				while (rl->nfl && c == COLLECT_DONE)
+					c = flush_collect(rl, false, &read);
+				if (c == COLLECT_FAILED &&
+				    !flush_or_wait(rl, false))
+					return true; /* stopping */
+			}
 			if (pfd[0].revents && !PQconsumeInput(rl->repl))
 				return false;
 			continue;
@@ -941,8 +1006,8 @@ relay_run(const struct relay_config *cfg, const volatile sig_atomic_t *stop)
 			continue;
 		}
 		/* stopping: what is flushed gets confirmed */
-		if (flush_collect(&rl, true) == COLLECT_DONE &&
-		    flush_send(&rl) && flush_collect(&rl, true) == COLLECT_DONE)
+		if (collect_all(&rl) == COLLECT_DONE && flush_send(&rl) &&
+		    collect_all(&rl) == COLLECT_DONE)
 			send_status(&rl, true);
 		PQputCopyEnd(rl.repl, NULL);
 		PQflush(rl.repl);
