@@ -27,8 +27,8 @@
  *
  * Not locked: the owner calls every function under its own lock, and
  * takes one reference on itself for each send in flight (sender_kick
- * returns true when it started one; sender_done says whether the send
- * still holds it).
+ * returns KICK_STARTED when it started one; sender_done says whether the
+ * send still holds it).
  */
 #ifndef WEFT_SVC_SENDER_H
 #define WEFT_SVC_SENDER_H
