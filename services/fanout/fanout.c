@@ -7,10 +7,11 @@
  * SUBSCRIBE and UNSUBSCRIBE to the auth thread.
  *
  * Lifetime: a session holds a reference for its pending receive, one
- * while a send is in flight, and one per request queued for the auth
- * thread.  The last reference marks it CLOSED, takes it out of the index
- * and the list (under f->mu) and frees it, so the reader, which only
- * touches sessions under f->mu, never sees a freed one.
+ * while a send is in flight, one per request queued for the auth thread,
+ * and one while it is in the reader's dirty list (pumped by the reader or
+ * the send helper, which then drops it).  The last reference marks it CLOSED,
+ * takes it out of the index and the list (under f->mu) and frees it, so the
+ * reader, which only touches sessions under f->mu, never sees a freed one.
  */
 #include "services/fanout/fanout.h"
 
@@ -310,7 +311,8 @@ struct fanout {
 	atomic_ullong pushes;	/* PUSH frames encoded (under s->mu only) */
 	struct fanout_stats st; /* under mu */
 	/* the reader's sessions with changes offered since its last pump;
-	 * each holds a reference (reader thread only) */
+	 * each holds a reference (reader thread only, but for the half the
+	 * send helper pumps while the reader waits for it) */
 	struct sess **dirty;
 	uint32_t ndirty, capdirty;
 	bool send_now; /* sessions write on the caller's thread (sender.h) */

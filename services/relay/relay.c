@@ -192,8 +192,8 @@ drop_first(struct relay *rl, int n)
 
 /* ---- Redis ---- */
 
-/* close Redis; a pipeline in flight is unanswered, so its entries go
- * again with the next one (Redis refuses those it already holds) */
+/* close Redis; the pipelines in flight are unanswered, so their entries
+ * go again with the next one (Redis refuses those it already holds) */
 static void unsend(struct relay *rl);
 
 static void
