@@ -179,7 +179,7 @@ struct qindex *st_qindex(weft_store *st);
 /* mu held: BEGIN IMMEDIATE / COMMIT / ROLLBACK */
 /* walvfs.c: the VFS that writes a WAL frame in one system call, or NULL
  * (the default VFS) if it could not be built */
-const char *walvfs_name(void);
+const char *walvfs_name(bool exclusive);
 
 int st_begin(weft_store *st);
 int st_commit(weft_store *st);

@@ -890,7 +890,7 @@ weft_open(const struct weft_options *o, weft_store **out)
 	if (sqlite3_open_v2(st->path, &st->db,
 			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
 				    SQLITE_OPEN_NOMUTEX,
-			    walvfs_name()) != SQLITE_OK) {
+			    walvfs_name(!o->share_file)) != SQLITE_OK) {
 		rc = st->db ? st_sqlerr(st, "open the store") : WEFT_ENOMEM;
 		goto out_free;
 	}

@@ -37,7 +37,7 @@ teardown(void)
 TestSuite(client, .init = setup, .fini = teardown);
 
 static weft_store *
-open_store_at(int durability)
+open_store_with(int durability, int share_file)
 {
 	struct weft_options o = { 0 };
 	char err[256] = "";
@@ -46,12 +46,19 @@ open_store_at(int durability)
 
 	o.path = path;
 	o.durability = durability;
+	o.share_file = share_file;
 	o.schema_path = getenv("WEFT_DEMO_SCHEMA");
 	o.errbuf = err;
 	o.errlen = sizeof(err);
 	rc = weft_open(&o, &st);
 	cr_assert(eq(int, rc, 0), "weft_open: %s (%s)", weft_strerror(rc), err);
 	return st;
+}
+
+static weft_store *
+open_store_at(int durability)
+{
+	return open_store_with(durability, 0);
 }
 
 static weft_store *
@@ -600,9 +607,9 @@ reader_long(sqlite3 *db, const char *sql)
  * must still see each commit as soon as weft_commit returns, small or
  * larger than what the shim holds (HOLD_MAX) or writes at once */
 static void
-every_commit_at_once(int durability)
+every_commit_at_once(int durability, int share_file)
 {
-	weft_store *st = open_store_at(durability);
+	weft_store *st = open_store_with(durability, share_file);
 	char desc[1100], js[1300], id[16], v[16];
 	sqlite3 *rd;
 	int made = 0;
@@ -674,12 +681,74 @@ every_commit_at_once(int durability)
 
 Test(client, another_connection_sees_every_commit_at_once)
 {
-	every_commit_at_once(WEFT_DURABLE_APP);
+	every_commit_at_once(WEFT_DURABLE_APP, 0);
 }
 
 /* synchronous=FULL: SQLite syncs the WAL at each commit, and may pad it
  * to a sector with copies of the commit frame */
 Test(client, another_connection_sees_every_commit_at_once_when_durable)
 {
-	every_commit_at_once(WEFT_DURABLE_POWER);
+	every_commit_at_once(WEFT_DURABLE_POWER, 0);
+}
+
+/* share_file: the default VFS's locks and shared-memory index */
+Test(client, another_connection_sees_every_commit_at_once_when_shared)
+{
+	every_commit_at_once(WEFT_DURABLE_APP, 1);
+}
+
+/*
+ * Another process (sqlite_peek.c) counts the issues view of the store file
+ * with plain SQLite: 10 + the count, or 2 if SQLite said the database is
+ * locked, or 1 for anything else.  Not a fork: the child would inherit
+ * this process's SQLite state, locks included.
+ */
+static int
+count_in_another_process(void)
+{
+	pid_t pid = fork();
+	int status;
+
+	cr_assert(ge(int, pid, 0));
+	if (pid == 0) {
+		execl(SQLITE_PEEK, SQLITE_PEEK, path,
+		      "SELECT count(*) FROM issues", (char *)NULL);
+		_exit(127);
+	}
+	cr_assert(eq(int, waitpid(pid, &status, 0), pid));
+	cr_assert(eq(int, WIFEXITED(status) ? 1 : 0, 1));
+	return WEXITSTATUS(status);
+}
+
+/* by default the file is SQLite-locked for the owning process, whose
+ * other connections still read it; share_file lets other processes in */
+Test(client, other_processes_read_the_store_only_when_it_is_shared)
+{
+	weft_store *st = open_store();
+	sqlite3 *db;
+
+	COMMIT1(st, weft_create(tx_, "issues", "a", "t", "{\"title\":\"a\"}"));
+	cr_assert(eq(int, count_in_another_process(), 2),
+		  "another process is told the database is locked");
+	COMMIT1(st, weft_create(tx_, "issues", "b", "t", "{\"title\":\"b\"}"));
+	cr_assert(eq(int,
+		     sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL),
+		     SQLITE_OK));
+	cr_assert(eq(i64, reader_long(db, "SELECT count(*) FROM issues"), 2),
+		  "a connection of the owning process reads it");
+	sqlite3_close(db);
+	weft_close(st);
+	cr_assert(eq(int, count_in_another_process(), 12),
+		  "after weft_close another process reads every commit");
+
+	st = open_store_with(WEFT_DURABLE_APP, 1);
+	COMMIT1(st, weft_create(tx_, "issues", "c", "t", "{\"title\":\"c\"}"));
+	cr_assert(eq(int, count_in_another_process(), 13),
+		  "with share_file another process reads it while open");
+	COMMIT1(st, weft_create(tx_, "issues", "d", "t", "{\"title\":\"d\"}"));
+	weft_close(st);
+
+	st = open_store();
+	cr_assert(eq(u64, weft_pending(st), 4));
+	weft_close(st);
 }
