@@ -139,13 +139,8 @@ for conf in ${FANOUT_CONFS:-1000:1 15000:1 1000:100 15000:100}; do
 	sleep 1
 	per_session=$(( ($(rss) - rss0) * 1024 / n ))
 	t0=$(ticks)
-	# the stream: one entry per space per round
-	awk -v rounds="$rounds" -v batch="$batch" 'BEGIN {
-		for (r = 0; r < rounds; r++)
-			for (s = 0; s < 100; s++)
-				for (k = 0; k < batch; k++)
-					printf "XADD weft:changes * t issues i r%d_%d s b%d v %d o 3 x f\r\n", r, k, s, r + 1
-	}' | redis-cli -p "$WEFT_REDIS_PORT" --pipe >/dev/null
+	# the stream: BATCH entries per space per round, as the relay writes them
+	"$GEN" rounds "$rounds" "$batch" | redis-cli -p "$WEFT_REDIS_PORT" --pipe >/dev/null
 	collect_gens
 	t1=$(ticks)
 	rate=$(awk -v c="$got" -v s="$secs" 'BEGIN {printf "%d", (s > 0 ? c / s : 0)}')

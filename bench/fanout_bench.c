@@ -18,9 +18,14 @@
  *   fanout_bench streamlag REDIS_URL STREAM SECONDS
  *       for bench/relay.sh: read STREAM from its end for SECONDS (XREAD
  *       BLOCK, as a fanout node does) and time each entry from its commit
- *       (field "w", Unix ms, truncated) to when this reader has it; print
- *       "entries p50 p99 max" in ms.  The commit time is whole
+ *       (its change's "w", Unix ms, truncated) to when this reader has it;
+ *       print "entries p50 p99 max" in ms.  The commit time is whole
  *       milliseconds, so each figure may read up to 1 ms high.
+ *
+ *   fanout_bench rounds ROUNDS BATCH
+ *       for bench/fanout.sh: print, as RESP for redis-cli --pipe, ROUNDS
+ *       rounds of BATCH XADDs per space b0..b99 into weft:changes, each a
+ *       change as weft-relay writes it (proto/entry.h).
  *
  *   fanout_bench blast PAIRS ROUNDS [BATCH]
  *       the raw limit: PAIRS loopback TCP connections; one thread writes
@@ -44,6 +49,7 @@
 
 #include "common/buf.h"
 #include "common/clock.h"
+#include "proto/entry.h"
 #include "proto/frame.h"
 #include "proto/msg.h"
 #include "services/shared/auth.h"
@@ -343,6 +349,67 @@ run_blast(char **argv)
 	return 0;
 }
 
+/* a change to record id of space sp at version v, as a stream entry's
+ * value (proto/entry.h) in b, as weft-relay writes it, with no data */
+static void
+entry_value(struct buf *b, const char *id, const char *sp, uint64_t v,
+	    int64_t when_ms)
+{
+	struct stream_change sc = { 0 };
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+
+	sc.table = S("issues");
+	sc.id = S(id);
+	sc.space = S(sp);
+	sc.version = v;
+	sc.op = PROTO_OP_SET;
+	sc.when_ms = when_ms;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	b->len = 0;
+	if (stream_change_pack(&pk, &sc) == 0)
+		buf_append(b, sb.data, sb.size);
+	msgpack_sbuffer_destroy(&sb);
+}
+
+static void
+resp_bulk(const char *s, size_t len)
+{
+	printf("$%zu\r\n", len);
+	fwrite(s, 1, len, stdout);
+	fputs("\r\n", stdout);
+}
+
+/* RESP for redis-cli --pipe: ROUNDS rounds of BATCH changes per space
+ * b0..b99, round r at version r + 1 */
+static int
+run_rounds(char **argv)
+{
+	long rounds = strtol(argv[2], NULL, 10);
+	long batch = strtol(argv[3], NULL, 10);
+	struct buf b;
+
+	buf_init(&b, 0);
+	for (long r = 0; r < rounds; r++)
+		for (int sp = 0; sp < 100; sp++)
+			for (long k = 0; k < batch; k++) {
+				char id[48], spn[16];
+
+				snprintf(id, sizeof(id), "r%ld_%ld", r, k);
+				snprintf(spn, sizeof(spn), "b%d", sp);
+				entry_value(&b, id, spn, (uint64_t)r + 1, 0);
+				fputs("*5\r\n", stdout);
+				resp_bulk("XADD", 4);
+				resp_bulk("weft:changes", 12);
+				resp_bulk("*", 1);
+				resp_bulk(STREAM_FIELD, 1);
+				resp_bulk((const char *)b.data, b.len);
+			}
+	buf_fini(&b);
+	return fflush(stdout) == 0 ? 0 : 1;
+}
+
 static int
 run_pace(char **argv)
 {
@@ -353,12 +420,14 @@ run_pace(char **argv)
 	double secs = strtod(argv[5], NULL);
 	long long total = (long long)((double)rate * secs), sent = 0;
 	uint64_t t0, t1;
+	struct buf ev;
 
 	if (!rc || spaces < 1 || rate < 1 || total < 1) {
 		fprintf(stderr, "fanout_bench pace: %s\n",
 			rc ? "bad arguments" : why);
 		return 1;
 	}
+	buf_init(&ev, 0);
 	t0 = clock_now_ns();
 	while (sent < total) {
 		/* entry k is due at t0 + k / rate: send what is due, then
@@ -372,16 +441,21 @@ run_pace(char **argv)
 		if (due > total)
 			due = total;
 		for (; sent + n < due; n++) {
-			char id[32], sp[16], v[24];
+			char id[32], sp[16];
+			const char *av[4] = { "XADD", "weft:changes", "*",
+					      STREAM_FIELD };
+			size_t al[5] = { 4, 12, 1, 1, 0 };
+			const char *args[5];
 
 			snprintf(id, sizeof(id), "L%llu",
 				 (unsigned long long)realtime_ns());
 			snprintf(sp, sizeof(sp), "b%lld", (sent + n) % spaces);
-			snprintf(v, sizeof(v), "%lld", sent + n + 1);
-			redisAppendCommand(rc,
-					   "XADD weft:changes * t issues i %s"
-					   " s %s v %s o 3 x f",
-					   id, sp, v);
+			entry_value(&ev, id, sp, (uint64_t)(sent + n + 1),
+				    (int64_t)(realtime_ns() / 1000000));
+			memcpy(args, av, sizeof(av));
+			args[4] = (const char *)ev.data;
+			al[4] = ev.len;
+			redisAppendCommandArgv(rc, 5, args, al);
 		}
 		for (long long k = 0; k < n; k++) {
 			void *r = NULL;
@@ -390,6 +464,7 @@ run_pace(char **argv)
 				fprintf(stderr, "fanout_bench pace: %s\n",
 					rc->errstr);
 				redisFree(rc);
+				buf_fini(&ev);
 				return 1;
 			}
 			freeReplyObject(r);
@@ -400,6 +475,7 @@ run_pace(char **argv)
 	t1 = clock_now_ns();
 	printf("%lld %.4f\n", sent, (double)(t1 - t0) / 1e9);
 	redisFree(rc);
+	buf_fini(&ev);
 	return 0;
 }
 
@@ -443,6 +519,7 @@ run_streamlag(char **argv)
 
 			for (size_t i = 0; i < es->elements; i++) {
 				redisReply *e = es->element[i], *f;
+				struct stream_change sc;
 
 				if (e->type != REDIS_REPLY_ARRAY ||
 				    e->elements != 2)
@@ -450,29 +527,25 @@ run_streamlag(char **argv)
 				snprintf(last, sizeof(last), "%s",
 					 e->element[0]->str);
 				f = e->element[1];
-				for (size_t k = 0; k + 1 < f->elements; k += 2)
-					if (strcmp(f->element[k]->str, "w") ==
-					    0) {
-						if (n == cap) {
-							double *t;
+				if (f->elements != 2 ||
+				    strcmp(f->element[0]->str, STREAM_FIELD) !=
+					    0 ||
+				    stream_change_parse(
+					    (const uint8_t *)f->element[1]->str,
+					    f->element[1]->len, &sc) != 0)
+					continue;
+				if (n == cap) {
+					double *t;
 
-							cap = cap ? 2 * cap
-								  : 65536;
-							t = realloc(
-								lag,
-								cap * sizeof(*lag));
-							if (!t) {
-								free(lag);
-								return 1;
-							}
-							lag = t;
-						}
-						lag[n++] =
-							now -
-							strtod(f->element[k + 1]
-								       ->str,
-							       NULL);
+					cap = cap ? 2 * cap : 65536;
+					t = realloc(lag, cap * sizeof(*lag));
+					if (!t) {
+						free(lag);
+						return 1;
 					}
+					lag = t;
+				}
+				lag[n++] = now - (double)sc.when_ms;
 			}
 		}
 		freeReplyObject(r);
@@ -499,12 +572,16 @@ main(int argc, char **argv)
 		return run_pace(argv);
 	if (argc == 5 && strcmp(argv[1], "streamlag") == 0)
 		return run_streamlag(argv);
+	if (argc == 4 && strcmp(argv[1], "rounds") == 0)
+		return run_rounds(argv);
 	if ((argc == 4 || argc == 5) && strcmp(argv[1], "blast") == 0)
 		return run_blast(argv);
 	fprintf(stderr,
 		"usage: fanout_bench sessions URL SECRET SESSIONS "
 		"SPACES EXPECT [LATFILE]\n"
 		"       fanout_bench pace REDIS_URL SPACES RATE SECONDS\n"
+		"       fanout_bench streamlag REDIS_URL STREAM SECONDS\n"
+		"       fanout_bench rounds ROUNDS BATCH\n"
 		"       fanout_bench blast PAIRS ROUNDS [BATCH]\n");
 	return 2;
 }

@@ -5,9 +5,10 @@
 #   bench/relay.sh [BUILD_DIR] [ROWS] [SECONDS]   (build-rel, 200000, 10)
 #
 # 1. starts its own Postgres + Redis (deploy/local/stack, scratch dir);
-# 2. raw limits: redis-benchmark, pipelined XADD (-P 1000) of a ~150-byte
-#    entry, on the same Redis; and the same entries in MULTI/EXEC batches
-#    of 1,000 (as the relay sends them) through redis-cli --pipe;
+# 2. raw limits: redis-benchmark, pipelined XADD (-P 1000) of an entry
+#    shaped like the relay's (one 94-byte field), on the same Redis; and
+#    the same entries in MULTI/EXEC batches of 1,000 (as the relay sends
+#    them) through redis-cli --pipe;
 # 3. drain: with the relay stopped, commits ROWS outbox rows (100 per
 #    transaction), then starts weft-relay and times it from start until
 #    every row is in the stream (changes/s, and the ratio to the raw XADD
@@ -81,17 +82,18 @@ now_ms() { date +%s%3N; }
 echo "bench/relay: Postgres $(psql -X -At -d "$WEFT_PG_URL" -c 'SHOW server_version'), Redis $(rcli INFO server | awk -F: '/^redis_version/ {print $2}' | tr -d '\r'), appendfsync $(rcli CONFIG GET appendfsync | tail -1)"
 
 # 2. the raw limit
+# an entry shaped like the relay's: one field, "e", of 94 bytes (the
+# msgpack change of one of the drain's rows, proto/entry.h)
+VAL=$(printf 'x%.0s' {1..94})
 raw=$(redis-benchmark -p "$WEFT_REDIS_PORT" -n "$ROWS" -P 1000 -c 1 -q \
-	XADD bench:raw '*' t items i r12345 s s42 v 7 o 3 x f \
-	d 0123456789012345678901234567890123456789012345678901234567890123456789 \
-	c client-0001 m 42 u alice w 1700000000000 | tr '\r' '\n' |
+	XADD bench:raw '*' e "$VAL" | tr '\r' '\n' |
 	grep -o '[0-9.]* requests per second' | awk '{print int($1)}')
 rcli DEL bench:raw >/dev/null
 # the same entries as the relay sends them: MULTI, 1,000 XADDs, EXEC (one
 # AOF fsync per EXEC), through redis-cli --pipe
-awk -v n="$ROWS" 'function bulk(s) { printf "$%d\r\n%s\r\n", length(s), s }
+awk -v n="$ROWS" -v val="$VAL" 'function bulk(s) { printf "$%d\r\n%s\r\n", length(s), s }
 	BEGIN {
-		split("XADD bench:raw * t items i r12345 s s42 v 7 o 3 x f d 0123456789012345678901234567890123456789012345678901234567890123456789 c client-0001 m 42 u alice w 1700000000000", a, " ")
+		split("XADD bench:raw * e " val, a, " ")
 		for (i = 0; i < n; i++) {
 			if (i % 1000 == 0) printf "*1\r\n$5\r\nMULTI\r\n"
 			printf "*%d\r\n", length(a)

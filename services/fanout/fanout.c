@@ -32,6 +32,7 @@
 #include "common/buf.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "proto/entry.h"
 #include "proto/frame.h"
 #include "proto/msg.h"
 #include "services/shared/listen.h"
@@ -142,69 +143,112 @@ change_encode(struct change *c)
 	}
 }
 
-/* a stream entry ([id, [field, value, ...]]) as a change, or NULL */
-static struct change *
-change_from_entry(const redisReply *e)
+static struct proto_str
+reply_str(const redisReply *r)
 {
-	const redisReply *f;
-	struct change *c;
-	size_t total = 0, off = 0;
-	const redisReply *v[128] = { 0 };
-	char *p;
+	return (struct proto_str){ r->str, (uint32_t)r->len };
+}
 
-	if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
-	    e->element[0]->type != REDIS_REPLY_STRING ||
-	    e->element[1]->type != REDIS_REPLY_ARRAY)
-		return NULL;
-	f = e->element[1];
+/*
+ * An entry's fields as a change: the one field "e" (proto/entry.h), or a
+ * field per column, as relays wrote them before it (t, i, s, p, v, o, x,
+ * d, c, m, u, w), which a stream may still hold after an upgrade.  false
+ * if neither.
+ */
+static bool
+entry_change(const redisReply *f, struct stream_change *sc)
+{
+	const redisReply *v[128] = { 0 };
+
 	for (size_t k = 0; k + 1 < f->elements; k += 2) {
 		const redisReply *name = f->element[k];
 
 		if (name->type != REDIS_REPLY_STRING || name->len != 1 ||
-		    f->element[k + 1]->type != REDIS_REPLY_STRING)
+		    f->element[k + 1]->type != REDIS_REPLY_STRING ||
+		    f->element[k + 1]->len > UINT32_MAX)
 			continue;
 		v[(unsigned char)name->str[0] & 127] = f->element[k + 1];
-		total += f->element[k + 1]->len + 1;
 	}
+	if (v['e'])
+		return stream_change_parse((const uint8_t *)v['e']->str,
+					   v['e']->len, sc) == 0;
+	memset(sc, 0, sizeof(*sc));
 	if (!v['t'] || !v['i'] || !v['s'] || !v['v'] || !v['o'])
+		return false;
+	sc->table = reply_str(v['t']);
+	sc->id = reply_str(v['i']);
+	sc->space = reply_str(v['s']);
+	if (v['p'] && v['p']->len)
+		sc->prev = reply_str(v['p']);
+	sc->version = strtoull(v['v']->str, NULL, 10);
+	sc->op = (uint32_t)strtoul(v['o']->str, NULL, 10);
+	sc->deleted = v['x'] && v['x']->len &&
+		      (v['x']->str[0] == 't' || v['x']->str[0] == '1');
+	if (v['d']) {
+		sc->data = (const uint8_t *)v['d']->str;
+		sc->data_len = (uint32_t)v['d']->len;
+	}
+	sc->when_ms = v['w'] ? strtoll(v['w']->str, NULL, 10) : 0;
+	return sc->version != 0 && sc->op != 0 && sc->op <= PROTO_OP_MAX;
+}
+
+/* copy s, NUL-terminated, to *p; returns the copy (NULL stays NULL) */
+static char *
+take(char **p, struct proto_str s)
+{
+	char *out = *p;
+
+	if (!s.p)
+		return NULL;
+	memcpy(out, s.p, s.len);
+	out[s.len] = '\0';
+	*p += s.len + 1;
+	return out;
+}
+
+/* a stream entry ([id, [field, value, ...]]) as a change, or NULL */
+static struct change *
+change_from_entry(const redisReply *e)
+{
+	struct stream_change sc;
+	struct change *c;
+	char *p;
+
+	if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+	    e->element[0]->type != REDIS_REPLY_STRING ||
+	    e->element[1]->type != REDIS_REPLY_ARRAY ||
+	    !entry_change(e->element[1], &sc))
 		return NULL;
 	c = xcalloc(1, sizeof(*c));
 	if (!parse_cursor(e->element[0]->str, &c->cursor)) {
 		free(c);
 		return NULL;
 	}
+	if (sc.deleted)
+		sc.data = NULL;
 	atomic_init(&c->refs, 1);
-	c->mem = p = xmalloc(total);
-#define TAKE(ch)                                                     \
-	(v[ch] ? (memcpy(p + off, v[ch]->str, v[ch]->len),           \
-		  p[off + v[ch]->len] = '\0', off += v[ch]->len + 1, \
-		  p + off - v[ch]->len - 1)                          \
-	       : NULL)
-	c->table = TAKE('t');
-	c->id = TAKE('i');
-	c->space = TAKE('s');
-	c->table_len = (uint32_t)v['t']->len;
-	c->id_len = (uint32_t)v['i']->len;
-	c->space_len = (uint32_t)v['s']->len;
+	c->mem = p = xmalloc((size_t)sc.table.len + sc.id.len + sc.space.len +
+			     sc.prev.len + (sc.data ? sc.data_len : 0) + 5);
+	c->table = take(&p, sc.table);
+	c->id = take(&p, sc.id);
+	c->space = take(&p, sc.space);
+	c->table_len = sc.table.len;
+	c->id_len = sc.id.len;
+	c->space_len = sc.space.len;
 	c->rec_hash = 2166136261u;
 	for (uint32_t k = 0; k < c->table_len + 1 + c->id_len; k++)
 		c->rec_hash =
 			(c->rec_hash ^ (unsigned char)c->table[k]) * 16777619u;
-	c->prev = v['p'] && v['p']->len ? TAKE('p') : NULL;
-	c->version = strtoull(v['v']->str, NULL, 10);
-	c->op = (uint32_t)strtoul(v['o']->str, NULL, 10);
-	c->deleted = v['x'] && v['x']->len &&
-		     (v['x']->str[0] == 't' || v['x']->str[0] == '1');
-	if (v['d'] && !c->deleted) {
-		c->data_len = (uint32_t)v['d']->len;
-		c->data = (uint8_t *)TAKE('d');
+	c->prev = take(&p, sc.prev);
+	c->version = sc.version;
+	c->op = sc.op;
+	c->deleted = sc.deleted;
+	if (sc.data) {
+		c->data = (uint8_t *)p;
+		c->data_len = sc.data_len;
+		memcpy(p, sc.data, sc.data_len);
 	}
-	c->when_ms = v['w'] ? strtoll(v['w']->str, NULL, 10) : 0;
-#undef TAKE
-	if (c->version == 0 || c->op == 0 || c->op > PROTO_OP_MAX) {
-		change_unref(c);
-		return NULL;
-	}
+	c->when_ms = sc.when_ms;
 	change_encode(c);
 	return c;
 }

@@ -19,6 +19,7 @@
 #include "common/buf.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "proto/entry.h"
 #include "proto/json.h"
 #include "services/relay/pgoutput.h"
 #include "services/shared/redis.h"
@@ -53,19 +54,16 @@ static const char *const col_names[COL_N] = {
 	"tbl",	   "id",   "space",	"prev_space", "version", "op",
 	"deleted", "data", "client_id", "mid",	      "user_id"
 };
-/* their field names in the stream entry (see docs/relay.md) */
-static const char *const field_names[COL_N] = { "t", "i", "s", "p", "v", "o",
-						"x", "d", "c", "m", "u" };
-
-/* one stream entry waiting for its XADD.  Entries move (the array grows,
- * answered ones leave its front), so argv points only at constants and
- * into mem, never into the entry itself. */
+/* one stream entry waiting for its XADD: XADD <stream> MAXLEN ~ <n> <id>
+ * e <change> (proto/entry.h).  Entries move (the array grows, answered ones
+ * leave its front), so argv points only at constants and into mem, never
+ * into the entry itself. */
 struct entry {
 	char id[48]; /* <lsn>-<idx> */
 	int nargs;
-	const char *argv[8 + 2 * COL_N];
-	size_t lens[8 + 2 * COL_N];
-	char *mem; /* owns the id, the values and the commit time */
+	const char *argv[8];
+	size_t lens[8];
+	char *mem; /* owns the id, then the change's msgpack */
 };
 
 /* FLIGHTS - MULTI/EXEC pipelines in flight at once.  With one, the relay
@@ -90,10 +88,12 @@ struct flight {
 struct relay {
 	const struct relay_config *cfg;
 	const volatile sig_atomic_t *stop;
-	PGconn *repl;	 /* replication connection */
-	PGconn *sql;	 /* ordinary connection: pruning */
-	redisContext *r; /* NULL while down */
-	struct buf resp; /* the RESP of one pipeline */
+	PGconn *repl;	      /* replication connection */
+	PGconn *sql;	      /* ordinary connection: pruning */
+	redisContext *r;      /* NULL while down */
+	struct buf resp;      /* the RESP of one pipeline */
+	msgpack_sbuffer data; /* scratch: one row's data as msgpack */
+	msgpack_sbuffer ent;  /* scratch: one entry's change */
 	char maxlen[24];
 	/* the outbox relation, from the last Relation message */
 	uint32_t outbox_relid;
@@ -548,25 +548,94 @@ map_relation(struct relay *rl, const struct pgo_msg *m)
 	}
 }
 
-/* jsonb text -> msgpack into sb; false if it is not JSON */
-static bool
-data_to_mp(const struct pgo_str *text, msgpack_sbuffer *sb)
+/* a text column as an unsigned number; 0 if it is not one */
+static uint64_t
+col_u64(const struct pgo_str *s)
 {
-	msgpack_packer pk;
+	uint64_t v = 0;
 
-	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-	return json_text_to_mp(&pk, text->p, text->len) == 0;
+	if (s->len == 0 || s->len > 20)
+		return 0;
+	for (uint32_t i = 0; i < s->len; i++) {
+		uint64_t d = (uint64_t)(s->p[i] - '0');
+
+		if (d > 9 || v > (UINT64_MAX - d) / 10)
+			return 0;
+		v = v * 10 + d;
+	}
+	return v;
+}
+
+static struct proto_str
+col_str(const struct pgo_str *s)
+{
+	return (struct proto_str){ s->p ? s->p : "", s->len };
+}
+
+/* does sb hold a msgpack map (fixmap, map 16, map 32)?  A row's data is
+ * always a JSON object; the stream format requires a map */
+static bool
+mp_is_map(const msgpack_sbuffer *sb)
+{
+	uint8_t h = sb->size ? (uint8_t)sb->data[0] : 0;
+
+	return (h >= 0x80 && h <= 0x8f) || h == 0xde || h == 0xdf;
+}
+
+/* the row decoded from an outbox insert as a change; its data converted
+ * into rl->data */
+static void
+row_change(struct relay *rl, const struct pgo_msg *m, const char *id,
+	   struct stream_change *sc)
+{
+	struct pgo_str v[COL_N];
+	bool have[COL_N];
+
+	for (int c = 0; c < COL_N; c++) {
+		int k = rl->colmap[c];
+
+		have[c] = k >= 0 && k < m->ncols &&
+			  m->cols[k].kind == PGO_COL_TEXT;
+		v[c] = have[c] ? m->cols[k].value : (struct pgo_str){ 0 };
+	}
+	memset(sc, 0, sizeof(*sc));
+	sc->table = col_str(&v[COL_TBL]);
+	sc->id = col_str(&v[COL_ID]);
+	sc->space = col_str(&v[COL_SPACE]);
+	if (have[COL_PREV] && v[COL_PREV].len)
+		sc->prev = col_str(&v[COL_PREV]);
+	sc->version = col_u64(&v[COL_VERSION]);
+	sc->op = (uint32_t)col_u64(&v[COL_OP]);
+	sc->deleted = have[COL_DELETED] && v[COL_DELETED].len &&
+		      v[COL_DELETED].p[0] == 't';
+	if (have[COL_CLIENT])
+		sc->client = col_str(&v[COL_CLIENT]);
+	if (have[COL_USER])
+		sc->user = col_str(&v[COL_USER]);
+	sc->mid = col_u64(&v[COL_MID]);
+	sc->when_ms = rl->txn_time / 1000;
+	if (have[COL_DATA] && !sc->deleted) {
+		msgpack_packer pk;
+
+		rl->data.size = 0;
+		msgpack_packer_init(&pk, &rl->data, msgpack_sbuffer_write);
+		if (json_text_to_mp(&pk, v[COL_DATA].p, v[COL_DATA].len) == 0 &&
+		    mp_is_map(&rl->data)) {
+			sc->data = (const uint8_t *)rl->data.data;
+			sc->data_len = (uint32_t)rl->data.size;
+		} else {
+			log_event(LOG_ERROR, "bad_outbox_data", "id=%s", id);
+		}
+	}
 }
 
 static void
 add_entry(struct relay *rl, const struct pgo_msg *m)
 {
+	struct stream_change sc;
 	struct entry *e;
-	msgpack_sbuffer sb;
-	size_t total, off, idlen, whenlen;
-	char when[24]; /* commit time, Unix ms: field "w" */
-	struct pgo_str vals[COL_N];
-	bool have[COL_N];
+	msgpack_packer pk;
+	size_t idlen, len;
 
 	if (rl->npending == rl->cap) {
 		rl->cap = rl->cap ? rl->cap * 2 : 256;
@@ -578,60 +647,31 @@ add_entry(struct relay *rl, const struct pgo_msg *m)
 	idlen = (size_t)snprintf(e->id, sizeof(e->id), "%llu-%u",
 				 (unsigned long long)rl->txn_lsn,
 				 rl->txn_idx++);
-	whenlen = (size_t)snprintf(when, sizeof(when), "%lld",
-				   (long long)(rl->txn_time / 1000));
-	total = idlen + whenlen;
-	msgpack_sbuffer_init(&sb);
-	for (int c = 0; c < COL_N; c++) {
-		int k = rl->colmap[c];
-
-		have[c] = k >= 0 && k < m->ncols &&
-			  m->cols[k].kind == PGO_COL_TEXT;
-		vals[c] = have[c] ? m->cols[k].value : (struct pgo_str){ 0 };
-		if (c == COL_DATA && have[c]) {
-			if (!data_to_mp(&vals[c], &sb)) {
-				log_event(LOG_ERROR, "bad_outbox_data", "id=%s",
-					  e->id);
-				have[c] = false;
-			} else {
-				vals[c] = (struct pgo_str){ sb.data,
-							    (uint32_t)sb.size };
-			}
-		}
-		if (have[c])
-			total += vals[c].len;
-	}
-	e->mem = xmalloc(total);
+	row_change(rl, m, e->id, &sc);
+	/* packed in a scratch buffer, then kept at its size: an sbuffer's
+	 * first write allocates 8 KiB, and a pipeline holds many entries */
+	rl->ent.size = 0;
+	msgpack_packer_init(&pk, &rl->ent, msgpack_sbuffer_write);
+	if (stream_change_pack(&pk, &sc) != 0)
+		alloc_oom(rl->ent.size + 256);
+	len = rl->ent.size;
+	e->mem = xmalloc(idlen + len);
 	memcpy(e->mem, e->id, idlen);
-	memcpy(e->mem + idlen, when, whenlen);
-	off = idlen + whenlen;
+	memcpy(e->mem + idlen, rl->ent.data, len);
 	e->argv[0] = "XADD";
 	e->argv[1] = rl->cfg->stream;
 	e->argv[2] = "MAXLEN";
 	e->argv[3] = "~";
 	e->argv[4] = rl->maxlen;
-	for (int i = 0; i < 5; i++)
-		e->lens[i] = strlen(e->argv[i]);
+	e->argv[6] = STREAM_FIELD;
+	for (int i = 0; i < 7; i++)
+		if (i != 5)
+			e->lens[i] = strlen(e->argv[i]);
 	e->argv[5] = e->mem;
 	e->lens[5] = idlen;
-	e->nargs = 6;
-	for (int c = 0; c < COL_N; c++) {
-		if (!have[c])
-			continue;
-		memcpy(e->mem + off, vals[c].p, vals[c].len);
-		e->argv[e->nargs] = field_names[c];
-		e->lens[e->nargs] = strlen(field_names[c]);
-		e->argv[e->nargs + 1] = e->mem + off;
-		e->lens[e->nargs + 1] = vals[c].len;
-		e->nargs += 2;
-		off += vals[c].len;
-	}
-	e->argv[e->nargs] = "w";
-	e->lens[e->nargs] = 1;
-	e->argv[e->nargs + 1] = e->mem + idlen;
-	e->lens[e->nargs + 1] = whenlen;
-	e->nargs += 2;
-	msgpack_sbuffer_destroy(&sb);
+	e->argv[7] = e->mem + idlen;
+	e->lens[7] = len;
+	e->nargs = 8;
 }
 
 /* one XLogData payload; false on a decoding error */
@@ -960,6 +1000,8 @@ relay_run(const struct relay_config *cfg, const volatile sig_atomic_t *stop)
 
 	snprintf(rl.maxlen, sizeof(rl.maxlen), "%lld", cfg->stream_maxlen);
 	buf_init(&rl.resp, 0);
+	msgpack_sbuffer_init(&rl.data);
+	msgpack_sbuffer_init(&rl.ent);
 	for (int c = 0; c < COL_N; c++)
 		rl.colmap[c] = -1;
 	while (!*stop) {
@@ -1017,5 +1059,7 @@ relay_run(const struct relay_config *cfg, const volatile sig_atomic_t *stop)
 	drop_first(&rl, rl.npending);
 	free(rl.pending);
 	buf_fini(&rl.resp);
+	msgpack_sbuffer_destroy(&rl.data);
+	msgpack_sbuffer_destroy(&rl.ent);
 	return 0;
 }

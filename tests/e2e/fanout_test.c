@@ -28,6 +28,7 @@
 
 #include "common/clock.h"
 #include "services/shared/auth.h"
+#include "services/shared/redis.h"
 #include "tests/lib/proc.h"
 #include "tests/lib/wclient.h"
 
@@ -384,6 +385,54 @@ Test(fanout, a_write_reaches_subscribers_on_both_nodes_in_order)
 	}
 	wclient_close(&a);
 	wclient_close(&b);
+}
+
+/* a stream written by a relay from before the one-field entries (a field
+ * per column) is still delivered, and so is what follows it */
+Test(fanout, entries_with_a_field_per_column_are_still_delivered)
+{
+	static const uint8_t data[] = { 0x81, 0xa5, 't', 'i', 't', 'l',
+					'e',  0xa3, 'o', 'l', 'd' };
+	char why[256], id[64];
+	redisContext *r;
+	redisReply *top;
+	struct wclient a;
+	struct got g;
+
+	team("t8");
+	hello(&a, fa.url, "alice");
+	cr_assert(eq(i64,
+		     subscribe(&a, "space/t8", (struct proto_cursor){ 0, 0 }),
+		     0));
+	cr_assert(eq(i64, write_op("alice", 0, create_op("issues", "i8", "t8")),
+		     PROTO_ACK));
+	cr_assert(wait_change(&a, "i8", &g, WAIT_MS));
+	/* after the stream's top, in the same commit: the relay's next
+	 * entries come from later commits, so above it */
+	r = redis_open(redis_url, 5000, why, sizeof(why));
+	cr_assert_not_null(r, "%s", why);
+	top = redisCommand(r, "XREVRANGE weft:changes + - COUNT 1");
+	cr_assert(top && top->type == REDIS_REPLY_ARRAY && top->elements == 1);
+	snprintf(id, sizeof(id), "%.*s-999",
+		 (int)strcspn(top->element[0]->element[0]->str, "-"),
+		 top->element[0]->element[0]->str);
+	freeReplyObject(top);
+	top = redisCommand(r,
+			   "XADD weft:changes %s t issues i legacy s t8 v 4"
+			   " o 1 x f d %b c old-client m 1 u alice w %lld",
+			   id, data, sizeof(data), (long long)(clock_now_ms()));
+	cr_assert(top && top->type == REDIS_REPLY_STRING, "%s",
+		  top ? top->str : r->errstr);
+	freeReplyObject(top);
+	redisFree(r);
+	cr_assert(wait_change(&a, "legacy", &g, WAIT_MS),
+		  "the entry with a field per column is pushed");
+	cr_assert(eq(u64, g.ver[g.n - 1], 4));
+	cr_assert(g.has_data[g.n - 1]);
+	cr_assert(eq(i64, write_op("alice", 0, set_op("i8", 1)), PROTO_ACK));
+	cr_assert(wait_change(&a, "i8", &g, WAIT_MS),
+		  "and the relay's next entry after it");
+	wclient_close(&a);
 }
 
 /* enough sessions on one node that each routed change is sent by the

@@ -23,10 +23,11 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "proto/entry.h"
 #include "tests/lib/proc.h"
 
 static char dir[64], pg_url[256], redis_url[128], redis_port[16];
-static long bad_entries; /* entries without a sane id, "w" or "d" field */
+static long bad_entries; /* entries without a sane id, commit time or data */
 
 /* a writer that commits outbox rows until told to stop, reconnecting
  * through restarts; committed counts the commits that succeeded */
@@ -156,8 +157,8 @@ stream_mids(const char *marker, long *mids, long cap, bool *increasing)
 		for (size_t i = 0; i < rep->elements; i++) {
 			redisReply *e = rep->element[i], *f = e->element[1];
 			unsigned long long ms, seq;
-			const char *c = NULL, *m = NULL, *w = NULL;
-			bool d = false;
+			struct stream_change sc;
+			bool ok;
 
 			if (strcmp(e->element[0]->str, last) == 0)
 				continue; /* the page boundary */
@@ -167,22 +168,22 @@ stream_mids(const char *marker, long *mids, long cap, bool *increasing)
 			prev_ms = ms;
 			prev_seq = seq;
 			snprintf(last, sizeof(last), "%s", e->element[0]->str);
-			for (size_t k = 0; k + 1 < f->elements; k += 2) {
-				if (strcmp(f->element[k]->str, "c") == 0)
-					c = f->element[k + 1]->str;
-				if (strcmp(f->element[k]->str, "m") == 0)
-					m = f->element[k + 1]->str;
-				if (strcmp(f->element[k]->str, "w") == 0)
-					w = f->element[k + 1]->str;
-				if (strcmp(f->element[k]->str, "d") == 0)
-					d = f->element[k + 1]->len > 0;
-			}
-			/* commit time in Unix ms, after 2023 */
-			if (!w || strtoll(w, NULL, 10) < 1700000000000LL ||
-			    !d || ms == 0)
+			/* one field, "e": the change (proto/entry.h) */
+			ok = f->elements == 2 &&
+			     strcmp(f->element[0]->str, STREAM_FIELD) == 0 &&
+			     stream_change_parse(
+				     (const uint8_t *)f->element[1]->str,
+				     f->element[1]->len, &sc) == 0;
+			/* commit time in Unix ms, after 2023, and data */
+			if (!ok || sc.when_ms < 1700000000000LL || !sc.data ||
+			    ms == 0) {
 				bad_entries++;
-			if (c && m && strcmp(c, marker) == 0 && n < cap)
-				mids[n++] = strtol(m, NULL, 10);
+				continue;
+			}
+			if (sc.client.p && sc.client.len == strlen(marker) &&
+			    memcmp(sc.client.p, marker, sc.client.len) == 0 &&
+			    n < cap)
+				mids[n++] = (long)sc.mid;
 		}
 		freeReplyObject(rep);
 	}
@@ -266,7 +267,8 @@ Test(relay, a_backlog_drains_whole_and_in_order)
 	for (long i = 0; i < n; i++)
 		cr_assert(eq(i64, mids[i], i + 1), "entry %ld is mid %ld", i,
 			  mids[i]);
-	cr_assert(eq(i64, bad_entries, 0), "entries with a bad id, w or d");
+	cr_assert(eq(i64, bad_entries, 0),
+		  "entries with a bad id, commit time or data");
 	cr_assert(proc_metric(&r, "weft_relay_rows_total") >= 5000,
 		  "counted as added");
 	proc_stop(&r);

@@ -1,7 +1,7 @@
 /*
  * seedgen.c - writes the seed corpus for the fuzz targets: one valid
  * encoding of every message type (with every field that type has) plus
- * a few classic malformations, into <dir>/{proto,frame,mp}/.
+ * a few classic malformations, into <dir>/{proto,frame,mp,entry}/.
  *
  *   build/tests/fuzz/seedgen tests/fuzz/corpus
  *
@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "proto/entry.h"
 #include "proto/frame.h"
 #include "proto/msg.h"
 
@@ -83,6 +84,45 @@ emit(const char *name, const struct proto_msg *m)
 	write_file("frame", name, framed, 1 + 2 * b.len);
 	free(framed);
 	buf_fini(&b);
+}
+
+/* stream entries (proto/entry.h): a moved row with every field, and a
+ * tombstone */
+static void
+entry_seeds(struct proto_bytes data)
+{
+	struct stream_change c = { 0 };
+	msgpack_sbuffer s;
+	msgpack_packer p;
+
+	c.table = S("issues");
+	c.id = S("i1");
+	c.space = S("team2");
+	c.prev = S("team");
+	c.version = 7;
+	c.op = PROTO_OP_PUT;
+	c.data = data.p;
+	c.data_len = data.len;
+	c.client = S("client-1");
+	c.user = S("u1");
+	c.mid = 3;
+	c.when_ms = 1700000000000;
+	msgpack_sbuffer_init(&s);
+	msgpack_packer_init(&p, &s, msgpack_sbuffer_write);
+	if (stream_change_pack(&p, &c) == 0)
+		write_file("entry", "moved", (const uint8_t *)s.data, s.size);
+	memset(&c, 0, sizeof(c));
+	c.table = S("issues");
+	c.id = S("i1");
+	c.space = S("team");
+	c.version = 8;
+	c.op = PROTO_OP_DELETE;
+	c.deleted = true;
+	s.size = 0;
+	if (stream_change_pack(&p, &c) == 0)
+		write_file("entry", "tombstone", (const uint8_t *)s.data,
+			   s.size);
+	msgpack_sbuffer_destroy(&s);
 }
 
 int
@@ -206,9 +246,10 @@ main(int argc, char **argv)
 		return 1;
 	}
 	outdir = argv[1];
-	for (int i = 0; i < 3; i++) {
-		snprintf(dir, sizeof(dir), "%s/%s", outdir,
-			 (const char *[]){ "proto", "frame", "mp" }[i]);
+	for (int i = 0; i < 4; i++) {
+		snprintf(
+			dir, sizeof(dir), "%s/%s", outdir,
+			(const char *[]){ "proto", "frame", "mp", "entry" }[i]);
 		mkdir(outdir, 0755);
 		mkdir(dir, 0755);
 	}
@@ -264,6 +305,7 @@ main(int argc, char **argv)
 	write_file("mp", "ext", (const uint8_t *)"\xd6\x01\x00\x00\x00\x01", 6);
 	write_file("mp", "nan",
 		   (const uint8_t *)"\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00", 9);
+	entry_seeds(data);
 	printf("seedgen: wrote %d files under %s\n", count, outdir);
 	return 0;
 }

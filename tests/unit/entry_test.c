@@ -1,0 +1,212 @@
+/*
+ * entry_test.c - a change as a Redis stream entry (proto/entry.h): what
+ * the relay packs the fanout parses back unchanged; bad values are refused
+ * with their error, never read past their end.
+ */
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <msgpack.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <weft/error.h>
+
+#include "proto/entry.h"
+
+static msgpack_sbuffer sb;
+static msgpack_packer pk;
+
+static void
+setup(void)
+{
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+}
+
+static void
+teardown(void)
+{
+	msgpack_sbuffer_destroy(&sb);
+}
+
+TestSuite(entry, .init = setup, .fini = teardown);
+
+static bool
+same(struct proto_str a, const char *b)
+{
+	return a.p && a.len == strlen(b) && memcmp(a.p, b, a.len) == 0;
+}
+
+/* {"title": "t", "n": [1, 2]} */
+static const uint8_t data[] = { 0x82, 0xa5, 't',  'i', 't',  'l',  'e',
+				0xa1, 't',  0xa1, 'n', 0x92, 0x01, 0x02 };
+
+static struct stream_change
+full(void)
+{
+	struct stream_change c = { 0 };
+
+	c.table = proto_str_c("issues");
+	c.id = proto_str_c("i-1");
+	c.space = proto_str_c("team-b");
+	c.prev = proto_str_c("team-a");
+	c.version = 1ull << 40;
+	c.op = PROTO_OP_PUT;
+	c.data = data;
+	c.data_len = sizeof(data);
+	c.client = proto_str_c("client-7");
+	c.user = proto_str_c("alice");
+	c.mid = 42;
+	c.when_ms = 1700000000123;
+	return c;
+}
+
+Test(entry, a_packed_change_parses_back_unchanged)
+{
+	struct stream_change in = full(), out;
+
+	cr_assert(eq(int, stream_change_pack(&pk, &in), 0));
+	cr_assert(
+		eq(int,
+		   stream_change_parse((const uint8_t *)sb.data, sb.size, &out),
+		   0));
+	cr_assert(same(out.table, "issues") && same(out.id, "i-1") &&
+		  same(out.space, "team-b") && same(out.prev, "team-a") &&
+		  same(out.client, "client-7") && same(out.user, "alice"));
+	cr_assert(eq(u64, out.version, 1ull << 40));
+	cr_assert(eq(u32, out.op, PROTO_OP_PUT));
+	cr_assert(eq(int, out.deleted, 0));
+	cr_assert(eq(u64, out.mid, 42));
+	cr_assert(eq(i64, out.when_ms, 1700000000123));
+	cr_assert(eq(u32, out.data_len, sizeof(data)));
+	cr_assert(eq(int, memcmp(out.data, data, sizeof(data)), 0));
+	/* inside the input */
+	cr_assert(out.data >= (const uint8_t *)sb.data &&
+		  out.data + out.data_len <=
+			  (const uint8_t *)sb.data + sb.size);
+}
+
+Test(entry, a_tombstone_has_no_data_and_optional_fields_stay_absent)
+{
+	struct stream_change in = { 0 }, out;
+
+	in.table = proto_str_c("issues");
+	in.id = proto_str_c("gone");
+	in.space = proto_str_c("s");
+	in.version = 3;
+	in.op = PROTO_OP_DELETE;
+	in.deleted = true;
+	cr_assert(eq(int, stream_change_pack(&pk, &in), 0));
+	cr_assert(
+		eq(int,
+		   stream_change_parse((const uint8_t *)sb.data, sb.size, &out),
+		   0));
+	cr_assert(eq(int, out.deleted, 1));
+	cr_assert_null(out.data);
+	cr_assert_null(out.prev.p);
+	cr_assert_null(out.client.p);
+	cr_assert_null(out.user.p);
+}
+
+/* every proper prefix of a valid value fails cleanly */
+Test(entry, every_truncation_is_refused)
+{
+	struct stream_change in = full(), out;
+
+	cr_assert(eq(int, stream_change_pack(&pk, &in), 0));
+	for (size_t n = 0; n < sb.size; n++) {
+		uint8_t *copy = malloc(n ? n : 1);
+
+		memcpy(copy, sb.data, n);
+		cr_assert(ne(int, stream_change_parse(copy, n, &out), 0),
+			  "prefix of %zu bytes", n);
+		free(copy);
+	}
+}
+
+/* a map of the pairs packed by fn */
+#define MAP(n, body)                      \
+	do {                              \
+		sb.size = 0;              \
+		msgpack_pack_map(&pk, n); \
+		body;                     \
+	} while (0)
+
+static void
+kv_str(const char *k, const char *v)
+{
+	msgpack_pack_str_with_body(&pk, k, strlen(k));
+	msgpack_pack_str_with_body(&pk, v, strlen(v));
+}
+
+static void
+kv_uint(const char *k, uint64_t v)
+{
+	msgpack_pack_str_with_body(&pk, k, strlen(k));
+	msgpack_pack_uint64(&pk, v);
+}
+
+static int
+parse(void)
+{
+	struct stream_change out;
+
+	return stream_change_parse((const uint8_t *)sb.data, sb.size, &out);
+}
+
+Test(entry, bad_values_get_their_error)
+{
+	MAP(4, (kv_str("t", "a"), kv_str("i", "b"), kv_str("s", "c"),
+		kv_uint("v", 1)));
+	cr_assert(eq(int, parse(), WEFT_EMISSING), "no op");
+	MAP(4, (kv_str("t", "a"), kv_str("i", "b"), kv_uint("v", 1),
+		kv_uint("o", 3)));
+	cr_assert(eq(int, parse(), WEFT_EMISSING), "no space");
+	MAP(5, (kv_str("t", "a"), kv_str("i", "b"), kv_str("s", "c"),
+		kv_uint("v", 0), kv_uint("o", 3)));
+	cr_assert(eq(int, parse(), WEFT_EINVAL), "version 0");
+	MAP(5, (kv_str("t", "a"), kv_str("i", "b"), kv_str("s", "c"),
+		kv_uint("v", 1), kv_uint("o", PROTO_OP_MAX + 1)));
+	cr_assert(eq(int, parse(), WEFT_EINVAL), "unknown op");
+	MAP(5, (kv_str("t", "a"), kv_str("i", "b"), kv_str("s", "c"),
+		kv_uint("v", 1), kv_uint("t", 3)));
+	cr_assert(eq(int, parse(), WEFT_EDUPFIELD), "t twice");
+	MAP(5, (kv_str("t", "a"), kv_str("i", "b"), kv_str("s", "c"),
+		kv_uint("v", 1), kv_str("o", "3")));
+	cr_assert(eq(int, parse(), WEFT_ETYPE), "op as a string");
+	MAP(6, (kv_str("t", "a"), kv_str("i", "b"), kv_str("s", "c"),
+		kv_uint("v", 1), kv_uint("o", 3), kv_uint("d", 7)));
+	cr_assert(eq(int, parse(), WEFT_ETYPE), "data that is not a map");
+	MAP(5, (kv_str("t", "a"), kv_str("id", "b"), kv_str("s", "c"),
+		kv_uint("v", 1), kv_uint("o", 3)));
+	cr_assert(eq(int, parse(), WEFT_EINVAL), "a two-letter key");
+	MAP(5, (msgpack_pack_str_with_body(&pk, "t", 1),
+		msgpack_pack_str_with_body(&pk, "a\0b", 3), kv_str("i", "b"),
+		kv_str("s", "c"), kv_uint("v", 1), kv_uint("o", 3)));
+	cr_assert(eq(int, parse(), WEFT_EENCODING), "a NUL in a name");
+	MAP(5, (kv_str("t", "a"), kv_str("i", "b"), kv_str("s", "c"),
+		kv_uint("v", 1), kv_uint("o", 3)));
+	cr_assert(eq(int, parse(), 0));
+	msgpack_pack_nil(&pk);
+	cr_assert(eq(int, parse(), WEFT_ETRAILING), "bytes after the map");
+	sb.size = 0;
+	msgpack_pack_array(&pk, 0);
+	cr_assert(eq(int, parse(), WEFT_ETYPE), "not a map");
+}
+
+/* keys a later relay adds are skipped, whatever their value */
+Test(entry, unknown_keys_are_skipped)
+{
+	struct stream_change out;
+
+	MAP(6, (kv_str("t", "a"), kv_str("i", "b"), kv_str("s", "c"),
+		kv_uint("v", 9), kv_uint("o", 3),
+		(msgpack_pack_str_with_body(&pk, "z", 1),
+		 msgpack_pack_array(&pk, 2), msgpack_pack_map(&pk, 0),
+		 msgpack_pack_nil(&pk))));
+	cr_assert(
+		eq(int,
+		   stream_change_parse((const uint8_t *)sb.data, sb.size, &out),
+		   0));
+	cr_assert(eq(u64, out.version, 9));
+}
