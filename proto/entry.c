@@ -31,6 +31,11 @@ stream_change_pack(msgpack_packer *pk, const struct stream_change *c)
 		   (c->client.p != NULL) + (c->user.p != NULL);
 	int bad;
 
+	if (c->data &&
+	    (c->data_len == 0 || !((c->data[0] >= 0x80 && c->data[0] <= 0x8f) ||
+				   c->data[0] == 0xde || c->data[0] == 0xdf)))
+		return WEFT_EINVAL; /* not a map: the entry would not parse */
+
 	bad = msgpack_pack_map(pk, n);
 	bad |= pack_str(pk, 't', c->table);
 	bad |= pack_str(pk, 'i', c->id);

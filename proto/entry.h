@@ -17,7 +17,8 @@
  *
  * One field rather than one per column: Redis spends its time per field
  * (parsing, its listpack), and the relay's drain and the fanout's reads
- * halve with it.  Unknown keys are skipped, so keys can be added.
+ * halve with it.  Keys are one lowercase letter; unknown ones are
+ * skipped, so keys can be added.
  *
  * Invariants: the parser is bounded and allocation-free (proto/mp.h); what
  * it returns points into its input; data, when present, is one whole
@@ -53,17 +54,18 @@ struct stream_change {
 /*
  * stream_change_pack - pack c as an entry's value.  c->data, when not
  * NULL, must be one msgpack map; its bytes are copied as they are.
- * Errors: WEFT_ENOMEM (the packer's write failed).
+ * Errors: WEFT_EINVAL (data that does not start with a map header),
+ * WEFT_ENOMEM (the packer's write failed).
  */
 int stream_change_pack(msgpack_packer *pk, const struct stream_change *c);
 
 /*
  * stream_change_parse - an entry's value p[0..len) into out (pointers
- * into p).  Errors: WEFT_ETRUNCATED, WEFT_ETYPE, WEFT_ECOUNT,
- * WEFT_EDEPTH, WEFT_ERANGE (as proto/mp.h), WEFT_EMISSING (t, i, s, v or
- * o absent), WEFT_EINVAL (version 0, an unknown op, a key that is not a
- * one-letter string), WEFT_EENCODING (a NUL inside a string),
- * WEFT_EDUPFIELD, WEFT_ETRAILING, WEFT_ETOOBIG.
+ * into p).  Errors: WEFT_ETRUNCATED, WEFT_ETYPE (a value or a key of
+ * another type), WEFT_ECOUNT, WEFT_EDEPTH, WEFT_ERANGE (as proto/mp.h),
+ * WEFT_EMISSING (t, i, s, v or o absent), WEFT_EINVAL (version 0, an
+ * unknown op, a key that is not one lowercase letter), WEFT_EENCODING (a
+ * NUL inside a string), WEFT_EDUPFIELD, WEFT_ETRAILING, WEFT_ETOOBIG.
  */
 int stream_change_parse(const uint8_t *p, size_t len,
 			struct stream_change *out);

@@ -667,7 +667,7 @@ new_client_id(char *out, size_t cap)
 
 /* the layout, the format check, the client id and the next mutation id */
 static int
-init_db(weft_store *st, int durability)
+init_db(weft_store *st, int durability, int share_file)
 {
 	char v[64], *err = NULL;
 	sqlite3_stmt *q;
@@ -688,8 +688,24 @@ init_db(weft_store *st, int durability)
 				 : "PRAGMA synchronous = NORMAL",
 			 NULL, NULL, &err) != SQLITE_OK ||
 	    sqlite3_exec(st->db, ddl, NULL, NULL, &err) != SQLITE_OK) {
-		rc = st_err(st, WEFT_EIO, "cannot set up '%s': %s", st->path,
-			    err ? err : sqlite3_errmsg(st->db));
+		int code = sqlite3_errcode(st->db);
+
+		if ((code == SQLITE_BUSY || code == SQLITE_LOCKED) &&
+		    !share_file)
+			rc = st_err(st, WEFT_EBUSY,
+				    "cannot open '%s': another process has the"
+				    " file open (SQLite: %s); the store locks"
+				    " it for this process unless opened with"
+				    " share_file",
+				    st->path,
+				    err ? err : sqlite3_errmsg(st->db));
+		else
+			rc = st_err(st,
+				    code == SQLITE_BUSY || code == SQLITE_LOCKED
+					    ? WEFT_EBUSY
+					    : WEFT_EIO,
+				    "cannot set up '%s': %s", st->path,
+				    err ? err : sqlite3_errmsg(st->db));
 		sqlite3_free(err);
 		return rc;
 	}
@@ -894,16 +910,20 @@ weft_open(const struct weft_options *o, weft_store **out)
 		rc = st->db ? st_sqlerr(st, "open the store") : WEFT_ENOMEM;
 		goto out_free;
 	}
-	sqlite3_busy_timeout(st->db, 5000);
+	/* the first statement takes SQLite's lock on the file for this
+	 * process (unix-excl, unless share_file): another process holding
+	 * the file open is not waited for long, and is named (init_db) */
+	sqlite3_busy_timeout(st->db, o->share_file ? 5000 : 200);
 	if (sqlite3_create_function_v2(
 		    st->db, "weft_keep", 5, SQLITE_UTF8 | SQLITE_DIRECTONLY, st,
 		    keep_fn, NULL, NULL, NULL) != SQLITE_OK) {
 		rc = st_sqlerr(st, "register weft_keep()");
 		goto out_free;
 	}
-	rc = init_db(st, o->durability);
+	rc = init_db(st, o->durability, o->share_file);
 	if (rc)
 		goto out_free;
+	sqlite3_busy_timeout(st->db, 5000);
 	if (o->write_url) {
 		rc = sync_start(st, o);
 		if (rc)

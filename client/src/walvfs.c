@@ -407,6 +407,8 @@ build(void)
 	build_one(1, "weft-wal-excl", "unix-excl");
 }
 
+/* without "unix-excl" (a SQLite built without it) an exclusive store gets
+ * the shared shim: as safe, only slower */
 const char *
 walvfs_name(bool exclusive)
 {

@@ -164,16 +164,19 @@ entry_change(const redisReply *f, struct stream_change *sc)
 		const redisReply *name = f->element[k];
 
 		if (name->type != REDIS_REPLY_STRING || name->len != 1 ||
+		    (unsigned char)name->str[0] > 127 ||
 		    f->element[k + 1]->type != REDIS_REPLY_STRING ||
 		    f->element[k + 1]->len > UINT32_MAX)
 			continue;
-		v[(unsigned char)name->str[0] & 127] = f->element[k + 1];
+		v[(unsigned char)name->str[0]] = f->element[k + 1];
 	}
 	if (v['e'])
 		return stream_change_parse((const uint8_t *)v['e']->str,
-					   v['e']->len, sc) == 0;
+					   v['e']->len, sc) == 0 &&
+		       sc->table.len && sc->id.len && sc->space.len;
 	memset(sc, 0, sizeof(*sc));
-	if (!v['t'] || !v['i'] || !v['s'] || !v['v'] || !v['o'])
+	if (!v['t'] || !v['i'] || !v['s'] || !v['v'] || !v['o'] ||
+	    !v['t']->len || !v['i']->len || !v['s']->len)
 		return false;
 	sc->table = reply_str(v['t']);
 	sc->id = reply_str(v['i']);

@@ -605,7 +605,15 @@ row_change(struct relay *rl, const struct pgo_msg *m, const char *id,
 	if (have[COL_PREV] && v[COL_PREV].len)
 		sc->prev = col_str(&v[COL_PREV]);
 	sc->version = col_u64(&v[COL_VERSION]);
-	sc->op = (uint32_t)col_u64(&v[COL_OP]);
+	/* an op that does not fit is 0, which the fanout refuses */
+	sc->op = col_u64(&v[COL_OP]) <= UINT32_MAX
+			 ? (uint32_t)col_u64(&v[COL_OP])
+			 : 0;
+	if (!have[COL_TBL] || !have[COL_ID] || !have[COL_SPACE])
+		log_event(LOG_ERROR, "bad_outbox_row",
+			  "id=%s msg=\"no table, id or space: the fanout will"
+			  " skip it\"",
+			  id);
 	sc->deleted = have[COL_DELETED] && v[COL_DELETED].len &&
 		      v[COL_DELETED].p[0] == 't';
 	if (have[COL_CLIENT])

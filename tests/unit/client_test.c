@@ -6,11 +6,13 @@
  */
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <weft/weft.h>
@@ -718,6 +720,53 @@ count_in_another_process(void)
 	cr_assert(eq(int, waitpid(pid, &status, 0), pid));
 	cr_assert(eq(int, WIFEXITED(status) ? 1 : 0, 1));
 	return WEXITSTATUS(status);
+}
+
+/* another process that has the store file open (an idle sqlite3 shell)
+ * makes weft_open refuse it at once with EBUSY and a sentence naming the
+ * cause, unless the store is opened with share_file */
+Test(client, a_file_another_process_has_open_is_refused_unless_shared)
+{
+	struct weft_options o = { 0 };
+	char err[256] = "", line[16] = "";
+	weft_store *st = open_store();
+	int fds[2], status;
+	uint64_t t0;
+	FILE *from;
+	pid_t pid;
+
+	COMMIT1(st, weft_create(tx_, "issues", "a", "t", "{\"title\":\"a\"}"));
+	weft_close(st);
+	cr_assert(eq(int, pipe(fds), 0));
+	pid = fork();
+	cr_assert(ge(int, pid, 0));
+	if (pid == 0) {
+		dup2(fds[1], 1);
+		close(fds[0]);
+		execl(SQLITE_PEEK, SQLITE_PEEK, path,
+		      "SELECT count(*) FROM issues", "4000", (char *)NULL);
+		_exit(127);
+	}
+	close(fds[1]);
+	from = fdopen(fds[0], "r");
+	cr_assert(fgets(line, sizeof(line), from) != NULL &&
+		  strcmp(line, "read\n") == 0);
+	o.path = path;
+	o.schema_path = getenv("WEFT_DEMO_SCHEMA");
+	o.errbuf = err;
+	o.errlen = sizeof(err);
+	t0 = (uint64_t)time(NULL);
+	cr_assert(eq(int, weft_open(&o, &st), WEFT_EBUSY), "%s", err);
+	cr_assert(strstr(err, "another process has the file open") != NULL,
+		  "%s", err);
+	cr_assert(le(u64, (uint64_t)time(NULL) - t0, 2), "refused at once");
+	o.share_file = 1;
+	cr_assert(eq(int, weft_open(&o, &st), 0), "%s", err);
+	cr_assert(eq(u64, weft_pending(st), 1));
+	weft_close(st);
+	kill(pid, SIGTERM);
+	cr_assert(eq(int, waitpid(pid, &status, 0), pid));
+	fclose(from);
 }
 
 /* by default the file is SQLite-locked for the owning process, whose

@@ -108,6 +108,51 @@ Test(entry, a_tombstone_has_no_data_and_optional_fields_stay_absent)
 	cr_assert_null(out.user.p);
 }
 
+/* every combination of the optional keys (p, d, c, u) and the tombstone
+ * flag packs a map whose count matches, and parses back */
+Test(entry, every_combination_of_optional_keys_parses_back)
+{
+	for (int mask = 0; mask < 32; mask++) {
+		struct stream_change in = full(), out;
+
+		if (!(mask & 1))
+			in.prev = (struct proto_str){ 0 };
+		if (!(mask & 2))
+			in.data = NULL;
+		if (!(mask & 4))
+			in.client = (struct proto_str){ 0 };
+		if (!(mask & 8))
+			in.user = (struct proto_str){ 0 };
+		in.deleted = (mask & 16) != 0;
+		sb.size = 0;
+		cr_assert(eq(int, stream_change_pack(&pk, &in), 0));
+		cr_assert(eq(int,
+			     stream_change_parse((const uint8_t *)sb.data,
+						 sb.size, &out),
+			     0),
+			  "mask %d", mask);
+		cr_assert(eq(int, out.prev.p != NULL, (mask & 1) != 0));
+		cr_assert(eq(int, out.data != NULL, (mask & 2) != 0));
+		cr_assert(eq(int, out.client.p != NULL, (mask & 4) != 0));
+		cr_assert(eq(int, out.user.p != NULL, (mask & 8) != 0));
+		cr_assert(eq(int, out.deleted, (mask & 16) != 0));
+	}
+}
+
+/* data that is not a map is refused when packing: the entry would not
+ * parse */
+Test(entry, data_that_is_not_a_map_is_not_packed)
+{
+	static const uint8_t arr[] = { 0x91, 0x01 };
+	struct stream_change in = full();
+
+	in.data = arr;
+	in.data_len = sizeof(arr);
+	cr_assert(eq(int, stream_change_pack(&pk, &in), WEFT_EINVAL));
+	in.data_len = 0;
+	cr_assert(eq(int, stream_change_pack(&pk, &in), WEFT_EINVAL));
+}
+
 /* every proper prefix of a valid value fails cleanly */
 Test(entry, every_truncation_is_refused)
 {
@@ -192,6 +237,13 @@ Test(entry, bad_values_get_their_error)
 	sb.size = 0;
 	msgpack_pack_array(&pk, 0);
 	cr_assert(eq(int, parse(), WEFT_ETYPE), "not a map");
+	MAP(5, (kv_str("t", "a"), kv_str("i", "b"), kv_str("s", "c"),
+		kv_uint("v", 1),
+		(msgpack_pack_uint8(&pk, 7), msgpack_pack_uint8(&pk, 3))));
+	cr_assert(eq(int, parse(), WEFT_ETYPE), "a key that is not a string");
+	MAP(5, (kv_str("t", "a"), kv_str("i", "b"), kv_str("s", "c"),
+		kv_uint("v", 1), kv_uint("O", 3)));
+	cr_assert(eq(int, parse(), WEFT_EINVAL), "an upper-case key");
 }
 
 /* keys a later relay adds are skipped, whatever their value */

@@ -125,11 +125,14 @@ struct weft_options {
 	/* transactions sent ahead of their answers (default 64) */
 	unsigned max_in_flight;
 	/* 0 (default): the store file is SQLite-locked for this process
-	 * while open.  Other connections in this process, opened after
-	 * weft_open(), may read it with plain SQL; other processes get
-	 * SQLITE_BUSY ("database is locked") until weft_close().  Nonzero:
-	 * other processes may read it too, and each commit then takes and
-	 * drops SQLite's file locks (about a third slower; see
+	 * (SQLite's unix-excl VFS).  Other connections in this process may
+	 * read it with plain SQL; other processes get SQLITE_BUSY
+	 * ("database is locked") until the process's last connection to
+	 * the file closes, and weft_open() gives EBUSY if another process
+	 * has it open.  A connection of this process that read the file
+	 * before weft_open() makes the lock fall back to sharing.
+	 * Nonzero: other processes may read it too, and each commit then
+	 * takes and drops SQLite's file locks (about a third slower; see
 	 * docs/client.md). */
 	int share_file;
 	/* where weft_open writes a sentence about why it failed (may be
@@ -142,7 +145,8 @@ struct weft_options {
  * weft_open - open (or create) a store.  The file is locked for this
  * process until weft_close(); another process (or another weft_open of
  * the same file) gets WEFT_EBUSY, and other processes' SQLite reads get
- * SQLITE_BUSY unless opts->share_file is set.  A store created by a newer
+ * SQLITE_BUSY unless opts->share_file is set (and without it, a file
+ * another process has open gives WEFT_EBUSY).  A store created by a newer
  * library gives WEFT_EVERSION; an older one is migrated.  The client id is made
  * on first open and kept in the file.  Errors: EINVAL (options),
  * ECONFIG (schema file), EBUSY, EIO, EVERSION, ENOMEM.
