@@ -11,14 +11,6 @@
 #include "proto/entry.h"
 #include "tests/fuzz/fuzz.h"
 
-static void
-inside(const uint8_t *data, size_t size, const void *p, uint32_t len)
-{
-	if (len && ((const uint8_t *)p < data ||
-		    (const uint8_t *)p + len > data + size))
-		abort();
-}
-
 static bool
 same(struct proto_str a, struct proto_str b)
 {
@@ -35,13 +27,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (stream_change_parse(data, size, &c) != 0)
 		return 0;
-	inside(data, size, c.table.p, c.table.len);
-	inside(data, size, c.id.p, c.id.len);
-	inside(data, size, c.space.p, c.space.len);
-	inside(data, size, c.prev.p, c.prev.len);
-	inside(data, size, c.client.p, c.client.len);
-	inside(data, size, c.user.p, c.user.len);
-	inside(data, size, c.data, c.data_len);
+	fuzz_inside(data, size, c.table.p, c.table.len);
+	fuzz_inside(data, size, c.id.p, c.id.len);
+	fuzz_inside(data, size, c.space.p, c.space.len);
+	fuzz_inside(data, size, c.prev.p, c.prev.len);
+	fuzz_inside(data, size, c.client.p, c.client.len);
+	fuzz_inside(data, size, c.user.p, c.user.len);
+	fuzz_inside(data, size, c.data, c.data_len);
 	if (c.version == 0 || c.op == 0 || c.op > PROTO_OP_MAX)
 		abort();
 	/* round trip: what parsed packs into an entry that parses the same */

@@ -9,14 +9,6 @@
 #include "tests/fuzz/fuzz.h"
 
 static void
-inside(const uint8_t *data, size_t size, const char *p, uint32_t len)
-{
-	if (len && ((const uint8_t *)p < data ||
-		    (const uint8_t *)p + len > data + size))
-		abort();
-}
-
-static void
 check_msg(const uint8_t *data, size_t size)
 {
 	static struct pgo_msg m;
@@ -26,15 +18,15 @@ check_msg(const uint8_t *data, size_t size)
 	if (m.ncols > PGO_MAX_COLS)
 		abort();
 	if (m.kind == PGO_RELATION) {
-		inside(data, size, m.nspace.p, m.nspace.len);
-		inside(data, size, m.relname.p, m.relname.len);
+		fuzz_inside(data, size, m.nspace.p, m.nspace.len);
+		fuzz_inside(data, size, m.relname.p, m.relname.len);
 	}
 	for (int i = 0; i < m.ncols; i++) {
 		if (m.kind == PGO_RELATION)
-			inside(data, size, m.names[i].p, m.names[i].len);
+			fuzz_inside(data, size, m.names[i].p, m.names[i].len);
 		if (m.kind == PGO_INSERT)
-			inside(data, size, m.cols[i].value.p,
-			       m.cols[i].value.len);
+			fuzz_inside(data, size, m.cols[i].value.p,
+				    m.cols[i].value.len);
 	}
 }
 
