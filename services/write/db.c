@@ -8,9 +8,11 @@
  *        |   +--fail: backoff------+ connection lost
  *        +-----------------------------+
  *
- * Each worker owns one queue.  A client's transactions always go to the
- * same worker (hash of the client id), so they are applied in the order
- * they arrived and never race each other for the client's row.
+ * Each worker owns one queue.  While a client has a transaction queued or
+ * in a group not yet answered, its next one goes to the same worker (struct
+ * pin), so they are applied in the order they arrived and never race each
+ * other for the client's row; a client with none goes to the least busy
+ * connected worker.
  */
 #include "services/write/db.h"
 
@@ -71,9 +73,27 @@ struct worker {
 	PGconn *pg;	   /* NULL while disconnected */
 	pthread_cond_t cv; /* its queue got a job, or stopping (db->mu) */
 	bool idle;	   /* waiting on cv: only then is it signalled */
+	bool up;	   /* connected (under db->mu) */
 	struct job *head;  /* queue, oldest first (under db->mu) */
 	struct job *tail;
 	int queued;
+};
+
+/*
+ * Which worker a client's transactions go to.  A client's transactions
+ * must commit in mid order, so while any of them is queued or in a group
+ * not yet answered, the next one goes to the same worker (the pin).  A
+ * client with none goes to the least busy connected worker.  Before, a
+ * hash of the client id chose, so a transaction waited behind its
+ * worker's group while others sat idle.
+ */
+#define PIN_BUCKETS 1024
+
+struct pin {
+	struct pin *next;
+	char *client; /* owned */
+	int worker;
+	int jobs; /* queued or in a group, not yet answered */
 };
 
 struct db {
@@ -83,7 +103,9 @@ struct db {
 	int queued; /* over all workers */
 	int per_worker_max;
 	struct worker *workers;
-	struct db_stats stats; /* under mu */
+	struct pin *pins[PIN_BUCKETS]; /* under mu */
+	unsigned next_pick;	       /* where the least-busy scan starts */
+	struct db_stats stats;	       /* under mu */
 };
 
 void
@@ -121,10 +143,62 @@ hash_str(const char *s)
 	return h;
 }
 
+/* mu held: the pin of client, or NULL */
+static struct pin *
+pin_find(struct db *db, const char *client)
+{
+	struct pin *p = db->pins[hash_str(client) % PIN_BUCKETS];
+
+	while (p && strcmp(p->client, client) != 0)
+		p = p->next;
+	return p;
+}
+
+/* mu held: a transaction of client was answered; the last one unpins it */
+static void
+pin_release(struct db *db, const char *client)
+{
+	struct pin **pp = &db->pins[hash_str(client) % PIN_BUCKETS];
+
+	while (*pp && strcmp((*pp)->client, client) != 0)
+		pp = &(*pp)->next;
+	if (*pp && --(*pp)->jobs == 0) {
+		struct pin *p = *pp;
+
+		*pp = p->next;
+		free(p->client);
+		free(p);
+	}
+}
+
+/* mu held: the connected worker with the least work (queued, plus one if
+ * it is running a group), scanning from a rotating start so that ties
+ * spread; any worker if none is connected (it answers UNAVAILABLE) */
+static int
+least_busy(struct db *db)
+{
+	int best = -1, best_load = 0, n = db->cfg.workers;
+
+	for (int k = 0; k < n; k++) {
+		int i = (int)((db->next_pick + (unsigned)k) % (unsigned)n);
+		struct worker *w = &db->workers[i];
+		int load = w->queued + (w->idle ? 0 : 1);
+
+		if (w->up && (best < 0 || load < best_load)) {
+			best = i;
+			best_load = load;
+		}
+	}
+	db->next_pick++;
+	return best >= 0 ? best : (int)(db->next_pick % (unsigned)n);
+}
+
 int
 db_submit(struct db *db, struct job *job)
 {
 	struct worker *w;
+	struct pin *pin;
+	bool pinned;
 	int i;
 
 	pthread_mutex_lock(&db->mu);
@@ -132,18 +206,24 @@ db_submit(struct db *db, struct job *job)
 		pthread_mutex_unlock(&db->mu);
 		return WEFT_EAGAIN;
 	}
-	if (job->kind == JOB_TXN) {
-		i = (int)(hash_str(job->client_id) % (uint32_t)db->cfg.workers);
-	} else { /* reads: the shortest queue */
-		i = 0;
-		for (int k = 1; k < db->cfg.workers; k++)
-			if (db->workers[k].queued < db->workers[i].queued)
-				i = k;
-	}
+	pinned = job->kind == JOB_TXN && job->client_id;
+	pin = pinned ? pin_find(db, job->client_id) : NULL;
+	i = pin ? pin->worker : least_busy(db);
 	w = &db->workers[i];
 	if (w->queued >= db->per_worker_max) {
 		pthread_mutex_unlock(&db->mu);
 		return WEFT_EAGAIN;
+	}
+	if (pinned) {
+		if (!pin) {
+			pin = xcalloc(1, sizeof(*pin));
+			pin->client = xstrdup(job->client_id);
+			pin->worker = i;
+			pin->next =
+				db->pins[hash_str(pin->client) % PIN_BUCKETS];
+			db->pins[hash_str(pin->client) % PIN_BUCKETS] = pin;
+		}
+		pin->jobs++;
 	}
 	job->next = NULL;
 	job->queued_ns = clock_now_ns();
@@ -198,6 +278,7 @@ disconnect(struct worker *w)
 	PQfinish(w->pg);
 	w->pg = NULL;
 	pthread_mutex_lock(&w->db->mu);
+	w->up = false;
 	w->db->stats.connected--;
 	pthread_mutex_unlock(&w->db->mu);
 }
@@ -232,6 +313,7 @@ connect_pg(struct worker *w)
 	}
 	w->pg = pg;
 	pthread_mutex_lock(&w->db->mu);
+	w->up = true;
 	w->db->stats.connected++;
 	pthread_mutex_unlock(&w->db->mu);
 	log_event(LOG_INFO, "pg_connected", "worker=%d", w->index);
@@ -239,8 +321,13 @@ connect_pg(struct worker *w)
 }
 
 static void
-answer(struct job *job, int status, json_t *res)
+answer(struct db *db, struct job *job, int status, json_t *res)
 {
+	if (job->kind == JOB_TXN && job->client_id) { /* done() frees it */
+		pthread_mutex_lock(&db->mu);
+		pin_release(db, job->client_id);
+		pthread_mutex_unlock(&db->mu);
+	}
 	job->done(job, status, res);
 }
 
@@ -253,7 +340,7 @@ answer_all(struct db *db, struct job *jobs, int status)
 	while (jobs) {
 		struct job *next = jobs->next;
 
-		answer(jobs, status, NULL);
+		answer(db, jobs, status, NULL);
 		jobs = next;
 		n++;
 	}
@@ -597,6 +684,8 @@ run_group(struct worker *w, struct job *list, int n)
 	enum group_outcome out = GROUP_RETRY;
 	bool use_fast = true;
 	int i = 0, attempt, n_fast = 0;
+	uint64_t t0 = clock_now_ns(), us;
+	unsigned b = 0;
 
 	for (struct job *j = list; j; j = j->next)
 		jobs[i++] = j;
@@ -615,10 +704,16 @@ run_group(struct worker *w, struct job *list, int n)
 	}
 	if (out == GROUP_LOST)
 		disconnect(w);
+	us = (clock_now_ns() - t0) / 1000;
+	for (uint64_t v = us / 100; v > 1 && b < 15; v >>= 1)
+		b++;
 	pthread_mutex_lock(&w->db->mu);
 	if (out == GROUP_OK) {
 		w->db->stats.commits++;
 		w->db->stats.group_hist[hist_bucket(n)]++;
+		w->db->stats.group_txns += (uint64_t)n;
+		w->db->stats.pg_hist[b]++;
+		w->db->stats.pg_sum_us += us;
 	}
 	w->db->stats.fast += (uint64_t)n_fast;
 	pthread_mutex_unlock(&w->db->mu);
@@ -630,7 +725,7 @@ run_group(struct worker *w, struct job *list, int n)
 		if (!results[i]) {
 			/* not known to be committed: a retryable error,
 			 * never an ack */
-			answer(jobs[i], WEFT_EUNAVAILABLE, NULL);
+			answer(w->db, jobs[i], WEFT_EUNAVAILABLE, NULL);
 			count(w->db, &w->db->stats.unavailable, 1);
 			continue;
 		}
@@ -640,10 +735,10 @@ run_group(struct worker *w, struct job *list, int n)
 			log_event(LOG_ERROR, "bad_apply_result",
 				  "worker=%d mid=%llu", w->index,
 				  (unsigned long long)jobs[i]->mid);
-			answer(jobs[i], WEFT_EINTERNAL, NULL);
+			answer(w->db, jobs[i], WEFT_EINTERNAL, NULL);
 			continue;
 		}
-		answer(jobs[i], 0, res);
+		answer(w->db, jobs[i], 0, res);
 		json_decref(res);
 	}
 	for (i = 0; i < n; i++)
@@ -674,20 +769,20 @@ run_fetch(struct worker *w, struct job *job)
 		PQclear(r);
 		if (PQstatus(w->pg) != CONNECTION_OK)
 			disconnect(w);
-		answer(job, WEFT_EUNAVAILABLE, NULL);
+		answer(w->db, job, WEFT_EUNAVAILABLE, NULL);
 		return;
 	}
 	if (w->db->cfg.max_reply &&
 	    PQgetlength(r, 0, 0) > w->db->cfg.max_reply) {
 		PQclear(r); /* the reply could not be sent: refuse it */
-		answer(job, WEFT_ELIMIT, NULL);
+		answer(w->db, job, WEFT_ELIMIT, NULL);
 		return;
 	}
 	recs = parse_or_null(PQgetvalue(r, 0, 0));
 	PQclear(r);
 	count(w->db, &w->db->stats.reads, 1);
 	res = json_pack("{so}", "records", recs ? recs : json_array());
-	answer(job, 0, res);
+	answer(w->db, job, 0, res);
 	json_decref(res);
 }
 
@@ -735,7 +830,7 @@ run_bootstrap(struct worker *w, struct job *job)
 	if (strcmp(PQgetvalue(r, 0, 0), "0") == 0) {
 		PQclear(r);
 		pg->denied = true;
-		answer(job, 0, NULL);
+		answer(w->db, job, 0, NULL);
 		return;
 	}
 	snprintf(pg->lsn, sizeof(pg->lsn), "%s", PQgetvalue(r, 0, 1));
@@ -805,7 +900,7 @@ run_bootstrap(struct worker *w, struct job *job)
 			pg->recs[i].data.p = pg->data.data + off[i];
 	free(off);
 	count(w->db, &w->db->stats.reads, 1);
-	answer(job, 0, NULL);
+	answer(w->db, job, 0, NULL);
 	return;
 out_unavailable:
 	log_event(LOG_ERROR, "bootstrap_failed", "err=\"%s\"",
@@ -813,7 +908,7 @@ out_unavailable:
 	PQclear(r);
 	if (PQstatus(w->pg) != CONNECTION_OK)
 		disconnect(w);
-	answer(job, WEFT_EUNAVAILABLE, NULL);
+	answer(w->db, job, WEFT_EUNAVAILABLE, NULL);
 }
 
 /* take the next unit of work: a group of transactions or one read */
@@ -976,6 +1071,14 @@ db_free(struct db *db)
 	for (int i = 0; i < db->cfg.workers; i++)
 		pthread_cond_destroy(&db->workers[i].cv);
 	pthread_mutex_destroy(&db->mu);
+	for (int b = 0; b < PIN_BUCKETS; b++) /* jobs never answered */
+		while (db->pins[b]) {
+			struct pin *p = db->pins[b];
+
+			db->pins[b] = p->next;
+			free(p->client);
+			free(p);
+		}
 	free(db->workers);
 	free(db);
 }

@@ -111,6 +111,11 @@ struct db_stats {
 	uint64_t unavailable;	/* jobs answered WEFT_EUNAVAILABLE */
 	uint64_t reads;		/* fetches and bootstrap pages */
 	uint64_t group_hist[8]; /* group sizes: 1, 2-3, 4-7, ... 128+ */
+	uint64_t group_txns;	/* client transactions in those groups */
+	/* a committed group's time in Postgres (its round trips, retries
+	 * and commit): bucket k < 15 up to (2 << k) * 100 us, 15 beyond */
+	uint64_t pg_hist[16];
+	uint64_t pg_sum_us;
 	int queued;
 	int connected; /* workers with a live connection */
 };

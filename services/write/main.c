@@ -117,9 +117,13 @@ metrics(void *arg, struct buf *out)
 				    (unsigned long long)ss.rejects[i]);
 	metric_histogram(out, "weft_write_group_size",
 			 "client transactions per Postgres transaction",
-			 group_le, ds.group_hist, 7, 0);
+			 group_le, ds.group_hist, 7, (double)ds.group_txns);
 	for (int k = 0; k < 15; k++)
 		lat_le[k] = (double)(2u << k) * 100e-6;
+	metric_histogram(out, "weft_write_group_seconds",
+			 "a committed group's time in Postgres, its commit"
+			 " included",
+			 lat_le, ds.pg_hist, 15, (double)ds.pg_sum_us / 1e6);
 	metric_histogram(out, "weft_write_txn_latency_seconds",
 			 "client transaction queued to answered", lat_le,
 			 ss.lat_hist, 15, (double)ss.lat_sum_us / 1e6);

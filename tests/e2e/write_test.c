@@ -639,6 +639,12 @@ Test(write, healthz_and_metrics)
 	cr_assert_not_null(strstr(body, "weft_write_txn_latency_seconds_"
 					"bucket{le=\"+Inf\"} 2\n"),
 			   "%s", body);
+	/* two groups of one: the sum counts transactions, and each group's
+	 * time in Postgres is in its own histogram */
+	cr_assert_not_null(strstr(body, "weft_write_group_size_sum 2\n"), "%s",
+			   body);
+	cr_assert_not_null(strstr(body, "weft_write_group_seconds_count 2\n"),
+			   "%s", body);
 	cr_assert(
 		eq(i64, proc_http_get(&svc, "/nope", body, sizeof(body)), 404));
 }
