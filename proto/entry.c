@@ -31,9 +31,7 @@ stream_change_pack(msgpack_packer *pk, const struct stream_change *c)
 		   (c->client.p != NULL) + (c->user.p != NULL);
 	int bad;
 
-	if (c->data &&
-	    (c->data_len == 0 || !((c->data[0] >= 0x80 && c->data[0] <= 0x8f) ||
-				   c->data[0] == 0xde || c->data[0] == 0xdf)))
+	if (c->data && (c->data_len == 0 || !mp_map_head(c->data[0])))
 		return WEFT_EINVAL; /* not a map: the entry would not parse */
 
 	bad = msgpack_pack_map(pk, n);

@@ -55,6 +55,14 @@ mp_left(const struct mp_reader *r)
 	return (size_t)(r->end - r->p);
 }
 
+/* mp_map_head - does a value starting with byte h open a map (fixmap,
+ * map 16, map 32)? */
+static inline bool
+mp_map_head(uint8_t h)
+{
+	return (h >= 0x80 && h <= 0x8f) || h == 0xde || h == 0xdf;
+}
+
 /* mp_type_name - "str", "uint", ... for error messages. */
 const char *mp_type_name(enum mp_type t);
 

@@ -21,6 +21,7 @@
 #include "common/log.h"
 #include "proto/entry.h"
 #include "proto/json.h"
+#include "proto/mp.h"
 #include "services/relay/pgoutput.h"
 #include "services/shared/redis.h"
 
@@ -572,16 +573,6 @@ col_str(const struct pgo_str *s)
 	return (struct proto_str){ s->p ? s->p : "", s->len };
 }
 
-/* does sb hold a msgpack map (fixmap, map 16, map 32)?  A row's data is
- * always a JSON object; the stream format requires a map */
-static bool
-mp_is_map(const msgpack_sbuffer *sb)
-{
-	uint8_t h = sb->size ? (uint8_t)sb->data[0] : 0;
-
-	return (h >= 0x80 && h <= 0x8f) || h == 0xde || h == 0xdf;
-}
-
 /* the row decoded from an outbox insert as a change; its data converted
  * into rl->data */
 static void
@@ -627,8 +618,9 @@ row_change(struct relay *rl, const struct pgo_msg *m, const char *id,
 
 		rl->data.size = 0;
 		msgpack_packer_init(&pk, &rl->data, msgpack_sbuffer_write);
+		/* a row's data is a JSON object; the entry needs a map */
 		if (json_text_to_mp(&pk, v[COL_DATA].p, v[COL_DATA].len) == 0 &&
-		    mp_is_map(&rl->data)) {
+		    rl->data.size && mp_map_head((uint8_t)rl->data.data[0])) {
 			sc->data = (const uint8_t *)rl->data.data;
 			sc->data_len = (uint32_t)rl->data.size;
 		} else {
