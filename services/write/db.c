@@ -143,25 +143,24 @@ hash_str(const char *s)
 	return h;
 }
 
-/* mu held: the pin of client, or NULL */
-static struct pin *
-pin_find(struct db *db, const char *client)
+/* mu held: where client's pin is linked in its bucket (*result is NULL
+ * if it has none: the place to link a new one) */
+static struct pin **
+pin_slot(struct db *db, const char *client)
 {
-	struct pin *p = db->pins[hash_str(client) % PIN_BUCKETS];
+	struct pin **pp = &db->pins[hash_str(client) % PIN_BUCKETS];
 
-	while (p && strcmp(p->client, client) != 0)
-		p = p->next;
-	return p;
+	while (*pp && strcmp((*pp)->client, client) != 0)
+		pp = &(*pp)->next;
+	return pp;
 }
 
 /* mu held: a transaction of client was answered; the last one unpins it */
 static void
 pin_release(struct db *db, const char *client)
 {
-	struct pin **pp = &db->pins[hash_str(client) % PIN_BUCKETS];
+	struct pin **pp = pin_slot(db, client);
 
-	while (*pp && strcmp((*pp)->client, client) != 0)
-		pp = &(*pp)->next;
 	if (*pp && --(*pp)->jobs == 0) {
 		struct pin *p = *pp;
 
@@ -197,8 +196,7 @@ int
 db_submit(struct db *db, struct job *job)
 {
 	struct worker *w;
-	struct pin *pin;
-	bool pinned;
+	struct pin **slot = NULL, *pin = NULL;
 	int i;
 
 	pthread_mutex_lock(&db->mu);
@@ -206,22 +204,22 @@ db_submit(struct db *db, struct job *job)
 		pthread_mutex_unlock(&db->mu);
 		return WEFT_EAGAIN;
 	}
-	pinned = job->kind == JOB_TXN && job->client_id;
-	pin = pinned ? pin_find(db, job->client_id) : NULL;
+	if (job->kind == JOB_TXN && job->client_id) {
+		slot = pin_slot(db, job->client_id);
+		pin = *slot;
+	}
 	i = pin ? pin->worker : least_busy(db);
 	w = &db->workers[i];
 	if (w->queued >= db->per_worker_max) {
 		pthread_mutex_unlock(&db->mu);
 		return WEFT_EAGAIN;
 	}
-	if (pinned) {
-		if (!pin) {
+	if (slot) {
+		if (!pin) { /* linked at the end of its bucket */
 			pin = xcalloc(1, sizeof(*pin));
 			pin->client = xstrdup(job->client_id);
 			pin->worker = i;
-			pin->next =
-				db->pins[hash_str(pin->client) % PIN_BUCKETS];
-			db->pins[hash_str(pin->client) % PIN_BUCKETS] = pin;
+			*slot = pin;
 		}
 		pin->jobs++;
 	}
