@@ -5,7 +5,11 @@
 #   bench/write.sh [BUILD_DIR] [SECONDS]     (defaults: build-rel, 10)
 #
 # 1. starts its own local stack (deploy/local/stack, scratch dir) and seeds
-#    100 spaces and 100k records;
+#    100 spaces and 100k records.  Only Postgres and Redis run: the relays
+#    and fanouts would decode and push every outbox row on the same two
+#    cores, a cost that is the same per row for pgbench and weft-write and
+#    is measured by bench/relay.sh and bench/e2e.sh.  WRITE_BENCH_STACK=full
+#    starts them too;
 # 2. raw limit: pgbench, one transaction per write that bumps the record's
 #    version and inserts the outbox row (one statement, prepared), at 1, 16
 #    and 64 clients, synchronous_commit=on;
@@ -41,6 +45,9 @@ trap 'exit 143' TERM # so that EXIT cleans up
 for b in "$BUILD/services/write/weft-write" "$BUILD/bench/write_bench"; do
 	[[ -x $b ]] || { echo "write.sh: build $b first" >&2; exit 1; }
 done
+if [[ ${WRITE_BENCH_STACK:-} != full ]]; then
+	export WEFT_WRITE_BIN=none WEFT_RELAY_BIN=none WEFT_FANOUT_BIN=none
+fi
 "$REPO/deploy/local/stack" up --dir "$DIR" --ports auto >/dev/null
 set -a
 # shellcheck disable=SC1091
@@ -67,6 +74,7 @@ WITH u AS (UPDATE weft_records SET data = jsonb_set(data, '{n}', to_jsonb(:v::in
 SQL
 
 echo "bench/write: ${SECS}s per run, Postgres $(psql -X -At -d "$WEFT_PG_URL" -c 'SHOW server_version'), synchronous_commit=$(psql -X -At -d "$WEFT_PG_URL" -c 'SHOW synchronous_commit')"
+echo "relays and fanouts: $([[ ${WRITE_BENCH_STACK:-} == full ]] && echo running || echo 'not started (WRITE_BENCH_STACK=full starts them)')"
 echo
 echo "raw limit: pgbench, one write transaction (version bump + outbox row)"
 best=0
@@ -88,10 +96,11 @@ WPID=$!
 sleep 1
 # cpu_ticks PID...: utime + stime of those processes, in clock ticks
 cpu_ticks() {
-	local t=0 p
+	local t=0 p v
 	for p in "$@"; do
-		[[ -r /proc/$p/stat ]] || continue
-		t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+		# a process may exit between listing and reading: count it 0
+		v=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null) || v=0
+		t=$((t + ${v:-0}))
 	done
 	echo "$t"
 }

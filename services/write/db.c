@@ -8,11 +8,12 @@
  *        |   +--fail: backoff------+ connection lost
  *        +-----------------------------+
  *
- * Each worker owns one queue.  While a client has a transaction queued or
- * in a group not yet answered, its next one goes to the same worker (struct
- * pin), so they are applied in the order they arrived and never race each
- * other for the client's row; a client with none goes to the least busy
- * connected worker.
+ * One queue feeds every worker.  A worker that is free takes the oldest
+ * jobs it may: a client's transactions are taken by one worker at a time
+ * (struct pin), so they are applied in the order they arrived and never
+ * race each other for the client's row.  A job is bound to a worker only
+ * when that worker starts on it, so no job waits behind a slow group
+ * while another worker is idle.
  */
 #include "services/write/db.h"
 
@@ -71,40 +72,47 @@ struct worker {
 	int index;
 	pthread_t thread;
 	PGconn *pg;	   /* NULL while disconnected */
-	pthread_cond_t cv; /* its queue got a job, or stopping (db->mu) */
+	pthread_cond_t cv; /* there may be work, or stopping (db->mu) */
 	bool idle;	   /* waiting on cv: only then is it signalled */
 	bool up;	   /* connected (under db->mu) */
-	struct job *head;  /* queue, oldest first (under db->mu) */
-	struct job *tail;
-	int queued;
+	bool trying;	   /* connecting, or not yet tried (under db->mu) */
 };
 
 /*
- * Which worker a client's transactions go to.  A client's transactions
- * must commit in mid order, so while any of them is queued or in a group
- * not yet answered, the next one goes to the same worker (the pin).  A
- * client with none goes to the least busy connected worker.  Before, a
- * hash of the client id chose, so a transaction waited behind its
- * worker's group while others sat idle.
+ * A client's transactions must commit in mid order.  While a worker has
+ * taken one of them and not yet answered it, no other worker takes the
+ * client's next ones (they stay queued, in order; the same worker may add
+ * them to its next group).  The pin lives while the client has any job
+ * queued or taken.  Before this, jobs were bound to a worker when they
+ * were queued (by a hash of the client id, later the least busy worker),
+ * so a transaction waited behind its worker's slow group while others
+ * sat idle.
  */
 #define PIN_BUCKETS 1024
+
+/* TAKE_SCAN - queued jobs a worker looks at past the ones it takes,
+ * skipping those of clients another worker is busy with */
+#define TAKE_SCAN 256
 
 struct pin {
 	struct pin *next;
 	char *client; /* owned */
-	int worker;
-	int jobs; /* queued or in a group, not yet answered */
+	int worker;   /* the worker with jobs of it taken; -1: none */
+	int taken;    /* taken by that worker, not yet answered */
+	int jobs;     /* queued or taken, not yet answered */
 };
 
 struct db {
 	struct db_config cfg;
 	pthread_mutex_t mu;
 	bool stopping;
-	int queued; /* over all workers */
-	int per_worker_max;
+	struct job *head; /* the queue, oldest first (under mu) */
+	struct job *tail;
+	int queued;
+	int trying; /* workers connecting, or not yet tried */
 	struct worker *workers;
 	struct pin *pins[PIN_BUCKETS]; /* under mu */
-	unsigned next_pick;	       /* where the least-busy scan starts */
+	unsigned next_wake;	       /* where the idle-worker scan starts */
 	struct db_stats stats;	       /* under mu */
 };
 
@@ -155,12 +163,15 @@ pin_slot(struct db *db, const char *client)
 	return pp;
 }
 
-/* mu held: a transaction of client was answered; the last one unpins it */
+/* mu held: a transaction of client was answered (taken: by the worker
+ * that took it); the last one unpins it */
 static void
-pin_release(struct db *db, const char *client)
+pin_release(struct db *db, const char *client, bool taken)
 {
 	struct pin **pp = pin_slot(db, client);
 
+	if (*pp && taken && --(*pp)->taken == 0)
+		(*pp)->worker = -1;
 	if (*pp && --(*pp)->jobs == 0) {
 		struct pin *p = *pp;
 
@@ -170,70 +181,59 @@ pin_release(struct db *db, const char *client)
 	}
 }
 
-/* mu held: the connected worker with the least work (queued, plus one if
- * it is running a group), scanning from a rotating start so that ties
- * spread; any worker if none is connected (it answers UNAVAILABLE) */
-static int
-least_busy(struct db *db)
+/* mu held: wake one idle connected worker, scanning from a rotating
+ * start so that work spreads */
+static void
+wake_one(struct db *db)
 {
-	int best = -1, best_load = 0, n = db->cfg.workers;
+	int n = db->cfg.workers;
 
 	for (int k = 0; k < n; k++) {
-		int i = (int)((db->next_pick + (unsigned)k) % (unsigned)n);
-		struct worker *w = &db->workers[i];
-		int load = w->queued + (w->idle ? 0 : 1);
+		struct worker *w = &db->workers[(db->next_wake + (unsigned)k) %
+						(unsigned)n];
 
-		if (w->up && (best < 0 || load < best_load)) {
-			best = i;
-			best_load = load;
+		if (w->up && w->idle) {
+			w->idle = false; /* not signalled twice */
+			pthread_cond_signal(&w->cv);
+			db->next_wake++;
+			return;
 		}
 	}
-	db->next_pick++;
-	return best >= 0 ? best : (int)(db->next_pick % (unsigned)n);
 }
 
 int
 db_submit(struct db *db, struct job *job)
 {
-	struct worker *w;
-	struct pin **slot = NULL, *pin = NULL;
-	int i;
-
 	pthread_mutex_lock(&db->mu);
 	if (db->stopping || db->queued >= db->cfg.queue_max) {
 		pthread_mutex_unlock(&db->mu);
 		return WEFT_EAGAIN;
 	}
-	if (job->kind == JOB_TXN && job->client_id) {
-		slot = pin_slot(db, job->client_id);
-		pin = *slot;
-	}
-	i = pin ? pin->worker : least_busy(db);
-	w = &db->workers[i];
-	if (w->queued >= db->per_worker_max) {
+	if (db->stats.connected == 0 && db->trying == 0) {
+		db->stats.unavailable++;
 		pthread_mutex_unlock(&db->mu);
-		return WEFT_EAGAIN;
+		return WEFT_EUNAVAILABLE;
 	}
-	if (slot) {
-		if (!pin) { /* linked at the end of its bucket */
-			pin = xcalloc(1, sizeof(*pin));
-			pin->client = xstrdup(job->client_id);
-			pin->worker = i;
-			*slot = pin;
+	if (job->kind == JOB_TXN && job->client_id) {
+		struct pin **slot = pin_slot(db, job->client_id);
+
+		if (!*slot) { /* linked at the end of its bucket */
+			*slot = xcalloc(1, sizeof(**slot));
+			(*slot)->client = xstrdup(job->client_id);
+			(*slot)->worker = -1;
 		}
-		pin->jobs++;
+		(*slot)->jobs++;
 	}
 	job->next = NULL;
+	job->taken = false;
 	job->queued_ns = clock_now_ns();
-	if (w->tail)
-		w->tail->next = job;
+	if (db->tail)
+		db->tail->next = job;
 	else
-		w->head = job;
-	w->tail = job;
-	w->queued++;
+		db->head = job;
+	db->tail = job;
 	db->queued++;
-	if (w->idle) /* a busy worker takes it with its next group */
-		pthread_cond_signal(&w->cv);
+	wake_one(db);
 	pthread_mutex_unlock(&db->mu);
 	return 0;
 }
@@ -323,7 +323,7 @@ answer(struct db *db, struct job *job, int status, json_t *res)
 {
 	if (job->kind == JOB_TXN && job->client_id) { /* done() frees it */
 		pthread_mutex_lock(&db->mu);
-		pin_release(db, job->client_id);
+		pin_release(db, job->client_id, job->taken);
 		pthread_mutex_unlock(&db->mu);
 	}
 	job->done(job, status, res);
@@ -909,52 +909,117 @@ out_unavailable:
 	answer(w->db, job, WEFT_EUNAVAILABLE, NULL);
 }
 
-/* take the next unit of work: a group of transactions or one read */
+/* mu held: unlink job (prev: the one before it, or NULL) from the queue */
+static void
+unlink_job(struct db *db, struct job *prev, struct job *job)
+{
+	if (prev)
+		prev->next = job->next;
+	else
+		db->head = job->next;
+	if (db->tail == job)
+		db->tail = prev;
+	job->next = NULL;
+	db->queued--;
+}
+
+/* mu held: may w take job?  A client's transactions go to one worker at
+ * a time; take() marks them */
+static bool
+may_take(struct db *db, struct worker *w, const struct job *job)
+{
+	const struct pin *pin;
+
+	if (job->kind != JOB_TXN || !job->client_id)
+		return true;
+	pin = *pin_slot(db, job->client_id);
+	return !pin || pin->worker < 0 || pin->worker == w->index;
+}
+
+/* mu held: the next unit of work for w, oldest first: a group of up to
+ * batch_max transactions, or one read; NULL if it may take nothing */
+static struct job *
+take_some(struct worker *w, int *n)
+{
+	struct db *db = w->db;
+	struct job *prev = NULL, *j = db->head, *first = NULL, *last = NULL;
+	int seen = 0;
+
+	*n = 0;
+	while (j && *n < db->cfg.batch_max && seen++ < TAKE_SCAN + *n) {
+		struct job *next = j->next;
+
+		if (!may_take(db, w, j) || (*n && j->kind != JOB_TXN)) {
+			prev = j;
+			j = next;
+			continue;
+		}
+		unlink_job(db, prev, j);
+		if (j->kind == JOB_TXN && j->client_id) {
+			struct pin *pin = *pin_slot(db, j->client_id);
+
+			pin->worker = w->index;
+			pin->taken++;
+			j->taken = true;
+		}
+		if (last)
+			last->next = j;
+		else
+			first = j;
+		last = j;
+		(*n)++;
+		if (j->kind != JOB_TXN)
+			break; /* a read goes alone */
+		j = next;
+	}
+	return first;
+}
+
+/* mu held: wait for the next unit of work; NULL once stopping and w
+ * may take nothing more */
 static struct job *
 take(struct worker *w, int *n)
 {
 	struct db *db = w->db;
-	struct job *first, *last;
+	struct job *jobs;
 
-	*n = 0;
-	while (!w->head && !db->stopping) {
+	while (!(jobs = take_some(w, n)) && !db->stopping) {
 		w->idle = true;
 		pthread_cond_wait(&w->cv, &db->mu);
 		w->idle = false;
 	}
-	if (!w->head)
-		return NULL;
-	first = last = w->head;
-	*n = 1;
-	if (first->kind == JOB_TXN)
-		while (last->next && last->next->kind == JOB_TXN &&
-		       *n < db->cfg.batch_max) {
-			last = last->next;
-			(*n)++;
-		}
-	w->head = last->next;
-	if (!w->head)
-		w->tail = NULL;
-	last->next = NULL;
-	w->queued -= *n;
-	db->queued -= *n;
-	return first;
+	if (jobs && db->head)
+		wake_one(db); /* more than one group's worth is queued */
+	return jobs;
 }
 
-/* answer every job queued for this worker: the database is unreachable */
+/* whether w is trying to connect; while none is connected and none
+ * trying, requests are answered EUNAVAILABLE rather than queued */
 static void
-fail_queued(struct worker *w)
+set_trying(struct worker *w, bool on)
+{
+	pthread_mutex_lock(&w->db->mu);
+	if (w->trying != on)
+		w->db->trying += on ? 1 : -1;
+	w->trying = on;
+	pthread_mutex_unlock(&w->db->mu);
+}
+
+/* answer every queued job: no worker can reach the database */
+static void
+fail_queued(struct db *db)
 {
 	struct job *jobs;
+	int n;
 
-	pthread_mutex_lock(&w->db->mu);
-	jobs = w->head;
-	w->db->queued -= w->queued;
-	w->head = w->tail = NULL;
-	w->queued = 0;
-	pthread_mutex_unlock(&w->db->mu);
-	if (jobs)
-		answer_all(w->db, jobs, WEFT_EUNAVAILABLE);
+	pthread_mutex_lock(&db->mu);
+	jobs = db->head;
+	n = db->queued;
+	db->head = db->tail = NULL;
+	db->queued = 0;
+	pthread_mutex_unlock(&db->mu);
+	if (n)
+		answer_all(db, jobs, WEFT_EUNAVAILABLE);
 }
 
 /*
@@ -976,7 +1041,12 @@ worker_main(void *arg)
 		int n;
 
 		if (!w->pg && clock_now_ns() >= next_try) {
-			if (connect_pg(w)) {
+			bool ok;
+
+			set_trying(w, true);
+			ok = connect_pg(w);
+			set_trying(w, false);
+			if (ok) {
 				backoff = 50;
 			} else {
 				next_try = clock_now_ns() +
@@ -991,12 +1061,16 @@ worker_main(void *arg)
 			uint64_t wait_ns = next_try > clock_now_ns()
 						   ? next_try - clock_now_ns()
 						   : 0;
-			bool stop;
+			bool stop, none_up;
 
-			fail_queued(w);
+			pthread_mutex_lock(&db->mu);
+			none_up = db->stats.connected == 0 && db->trying == 0;
+			pthread_mutex_unlock(&db->mu);
+			if (none_up) /* else a connected worker takes them */
+				fail_queued(db);
 			clock_deadline(&until, wait_ns);
 			pthread_mutex_lock(&db->mu);
-			if (!db->stopping && !w->head) {
+			if (!db->stopping) {
 				w->idle = true;
 				pthread_cond_timedwait(&w->cv, &db->mu, &until);
 				w->idle = false;
@@ -1019,7 +1093,6 @@ worker_main(void *arg)
 		else
 			run_bootstrap(w, jobs);
 	}
-	fail_queued(w);
 	disconnect(w);
 	return NULL;
 }
@@ -1036,13 +1109,13 @@ db_new(struct db **out, const struct db_config *cfg)
 		db->cfg.batch_max = 1;
 	if (db->cfg.page_rows < 1)
 		db->cfg.page_rows = 1000;
-	db->per_worker_max = db->cfg.queue_max / db->cfg.workers;
-	if (db->per_worker_max < db->cfg.batch_max)
-		db->per_worker_max = db->cfg.batch_max;
 	pthread_mutex_init(&db->mu, NULL);
 	db->workers = xcalloc((size_t)db->cfg.workers, sizeof(*db->workers));
-	for (int i = 0; i < db->cfg.workers; i++)
+	for (int i = 0; i < db->cfg.workers; i++) {
 		pthread_cond_init(&db->workers[i].cv, NULL);
+		db->workers[i].trying = true; /* until its first attempt */
+	}
+	db->trying = db->cfg.workers;
 	for (int i = 0; i < db->cfg.workers; i++) {
 		db->workers[i].db = db;
 		db->workers[i].index = i;
@@ -1066,6 +1139,7 @@ db_free(struct db *db)
 	pthread_mutex_unlock(&db->mu);
 	for (int i = 0; i < db->cfg.workers; i++)
 		pthread_join(db->workers[i].thread, NULL);
+	fail_queued(db); /* left only if no worker had a connection */
 	for (int i = 0; i < db->cfg.workers; i++)
 		pthread_cond_destroy(&db->workers[i].cv);
 	pthread_mutex_destroy(&db->mu);

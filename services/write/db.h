@@ -67,6 +67,7 @@ struct job {
 	void *owner;	    /* the connection, for done() */
 	uint64_t rid;	    /* request id to answer */
 	uint64_t queued_ns; /* for latency metrics */
+	bool taken;	    /* by a worker (db.c's own) */
 	char user[AUTH_USER_MAX];
 	/* JOB_TXN */
 	char *client_id; /* owned */
@@ -127,7 +128,9 @@ struct db;
 int db_new(struct db **out, const struct db_config *cfg);
 
 /* db_submit - queue a job; takes ownership on success.  WEFT_EAGAIN when
- * the queue is full or the pool is stopping (the caller answers BACKOFF). */
+ * the queue is full or the pool is stopping (the caller answers BACKOFF);
+ * WEFT_EUNAVAILABLE when no worker has a connection (the caller answers
+ * that at once, rather than queueing for a database that is down). */
 int db_submit(struct db *db, struct job *job);
 
 /* db_stats - a snapshot of the counters.  Thread-safe. */

@@ -514,18 +514,27 @@ strndup_str(struct proto_str s)
 	return d;
 }
 
-/* c->mu held: hand a job to the database, or answer BACKOFF */
+/* c->mu held: hand a job to the database, or answer BACKOFF (or
+ * EUNAVAILABLE: no connection to the database) */
 static void
 submit_locked(struct conn *c, struct job *job)
 {
 	struct proto_msg m = { .type = PROTO_BACKOFF };
+	int err;
 
 	c->refs++;
 	atomic_fetch_add(&c->srv->pending, 1);
-	if (db_submit(c->srv->db, job) == 0)
+	err = db_submit(c->srv->db, job);
+	if (err == 0)
 		return;
 	atomic_fetch_sub(&c->srv->pending, 1);
 	c->refs--;
+	if (err == WEFT_EUNAVAILABLE) {
+		conn_error_locked(c, job->rid, err, false, 0,
+				  "database unavailable: try again");
+		job_free(job);
+		return;
+	}
 	stat_add(&c->srv->st.backoffs, 1);
 	m.u.backoff = (struct proto_backoff){
 		job->rid, c->srv->cfg.retry_ms, false,

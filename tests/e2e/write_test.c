@@ -707,6 +707,93 @@ Test(write, sigterm_answers_everything_it_took_then_exits)
 	PQfinish(pg);
 }
 
+/*
+ * A group held up in Postgres (here by a row lock another session holds)
+ * must hold up only its own transactions: the others, sent while it
+ * waits, are taken by the other workers.  When jobs were bound to a
+ * worker as they arrived, some queued behind the blocked one.
+ */
+Test(write, a_blocked_group_holds_up_no_other_client)
+{
+	enum { OTHERS = 40 };
+	char sp[80], cl[80], hot[80], sql[320], clients[OTHERS][80];
+	char ids[OTHERS][80];
+	struct proto_op ops[OTHERS], create, set;
+	struct proto_msg m = { .type = PROTO_TXN }, r;
+	struct wclient c;
+	bool seen[OTHERS] = { false };
+	PGconn *pg;
+	PGresult *res;
+
+	snprintf(sp, sizeof(sp), "%s", N("blocked"));
+	snprintf(cl, sizeof(cl), "%s", N("blocked-client"));
+	snprintf(hot, sizeof(hot), "%s", N("hot"));
+	session(&c, N("alice"));
+	make_space(&c, cl, sp);
+	create = (struct proto_op){ .kind = PROTO_OP_CREATE,
+				    .table = S("rows"),
+				    .id = S(hot),
+				    .space = S(sp),
+				    .data = map0() };
+	r = txn(&c, cl, 2, &create, 1);
+	cr_assert(eq(i64, r.type, PROTO_ACK));
+
+	/* another session locks the record: the set's group waits for it */
+	pg = PQconnectdb(getenv("WEFT_TEST_PG_URL"));
+	cr_assert(eq(i64, PQstatus(pg), CONNECTION_OK));
+	snprintf(sql, sizeof(sql),
+		 "BEGIN; SELECT 1 FROM weft_records WHERE tbl = 'rows' AND "
+		 "id = '%s' FOR UPDATE",
+		 hot);
+	res = PQexec(pg, sql);
+	cr_assert(eq(i64, PQresultStatus(res), PGRES_TUPLES_OK), "%s",
+		  PQerrorMessage(pg));
+	PQclear(res);
+	set = (struct proto_op){ .kind = PROTO_OP_SET,
+				 .table = S("rows"),
+				 .id = S(hot),
+				 .field = S("n"),
+				 .value = str_value("x") };
+	m.u.txn = (struct proto_txn){ 3, S(cl), 3, PROTO_LIST(1, &set) };
+	cr_assert(eq(i64, wclient_send(&c, &m), 0));
+	usleep(300 * 1000); /* its group has started, and waits */
+
+	/* many other clients at once, while it waits: all answered */
+	for (int i = 0; i < OTHERS; i++) {
+		snprintf(clients[i], sizeof(clients[i]), "%s-%d", N("other"),
+			 i);
+		snprintf(ids[i], sizeof(ids[i]), "%s-%d", N("cold"), i);
+		ops[i] = (struct proto_op){ .kind = PROTO_OP_CREATE,
+					    .table = S("rows"),
+					    .id = S(ids[i]),
+					    .space = S(sp),
+					    .data = map0() };
+		m.u.txn = (struct proto_txn){ 100 + (uint64_t)i, S(clients[i]),
+					      1, PROTO_LIST(1, &ops[i]) };
+		cr_assert(eq(i64, wclient_send(&c, &m), 0));
+	}
+	for (int i = 0; i < OTHERS; i++) {
+		cr_assert(eq(i64, wclient_recv(&c, &r, WAIT_MS), 0),
+			  "%d of %d others answered while one group waits", i,
+			  OTHERS);
+		cr_assert(eq(i64, r.type, PROTO_ACK), "got %s",
+			  proto_type_name(r.type));
+		cr_assert(ge(u64, r.u.ack.rid, 100), "not the blocked one");
+		cr_assert(lt(u64, r.u.ack.rid, 100 + OTHERS));
+		cr_assert(eq(int, seen[r.u.ack.rid - 100] ? 1 : 0, 0), "once");
+		seen[r.u.ack.rid - 100] = true;
+	}
+
+	/* the lock goes: the waiting transaction is applied and acked */
+	res = PQexec(pg, "ROLLBACK");
+	PQclear(res);
+	PQfinish(pg);
+	cr_assert(eq(i64, wclient_recv(&c, &r, WAIT_MS), 0));
+	cr_assert(eq(i64, r.type, PROTO_ACK));
+	cr_assert(eq(u64, r.u.ack.mid, 3));
+	wclient_close(&c);
+}
+
 Test(write, fetch_asks_for_at_most_max_ops_keys)
 {
 	static struct proto_keyref keys[257];
