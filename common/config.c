@@ -99,6 +99,8 @@ cfg_parse_duration(const char *s, int64_t *out)
 		mul = 60 * 1000;
 	else if (strcmp(rest, "h") == 0)
 		mul = 3600 * 1000;
+	else if (strcmp(rest, "d") == 0)
+		mul = INT64_C(86400) * 1000;
 	else
 		return WEFT_EINVAL;
 	if (v > INT64_MAX / mul)

@@ -15,7 +15,7 @@
  *   CFG_INT       int64_t, checked against [min, max]
  *   CFG_BOOL      bool: true/false, yes/no, on/off, 1/0
  *   CFG_SIZE      int64_t bytes: 512, 64k, 1m, 2g (powers of 1024)
- *   CFG_DURATION  int64_t milliseconds: 250ms, 5s, 2m, 1h (bare = ms)
+ *   CFG_DURATION  int64_t milliseconds: 250ms, 5s, 2m, 1h, 7d (bare = ms)
  */
 #ifndef WEFT_CONFIG_H
 #define WEFT_CONFIG_H

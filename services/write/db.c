@@ -41,6 +41,12 @@
 /* DB_BACKOFF_MAX_MS - longest wait between reconnection attempts. */
 #define DB_BACKOFF_MAX_MS 2000
 
+/* PRUNE_BATCH, PRUNE_BATCHES - stored results past --results-ttl are
+ * deleted this many at a time, at most this many times per pass, so one
+ * pass keeps a worker from its groups for a bounded time */
+#define PRUNE_BATCH   5000
+#define PRUNE_BATCHES 20
+
 static const char SQL_APPLY[] =
 	"SELECT weft_apply($1, $2, $3::bigint, $4::jsonb, $5::int, $6::int, "
 	"$7::jsonb, $8::int)::text";
@@ -48,6 +54,13 @@ static const char SQL_FAST[] =
 	"SELECT o_n, o_result FROM weft_apply_fast($1::text[], $2::text[], "
 	"$3::bigint[], $4::text[], $5::text[], $6::smallint[], $7::text[], "
 	"$8::jsonb[], $9::int, $10::int)";
+/* the BRIN index on created_at finds the old rows; ctid = ANY is a TID
+ * scan of just those */
+static const char SQL_PRUNE[] =
+	"DELETE FROM weft_client_results WHERE ctid = ANY (ARRAY("
+	"SELECT ctid FROM weft_client_results "
+	"WHERE created_at < now() - $1::bigint * interval '1 millisecond' "
+	"LIMIT $2::int))";
 static const char SQL_FETCH[] =
 	"SELECT coalesce(jsonb_agg(weft_row_json(r)), '[]')::text "
 	"FROM (SELECT DISTINCT * FROM jsonb_to_recordset($2::jsonb) "
@@ -109,7 +122,9 @@ struct db {
 	struct job *head; /* the queue, oldest first (under mu) */
 	struct job *tail;
 	int queued;
-	int trying; /* workers connecting, or not yet tried */
+	int trying;		/* workers connecting, or not yet tried */
+	uint64_t next_prune_ns; /* when stored results are next pruned */
+	bool pruning;		/* a worker is at it */
 	struct worker *workers;
 	struct pin *pins[PIN_BUCKETS]; /* under mu */
 	unsigned next_wake;	       /* where the idle-worker scan starts */
@@ -305,6 +320,7 @@ connect_pg(struct worker *w)
 	if (!prepare(pg, "apply", SQL_APPLY) ||
 	    !prepare(pg, "fast", SQL_FAST) ||
 	    !prepare(pg, "fetch", SQL_FETCH) ||
+	    !prepare(pg, "prune", SQL_PRUNE) ||
 	    !prepare(pg, "role", SQL_ROLE) || !prepare(pg, "page", SQL_PAGE)) {
 		PQfinish(pg);
 		return false;
@@ -975,8 +991,69 @@ take_some(struct worker *w, int *n)
 	return first;
 }
 
-/* mu held: wait for the next unit of work; NULL once stopping and w
- * may take nothing more */
+/* how often stored results are pruned: a quarter of the TTL, within
+ * [250 ms, 1 min] */
+static uint64_t
+prune_every_ns(const struct db *db)
+{
+	int64_t ms = db->cfg.results_ttl_ms / 4;
+
+	ms = ms < 250 ? 250 : ms > 60000 ? 60000 : ms;
+	return (uint64_t)ms * 1000000u;
+}
+
+/* mu held: whether stored results are due for pruning and no worker is
+ * at it */
+static bool
+prune_ready(const struct db *db)
+{
+	return db->cfg.results_ttl_ms > 0 && !db->pruning && !db->stopping &&
+	       clock_now_ns() >= db->next_prune_ns;
+}
+
+/* delete stored results older than the TTL, a batch at a time */
+static void
+run_prune(struct worker *w)
+{
+	struct db *db = w->db;
+	char ttl[24], batch[16];
+	const char *params[2] = { ttl, batch };
+	uint64_t total = 0;
+	bool lost = false;
+
+	snprintf(ttl, sizeof(ttl), "%lld", (long long)db->cfg.results_ttl_ms);
+	snprintf(batch, sizeof(batch), "%d", PRUNE_BATCH);
+	for (int i = 0; i < PRUNE_BATCHES; i++) {
+		PGresult *r = PQexecPrepared(w->pg, "prune", 2, params, NULL,
+					     NULL, 0);
+		long n = 0;
+
+		if (PQresultStatus(r) == PGRES_COMMAND_OK)
+			n = strtol(PQcmdTuples(r), NULL, 10);
+		else
+			log_event(LOG_WARN, "prune_failed",
+				  "worker=%d err=\"%s\"", w->index,
+				  PQerrorMessage(w->pg));
+		lost = PQstatus(w->pg) != CONNECTION_OK;
+		PQclear(r);
+		total += (uint64_t)n;
+		if (n < PRUNE_BATCH)
+			break;
+	}
+	if (total)
+		log_event(LOG_INFO, "results_pruned", "rows=%llu",
+			  (unsigned long long)total);
+	pthread_mutex_lock(&db->mu);
+	db->pruning = false;
+	db->next_prune_ns = clock_now_ns() + prune_every_ns(db);
+	db->stats.results_pruned += total;
+	pthread_mutex_unlock(&db->mu);
+	if (lost)
+		disconnect(w);
+}
+
+/* mu held: wait for the next unit of work; NULL once stopping and w may
+ * take nothing more, or when stored results are due for pruning */
 static struct job *
 take(struct worker *w, int *n)
 {
@@ -984,8 +1061,19 @@ take(struct worker *w, int *n)
 	struct job *jobs;
 
 	while (!(jobs = take_some(w, n)) && !db->stopping) {
+		uint64_t now = clock_now_ns();
+		struct timespec until;
+
+		if (prune_ready(db))
+			return NULL;
 		w->idle = true;
-		pthread_cond_wait(&w->cv, &db->mu);
+		if (db->cfg.results_ttl_ms > 0 && !db->pruning &&
+		    db->next_prune_ns > now) { /* wake to prune then */
+			clock_deadline(&until, db->next_prune_ns - now);
+			pthread_cond_timedwait(&w->cv, &db->mu, &until);
+		} else { /* the pruner schedules the next pass */
+			pthread_cond_wait(&w->cv, &db->mu);
+		}
 		w->idle = false;
 	}
 	if (jobs && db->head)
@@ -1038,6 +1126,7 @@ worker_main(void *arg)
 
 	for (;;) {
 		struct job *jobs;
+		bool prune, stop;
 		int n;
 
 		if (!w->pg && clock_now_ns() >= next_try) {
@@ -1061,7 +1150,7 @@ worker_main(void *arg)
 			uint64_t wait_ns = next_try > clock_now_ns()
 						   ? next_try - clock_now_ns()
 						   : 0;
-			bool stop, none_up;
+			bool none_up;
 
 			pthread_mutex_lock(&db->mu);
 			none_up = db->stats.connected == 0 && db->trying == 0;
@@ -1082,10 +1171,24 @@ worker_main(void *arg)
 			continue;
 		}
 		pthread_mutex_lock(&db->mu);
-		jobs = take(w, &n);
+		prune = prune_ready(db);
+		if (prune)
+			db->pruning = true;
+		jobs = prune ? NULL : take(w, &n);
+		if (!jobs && !prune && prune_ready(db)) {
+			prune = true;
+			db->pruning = true;
+		}
+		stop = !jobs && !prune && db->stopping;
 		pthread_mutex_unlock(&db->mu);
-		if (!jobs)
+		if (stop)
 			break;
+		if (prune) {
+			run_prune(w);
+			continue;
+		}
+		if (!jobs)
+			continue;
 		if (jobs->kind == JOB_TXN)
 			run_group(w, jobs, n);
 		else if (jobs->kind == JOB_FETCH)
@@ -1116,6 +1219,7 @@ db_new(struct db **out, const struct db_config *cfg)
 		db->workers[i].trying = true; /* until its first attempt */
 	}
 	db->trying = db->cfg.workers;
+	db->next_prune_ns = clock_now_ns() + prune_every_ns(db);
 	for (int i = 0; i < db->cfg.workers; i++) {
 		db->workers[i].db = db;
 		db->workers[i].index = i;

@@ -102,17 +102,19 @@ struct db_config {
 	int page_rows;	  /* rows fetched per bootstrap query */
 	int max_reply;	  /* bytes of rows one reply may carry: a txn touching
 			   * more is rejected ELIMIT, a larger fetch refused */
+	int64_t results_ttl_ms; /* stored results older are deleted; 0: never */
 };
 
 struct db_stats {
-	uint64_t commits;	/* Postgres transactions committed */
-	uint64_t txns;		/* client transactions answered */
-	uint64_t fast;		/* of which applied by weft_apply_fast() */
-	uint64_t retries;	/* groups retried after a transient error */
-	uint64_t unavailable;	/* jobs answered WEFT_EUNAVAILABLE */
-	uint64_t reads;		/* fetches and bootstrap pages */
-	uint64_t group_hist[8]; /* group sizes: 1, 2-3, 4-7, ... 128+ */
-	uint64_t group_txns;	/* client transactions in those groups */
+	uint64_t commits;	 /* Postgres transactions committed */
+	uint64_t txns;		 /* client transactions answered */
+	uint64_t fast;		 /* of which applied by weft_apply_fast() */
+	uint64_t retries;	 /* groups retried after a transient error */
+	uint64_t unavailable;	 /* jobs answered WEFT_EUNAVAILABLE */
+	uint64_t reads;		 /* fetches and bootstrap pages */
+	uint64_t results_pruned; /* stored results deleted by age */
+	uint64_t group_hist[8];	 /* group sizes: 1, 2-3, 4-7, ... 128+ */
+	uint64_t group_txns;	 /* client transactions in those groups */
 	/* a committed group's time in Postgres (its round trips, retries
 	 * and commit): bucket k < 15 up to (2 << k) * 100 us, 15 beyond */
 	uint64_t pg_hist[16];

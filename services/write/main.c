@@ -88,6 +88,9 @@ metrics(void *arg, struct buf *out)
 		       "client transactions applied set-based "
 		       "(weft_apply_fast)",
 		       ds.fast);
+	metric_counter(out, "weft_write_results_pruned_total",
+		       "stored results deleted for age (--results-ttl)",
+		       ds.results_pruned);
 	metric_counter(out, "weft_write_commits_total",
 		       "Postgres transactions committed (groups)", ds.commits);
 	metric_counter(out, "weft_write_group_retries_total",
@@ -137,7 +140,7 @@ main(int argc, char **argv)
 	const char *schema_path, *http_url, *migrations, *tls_cert;
 	bool migrate_only;
 	int64_t workers, batch, queue, max_frame, max_ops, max_record, max_out;
-	int64_t page_bytes, heartbeat, idle, retry, keep;
+	int64_t page_bytes, heartbeat, idle, retry, keep, results_ttl;
 	const struct cfg_opt opts[] = {
 		{ "listen", CFG_STR, &listen_url, "tcp://127.0.0.1:7400",
 		  "URL clients connect to: tcp://, tls+tcp:// or wss:// (with "
@@ -174,6 +177,9 @@ main(int argc, char **argv)
 		  "bootstrap page size (default and cap)", 4096, 16 << 20 },
 		{ "keep-results", CFG_INT, &keep, "256",
 		  "results kept per client for resends", 1, 100000 },
+		{ "results-ttl", CFG_DURATION, &results_ttl, "7d",
+		  "stored results older than this are deleted (0: never)", 0,
+		  INT64_C(3650) * 86400000 },
 		{ "heartbeat", CFG_DURATION, &heartbeat, "15s",
 		  "ping interval announced to clients", 100, 3600000 },
 		{ "idle-timeout", CFG_DURATION, &idle, "2m",
@@ -251,9 +257,11 @@ main(int argc, char **argv)
 		schema_free(schema);
 		return 1;
 	}
-	dcfg = (struct db_config){ pg_url,     (int)workers,	  (int)batch,
-				   (int)queue, (int)max_record,	  (int)keep,
-				   1000,       (int)(max_out / 2) };
+	dcfg = (struct db_config){
+		pg_url,	    (int)workers,	(int)batch,
+		(int)queue, (int)max_record,	(int)keep,
+		1000,	    (int)(max_out / 2), results_ttl
+	};
 	db_new(&db, &dcfg);
 	scfg = (struct server_config){
 		listen_url,

@@ -33,6 +33,7 @@
 static struct proc svc, svc2; /* svc2: a second weft-write, when a test
 			       * starts one */
 static char sfx[32];
+static char own_stack[64]; /* a test's own stack, when it needs one */
 
 static void
 setup(void)
@@ -48,6 +49,7 @@ teardown(void)
 	proc_stop(&svc);
 	if (svc2.pid > 0)
 		proc_stop(&svc2);
+	proc_stack_destroy(own_stack);
 }
 
 TestSuite(write, .init = setup, .fini = teardown, .timeout = 60);
@@ -792,6 +794,86 @@ Test(write, a_blocked_group_holds_up_no_other_client)
 	cr_assert(eq(i64, r.type, PROTO_ACK));
 	cr_assert(eq(u64, r.u.ack.mid, 3));
 	wclient_close(&c);
+}
+
+/* rows of weft_client_results for client cl */
+static long
+stored_results(PGconn *pg, const char *cl)
+{
+	const char *params[1] = { cl };
+	PGresult *res =
+		PQexecParams(pg,
+			     "SELECT count(*) FROM weft_client_results WHERE "
+			     "client_id = $1",
+			     1, NULL, params, NULL, NULL, 0);
+	long n;
+
+	cr_assert(eq(i64, PQresultStatus(res), PGRES_TUPLES_OK), "%s",
+		  PQerrorMessage(pg));
+	n = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	return n;
+}
+
+/*
+ * A client's stored results go when they are older than --results-ttl,
+ * even if it never writes again (before, only its next writes pruned
+ * them, so every client id ever seen kept its last results forever).  A
+ * resend of such a mutation gets ENOTFOUND and has no second effect.
+ * Its own stack: a TTL this short would prune other tests' results.
+ */
+Test(write, stored_results_expire_after_the_ttl)
+{
+	const char *extra[] = { "--results-ttl=1s", NULL };
+	char url[256], sp[80], cl[80], body[65536];
+	struct proto_op create;
+	struct wclient c;
+	struct proto_msg r;
+	PGconn *pg;
+	int i;
+
+	proc_stack_up(own_stack, url);
+	proc_start_write_pg(&svc2, url, extra);
+	pg = PQconnectdb(url);
+	cr_assert(eq(i64, PQstatus(pg), CONNECTION_OK));
+	snprintf(sp, sizeof(sp), "%s", N("ttl"));
+	snprintf(cl, sizeof(cl), "%s", N("ttl-client"));
+	session_at(&c, N("alice"), svc2.url);
+	make_space(&c, cl, sp);
+	create = (struct proto_op){ .kind = PROTO_OP_CREATE,
+				    .table = S("rows"),
+				    .id = S(N("kept")),
+				    .space = S(sp),
+				    .data = map0() };
+	r = txn(&c, cl, 2, &create, 1);
+	cr_assert(eq(i64, r.type, PROTO_ACK));
+	r = txn(&c, cl, 2, &create, 1);
+	cr_assert(eq(i64, r.type, PROTO_ACK), "stored: a resend is replayed");
+	cr_assert(r.u.ack.replay);
+	cr_assert(eq(i64, stored_results(pg, cl), 2));
+
+	/* nothing more from this client: its results go within the TTL and
+	 * a pass (a quarter of it, at least 250 ms) */
+	for (i = 0; i < 100 && stored_results(pg, cl) > 0; i++)
+		usleep(100 * 1000);
+	cr_assert(eq(i64, stored_results(pg, cl), 0), "pruned by age");
+	cr_assert(ge(i64, i, 8), "not before the TTL");
+	r = txn(&c, cl, 2, &create, 1);
+	cr_assert(eq(i64, r.type, PROTO_ERROR));
+	cr_assert(eq(i64, r.u.error.code, WEFT_ENOTFOUND),
+		  "a forgotten mutation, not applied again");
+	/* the client goes on from where it was */
+	create.id = S(N("after"));
+	r = txn(&c, cl, 3, &create, 1);
+	cr_assert(eq(i64, r.type, PROTO_ACK));
+	wclient_close(&c);
+	cr_assert(eq(i64, proc_http_get(&svc2, "/metrics", body, sizeof(body)),
+		     200));
+	cr_assert_null(strstr(body, "weft_write_results_pruned_total 0\n"),
+		       "counted");
+	cr_assert_not_null(strstr(body, "weft_write_results_pruned_total "),
+			   "%s", body);
+	PQfinish(pg);
 }
 
 Test(write, fetch_asks_for_at_most_max_ops_keys)

@@ -173,6 +173,9 @@ Test(config, size_and_duration_syntax)
 	cr_assert(eq(i64, v, 120000));
 	cr_assert(eq(i64, cfg_parse_duration("1h", &v), 0));
 	cr_assert(eq(i64, v, 3600000));
+	cr_assert(eq(i64, cfg_parse_duration("7d", &v), 0));
+	cr_assert(eq(i64, v, 7LL * 86400 * 1000));
+	cr_assert(eq(i64, cfg_parse_duration("1w", &v), WEFT_EINVAL));
 	cr_assert(eq(i64, cfg_parse_duration("", &v), WEFT_EINVAL));
 	cr_assert(eq(i64, cfg_parse_duration("5 s", &v), WEFT_EINVAL));
 }
