@@ -103,10 +103,6 @@ struct worker {
  */
 #define PIN_BUCKETS 1024
 
-/* TAKE_SCAN - queued jobs a worker looks at past the ones it takes,
- * skipping those of clients another worker is busy with */
-#define TAKE_SCAN 256
-
 struct pin {
 	struct pin *next;
 	char *client; /* owned */
@@ -136,7 +132,8 @@ job_free(struct job *job)
 {
 	if (!job)
 		return;
-	free(job->client_id);
+	if (!job->client_kept)
+		free(job->client_id);
 	free(job->ops_json);
 	free(job->reject_json);
 	free(job->keys_json);
@@ -178,6 +175,8 @@ pin_slot(struct db *db, const char *client)
 	return pp;
 }
 
+static void wake_one(struct db *db);
+
 /* mu held: a transaction of client was answered (taken: by the worker
  * that took it); the last one unpins it */
 static void
@@ -185,8 +184,11 @@ pin_release(struct db *db, const char *client, bool taken)
 {
 	struct pin **pp = pin_slot(db, client);
 
-	if (*pp && taken && --(*pp)->taken == 0)
+	if (*pp && taken && --(*pp)->taken == 0) {
 		(*pp)->worker = -1;
+		if ((*pp)->jobs > 1) /* its next ones may go to any worker */
+			wake_one(db);
+	}
 	if (*pp && --(*pp)->jobs == 0) {
 		struct pin *p = *pp;
 
@@ -320,7 +322,8 @@ connect_pg(struct worker *w)
 	if (!prepare(pg, "apply", SQL_APPLY) ||
 	    !prepare(pg, "fast", SQL_FAST) ||
 	    !prepare(pg, "fetch", SQL_FETCH) ||
-	    !prepare(pg, "prune", SQL_PRUNE) ||
+	    (w->db->cfg.results_ttl_ms > 0 &&
+	     !prepare(pg, "prune", SQL_PRUNE)) ||
 	    !prepare(pg, "role", SQL_ROLE) || !prepare(pg, "page", SQL_PAGE)) {
 		PQfinish(pg);
 		return false;
@@ -334,15 +337,25 @@ connect_pg(struct worker *w)
 	return true;
 }
 
+/* the job's reply goes first, then its pin: the client's next
+ * transaction, on whichever worker, is answered after this one */
 static void
 answer(struct db *db, struct job *job, int status, json_t *res)
 {
-	if (job->kind == JOB_TXN && job->client_id) { /* done() frees it */
-		pthread_mutex_lock(&db->mu);
-		pin_release(db, job->client_id, job->taken);
-		pthread_mutex_unlock(&db->mu);
+	char *client = NULL;
+	bool taken = job->taken;
+
+	if (job->kind == JOB_TXN && job->client_id) {
+		client = job->client_id; /* freed here, not by done() */
+		job->client_kept = true;
 	}
 	job->done(job, status, res);
+	if (client) {
+		pthread_mutex_lock(&db->mu);
+		pin_release(db, client, taken);
+		pthread_mutex_unlock(&db->mu);
+		free(client);
+	}
 }
 
 /* every job of a list gets status (no result); the list is consumed */
@@ -959,13 +972,24 @@ take_some(struct worker *w, int *n)
 {
 	struct db *db = w->db;
 	struct job *prev = NULL, *j = db->head, *first = NULL, *last = NULL;
-	int seen = 0;
+	const char *skipped = NULL; /* the last client passed over */
 
 	*n = 0;
-	while (j && *n < db->cfg.batch_max && seen++ < TAKE_SCAN + *n) {
+	while (j && *n < db->cfg.batch_max) {
 		struct job *next = j->next;
 
-		if (!may_take(db, w, j) || (*n && j->kind != JOB_TXN)) {
+		/* a client that queued many is passed over without a lookup
+		 * per job; the whole queue is looked at, so one client's
+		 * backlog never hides the others' jobs behind it */
+		if ((skipped && j->kind == JOB_TXN && j->client_id &&
+		     strcmp(skipped, j->client_id) == 0) ||
+		    (*n && j->kind != JOB_TXN)) {
+			prev = j;
+			j = next;
+			continue;
+		}
+		if (!may_take(db, w, j)) {
+			skipped = j->client_id;
 			prev = j;
 			j = next;
 			continue;
@@ -1023,11 +1047,21 @@ run_prune(struct worker *w)
 
 	snprintf(ttl, sizeof(ttl), "%lld", (long long)db->cfg.results_ttl_ms);
 	snprintf(batch, sizeof(batch), "%d", PRUNE_BATCH);
-	for (int i = 0; i < PRUNE_BATCHES; i++) {
-		PGresult *r = PQexecPrepared(w->pg, "prune", 2, params, NULL,
-					     NULL, 0);
+	/* never a long wait: behind a group's own trimming of the same
+	 * rows, the prune is the one that gives way */
+	PQclear(PQexec(w->pg, "SET lock_timeout = '200ms'; "
+			      "SET statement_timeout = '5s'"));
+	for (int i = 0; i < PRUNE_BATCHES && !lost; i++) {
+		PGresult *r;
 		long n = 0;
+		bool stop;
 
+		pthread_mutex_lock(&db->mu);
+		stop = db->stopping;
+		pthread_mutex_unlock(&db->mu);
+		if (stop)
+			break;
+		r = PQexecPrepared(w->pg, "prune", 2, params, NULL, NULL, 0);
 		if (PQresultStatus(r) == PGRES_COMMAND_OK)
 			n = strtol(PQcmdTuples(r), NULL, 10);
 		else
@@ -1039,6 +1073,11 @@ run_prune(struct worker *w)
 		total += (uint64_t)n;
 		if (n < PRUNE_BATCH)
 			break;
+	}
+	if (!lost) {
+		PQclear(PQexec(w->pg, "RESET lock_timeout; "
+				      "RESET statement_timeout"));
+		lost = PQstatus(w->pg) != CONNECTION_OK;
 	}
 	if (total)
 		log_event(LOG_INFO, "results_pruned", "rows=%llu",
@@ -1153,9 +1192,13 @@ worker_main(void *arg)
 			bool none_up;
 
 			pthread_mutex_lock(&db->mu);
-			none_up = db->stats.connected == 0 && db->trying == 0;
+			none_up = db->stats.connected == 0;
 			pthread_mutex_unlock(&db->mu);
-			if (none_up) /* else a connected worker takes them */
+			/* after a failed attempt, with no worker connected:
+			 * answered now, not left to wait for a database that
+			 * may be gone for long; else a connected worker takes
+			 * them */
+			if (none_up)
 				fail_queued(db);
 			clock_deadline(&until, wait_ns);
 			pthread_mutex_lock(&db->mu);
@@ -1172,8 +1215,11 @@ worker_main(void *arg)
 		}
 		pthread_mutex_lock(&db->mu);
 		prune = prune_ready(db);
-		if (prune)
+		if (prune) {
 			db->pruning = true;
+			if (db->head) /* another worker takes them meanwhile */
+				wake_one(db);
+		}
 		jobs = prune ? NULL : take(w, &n);
 		if (!jobs && !prune && prune_ready(db)) {
 			prune = true;
@@ -1243,7 +1289,7 @@ db_free(struct db *db)
 	pthread_mutex_unlock(&db->mu);
 	for (int i = 0; i < db->cfg.workers; i++)
 		pthread_join(db->workers[i].thread, NULL);
-	fail_queued(db); /* left only if no worker had a connection */
+	fail_queued(db); /* left if no worker had a connection at the end */
 	for (int i = 0; i < db->cfg.workers; i++)
 		pthread_cond_destroy(&db->workers[i].cv);
 	pthread_mutex_destroy(&db->mu);

@@ -68,6 +68,7 @@ struct job {
 	uint64_t rid;	    /* request id to answer */
 	uint64_t queued_ns; /* for latency metrics */
 	bool taken;	    /* by a worker (db.c's own) */
+	bool client_kept;   /* client_id is freed by db.c, not job_free */
 	char user[AUTH_USER_MAX];
 	/* JOB_TXN */
 	char *client_id; /* owned */

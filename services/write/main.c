@@ -156,7 +156,7 @@ main(int argc, char **argv)
 		{ "jwt-public-key", CFG_STR, &pubkey_file, NULL,
 		  "PEM file of the RS256 public key (instead of a secret)", 0,
 		  0 },
-		{ "pg-workers", CFG_INT, &workers, "4",
+		{ "pg-workers", CFG_INT, &workers, "2",
 		  "Postgres connections (each commits groups in turn)", 1,
 		  256 },
 		{ "batch-max", CFG_INT, &batch, "64",

@@ -796,6 +796,65 @@ Test(write, a_blocked_group_holds_up_no_other_client)
 	wclient_close(&c);
 }
 
+/*
+ * One client's backlog (a client back from offline resends everything it
+ * queued) must not hide other clients' transactions queued behind it:
+ * a free worker passes over the whole backlog, which only the worker
+ * with the client's transactions may take.
+ */
+Test(write, one_clients_backlog_holds_up_no_other_client)
+{
+	enum { BACKLOG = 600 };
+	static struct proto_op ops[BACKLOG];
+	static char ids[BACKLOG][40];
+	char sp[80], cl[80], other[80];
+	struct proto_op op;
+	struct proto_msg m = { .type = PROTO_TXN }, r;
+	struct wclient c;
+	int before = 0;
+
+	snprintf(sp, sizeof(sp), "%s", N("backlog"));
+	snprintf(cl, sizeof(cl), "%s", N("backlog-client"));
+	snprintf(other, sizeof(other), "%s", N("backlog-other"));
+	session(&c, N("alice"));
+	make_space(&c, cl, sp);
+	for (int i = 0; i < BACKLOG; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "%s-%d", N("b"), i);
+		ops[i] = (struct proto_op){ .kind = PROTO_OP_CREATE,
+					    .table = S("rows"),
+					    .id = S(ids[i]),
+					    .space = S(sp),
+					    .data = map0() };
+		m.u.txn = (struct proto_txn){ (uint64_t)i + 2, S(cl),
+					      (uint64_t)i + 2,
+					      PROTO_LIST(1, &ops[i]) };
+		cr_assert(eq(i64, wclient_send(&c, &m), 0));
+	}
+	op = (struct proto_op){ .kind = PROTO_OP_CREATE,
+				.table = S("rows"),
+				.id = S(N("b-other")),
+				.space = S(sp),
+				.data = map0() };
+	m.u.txn =
+		(struct proto_txn){ 1000000, S(other), 1, PROTO_LIST(1, &op) };
+	cr_assert(eq(i64, wclient_send(&c, &m), 0));
+	for (;;) {
+		cr_assert(eq(i64, wclient_recv(&c, &r, WAIT_MS), 0));
+		cr_assert(eq(i64, r.type, PROTO_ACK), "got %s",
+			  proto_type_name(r.type));
+		if (r.u.ack.rid == 1000000)
+			break;
+		before++;
+	}
+	cr_assert(lt(i64, before, BACKLOG / 2),
+		  "the other client was acked after %d of the backlog", before);
+	for (; before < BACKLOG; before++) { /* the rest, in order */
+		cr_assert(eq(i64, wclient_recv(&c, &r, WAIT_MS), 0));
+		cr_assert(eq(i64, r.type, PROTO_ACK));
+	}
+	wclient_close(&c);
+}
+
 /* rows of weft_client_results for client cl */
 static long
 stored_results(PGconn *pg, const char *cl)
