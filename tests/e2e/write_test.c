@@ -651,12 +651,36 @@ Test(write, healthz_and_metrics)
 		eq(i64, proc_http_get(&svc, "/nope", body, sizeof(body)), 404));
 }
 
+/* pipeline n transactions of client cl, each a create of row
+ * "<prefix>-<i>" in space sp, with mids (and request ids) from mid on;
+ * ops and ids hold what the frames point to */
+static void
+send_creates(struct wclient *c, const char *cl, const char *sp,
+	     const char *prefix, int n, uint64_t mid, struct proto_op *ops,
+	     char (*ids)[40])
+{
+	struct proto_msg m = { .type = PROTO_TXN };
+
+	for (int i = 0; i < n; i++) {
+		snprintf(ids[i], 40, "%s-%d", prefix, i);
+		ops[i] = (struct proto_op){ .kind = PROTO_OP_CREATE,
+					    .table = S("rows"),
+					    .id = S(ids[i]),
+					    .space = S(sp),
+					    .data = map0() };
+		m.u.txn = (struct proto_txn){ mid + (uint64_t)i, S(cl),
+					      mid + (uint64_t)i,
+					      PROTO_LIST(1, &ops[i]) };
+		cr_assert(eq(i64, wclient_send(c, &m), 0));
+	}
+}
+
 Test(write, sigterm_answers_everything_it_took_then_exits)
 {
 	char sp[80], cl[80]; /* copies: N() reuses its buffers */
 	struct proto_op ops[60];
-	char ids[60][24], sql[256];
-	struct proto_msg m = { .type = PROTO_TXN }, r;
+	char ids[60][40], sql[256];
+	struct proto_msg r;
 	struct wclient c;
 	int acked = 0, status = 0;
 	uint64_t next = 2;
@@ -667,18 +691,7 @@ Test(write, sigterm_answers_everything_it_took_then_exits)
 	snprintf(cl, sizeof(cl), "%s", N("drain-client"));
 	session(&c, N("alice"));
 	make_space(&c, cl, sp);
-	for (int i = 0; i < 60; i++) {
-		snprintf(ids[i], sizeof(ids[i]), "%s-%d", N("d"), i);
-		ops[i] = (struct proto_op){ .kind = PROTO_OP_CREATE,
-					    .table = S("rows"),
-					    .id = S(ids[i]),
-					    .space = S(sp),
-					    .data = map0() };
-		m.u.txn = (struct proto_txn){ (uint64_t)i + 2, S(cl),
-					      (uint64_t)i + 2,
-					      PROTO_LIST(1, &ops[i]) };
-		cr_assert(eq(i64, wclient_send(&c, &m), 0));
-	}
+	send_creates(&c, cl, sp, N("d"), 60, 2, ops, ids);
 	/* the first answer shows requests are flowing; then stop */
 	cr_assert(eq(i64, wclient_recv(&c, &r, WAIT_MS), 0));
 	cr_assert(eq(i64, r.type, PROTO_ACK));
@@ -818,18 +831,7 @@ Test(write, one_clients_backlog_holds_up_no_other_client)
 	snprintf(other, sizeof(other), "%s", N("backlog-other"));
 	session(&c, N("alice"));
 	make_space(&c, cl, sp);
-	for (int i = 0; i < BACKLOG; i++) {
-		snprintf(ids[i], sizeof(ids[i]), "%s-%d", N("b"), i);
-		ops[i] = (struct proto_op){ .kind = PROTO_OP_CREATE,
-					    .table = S("rows"),
-					    .id = S(ids[i]),
-					    .space = S(sp),
-					    .data = map0() };
-		m.u.txn = (struct proto_txn){ (uint64_t)i + 2, S(cl),
-					      (uint64_t)i + 2,
-					      PROTO_LIST(1, &ops[i]) };
-		cr_assert(eq(i64, wclient_send(&c, &m), 0));
-	}
+	send_creates(&c, cl, sp, N("b"), BACKLOG, 2, ops, ids);
 	op = (struct proto_op){ .kind = PROTO_OP_CREATE,
 				.table = S("rows"),
 				.id = S(N("b-other")),
