@@ -702,6 +702,18 @@ hist_bucket(int n)
 	return b;
 }
 
+/* the latency histograms' bucket of us microseconds: k < 15 holds up to
+ * (2 << k) * 100 us, 15 beyond */
+static unsigned
+lat_bucket(uint64_t us)
+{
+	unsigned b = 0;
+
+	for (uint64_t v = us / 100; v > 1 && b < 15; v >>= 1)
+		b++;
+	return b;
+}
+
 static void
 run_group(struct worker *w, struct job *list, int n)
 {
@@ -712,7 +724,7 @@ run_group(struct worker *w, struct job *list, int n)
 	bool use_fast = true;
 	int i = 0, attempt, n_fast = 0;
 	uint64_t t0 = clock_now_ns(), us;
-	unsigned b = 0;
+	unsigned b;
 
 	for (struct job *j = list; j; j = j->next)
 		jobs[i++] = j;
@@ -732,8 +744,7 @@ run_group(struct worker *w, struct job *list, int n)
 	if (out == GROUP_LOST)
 		disconnect(w);
 	us = (clock_now_ns() - t0) / 1000;
-	for (uint64_t v = us / 100; v > 1 && b < 15; v >>= 1)
-		b++;
+	b = lat_bucket(us);
 	pthread_mutex_lock(&w->db->mu);
 	if (out == GROUP_OK) {
 		w->db->stats.commits++;
@@ -973,6 +984,7 @@ take_some(struct worker *w, int *n)
 	struct db *db = w->db;
 	struct job *prev = NULL, *j = db->head, *first = NULL, *last = NULL;
 	const char *skipped = NULL; /* the last client passed over */
+	uint64_t now = clock_now_ns();
 
 	*n = 0;
 	while (j && *n < db->cfg.batch_max) {
@@ -995,6 +1007,12 @@ take_some(struct worker *w, int *n)
 			continue;
 		}
 		unlink_job(db, prev, j);
+		if (j->kind == JOB_TXN) {
+			uint64_t us = (now - j->queued_ns) / 1000;
+
+			db->stats.queue_hist[lat_bucket(us)]++;
+			db->stats.queue_sum_us += us;
+		}
 		if (j->kind == JOB_TXN && j->client_id) {
 			struct pin *pin = *pin_slot(db, j->client_id);
 

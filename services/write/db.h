@@ -120,6 +120,10 @@ struct db_stats {
 	 * and commit): bucket k < 15 up to (2 << k) * 100 us, 15 beyond */
 	uint64_t pg_hist[16];
 	uint64_t pg_sum_us;
+	/* a transaction's wait in the queue, until a worker took it: the
+	 * same buckets */
+	uint64_t queue_hist[16];
+	uint64_t queue_sum_us;
 	int queued;
 	int connected; /* workers with a live connection */
 };

@@ -127,6 +127,11 @@ metrics(void *arg, struct buf *out)
 			 "a committed group's time in Postgres, its commit"
 			 " included",
 			 lat_le, ds.pg_hist, 15, (double)ds.pg_sum_us / 1e6);
+	metric_histogram(out, "weft_write_queue_seconds",
+			 "a client transaction's wait in the queue, until a "
+			 "worker took it",
+			 lat_le, ds.queue_hist, 15,
+			 (double)ds.queue_sum_us / 1e6);
 	metric_histogram(out, "weft_write_txn_latency_seconds",
 			 "client transaction queued to answered", lat_le,
 			 ss.lat_hist, 15, (double)ss.lat_sum_us / 1e6);

@@ -647,6 +647,8 @@ Test(write, healthz_and_metrics)
 			   body);
 	cr_assert_not_null(strstr(body, "weft_write_group_seconds_count 2\n"),
 			   "%s", body);
+	cr_assert_not_null(strstr(body, "weft_write_queue_seconds_count 2\n"),
+			   "each transaction's wait for a worker: %s", body);
 	cr_assert(
 		eq(i64, proc_http_get(&svc, "/nope", body, sizeof(body)), 404));
 }
