@@ -1238,11 +1238,9 @@ worker_main(void *arg)
 			if (db->head) /* another worker takes them meanwhile */
 				wake_one(db);
 		}
+		/* take() comes back empty when a prune is due: the next
+		 * turn of the loop runs it */
 		jobs = prune ? NULL : take(w, &n);
-		if (!jobs && !prune && prune_ready(db)) {
-			prune = true;
-			db->pruning = true;
-		}
 		stop = !jobs && !prune && db->stopping;
 		pthread_mutex_unlock(&db->mu);
 		if (stop)
