@@ -52,7 +52,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM # so that EXIT cleans up
 
 GEN=$BUILD/bench/fanout_bench
-FANOUT=$BUILD/services/fanout/weft-fanout
+FANOUT=${FANOUT_BIN:-$BUILD/services/fanout/weft-fanout}
 for b in "$GEN" "$FANOUT"; do
 	[[ -x $b ]] || { echo "fanout.sh: build $b first" >&2; exit 1; }
 done
@@ -183,6 +183,10 @@ for conf in ${FANOUT_LAT:-1000:10000 1000:50000 15000:50000}; do
 	secs=$lsecs
 	read -r sent psecs <"$DIR/pace"
 	cat "$DIR"/lat* | sort -n >"$DIR/lat.all"
+	# LAT_KEEP=DIR keeps each generator's "latency_us sent_ms" lines
+	[[ -z ${LAT_KEEP:-} ]] || for ((g = 0; g < gens; g++)); do
+		cp "$DIR/lat$g" "$LAT_KEEP/lat-$n-$want-g$g"
+	done
 	awk -v n="$n" -v want="$want" -v got="$got" -v psecs="$psecs" '
 		{ v[NR] = $1 }
 		END {

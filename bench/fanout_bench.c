@@ -102,6 +102,7 @@ send_msg(int fd, const struct proto_msg *m)
 /* latencies in microseconds, to write out at the end */
 struct lat {
 	uint32_t *v;
+	uint32_t *at; /* its send time, ms within the run's hour */
 	size_t n, cap;
 };
 
@@ -137,12 +138,18 @@ lat_push(struct lat *l, const struct proto_push *p)
 		if (l->n == l->cap) {
 			size_t cap = l->cap ? l->cap * 2 : 65536;
 			uint32_t *v = realloc(l->v, cap * sizeof(*v));
+			uint32_t *at;
 
 			if (!v)
 				return;
 			l->v = v;
+			at = realloc(l->at, cap * sizeof(*at));
+			if (!at)
+				return;
+			l->at = at;
 			l->cap = cap;
 		}
+		l->at[l->n] = (uint32_t)(sent / 1000000 % 3600000);
 		l->v[l->n++] = (uint32_t)((now - sent) / 1000);
 	}
 }
@@ -263,10 +270,11 @@ run_sessions(int argc, char **argv)
 		FILE *f = fopen(latfile, "w");
 
 		for (size_t i = 0; f && i < lat.n; i++)
-			fprintf(f, "%u\n", lat.v[i]);
+			fprintf(f, "%u %u\n", lat.v[i], lat.at[i]);
 		if (f)
 			fclose(f);
 		free(lat.v);
+		free(lat.at);
 	}
 	printf("%lld %.4f\n", got,
 	       last > first ? (double)(last - first) / 1e9 : 0.0);

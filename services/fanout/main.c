@@ -135,7 +135,9 @@ main(int argc, char **argv)
 		  "changes queued per session before it must catch up", 16,
 		  1000000 },
 		{ "heartbeat", CFG_DURATION, &heartbeat, "15s",
-		  "ping interval, announced to clients", 100, 3600000 },
+		  "ping interval, announced to clients: a session sent "
+		  "nothing for this long gets a PING",
+		  100, 3600000 },
 		{ "idle-timeout", CFG_DURATION, &idle, "45s",
 		  "close a session that sends nothing for this long", 1000,
 		  86400000 },

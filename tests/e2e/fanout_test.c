@@ -1004,3 +1004,51 @@ Test(fanout, a_slowloris_or_silent_peer_is_closed)
 	wclient_close(&live);
 	proc_stop(&quick);
 }
+
+/* pings go to quiet sessions only: one that receives pushes more often
+ * than the heartbeat gets none, an idle one still gets them */
+Test(fanout, only_quiet_sessions_are_pinged)
+{
+	struct proc hb;
+	struct wclient busy, idle;
+	struct proto_msg r;
+	int busy_pings = 0, idle_pings = 0, pushes = 0;
+	uint64_t t0;
+
+	team("hb1");
+	cr_assert(eq(i64,
+		     write_op("bob", 1, create_op("issues", "hb-r", "hb1")),
+		     PROTO_ACK));
+	start_fanout(&hb, "fanout-hb", "--heartbeat=1s");
+	hello(&busy, hb.url, "bob");
+	hello(&idle, hb.url, "alice");
+	cr_assert(eq(i64,
+		     subscribe(&busy, "space/hb1", (struct proto_cursor){ 0 }),
+		     0));
+	t0 = clock_now_ms();
+	for (int i = 0; clock_now_ms() - t0 < 3500; i++) {
+		uint64_t until = clock_now_ms() + 100;
+
+		cr_assert(eq(i64, write_op("bob", 1, set_op("hb-r", i)),
+			     PROTO_ACK));
+		while (clock_now_ms() < until &&
+		       wclient_recv(&busy, &r, (int)(until - clock_now_ms())) ==
+			       0) {
+			if (r.type == PROTO_PING) {
+				busy_pings++;
+				r.type = PROTO_PONG;
+				wclient_send(&busy, &r);
+			} else if (r.type == PROTO_PUSH) {
+				pushes++;
+			}
+		}
+	}
+	while (wclient_recv(&idle, &r, 50) == 0)
+		idle_pings += r.type == PROTO_PING;
+	cr_assert(ge(i64, pushes, 20), "the busy session got pushes");
+	cr_assert(eq(i64, busy_pings, 0), "no pings beside pushes");
+	cr_assert(ge(i64, idle_pings, 2), "the idle session is pinged");
+	wclient_close(&busy);
+	wclient_close(&idle);
+	proc_stop(&hb);
+}
