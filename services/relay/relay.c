@@ -29,10 +29,12 @@
 
 /* STATUS_MS - a standby status update at least this often */
 #define STATUS_MS      1000
-/* PRUNE_MS - how often the active relay prunes the outbox */
+/* PRUNE_MS - how often the active relay prunes the outbox, at most: a
+ * quarter of the retention if that is shorter (at least PRUNE_MIN_MS) */
 #define PRUNE_MS       10000
+#define PRUNE_MIN_MS   250
 /* PRUNE_ROWS - rows deleted per statement while pruning */
-#define PRUNE_ROWS     10000
+#define PRUNE_ROWS     5000
 /* BACKOFF_MAX_MS - longest wait between reconnection attempts */
 #define BACKOFF_MAX_MS 2000
 
@@ -90,7 +92,6 @@ struct relay {
 	const struct relay_config *cfg;
 	const volatile sig_atomic_t *stop;
 	PGconn *repl;	      /* replication connection */
-	PGconn *sql;	      /* ordinary connection: pruning */
 	redisContext *r;      /* NULL while down */
 	struct buf resp;      /* the RESP of one pipeline */
 	msgpack_sbuffer data; /* scratch: one row's data as msgpack */
@@ -122,7 +123,6 @@ struct relay {
 	int nfl;		 /* pipelines in flight */
 	int inflight;		 /* their entries */
 	uint64_t next_status_ms; /* when to send a status update */
-	uint64_t next_prune_ms;
 	uint64_t next_lag_warn_ms;
 };
 
@@ -763,8 +763,6 @@ pg_drop(struct relay *rl)
 {
 	PQfinish(rl->repl);
 	rl->repl = NULL;
-	PQfinish(rl->sql);
-	rl->sql = NULL;
 	rl->in_txn = false;
 	rl->outbox_relid = 0;
 	/* its answers must not wait on the connection */
@@ -823,27 +821,25 @@ start_streaming(struct relay *rl)
 	return -1;
 }
 
+/* one pass of pruning on *sql (opened when NULL, dropped on error) */
 static void
-prune(struct relay *rl)
+prune(const struct relay_config *cfg, PGconn **sql,
+      const volatile sig_atomic_t *stop)
 {
-	char sql[256], secs[24];
+	char q[256], secs[24];
 	const char *params[1] = { secs };
-	uint64_t now = clock_now_ms();
 
-	if (now < rl->next_prune_ms || rl->cfg->retention_s <= 0)
+	if (!*sql && !(*sql = pg_open(cfg->pg_url, false)))
 		return;
-	rl->next_prune_ms = now + PRUNE_MS;
-	if (!rl->sql && !(rl->sql = pg_open(rl->cfg->pg_url, false)))
-		return;
-	snprintf(secs, sizeof(secs), "%d", rl->cfg->retention_s);
-	snprintf(sql, sizeof(sql),
+	snprintf(secs, sizeof(secs), "%d", cfg->retention_s);
+	snprintf(q, sizeof(q),
 		 "DELETE FROM weft_outbox WHERE seq IN (SELECT seq FROM "
 		 "weft_outbox WHERE created_at < now() - make_interval(secs "
 		 "=> $1::int) LIMIT %d)",
 		 PRUNE_ROWS);
-	for (int round = 0; round < 100; round++) {
-		PGresult *res = PQexecParams(rl->sql, sql, 1, NULL, params,
-					     NULL, NULL, 0);
+	for (int round = 0; round < 200 && !*stop; round++) {
+		PGresult *res =
+			PQexecParams(*sql, q, 1, NULL, params, NULL, NULL, 0);
 		long n = PQresultStatus(res) == PGRES_COMMAND_OK
 				 ? strtol(PQcmdTuples(res), NULL, 10)
 				 : -1;
@@ -851,9 +847,10 @@ prune(struct relay *rl)
 		if (n < 0) {
 			log_event(LOG_WARN, "prune_failed", "err=\"%s\"",
 				  PQresultErrorMessage(res));
+			count(&stats.pg_errors, 1);
 			PQclear(res);
-			PQfinish(rl->sql);
-			rl->sql = NULL;
+			PQfinish(*sql);
+			*sql = NULL;
 			return;
 		}
 		PQclear(res);
@@ -861,6 +858,47 @@ prune(struct relay *rl)
 		if (n < PRUNE_ROWS)
 			break;
 	}
+}
+
+/* the pruner's thread: while this relay is active, prune every
+ * PRUNE_MS (or a quarter of the retention) on a connection of its own.
+ * Pruning used to run between reads of the replication stream, and a
+ * backlog of deletes held up relaying for as long as they took. */
+struct pruner {
+	const struct relay_config *cfg;
+	const volatile sig_atomic_t *stop;
+	pthread_t th;
+	bool on;
+};
+
+static void *
+pruner_main(void *arg)
+{
+	struct pruner *p = arg;
+	uint64_t every = (uint64_t)p->cfg->retention_s * 1000 / 4;
+	PGconn *sql = NULL;
+
+	if (every > PRUNE_MS)
+		every = PRUNE_MS;
+	if (every < PRUNE_MIN_MS)
+		every = PRUNE_MIN_MS;
+	while (!*p->stop) {
+		bool active;
+
+		for (uint64_t t = 0; t < every && !*p->stop; t += 50)
+			clock_sleep_ms(50);
+		pthread_mutex_lock(&stats_mu);
+		active = stats.state == RELAY_ACTIVE;
+		pthread_mutex_unlock(&stats_mu);
+		if (active && !*p->stop) {
+			prune(p->cfg, &sql, p->stop);
+		} else if (sql) {
+			PQfinish(sql);
+			sql = NULL;
+		}
+	}
+	PQfinish(sql);
+	return NULL;
 }
 
 static void
@@ -968,7 +1006,6 @@ stream(struct relay *rl)
 				return true; /* stopping */
 			send_status(rl, false);
 			check_lag(rl);
-			prune(rl);
 			if (rl->nfl && rl->r)
 				pfd[1].fd = rl->r->fd;
 			if (poll(pfd, 2, 100) < 0)
@@ -995,6 +1032,7 @@ int
 relay_run(const struct relay_config *cfg, const volatile sig_atomic_t *stop)
 {
 	struct relay rl = { .cfg = cfg, .stop = stop };
+	struct pruner pruner = { .cfg = cfg, .stop = stop };
 	uint32_t backoff = 50;
 	bool said_standby = false;
 
@@ -1004,6 +1042,9 @@ relay_run(const struct relay_config *cfg, const volatile sig_atomic_t *stop)
 	msgpack_sbuffer_init(&rl.ent);
 	for (int c = 0; c < COL_N; c++)
 		rl.colmap[c] = -1;
+	if (cfg->retention_s > 0)
+		pruner.on = pthread_create(&pruner.th, NULL, pruner_main,
+					   &pruner) == 0;
 	while (!*stop) {
 		int s;
 
@@ -1055,6 +1096,8 @@ relay_run(const struct relay_config *cfg, const volatile sig_atomic_t *stop)
 		PQflush(rl.repl);
 		pg_drop(&rl);
 	}
+	if (pruner.on)
+		pthread_join(pruner.th, NULL);
 	redis_drop(&rl);
 	drop_first(&rl, rl.npending);
 	free(rl.pending);

@@ -379,7 +379,7 @@ Test(cli, watch_prints_json_lines_live_and_exits_0_on_sigterm)
 	cr_assert_not_null(f);
 	cr_assert_not_null(fgets(line, sizeof(line), f));
 	pid = (pid_t)atoi(line);
-	cr_assert(gt(int, pid, 0));
+	cr_assert(lt(int, 0, pid));
 	/* an issue made after watch started shows up as one JSON line */
 	for (int i = 0; i < 50 && !seen; i++) {
 		expect(0, out, alice, "alice",

@@ -235,6 +235,84 @@ Test(relay, commit_order_not_sequence_order)
 	proc_stop(&r);
 }
 
+/* the rows of marker (NULL: all) in the outbox (the truth, whatever the
+ * writer saw) */
+static long
+outbox_count(const char *marker)
+{
+	PGconn *c = pg_connect();
+	char sql[256];
+	PGresult *r;
+	long n;
+
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM weft_outbox%s%s%s",
+		 marker ? " WHERE client_id = '" : "", marker ? marker : "",
+		 marker ? "'" : "");
+	r = PQexec(c, sql);
+	n = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+	PQclear(r);
+	PQfinish(c);
+	return n;
+}
+
+/* rows older than the retention are deleted, on the side: a change
+ * committed while a long prune runs is relayed before the prune ends.
+ * The relay reads the slot, so the rows it deletes were relayed all the
+ * same. */
+Test(relay, outbox_rows_are_pruned_on_the_side)
+{
+	static long mids[400];
+	struct proc r;
+	PGconn *c = pg_connect();
+	bool inc, seen = false;
+	long old_left = -1;
+	uint64_t t0;
+
+	/* 300,000 rows an hour old, written before the slot exists: only
+	 * the pruning sees them */
+	exec_ok(c, "INSERT INTO weft_outbox (tbl, id, space, version, op, "
+		   "deleted, data, client_id, mid, user_id, created_at) "
+		   "SELECT 'items', 'o' || g, 's', 1, 1, false, '{}', 'old', "
+		   "g, 'u', now() - interval '1 hour' "
+		   "FROM generate_series(1, 300000) g");
+	start_relay_with(&r, "--outbox-retention=1s");
+	t0 = clock_now_ms();
+	while (outbox_count("old") == 300000 && clock_now_ms() - t0 < 10000)
+		usleep(20000);
+	exec_ok(c, OUTBOX_ROW, "probe", 1L, "probe", 1L);
+	t0 = clock_now_ms();
+	while (!seen && clock_now_ms() - t0 < 20000) {
+		seen = stream_mids("probe", mids, 400, &inc) == 1;
+		if (seen)
+			old_left = outbox_count("old");
+		else
+			usleep(10000);
+	}
+	cr_log_info("old rows left when the probe was relayed: %ld", old_left);
+	cr_assert(seen, "the probe was relayed");
+	cr_assert(lt(i64, 0, old_left),
+		  "relayed while the prune still ran (0 old rows left: it "
+		  "waited for the prune)");
+	/* rows written now go too, once past the retention */
+	exec_ok(c, "INSERT INTO weft_outbox (tbl, id, space, version, op, "
+		   "deleted, data, client_id, mid, user_id) SELECT 'items', "
+		   "'p' || g, 's', 1, 1, false, jsonb_build_object('n', g), "
+		   "'pruned', g, 'u' FROM generate_series(1, 300) g");
+	cr_assert(eq(i64, wait_for("pruned", 300, mids, 400, &inc), 300),
+		  "every row relayed");
+	t0 = clock_now_ms();
+	while (outbox_count(NULL) > 0 && clock_now_ms() - t0 < 30000)
+		usleep(100000);
+	cr_assert(eq(i64, outbox_count(NULL), 0),
+		  "every row past the retention deleted");
+	cr_assert(ge(i64, proc_metric(&r, "weft_relay_outbox_pruned_total"),
+		     300301));
+	cr_assert(eq(i64, wait_for("pruned", 300, mids, 400, &inc), 300),
+		  "the stream keeps what was pruned from the table");
+	PQfinish(c);
+	proc_stop(&r);
+}
+
 Test(relay, a_backlog_drains_whole_and_in_order)
 {
 	static long mids[6000];
@@ -304,25 +382,6 @@ writer_main(void *arg)
 	}
 	PQfinish(c);
 	return NULL;
-}
-
-/* the rows of marker in the outbox (the truth, whatever the writer saw) */
-static long
-outbox_count(const char *marker)
-{
-	PGconn *c = pg_connect();
-	char sql[256];
-	PGresult *r;
-	long n;
-
-	snprintf(sql, sizeof(sql),
-		 "SELECT count(*) FROM weft_outbox WHERE client_id = '%s'",
-		 marker);
-	r = PQexec(c, sql);
-	n = strtol(PQgetvalue(r, 0, 0), NULL, 10);
-	PQclear(r);
-	PQfinish(c);
-	return n;
 }
 
 static int
