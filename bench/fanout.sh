@@ -31,6 +31,10 @@
 #    reaches SESSIONS/100 sessions), and every session records each
 #    change's latency from its XADD to its arrival; p50/p99/p99.9/max over
 #    all deliveries.
+#
+#   LAT_KEEP=DIR keeps each generator's latencies ("latency_us sent_ms" per
+#   delivery, sent_ms within the hour) as DIR/lat-SESSIONS-RATE-gN, to see
+#   when the slow ones were sent; FANOUT_BIN runs another weft-fanout (A/B).
 set -euo pipefail
 
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
