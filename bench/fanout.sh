@@ -38,6 +38,8 @@
 set -euo pipefail
 
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 BUILD=$(cd -- "${1:-$REPO/build-rel}" && pwd -P)
 DELIVERIES=${2:-2000000}
 SHARD=7500
@@ -72,11 +74,7 @@ INSERT INTO weft_spaces (id, created_by)
 INSERT INTO weft_members (space, user_id, role)
 	SELECT 'b' || g, 'bench', 'reader' FROM generate_series(0, 99) g;
 SQL
-# two free loopback ports in a row
-while :; do
-	PORT=$((20000 + RANDOM % 12000)) # below the ephemeral range
-	ss -Htan "( sport = :$PORT or sport = :$((PORT + 1)) )" | grep -q . || break
-done
+PORT=$(free_port_pair)
 "$FANOUT" --listen="tcp://127.0.0.1:$PORT" --http="http://127.0.0.1:$((PORT + 1))" \
 	--pg-url="$WEFT_PG_URL" --redis-url="$WEFT_REDIS_URL" \
 	--jwt-secret="$SECRET" --max-sessions=16000 --queue-max=1000000 \

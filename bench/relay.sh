@@ -24,6 +24,8 @@
 set -euo pipefail
 
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 BUILD=${1:-$REPO/build-rel}
 ROWS=${2:-200000}
 SECS=${3:-10}
@@ -53,7 +55,7 @@ set -a
 set +a
 PGBIN=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
 [[ -x $PGBIN/pgbench ]] || PGBIN=/usr/lib/postgresql/15/bin
-HPORT=$((40000 + RANDOM % 10000))
+HPORT=$(free_port_pair)
 rcli() { redis-cli -p "$WEFT_REDIS_PORT" "$@"; }
 metric() { # NAME: its value from the relay's /metrics
 	curl -s "http://127.0.0.1:$HPORT/metrics" |

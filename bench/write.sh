@@ -27,6 +27,8 @@
 set -euo pipefail
 
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 BUILD=${1:-$REPO/build-rel}
 SECS=${2:-10}
 SECRET=bench-secret-0123456789abcdef0123456789
@@ -87,7 +89,7 @@ for c in 1 16 64; do
 	((tps > best)) && best=$tps
 done
 
-WPORT=$((40000 + RANDOM % 10000))
+WPORT=$(free_port_pair)
 "$BUILD/services/write/weft-write" --listen="tcp://127.0.0.1:$WPORT" \
 	--http="http://127.0.0.1:$((WPORT + 1))" \
 	--jwt-secret="$SECRET" --pg-url="$WEFT_PG_URL" --log-level=warn \
