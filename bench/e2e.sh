@@ -4,6 +4,8 @@
 #
 #   bench/e2e.sh [BUILD_DIR] [SAMPLES]     (defaults: build-rel, 300)
 #   E2E_LOADS="0 500 2000" picks the background loads
+#   E2E_TRACE_DIR=DIR keeps every sample of load L in DIR/load-L ("ms
+#   since the first, ack µs, push µs")
 #
 # 1. starts the whole local stack from BUILD_DIR in a scratch dir (two
 #    relays, two fanout nodes);
@@ -66,7 +68,8 @@ echo
 printf '  %-18s %8s %9s %9s %9s %14s %10s %20s\n' "background" samples "p50 ms" \
 	"p99 ms" "max ms" "bg writes/s" "p50/raw" "ack p50/p99/max ms"
 for load in ${E2E_LOADS:-0 500 2000}; do
-	read -r n p50 p99 max bg ack ack99 ackmax < <("$BUILD/bench/e2e_bench" \
+	read -r n p50 p99 max bg ack ack99 ackmax < <(E2E_TRACE=${E2E_TRACE_DIR:+$E2E_TRACE_DIR/load-$load} \
+		"$BUILD/bench/e2e_bench" \
 		"$WEFT_WRITE_URL" "$WEFT_FANOUT_A_URL" "$WEFT_JWT_SECRET" bench \
 		"$SAMPLES" "$load")
 	printf '  %-18s %8s %9s %9s %9s %14s %9.1fx %20s\n' "$load writes/s" "$n" \

@@ -11,6 +11,7 @@
  * p0 (probed) and b0..b31 (one per background connection).  Prints:
  * samples, p50 ms, p99 ms, max ms, background writes/s achieved, then
  * the probe's ack p50, p99 and max ms (the write's part of the latency).
+ * E2E_TRACE=FILE also writes every sample there, in the order taken.
  * bench/e2e.sh sets it all up.
  */
 #include <pthread.h>
@@ -162,6 +163,10 @@ main(int argc, char **argv)
 	struct bgw bg[BG_WRITERS];
 	uint64_t *lat, *acks, t_start, bg_start;
 	int samples, load, got = 0;
+	/* E2E_TRACE=FILE: each sample as "ms since the first, ack µs,
+	 * push µs", to see when the slow ones happened */
+	const char *trace_path = getenv("E2E_TRACE");
+	FILE *trace = trace_path ? fopen(trace_path, "w") : NULL;
 
 	if (argc != 7) {
 		fprintf(stderr, "usage: e2e_bench WRITE_URL FANOUT_URL SECRET "
@@ -234,11 +239,19 @@ main(int argc, char **argv)
 				    ch.version >= ver)
 					seen = true;
 		}
-		lat[got++] = clock_now_ns() - t0;
+		lat[got] = clock_now_ns() - t0;
+		if (trace)
+			fprintf(trace, "%.3f %llu %llu\n",
+				(double)(t0 - t_start) / 1e6,
+				(unsigned long long)(acks[got] / 1000),
+				(unsigned long long)(lat[got] / 1000));
+		got++;
 		usleep(2000);
 	}
 out:
 	stop = 1;
+	if (trace)
+		fclose(trace);
 	for (int k = 0; load > 0 && k < BG_WRITERS; k++)
 		pthread_join(bg[k].thread, NULL);
 	qsort(lat, (size_t)got, sizeof(*lat), cmp_u64);
