@@ -1773,29 +1773,42 @@ ping_skew_ms(const struct fanout *f, const struct sess *s)
 	return (h >> 33) % (f->cfg.heartbeat_ms / 4 + 1);
 }
 
-/* s->mu held: what the housekeeping owes s now (DUE_NONE: nothing) */
+/* ms from t to now, 0 if t is later (set after now was read) */
+static uint64_t
+ms_since(uint64_t now, uint64_t t)
+{
+	return now > t ? now - t : 0;
+}
+
+/* s->mu held: what the housekeeping owes s at now (read under s->mu, so
+ * no time s holds is later; ms_since guards anyway) */
 enum house_due { DUE_NONE, DUE_HELLO, DUE_FRAME, DUE_TOKEN, DUE_PING };
 
 static enum house_due
 house_due_locked(const struct fanout *f, const struct sess *s, uint64_t now)
 {
-	if (s->state == S_HELLO && now - s->opened_ms >= f->cfg.idle_ms)
+	if (s->state == S_HELLO &&
+	    ms_since(now, s->opened_ms) >= f->cfg.idle_ms)
 		return DUE_HELLO;
 	if (s->state != S_LIVE)
 		return DUE_NONE;
-	if (s->frame_start_ms && now - s->frame_start_ms >= f->cfg.idle_ms)
+	if (s->frame_start_ms &&
+	    ms_since(now, s->frame_start_ms) >= f->cfg.idle_ms)
 		return DUE_FRAME;
 	if (s->token_exp < (int64_t)time(NULL))
 		return DUE_TOKEN;
-	if (now - s->last_tx_ms + ping_skew_ms(f, s) >= f->cfg.heartbeat_ms)
+	if (ms_since(now, s->last_tx_ms) + ping_skew_ms(f, s) >=
+	    f->cfg.heartbeat_ms)
 		return DUE_PING;
 	return DUE_NONE;
 }
 
 /* s->mu held */
 static void
-house_act_locked(struct fanout *f, struct sess *s, uint64_t now)
+house_act_locked(struct fanout *f, struct sess *s)
 {
+	uint64_t now = clock_now_ms();
+
 	switch (house_due_locked(f, s, now)) {
 	case DUE_NONE:
 		break;
@@ -1816,6 +1829,9 @@ house_act_locked(struct fanout *f, struct sess *s, uint64_t now)
 		struct proto_msg m = { .type = PROTO_PING };
 
 		m.u.ping.nonce = now;
+		/* counted as sent now, even if it waits behind a send in
+		 * flight: one PING per heartbeat, never a pile of them */
+		s->last_tx_ms = now;
 		sess_queue_locked(s, &m);
 		break;
 	}
@@ -1830,12 +1846,10 @@ house_main(void *arg)
 	uint32_t capdue = 0;
 
 	for (;;) {
-		uint64_t now;
 		uint32_t ndue = 0, budget, seen = 0;
 		struct sess *s;
 
 		clock_sleep_ms(HOUSE_TICK_MS);
-		now = clock_now_ms();
 		pthread_mutex_lock(&f->mu);
 		if (f->stopping) {
 			pthread_mutex_unlock(&f->mu);
@@ -1849,7 +1863,9 @@ house_main(void *arg)
 		s = f->house_next ? f->house_next : f->sessions;
 		for (; s && seen < budget; s = s->lnext, seen++) {
 			pthread_mutex_lock(&s->mu);
-			if (house_due_locked(f, s, now) != DUE_NONE) {
+			if (s->state != S_CLOSED &&
+			    house_due_locked(f, s, clock_now_ms()) !=
+				    DUE_NONE) {
 				s->refs++;
 				due[ndue++] = s;
 			}
@@ -1859,7 +1875,7 @@ house_main(void *arg)
 		pthread_mutex_unlock(&f->mu);
 		for (uint32_t i = 0; i < ndue; i++) {
 			pthread_mutex_lock(&due[i]->mu);
-			house_act_locked(f, due[i], now);
+			house_act_locked(f, due[i]);
 			sess_unref_locked(due[i]);
 		}
 	}

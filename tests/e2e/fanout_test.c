@@ -1006,7 +1006,9 @@ Test(fanout, a_slowloris_or_silent_peer_is_closed)
 }
 
 /* pings go to quiet sessions only: one that receives pushes more often
- * than the heartbeat gets none, an idle one still gets them */
+ * than the heartbeat (2 s, less a skew of up to 0.5 s) gets none over
+ * 4.5 s, where the old node pinged it every heartbeat; an idle one still
+ * gets them */
 Test(fanout, only_quiet_sessions_are_pinged)
 {
 	struct proc hb;
@@ -1019,14 +1021,14 @@ Test(fanout, only_quiet_sessions_are_pinged)
 	cr_assert(eq(i64,
 		     write_op("bob", 1, create_op("issues", "hb-r", "hb1")),
 		     PROTO_ACK));
-	start_fanout(&hb, "fanout-hb", "--heartbeat=1s");
+	start_fanout(&hb, "fanout-hb", "--heartbeat=2s");
 	hello(&busy, hb.url, "bob");
 	hello(&idle, hb.url, "alice");
 	cr_assert(eq(i64,
 		     subscribe(&busy, "space/hb1", (struct proto_cursor){ 0 }),
 		     0));
 	t0 = clock_now_ms();
-	for (int i = 0; clock_now_ms() - t0 < 3500; i++) {
+	for (int i = 0; clock_now_ms() - t0 < 4500; i++) {
 		uint64_t until = clock_now_ms() + 100;
 
 		cr_assert(eq(i64, write_op("bob", 1, set_op("hb-r", i)),
@@ -1045,9 +1047,9 @@ Test(fanout, only_quiet_sessions_are_pinged)
 	}
 	while (wclient_recv(&idle, &r, 50) == 0)
 		idle_pings += r.type == PROTO_PING;
-	cr_assert(ge(i64, pushes, 20), "the busy session got pushes");
+	cr_assert(ge(i64, pushes, 5), "the busy session got pushes");
 	cr_assert(eq(i64, busy_pings, 0), "no pings beside pushes");
-	cr_assert(ge(i64, idle_pings, 2), "the idle session is pinged");
+	cr_assert(ge(i64, idle_pings, 1), "the idle session is pinged");
 	wclient_close(&busy);
 	wclient_close(&idle);
 	proc_stop(&hb);
