@@ -108,6 +108,8 @@ enum sid {
 	Q_BEGIN,
 	Q_COMMIT,
 	Q_ROLLBACK,
+	Q_SUB_FOLLOWS,
+	Q_VIEW_DROP,
 	Q_N
 };
 

@@ -90,6 +90,12 @@ static const char *const sql[Q_N] = {
 		       " version, deleted, data)"
 		       " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
 	[Q_BASE_DEL] = "DELETE FROM weft_base WHERE tbl = ?1 AND id = ?2",
+	/* a subscription (not refused) to either key */
+	[Q_SUB_FOLLOWS] = "SELECT 1 FROM weft_subs WHERE key IN (?1, ?2)"
+			  " AND refused = 0",
+	/* a confirmed row older than a change that took it out of sight */
+	[Q_VIEW_DROP] = "DELETE FROM weft_rows WHERE tbl = ?1 AND id = ?2"
+			" AND version < ?3 AND pending = 0",
 	[Q_META_GET] = "SELECT v FROM weft_meta WHERE k = ?1",
 	[Q_META_SET] = "INSERT OR REPLACE INTO weft_meta (k, v) VALUES (?1,"
 		       " ?2)",

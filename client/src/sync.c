@@ -1094,6 +1094,55 @@ resubscribe(struct sync *sy)
 	send_subscribes(sy);
 }
 
+/*
+ * mu held, in a store transaction: c moved a record out of a followed
+ * space into c->space, and came without data.  Unless this client also
+ * follows the new space or the record itself (those pushes carry the
+ * row), its copy leaves the store: kept, it would stay in the old space
+ * for good.  A record with queued transactions stays: their answers
+ * carry the server's row.
+ */
+static int
+drop_moved_out(weft_store *st, const struct proto_change *c, bool qempty,
+	       struct notes *ns)
+{
+	char t[PROTO_MAX_NAME + 1], id[PROTO_MAX_NAME + 1];
+	char sk[PROTO_MAX_NAME + 8], rk[2 * PROTO_MAX_NAME + 8];
+	const uint64_t *mids;
+	sqlite3_stmt *q;
+	int step;
+
+	str_copy(t, sizeof(t), c->table);
+	str_copy(id, sizeof(id), c->id);
+	if (!qempty && qindex_get(st_qindex(st), t, id, &mids) > 0)
+		return 0;
+	snprintf(sk, sizeof(sk), "space/%.*s", (int)c->space.len,
+		 c->space.p ? c->space.p : "");
+	snprintf(rk, sizeof(rk), "rec/%s/%s", t, id);
+	if (!(q = st_q(st, Q_SUB_FOLLOWS)))
+		return WEFT_EIO;
+	sqlite3_bind_text(q, 1, sk, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 2, rk, -1, SQLITE_STATIC);
+	step = sqlite3_step(q);
+	sqlite3_reset(q);
+	if (step == SQLITE_ROW)
+		return 0;
+	if (step != SQLITE_DONE)
+		return st_sqlerr(st, "look up a subscription");
+	if (!(q = st_q(st, Q_VIEW_DROP)))
+		return WEFT_EIO;
+	sqlite3_bind_text(q, 1, t, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 2, id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(q, 3, (sqlite3_int64)c->version);
+	step = sqlite3_step(q);
+	sqlite3_reset(q);
+	if (step != SQLITE_DONE)
+		return st_sqlerr(st, "drop a record that moved away");
+	if (sqlite3_changes(st->db) > 0)
+		notes_addv(ns, t, id, c->version, true, WEFT_REMOTE);
+	return 0;
+}
+
 static void
 on_push(struct sync *sy, const struct proto_push *p)
 {
@@ -1123,9 +1172,11 @@ on_push(struct sync *sy, const struct proto_push *p)
 					  c.version,  c.deleted, c.data,
 					  { NULL, 0 } };
 
-		if (!c.deleted && !c.data.p)
-			continue; /* a record that left our sight: its
-				   * new space's row is not ours */
+		if (!c.deleted && !c.data.p) {
+			/* moved to a space we may not follow */
+			rc = drop_moved_out(st, &c, qempty, &ns);
+			continue;
+		}
 		rc = apply_server_row(st, &r, qempty, &ns);
 	}
 	if (!rc && proto_cursor_cmp(p->cursor, sy->cursor) > 0) {

@@ -341,6 +341,51 @@ Test(client, two_clients_editing_different_fields_converge)
 	client_close(&b);
 }
 
+/* a record moved into a space bob does not follow leaves bob's store (it
+ * used to stay in the old space for good); alice, who follows both, has
+ * it in the new one */
+Test(client, a_record_moved_out_of_sight_leaves_the_store)
+{
+	struct client a = { 0 }, b = { 0 };
+	char *ga;
+
+	client_open(&a, "alice", "alice", NULL, NULL);
+	team(&a, "mvfrom");
+	COMMIT(&a,
+	       weft_create(tx_, "spaces", "mvto", "mvto", "{\"name\":\"t\"}"));
+	cr_assert(eq(int, weft_subscribe_space(a.st, "mvfrom"), 0));
+	cr_assert(eq(int, weft_subscribe_space(a.st, "mvto"), 0));
+	client_open(&b, "bob", "bob", NULL, NULL);
+	cr_assert(eq(int, weft_subscribe_space(b.st, "mvfrom"), 0));
+	COMMIT(&a, weft_create(tx_, "issues", "mv1", "mvfrom",
+			       "{\"title\":\"here\"}"));
+	COMMIT(&a, weft_create(tx_, "issues", "mv2", "mvfrom",
+			       "{\"title\":\"stays\"}"));
+	synced(&a);
+	synced(&b);
+	cr_assert(wait_local(&b, "mv2",
+			     "{\"title\":\"stays\",\"description\":\"\","
+			     "\"status\":\"backlog\",\"priority\":0,"
+			     "\"assignee\":null,\"labels\":[]}"),
+		  "bob has both records");
+	ga = local(&b, "mv1");
+	cr_assert_not_null(ga, "bob has mv1");
+	weft_free(ga);
+	COMMIT(&a,
+	       weft_put(tx_, "issues", "mv1", "mvto", "{\"title\":\"moved\"}"));
+	synced(&a);
+	cr_assert(wait_local(&b, "mv1", NULL), "mv1 left bob's store");
+	ga = local(&b, "mv2");
+	cr_assert_not_null(ga, "the other record stays");
+	weft_free(ga);
+	ga = local(&a, "mv1");
+	cr_assert_not_null(ga);
+	cr_assert_not_null(strstr(ga, "moved"), "%s", ga);
+	weft_free(ga);
+	client_close(&a);
+	client_close(&b);
+}
+
 Test(client, a_rejected_transaction_rolls_back_and_later_ones_land)
 {
 	struct client a = { 0 };
