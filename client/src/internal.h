@@ -110,6 +110,7 @@ enum sid {
 	Q_ROLLBACK,
 	Q_SUB_FOLLOWS,
 	Q_VIEW_DROP,
+	Q_SWEEP_SEEN,
 	Q_N
 };
 
@@ -150,6 +151,7 @@ struct weft_store {
 	struct sync *sync;	/* NULL when offline only */
 	sqlite3_stmt *q[Q_N];	/* mu: prepared on first use */
 	bool redo_empty;	/* mu: weft_redo has no rows */
+	bool sweeping;		/* mu: weft_sweep may have rows (sync.c) */
 	struct qindex qi;	/* mu */
 	struct kept kept;	/* mu */
 	struct scratch scr;	/* mu */

@@ -22,6 +22,9 @@
  *                    mutation id (moved from weft_queue when it leaves;
  *                    the newest UNDO_KEEP are kept)
  *   weft_redo        the ops that reverse each undo, until a new commit
+ *   weft_sweep       rows of a space that loads again after CATCHUP, not
+ *                    yet listed by the server since: what is left when
+ *                    the space has loaded is gone from it (sync.c)
  *
  * A commit touches as few pages as it can (each is a 4 KiB WAL write):
  * the view row and the queue row (with its undo).  Which queued
@@ -73,7 +76,11 @@ static const char *const ddl =
 	"CREATE TABLE IF NOT EXISTS weft_undo (seq INTEGER PRIMARY KEY,"
 	" frame BLOB NOT NULL);"
 	"CREATE TABLE IF NOT EXISTS weft_redo (seq INTEGER PRIMARY KEY,"
-	" frame BLOB NOT NULL);";
+	" frame BLOB NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS weft_sweep (tbl TEXT NOT NULL,"
+	" id TEXT NOT NULL, space TEXT NOT NULL, PRIMARY KEY (tbl, id))"
+	" WITHOUT ROWID;"
+	"CREATE INDEX IF NOT EXISTS weft_sweep_space ON weft_sweep (space);";
 
 static const char *const sql[Q_N] = {
 	[Q_VIEW_GET] = "SELECT space, version, deleted, data, pending"
@@ -96,6 +103,8 @@ static const char *const sql[Q_N] = {
 	/* a confirmed row older than a change that took it out of sight */
 	[Q_VIEW_DROP] = "DELETE FROM weft_rows WHERE tbl = ?1 AND id = ?2"
 			" AND version < ?3 AND pending = 0",
+	/* the server still lists the record: not swept (sync.c) */
+	[Q_SWEEP_SEEN] = "DELETE FROM weft_sweep WHERE tbl = ?1 AND id = ?2",
 	[Q_META_GET] = "SELECT v FROM weft_meta WHERE k = ?1",
 	[Q_META_SET] = "INSERT OR REPLACE INTO weft_meta (k, v) VALUES (?1,"
 		       " ?2)",
@@ -760,6 +769,12 @@ init_db(weft_store *st, int durability, int share_file)
 			       -1, &q, NULL) == SQLITE_OK) {
 		if (sqlite3_step(q) == SQLITE_ROW)
 			st->next_mid = (uint64_t)sqlite3_column_int64(q, 0) + 1;
+		sqlite3_finalize(q);
+	}
+	st->sweeping = false;
+	if (sqlite3_prepare_v2(st->db, "SELECT 1 FROM weft_sweep LIMIT 1", -1,
+			       &q, NULL) == SQLITE_OK) {
+		st->sweeping = sqlite3_step(q) == SQLITE_ROW;
 		sqlite3_finalize(q);
 	}
 	st->redo_empty = false; /* known after the first clear */

@@ -554,6 +554,17 @@ apply_server_row(weft_store *st, const struct proto_record *r, bool qempty,
 	str_copy(t, sizeof(t), r->table);
 	str_copy(id, sizeof(id), r->id);
 	buf_init(&js, 0);
+	/* the server lists it: a space loading again keeps it */
+	if (st->sweeping && (q = st_q(st, Q_SWEEP_SEEN)) != NULL) {
+		sqlite3_bind_text(q, 1, t, -1, SQLITE_STATIC);
+		sqlite3_bind_text(q, 2, id, -1, SQLITE_STATIC);
+		rc = sqlite3_step(q) == SQLITE_DONE
+			     ? 0
+			     : st_sqlerr(st, "mark a record seen");
+		sqlite3_reset(q);
+		if (rc)
+			goto out;
+	}
 	if (r->json.p) { /* JSON already: stored as it is, once it parses */
 		if (!json_text_ok(st, r->json)) {
 			/* left out, and the rest of the page goes on */
@@ -1016,6 +1027,72 @@ mark_loaded(struct sync *sy, const char *key, const uint8_t *next, size_t nlen)
 	pthread_mutex_unlock(&st->mu);
 }
 
+/*
+ * space has loaded again (after CATCHUP): its rows the server has not
+ * listed since (weft_sweep) left it while the store was away, moved to a
+ * space it does not follow (or, one day, collected).  They go, with a
+ * change note each, unless queued writes touch them (their answers carry
+ * the server's row) or the store follows the record itself.
+ */
+static int
+sweep_space(weft_store *st, const char *space)
+{
+	static const char gone[] =
+		" FROM weft_rows r JOIN weft_sweep s ON s.tbl = r.tbl AND"
+		" s.id = r.id WHERE s.space = ?1 AND r.space = ?1 AND"
+		" r.pending = 0 AND NOT EXISTS (SELECT 1 FROM weft_subs WHERE"
+		" key = 'rec/' || r.tbl || '/' || r.id)";
+	struct notes ns = { 0 };
+	struct buf sql;
+	sqlite3_stmt *q = NULL;
+	int rc;
+
+	pthread_mutex_lock(&st->mu);
+	if (!st->sweeping) {
+		pthread_mutex_unlock(&st->mu);
+		return 0;
+	}
+	ns.off = st->cb.change == NULL;
+	buf_init(&sql, 0);
+	rc = st_begin(st);
+	if (!rc &&
+	    (buf_appendf(&sql, "SELECT r.tbl, r.id, r.version%s", gone) ||
+	     sqlite3_prepare_v2(st->db, (const char *)sql.data, -1, &q, NULL) !=
+		     SQLITE_OK))
+		rc = st_sqlerr(st, "find the rows a space lost");
+	if (!rc) {
+		int step;
+
+		sqlite3_bind_text(q, 1, space, -1, SQLITE_STATIC);
+		while ((step = sqlite3_step(q)) == SQLITE_ROW)
+			notes_addv(&ns, (const char *)sqlite3_column_text(q, 0),
+				   (const char *)sqlite3_column_text(q, 1),
+				   (uint64_t)sqlite3_column_int64(q, 2), true,
+				   WEFT_REMOTE);
+		if (step != SQLITE_DONE)
+			rc = st_sqlerr(st, "find the rows a space lost");
+	}
+	sqlite3_finalize(q);
+	buf_reset(&sql);
+	if (!rc && (buf_appendf(&sql,
+				"DELETE FROM weft_rows WHERE (tbl, id) IN"
+				" (SELECT r.tbl, r.id%s)",
+				gone) ||
+		    exec_key(st, (const char *)sql.data, space, -1,
+			     "drop the rows a space lost") ||
+		    exec_key(st, "DELETE FROM weft_sweep WHERE space = ?1",
+			     space, -1, "end a sweep")))
+		rc = rc ? rc : WEFT_EIO;
+	buf_fini(&sql);
+	if (!rc &&
+	    sqlite3_prepare_v2(st->db, "SELECT 1 FROM weft_sweep LIMIT 1", -1,
+			       &q, NULL) == SQLITE_OK) {
+		st->sweeping = sqlite3_step(q) == SQLITE_ROW;
+		sqlite3_finalize(q);
+	}
+	return finish_locked(st, rc, &ns);
+}
+
 static void save_cursor(struct sync *sy);
 
 static void
@@ -1058,6 +1135,10 @@ on_page(struct sync *sy, const struct proto_page *p)
 		sy->cursor = p->cursor;
 		save_cursor(sy);
 		pthread_mutex_unlock(&sy->st->mu);
+	}
+	if (!p->next.p && sweep_space(sy->st, sy->boot_key + 6) != 0) {
+		link_drop(&sy->link[L_WRITE], "could not sweep a space");
+		return;
 	}
 	/* progress before the page is marked loaded: marking the last one
 	 * wakes weft_wait_synced, which must find its "done" reported */
@@ -1199,11 +1280,21 @@ on_catchup(struct sync *sy, const struct proto_catchup *c)
 
 	proto_iter_init(&it, &c->keys);
 	pthread_mutex_lock(&st->mu);
-	while (proto_next_str(&it, &k) == 1)
+	while (proto_next_str(&it, &k) == 1) {
+		/* its rows are candidates to leave the store until the
+		 * server lists them again (sweep_space) */
+		if (k.len > 6 && memcmp(k.p, "space/", 6) == 0 &&
+		    exec_key(st,
+			     "INSERT OR IGNORE INTO weft_sweep (tbl, id, space)"
+			     " SELECT tbl, id, space FROM weft_rows"
+			     " WHERE space = substr(?1, 7)",
+			     k.p, (int)k.len, "note a space's rows") == 0)
+			st->sweeping = true;
 		exec_key(st,
 			 "UPDATE weft_subs SET loaded = 0, page = NULL"
 			 " WHERE key = ?1",
 			 k.p, (int)k.len, "reload a subscription");
+	}
 	pthread_mutex_unlock(&st->mu);
 	pthread_mutex_lock(&sy->mu);
 	sy->subs_loaded = false;

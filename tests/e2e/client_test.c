@@ -513,6 +513,61 @@ Test(client, offline_beyond_the_window_rebootstraps_and_keeps_writes)
 	client_close(&b);
 }
 
+/* a record moved out of bob's space while he was away past the change
+ * log: the space loads again, and the record's old copy goes (it used to
+ * stay for good); the records still there stay */
+Test(client, a_space_loaded_again_drops_what_left_it_meanwhile)
+{
+	struct client a = { 0 }, b = { 0 };
+	char *got;
+
+	client_open(&a, "alice", "alice", NULL, NULL);
+	team(&a, "swp");
+	COMMIT(&a,
+	       weft_create(tx_, "spaces", "swq", "swq", "{\"name\":\"t\"}"));
+	cr_assert(eq(int, weft_subscribe_space(a.st, "swp"), 0));
+	client_open(&b, "bob", "bob", NULL, NULL);
+	cr_assert(eq(int, weft_subscribe_space(b.st, "swp"), 0));
+	COMMIT(&a, weft_create(tx_, "issues", "s0", "swp",
+			       "{\"title\":\"leaves\"}"));
+	COMMIT(&a, weft_create(tx_, "issues", "s1", "swp",
+			       "{\"title\":\"stays\"}"));
+	synced(&a);
+	synced(&b);
+	cr_assert(wait_local(&b, "s1",
+			     "{\"title\":\"stays\",\"description\":\"\","
+			     "\"status\":\"backlog\",\"priority\":0,"
+			     "\"assignee\":null,\"labels\":[]}"));
+	got = local(&b, "s0");
+	cr_assert_not_null(got, "bob has s0");
+	weft_free(got);
+	client_close(&b);
+	/* bob away: s0 moves to a space he is not in, then far more
+	 * changes than the stream keeps (--stream-maxlen=1000) */
+	COMMIT(&a,
+	       weft_put(tx_, "issues", "s0", "swq", "{\"title\":\"moved\"}"));
+	for (int i = 2; i <= 1500; i++) {
+		char id[16];
+
+		snprintf(id, sizeof(id), "s%d", i);
+		COMMIT(&a, weft_create(tx_, "issues", id, "swp",
+				       "{\"title\":\"x\"}"));
+	}
+	synced(&a);
+	client_open(&b, "bob", "bob", NULL, NULL);
+	synced(&b);
+	cr_assert(b.progress_done, "the space loaded again");
+	cr_assert(wait_local(&b, "s0", NULL), "s0 left bob's store");
+	got = local(&b, "s1");
+	cr_assert_not_null(got, "s1 stays");
+	weft_free(got);
+	got = local(&b, "s1500");
+	cr_assert_not_null(got, "the new records came");
+	weft_free(got);
+	client_close(&a);
+	client_close(&b);
+}
+
 Test(client, bootstrap_reports_progress_and_fetch_works_on_demand)
 {
 	struct client a = { 0 }, b = { 0 };
