@@ -1041,7 +1041,7 @@ sweep_space(weft_store *st, const char *space)
 		" FROM weft_rows r JOIN weft_sweep s ON s.tbl = r.tbl AND"
 		" s.id = r.id WHERE s.space = ?1 AND r.space = ?1 AND"
 		" r.pending = 0 AND NOT EXISTS (SELECT 1 FROM weft_subs WHERE"
-		" key = 'rec/' || r.tbl || '/' || r.id)";
+		" key = 'rec/' || r.tbl || '/' || r.id AND refused = 0)";
 	struct notes ns = { 0 };
 	struct buf sql;
 	sqlite3_stmt *q = NULL;
@@ -1281,14 +1281,23 @@ on_catchup(struct sync *sy, const struct proto_catchup *c)
 	proto_iter_init(&it, &c->keys);
 	pthread_mutex_lock(&st->mu);
 	while (proto_next_str(&it, &k) == 1) {
+		/* a load of this key in flight started before the CATCHUP:
+		 * its pages are not listed again, so its answers are
+		 * ignored and the load starts over */
+		if (sy->boot_rid && strlen(sy->boot_key) == k.len &&
+		    memcmp(sy->boot_key, k.p, k.len) == 0) {
+			sy->boot_rid = 0;
+			sy->boot_records = sy->boot_bytes = sy->boot_total = 0;
+		}
 		/* its rows are candidates to leave the store until the
 		 * server lists them again (sweep_space) */
 		if (k.len > 6 && memcmp(k.p, "space/", 6) == 0 &&
-		    exec_key(st,
-			     "INSERT OR IGNORE INTO weft_sweep (tbl, id, space)"
-			     " SELECT tbl, id, space FROM weft_rows"
-			     " WHERE space = substr(?1, 7)",
-			     k.p, (int)k.len, "note a space's rows") == 0)
+		    exec_key(
+			    st,
+			    "INSERT OR REPLACE INTO weft_sweep (tbl, id, space)"
+			    " SELECT tbl, id, space FROM weft_rows"
+			    " WHERE space = substr(?1, 7)",
+			    k.p, (int)k.len, "note a space's rows") == 0)
 			st->sweeping = true;
 		exec_key(st,
 			 "UPDATE weft_subs SET loaded = 0, page = NULL"
@@ -1844,6 +1853,12 @@ add_sub(weft_store *st, const char *key, bool add)
 		      add ? "INSERT OR IGNORE INTO weft_subs (key) VALUES (?1)"
 			  : "DELETE FROM weft_subs WHERE key = ?1",
 		      key, -1, "store the subscription");
+	/* a space no longer followed is not swept when it loads */
+	if (!rc && !add && strncmp(key, "space/", 6) == 0)
+		rc = exec_key(
+			st,
+			"DELETE FROM weft_sweep WHERE space = substr(?1, 7)",
+			key, -1, "forget a sweep");
 	pthread_mutex_unlock(&st->mu);
 	if (!rc && st->sync) {
 		pthread_mutex_lock(&st->sync->mu);
