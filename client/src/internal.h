@@ -163,6 +163,11 @@ sqlite3_stmt *st_q(weft_store *st, enum sid id);
 
 /* ---- store.c ---- */
 
+/* mu held: run the prepared statement sid with ?1 = table, ?2 = id, to
+ * its end; 0 or the error (what it was doing: what) */
+int st_run_key(weft_store *st, enum sid sid, const char *table, const char *id,
+	       const char *what);
+
 /* set the calling thread's error sentence for st; returns code */
 int st_err(weft_store *st, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

@@ -409,6 +409,22 @@ st_load(weft_store *st, bool base, const char *table, const char *id,
 }
 
 int
+st_run_key(weft_store *st, enum sid sid, const char *table, const char *id,
+	   const char *what)
+{
+	sqlite3_stmt *q = st_q(st, sid);
+	int rc;
+
+	if (!q)
+		return WEFT_EIO;
+	sqlite3_bind_text(q, 1, table, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 2, id, -1, SQLITE_STATIC);
+	rc = sqlite3_step(q) == SQLITE_DONE ? 0 : st_sqlerr(st, what);
+	sqlite3_reset(q);
+	return rc;
+}
+
+int
 st_save(weft_store *st, bool base, const char *table, const char *id,
 	const struct lrow *r, int64_t pending)
 {

@@ -555,16 +555,9 @@ apply_server_row(weft_store *st, const struct proto_record *r, bool qempty,
 	str_copy(id, sizeof(id), r->id);
 	buf_init(&js, 0);
 	/* the server lists it: a space loading again keeps it */
-	if (st->sweeping && (q = st_q(st, Q_SWEEP_SEEN)) != NULL) {
-		sqlite3_bind_text(q, 1, t, -1, SQLITE_STATIC);
-		sqlite3_bind_text(q, 2, id, -1, SQLITE_STATIC);
-		rc = sqlite3_step(q) == SQLITE_DONE
-			     ? 0
-			     : st_sqlerr(st, "mark a record seen");
-		sqlite3_reset(q);
-		if (rc)
-			goto out;
-	}
+	if (st->sweeping &&
+	    (rc = st_run_key(st, Q_SWEEP_SEEN, t, id, "mark a record seen")))
+		goto out;
 	if (r->json.p) { /* JSON already: stored as it is, once it parses */
 		if (!json_text_ok(st, r->json)) {
 			/* left out, and the rest of the page goes on */

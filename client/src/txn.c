@@ -566,18 +566,7 @@ enum commit_kind { C_NEW, C_UNDO, C_REDO };
 static int
 base_aside(weft_store *st, const char *table, const char *id)
 {
-	sqlite3_stmt *q = st_q(st, Q_BASE_COPY);
-	int rc;
-
-	if (!q)
-		return WEFT_EIO;
-	sqlite3_bind_text(q, 1, table, -1, SQLITE_STATIC);
-	sqlite3_bind_text(q, 2, id, -1, SQLITE_STATIC);
-	rc = sqlite3_step(q) == SQLITE_DONE
-		     ? 0
-		     : st_sqlerr(st, "keep the confirmed row");
-	sqlite3_reset(q);
-	return rc;
+	return st_run_key(st, Q_BASE_COPY, table, id, "keep the confirmed row");
 }
 
 /* can SQLite's JSON path name this field as "$.\"<field>\""? */

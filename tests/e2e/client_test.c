@@ -341,6 +341,37 @@ Test(client, two_clients_editing_different_fields_converge)
 	client_close(&b);
 }
 
+/* alice's team `from` (bob a writer, following it) and her own space
+ * `to`; in `from`, record `leaves` (to be moved) and `stays`, both at bob */
+static void
+two_spaces(struct client *a, struct client *b, const char *from, const char *to,
+	   const char *leaves, const char *stays)
+{
+	char *got;
+
+	client_open(a, "alice", "alice", NULL, NULL);
+	team(a, from);
+	COMMIT(a, weft_create(tx_, "spaces", to, to, "{\"name\":\"t\"}"));
+	cr_assert(eq(int, weft_subscribe_space(a->st, from), 0));
+	cr_assert(eq(int, weft_subscribe_space(a->st, to), 0));
+	client_open(b, "bob", "bob", NULL, NULL);
+	cr_assert(eq(int, weft_subscribe_space(b->st, from), 0));
+	COMMIT(a, weft_create(tx_, "issues", leaves, from,
+			      "{\"title\":\"leaves\"}"));
+	COMMIT(a, weft_create(tx_, "issues", stays, from,
+			      "{\"title\":\"stays\"}"));
+	synced(a);
+	synced(b);
+	cr_assert(wait_local(b, stays,
+			     "{\"title\":\"stays\",\"description\":\"\","
+			     "\"status\":\"backlog\",\"priority\":0,"
+			     "\"assignee\":null,\"labels\":[]}"),
+		  "bob has %s", stays);
+	got = local(b, leaves);
+	cr_assert_not_null(got, "bob has %s", leaves);
+	weft_free(got);
+}
+
 /* a record moved into a space bob does not follow leaves bob's store (it
  * used to stay in the old space for good); alice, who follows both, has
  * it in the new one */
@@ -349,28 +380,7 @@ Test(client, a_record_moved_out_of_sight_leaves_the_store)
 	struct client a = { 0 }, b = { 0 };
 	char *ga;
 
-	client_open(&a, "alice", "alice", NULL, NULL);
-	team(&a, "mvfrom");
-	COMMIT(&a,
-	       weft_create(tx_, "spaces", "mvto", "mvto", "{\"name\":\"t\"}"));
-	cr_assert(eq(int, weft_subscribe_space(a.st, "mvfrom"), 0));
-	cr_assert(eq(int, weft_subscribe_space(a.st, "mvto"), 0));
-	client_open(&b, "bob", "bob", NULL, NULL);
-	cr_assert(eq(int, weft_subscribe_space(b.st, "mvfrom"), 0));
-	COMMIT(&a, weft_create(tx_, "issues", "mv1", "mvfrom",
-			       "{\"title\":\"here\"}"));
-	COMMIT(&a, weft_create(tx_, "issues", "mv2", "mvfrom",
-			       "{\"title\":\"stays\"}"));
-	synced(&a);
-	synced(&b);
-	cr_assert(wait_local(&b, "mv2",
-			     "{\"title\":\"stays\",\"description\":\"\","
-			     "\"status\":\"backlog\",\"priority\":0,"
-			     "\"assignee\":null,\"labels\":[]}"),
-		  "bob has both records");
-	ga = local(&b, "mv1");
-	cr_assert_not_null(ga, "bob has mv1");
-	weft_free(ga);
+	two_spaces(&a, &b, "mvfrom", "mvto", "mv1", "mv2");
 	COMMIT(&a,
 	       weft_put(tx_, "issues", "mv1", "mvto", "{\"title\":\"moved\"}"));
 	synced(&a);
@@ -461,6 +471,26 @@ Test(client, undo_and_redo_reach_every_client)
 	client_close(&b);
 }
 
+/* alice writes n records p<first>..p<first+n-1> into space sp: far more
+ * than the stream keeps (--stream-maxlen=1000); then bob reopens, and
+ * the fanout, unable to catch him up, makes the space load again */
+static void
+past_the_window(struct client *a, struct client *b, const char *sp,
+		const char *p, int first, int n)
+{
+	for (int i = first; i < first + n; i++) {
+		char id[16];
+
+		snprintf(id, sizeof(id), "%s%d", p, i);
+		COMMIT(a,
+		       weft_create(tx_, "issues", id, sp, "{\"title\":\"x\"}"));
+	}
+	synced(a);
+	client_open(b, "bob", "bob", NULL, NULL);
+	synced(b);
+	cr_assert(b->progress_done, "a bootstrap ran to its end");
+}
+
 Test(client, offline_beyond_the_window_rebootstraps_and_keeps_writes)
 {
 	struct client a = { 0 }, b = { 0 };
@@ -485,18 +515,7 @@ Test(client, offline_beyond_the_window_rebootstraps_and_keeps_writes)
 	client_open(&b, "bob", "bob", "down", "down");
 	COMMIT(&b, weft_set(tx_, "issues", "w0", "status", "\"todo\""));
 	client_close(&b);
-	for (int i = 1; i <= 1500; i++) {
-		char id[16];
-
-		snprintf(id, sizeof(id), "w%d", i);
-		COMMIT(&a, weft_create(tx_, "issues", id, "win",
-				       "{\"title\":\"x\"}"));
-	}
-	synced(&a);
-	client_open(&b, "bob", "bob", NULL, NULL);
-	synced(&b);
-	/* the fanout could not catch him up: the space loaded again */
-	cr_assert(b.progress_done, "a bootstrap ran to its end");
+	past_the_window(&a, &b, "win", "w", 1, 1500);
 	cr_assert(ge(u64, b.progress_records, 1501), "%llu records loaded",
 		  (unsigned long long)b.progress_records);
 	cr_assert(wait_local(&b, "w1500",
@@ -521,42 +540,13 @@ Test(client, a_space_loaded_again_drops_what_left_it_meanwhile)
 	struct client a = { 0 }, b = { 0 };
 	char *got;
 
-	client_open(&a, "alice", "alice", NULL, NULL);
-	team(&a, "swp");
-	COMMIT(&a,
-	       weft_create(tx_, "spaces", "swq", "swq", "{\"name\":\"t\"}"));
-	cr_assert(eq(int, weft_subscribe_space(a.st, "swp"), 0));
-	client_open(&b, "bob", "bob", NULL, NULL);
-	cr_assert(eq(int, weft_subscribe_space(b.st, "swp"), 0));
-	COMMIT(&a, weft_create(tx_, "issues", "s0", "swp",
-			       "{\"title\":\"leaves\"}"));
-	COMMIT(&a, weft_create(tx_, "issues", "s1", "swp",
-			       "{\"title\":\"stays\"}"));
-	synced(&a);
-	synced(&b);
-	cr_assert(wait_local(&b, "s1",
-			     "{\"title\":\"stays\",\"description\":\"\","
-			     "\"status\":\"backlog\",\"priority\":0,"
-			     "\"assignee\":null,\"labels\":[]}"));
-	got = local(&b, "s0");
-	cr_assert_not_null(got, "bob has s0");
-	weft_free(got);
+	two_spaces(&a, &b, "swp", "swq", "s0", "s1");
 	client_close(&b);
 	/* bob away: s0 moves to a space he is not in, then far more
 	 * changes than the stream keeps (--stream-maxlen=1000) */
 	COMMIT(&a,
 	       weft_put(tx_, "issues", "s0", "swq", "{\"title\":\"moved\"}"));
-	for (int i = 2; i <= 1500; i++) {
-		char id[16];
-
-		snprintf(id, sizeof(id), "s%d", i);
-		COMMIT(&a, weft_create(tx_, "issues", id, "swp",
-				       "{\"title\":\"x\"}"));
-	}
-	synced(&a);
-	client_open(&b, "bob", "bob", NULL, NULL);
-	synced(&b);
-	cr_assert(b.progress_done, "the space loaded again");
+	past_the_window(&a, &b, "swp", "s", 2, 1499);
 	cr_assert(wait_local(&b, "s0", NULL), "s0 left bob's store");
 	got = local(&b, "s1");
 	cr_assert_not_null(got, "s1 stays");
