@@ -235,31 +235,45 @@ proc_start_svc(struct proc *p, const char *const *argv)
 {
 	const char *args[40];
 	char http[80], body[256];
-	int n = 0;
+	int n = 0, status;
 
-	p->http_port = proc_free_port();
-	p->url[0] = '\0';
-	snprintf(http, sizeof(http), "--http=http://127.0.0.1:%d",
-		 p->http_port);
 	for (; argv[n] && n < 38; n++)
 		args[n] = argv[n];
-	args[n++] = http;
-	args[n] = NULL;
-	p->pid = fork();
-	cr_assert(p->pid >= 0);
-	if (p->pid == 0) {
-		/* never outlive the test (a timeout kills it hard) */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		execv(args[0], (char *const *)(uintptr_t)args);
-		_exit(127);
+	args[n + 1] = NULL;
+	/* a free port may be taken before the service binds it: a service
+	 * that exits at once gets another port, twice at most */
+	for (int attempt = 0; attempt < 3; attempt++) {
+		p->http_port = proc_free_port();
+		p->url[0] = '\0';
+		snprintf(http, sizeof(http), "--http=http://127.0.0.1:%d",
+			 p->http_port);
+		args[n] = http;
+		p->pid = fork();
+		cr_assert(p->pid >= 0);
+		if (p->pid == 0) {
+			/* never outlive the test (a timeout kills it hard) */
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			execv(args[0], (char *const *)(uintptr_t)args);
+			_exit(127);
+		}
+		/* up to 15 s: a loaded machine starts ASan builds slowly */
+		for (int i = 0; i < 600; i++) {
+			if (proc_http_get(p, "/healthz", body, sizeof(body)) >
+			    0)
+				return;
+			if (waitpid(p->pid, &status, WNOHANG) == p->pid)
+				break;
+			usleep(25000);
+		}
+		if (waitpid(p->pid, &status, WNOHANG) == 0) {
+			kill(p->pid, SIGKILL);
+			waitpid(p->pid, &status, 0);
+			cr_assert_fail("%s did not answer /healthz in 15 s",
+				       args[0]);
+		}
 	}
-	for (int i = 0; i < 200; i++) {
-		if (proc_http_get(p, "/healthz", body, sizeof(body)) > 0)
-			return;
-		usleep(25000);
-	}
-	kill(p->pid, SIGKILL);
-	cr_assert_fail("%s did not answer /healthz", args[0]);
+	cr_assert_fail("%s exited at start three times (last status %d)",
+		       args[0], status);
 }
 
 /* until /healthz says 200, or fail the test */
