@@ -96,18 +96,25 @@ start_write(struct proc *p, const char *pg_url, const char *scheme,
 		execv(bin, (char *const *)(uintptr_t)argv);
 		_exit(127);
 	}
-	for (int i = 0; i < 200; i++) {
+	/* up to 15 s: a loaded machine starts ASan builds slowly */
+	for (int i = 0; i < 600; i++) {
 		struct wclient c;
+		int status;
 
 		if (wclient_dial_ca(&c, p->url, ca_file) == 0) {
 			wclient_close(&c);
 			return;
 		}
 		wclient_close(&c);
+		if (waitpid(p->pid, &status, WNOHANG) == p->pid)
+			cr_assert_fail("weft-write exited at start (wait "
+				       "status %d); listen %s",
+				       status, p->url);
 		usleep(25000);
 	}
 	kill(p->pid, SIGKILL);
-	cr_assert_fail("weft-write did not start listening on %s", p->url);
+	cr_assert_fail("weft-write did not start listening on %s in 15 s",
+		       p->url);
 }
 
 void
