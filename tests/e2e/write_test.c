@@ -654,6 +654,32 @@ Test(write, healthz_and_metrics)
 		eq(i64, proc_http_get(&svc, "/nope", body, sizeof(body)), 404));
 }
 
+/* a connection to url (NULL: this suite's Postgres), or fail the test */
+static PGconn *
+pg_connect(const char *url)
+{
+	PGconn *pg = PQconnectdb(url ? url : getenv("WEFT_TEST_PG_URL"));
+
+	cr_assert(eq(i64, PQstatus(pg), CONNECTION_OK), "%s",
+		  PQerrorMessage(pg));
+	return pg;
+}
+
+/* the first value of sql (with $1 = param, if not NULL), as a number */
+static long
+pg_long(PGconn *pg, const char *sql, const char *param)
+{
+	PGresult *res = PQexecParams(pg, sql, param ? 1 : 0, NULL, &param, NULL,
+				     NULL, 0);
+	long n;
+
+	cr_assert(eq(i64, PQresultStatus(res), PGRES_TUPLES_OK), "%s: %s", sql,
+		  PQerrorMessage(pg));
+	n = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	return n;
+}
+
 /* pipeline n transactions of client cl, each a create of row
  * "<prefix>-<i>" in space sp, with mids (and request ids) from mid on;
  * ops and ids hold what the frames point to */
@@ -682,13 +708,12 @@ Test(write, sigterm_answers_everything_it_took_then_exits)
 {
 	char sp[80], cl[80]; /* copies: N() reuses its buffers */
 	struct proto_op ops[60];
-	char ids[60][40], sql[256];
+	char ids[60][40];
 	struct proto_msg r;
 	struct wclient c;
 	int acked = 0, status = 0;
 	uint64_t next = 2;
 	PGconn *pg;
-	PGresult *res;
 
 	snprintf(sp, sizeof(sp), "%s", N("drain"));
 	snprintf(cl, sizeof(cl), "%s", N("drain-client"));
@@ -712,16 +737,14 @@ Test(write, sigterm_answers_everything_it_took_then_exits)
 	cr_assert(eq(i64, status, 0), "clean exit (wait status %d)", status);
 	svc.pid = 0;
 	/* every transaction applied was answered: none applied silently */
-	pg = PQconnectdb(getenv("WEFT_TEST_PG_URL"));
-	cr_assert(eq(i64, PQstatus(pg), CONNECTION_OK));
-	snprintf(sql, sizeof(sql),
-		 "SELECT count(*) FROM weft_records WHERE tbl = 'rows' AND "
-		 "space = '%s'",
-		 sp);
-	res = PQexec(pg, sql);
-	cr_assert(eq(i64, strtol(PQgetvalue(res, 0, 0), NULL, 10), acked),
+	pg = pg_connect(NULL);
+	cr_assert(eq(i64,
+		     pg_long(pg,
+			     "SELECT count(*) FROM weft_records WHERE "
+			     "tbl = 'rows' AND space = $1",
+			     sp),
+		     acked),
 		  "rows in the database = acks received");
-	PQclear(res);
 	PQfinish(pg);
 }
 
@@ -757,8 +780,7 @@ Test(write, a_blocked_group_holds_up_no_other_client)
 	cr_assert(eq(i64, r.type, PROTO_ACK));
 
 	/* another session locks the record: the set's group waits for it */
-	pg = PQconnectdb(getenv("WEFT_TEST_PG_URL"));
-	cr_assert(eq(i64, PQstatus(pg), CONNECTION_OK));
+	pg = pg_connect(NULL);
 	snprintf(sql, sizeof(sql),
 		 "BEGIN; SELECT 1 FROM weft_records WHERE tbl = 'rows' AND "
 		 "id = '%s' FOR UPDATE",
@@ -783,11 +805,7 @@ Test(write, a_blocked_group_holds_up_no_other_client)
 	for (int i = 0;; i++) {
 		long waiting;
 
-		res = PQexec(pg, sql);
-		cr_assert(eq(i64, PQresultStatus(res), PGRES_TUPLES_OK), "%s",
-			  PQerrorMessage(pg));
-		waiting = strtol(PQgetvalue(res, 0, 0), NULL, 10);
-		PQclear(res);
+		waiting = pg_long(pg, sql, NULL);
 		if (waiting > 0)
 			break;
 		cr_assert(lt(i64, i, 500), "the set's group never waited");
@@ -882,19 +900,10 @@ Test(write, one_clients_backlog_holds_up_no_other_client)
 static long
 stored_results(PGconn *pg, const char *cl)
 {
-	const char *params[1] = { cl };
-	PGresult *res =
-		PQexecParams(pg,
-			     "SELECT count(*) FROM weft_client_results WHERE "
-			     "client_id = $1",
-			     1, NULL, params, NULL, NULL, 0);
-	long n;
-
-	cr_assert(eq(i64, PQresultStatus(res), PGRES_TUPLES_OK), "%s",
-		  PQerrorMessage(pg));
-	n = strtol(PQgetvalue(res, 0, 0), NULL, 10);
-	PQclear(res);
-	return n;
+	return pg_long(pg,
+		       "SELECT count(*) FROM weft_client_results WHERE "
+		       "client_id = $1",
+		       cl);
 }
 
 /*
@@ -917,8 +926,7 @@ Test(write, stored_results_expire_after_the_ttl)
 
 	proc_stack_up(own_stack, url);
 	proc_start_write_pg(&svc2, url, extra);
-	pg = PQconnectdb(url);
-	cr_assert(eq(i64, PQstatus(pg), CONNECTION_OK));
+	pg = pg_connect(url);
 	snprintf(sp, sizeof(sp), "%s", N("ttl"));
 	snprintf(cl, sizeof(cl), "%s", N("ttl-client"));
 	session_at(&c, N("alice"), svc2.url);
@@ -1286,8 +1294,7 @@ Test(write, two_services_share_a_client_exactly_once)
 	wclient_close(&c[0]);
 	wclient_close(&c[1]);
 	/* Postgres agrees: one outbox row per applied change of the record */
-	pg = PQconnectdb(getenv("WEFT_TEST_PG_URL"));
-	cr_assert(eq(i64, PQstatus(pg), CONNECTION_OK));
+	pg = pg_connect(NULL);
 	snprintf(sql, sizeof(sql),
 		 "SELECT count(*), count(DISTINCT version), max(version) "
 		 "FROM weft_outbox WHERE tbl = 't' AND id = 'c' AND "
