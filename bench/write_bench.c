@@ -68,6 +68,10 @@ static uint64_t run_id, acked, errors, nlat;
 static uint64_t deadline_ms = UINT64_MAX; /* set when the load starts */
 static int welcomed, live;
 static uint32_t *lat_us;
+/* WRITE_BENCH_TRACE=FILE: one line per ack, "sent_ms latency_us", sent
+ * (or due) counted from the load's start, to find when slow acks happen */
+static FILE *trace;
+static uint64_t trace_t0_ns;
 
 /* the open load (RATE given): due times not yet sent, oldest first */
 static struct {
@@ -193,6 +197,7 @@ open_start(void)
 		open_load.gap_ns > TICK_MIN_NS ? open_load.gap_ns : TICK_MIN_NS;
 
 	open_load.t0_ns = clock_now_ns();
+	trace_t0_ns = open_load.t0_ns;
 	its.it_value.tv_nsec = 1; /* the first is due at once */
 	its.it_interval.tv_sec = (time_t)(tick / 1000000000u);
 	its.it_interval.tv_nsec = (long)(tick % 1000000000u);
@@ -247,6 +252,10 @@ on_msg(struct client *c, const struct proto_msg *r)
 			lat_us[nlat++] =
 				(uint32_t)((clock_now_ns() - c->sent_ns) /
 					   1000);
+		if (trace)
+			fprintf(trace, "%.3f %u\n",
+				(double)(c->sent_ns - trace_t0_ns) / 1e6,
+				lat_us[nlat - 1]);
 		acked++;
 		c->mid++;
 		break;
@@ -358,6 +367,12 @@ main(int argc, char **argv)
 		deadline_ms = clock_now_ms() + (uint64_t)secs * 1000;
 	}
 	t0 = clock_now_ms();
+	trace_t0_ns = clock_now_ns();
+	if (getenv("WRITE_BENCH_TRACE") &&
+	    !(trace = fopen(getenv("WRITE_BENCH_TRACE"), "w"))) {
+		fprintf(stderr, "write_bench: cannot write the trace\n");
+		exit(1);
+	}
 	for (int i = 0; i < n; i++) {
 		struct client *c = &cls[i];
 		struct proto_msg m = { .type = PROTO_HELLO };
@@ -443,6 +458,8 @@ main(int argc, char **argv)
 	close(ep);
 	close(open_load.timer);
 	free(open_load.idle);
+	if (trace)
+		fclose(trace);
 	free(lat_us);
 	free(cls);
 	free(tok);

@@ -826,16 +826,22 @@ static void
 prune(const struct relay_config *cfg, PGconn **sql,
       const volatile sig_atomic_t *stop)
 {
-	char q[256], secs[24];
+	char q[512], secs[24];
 	const char *params[1] = { secs };
 
 	if (!*sql && !(*sql = pg_open(cfg->pg_url, false)))
 		return;
 	snprintf(secs, sizeof(secs), "%d", cfg->retention_s);
+	/* whole client transactions at a time: weft-write answers the
+	 * resend of an acked mutation with its outbox rows, and must find
+	 * all of them or none.  A transaction's rows share (client_id, mid)
+	 * and created_at (its Postgres transaction's start). */
 	snprintf(q, sizeof(q),
-		 "DELETE FROM weft_outbox WHERE seq IN (SELECT seq FROM "
-		 "weft_outbox WHERE created_at < now() - make_interval(secs "
-		 "=> $1::int) LIMIT %d)",
+		 "DELETE FROM weft_outbox o USING (SELECT DISTINCT client_id, "
+		 "mid FROM (SELECT client_id, mid FROM weft_outbox WHERE "
+		 "created_at < now() - make_interval(secs => $1::int) LIMIT "
+		 "%d) b) t WHERE o.client_id = t.client_id AND o.mid = t.mid "
+		 "AND o.created_at < now() - make_interval(secs => $1::int)",
 		 PRUNE_ROWS);
 	for (int round = 0; round < 200 && !*stop; round++) {
 		PGresult *res =

@@ -89,7 +89,7 @@ metrics(void *arg, struct buf *out)
 		       "(weft_apply_fast)",
 		       ds.fast);
 	metric_counter(out, "weft_write_results_pruned_total",
-		       "stored results deleted for age (--results-ttl)",
+		       "stored rejections deleted for age (--results-ttl)",
 		       ds.results_pruned);
 	metric_counter(out, "weft_write_commits_total",
 		       "Postgres transactions committed (groups)", ds.commits);
@@ -181,9 +181,11 @@ main(int argc, char **argv)
 		{ "page-bytes", CFG_SIZE, &page_bytes, "256k",
 		  "bootstrap page size (default and cap)", 4096, 16 << 20 },
 		{ "keep-results", CFG_INT, &keep, "256",
-		  "results kept per client for resends", 1, 100000 },
+		  "rejections kept per client for resends (an ack's resend "
+		  "is answered from the outbox)",
+		  1, 100000 },
 		{ "results-ttl", CFG_DURATION, &results_ttl, "7d",
-		  "stored results older than this are deleted (0: never)", 0,
+		  "stored rejections older than this are deleted (0: never)", 0,
 		  INT64_C(3650) * 86400000 },
 		{ "heartbeat", CFG_DURATION, &heartbeat, "15s",
 		  "ping interval announced to clients", 100, 3600000 },

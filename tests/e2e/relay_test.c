@@ -313,6 +313,48 @@ Test(relay, outbox_rows_are_pruned_on_the_side)
 	proc_stop(&r);
 }
 
+/* a client transaction's outbox rows are pruned in one statement, all or
+ * none: weft-write answers the resend of an acked mutation with them, and
+ * part of them would be a wrong answer.  1,000 transactions of 30 rows,
+ * past the retention; while they are pruned (5,000 rows at a time), no
+ * transaction is ever seen with some of its rows gone. */
+Test(relay, a_transactions_rows_are_pruned_together)
+{
+	PGconn *c = pg_connect();
+	struct proc r;
+	long split = 0, left = 1, polls = 0;
+	uint64_t t0;
+
+	exec_ok(c, "INSERT INTO weft_outbox (tbl, id, space, version, op, "
+		   "deleted, data, client_id, mid, user_id, created_at) "
+		   "SELECT 'items', 'w' || g, 's', 1, 1, false, '{}', 'whole', "
+		   "(g - 1) / 30 + 1, 'u', now() - interval '1 hour' "
+		   "FROM generate_series(1, 30000) g");
+	start_relay_with(&r, "--outbox-retention=1s");
+	t0 = clock_now_ms();
+	while (left > 0 && split == 0 && clock_now_ms() - t0 < 30000) {
+		PGresult *res = PQexec(
+			c, "SELECT count(*) FILTER (WHERE n <> 30), "
+			   "coalesce(sum(n), 0) FROM (SELECT count(*) n FROM "
+			   "weft_outbox WHERE client_id = 'whole' GROUP BY "
+			   "mid) x");
+
+		cr_assert(eq(i64, PQresultStatus(res), PGRES_TUPLES_OK), "%s",
+			  PQerrorMessage(c));
+		split = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+		left = strtol(PQgetvalue(res, 0, 1), NULL, 10);
+		PQclear(res);
+		polls++;
+	}
+	cr_log_info("%ld polls while pruning", polls);
+	cr_assert(eq(i64, split, 0),
+		  "%ld transactions seen with part of their rows pruned",
+		  split);
+	cr_assert(eq(i64, left, 0), "every row past the retention deleted");
+	PQfinish(c);
+	proc_stop(&r);
+}
+
 Test(relay, a_backlog_drains_whole_and_in_order)
 {
 	static long mids[6000];

@@ -907,17 +907,18 @@ stored_results(PGconn *pg, const char *cl)
 }
 
 /*
- * A client's stored results go when they are older than --results-ttl,
- * even if it never writes again (before, only its next writes pruned
- * them, so every client id ever seen kept its last results forever).  A
- * resend of such a mutation gets ENOTFOUND and has no second effect.
- * Its own stack: a TTL this short would prune other tests' results.
+ * A client's stored results (its rejections; an ack is kept by its outbox
+ * rows) go when they are older than --results-ttl, even if it never writes
+ * again (before, only its next writes pruned them, so every client id ever
+ * seen kept its last results forever).  A resend of such a mutation gets
+ * ENOTFOUND and has no second effect.  Its own stack: a TTL this short
+ * would prune other tests' results.
  */
 Test(write, stored_results_expire_after_the_ttl)
 {
 	const char *extra[] = { "--results-ttl=1s", NULL };
 	char url[256], sp[80], cl[80], body[65536];
-	struct proto_op create;
+	struct proto_op create, missing;
 	struct wclient c;
 	struct proto_msg r;
 	PGconn *pg;
@@ -931,18 +932,19 @@ Test(write, stored_results_expire_after_the_ttl)
 	snprintf(cl, sizeof(cl), "%s", N("ttl-client"));
 	session_at(&c, N("alice"), svc2.url);
 	make_space(&c, cl, sp);
-	create = (struct proto_op){ .kind = PROTO_OP_CREATE,
-				    .table = S("rows"),
-				    .id = S(N("kept")),
-				    .space = S(sp),
-				    .data = map0() };
+	missing = (struct proto_op){ .kind = PROTO_OP_SET,
+				     .table = S("rows"),
+				     .id = S(N("missing")),
+				     .field = S("f"),
+				     .value = str_value("x") };
 	sent_ns = clock_now_ns(); /* the newest result is younger */
-	r = txn(&c, cl, 2, &create, 1);
-	cr_assert(eq(i64, r.type, PROTO_ACK));
-	r = txn(&c, cl, 2, &create, 1);
-	cr_assert(eq(i64, r.type, PROTO_ACK), "stored: a resend is replayed");
-	cr_assert(r.u.ack.replay);
-	cr_assert(eq(i64, stored_results(pg, cl), 2));
+	r = txn(&c, cl, 2, &missing, 1);
+	cr_assert(eq(i64, r.type, PROTO_REJECT));
+	r = txn(&c, cl, 2, &missing, 1);
+	cr_assert(eq(i64, r.type, PROTO_REJECT),
+		  "stored: a resend is replayed");
+	cr_assert(r.u.reject.replay);
+	cr_assert(eq(i64, stored_results(pg, cl), 1), "the rejection only");
 
 	/* nothing more from this client: its results go within the TTL and
 	 * a pass (a quarter of it, at least 250 ms) */
@@ -951,12 +953,16 @@ Test(write, stored_results_expire_after_the_ttl)
 	cr_assert(eq(i64, stored_results(pg, cl), 0), "pruned by age");
 	cr_assert(ge(u64, (clock_now_ns() - sent_ns) / 1000000, 1000),
 		  "not before the TTL");
-	r = txn(&c, cl, 2, &create, 1);
+	r = txn(&c, cl, 2, &missing, 1);
 	cr_assert(eq(i64, r.type, PROTO_ERROR));
 	cr_assert(eq(i64, r.u.error.code, WEFT_ENOTFOUND),
 		  "a forgotten mutation, not applied again");
 	/* the client goes on from where it was */
-	create.id = S(N("after"));
+	create = (struct proto_op){ .kind = PROTO_OP_CREATE,
+				    .table = S("rows"),
+				    .id = S(N("after")),
+				    .space = S(sp),
+				    .data = map0() };
 	r = txn(&c, cl, 3, &create, 1);
 	cr_assert(eq(i64, r.type, PROTO_ACK));
 	wclient_close(&c);
@@ -966,6 +972,108 @@ Test(write, stored_results_expire_after_the_ttl)
 		       "counted");
 	cr_assert_not_null(strstr(body, "weft_write_results_pruned_total "),
 			   "%s", body);
+	PQfinish(pg);
+}
+
+/* the records of an ack, as "table/id@version:data|..." */
+static void
+ack_text(const struct proto_msg *r, char *out, size_t cap)
+{
+	struct proto_iter it;
+	struct proto_record rec;
+	size_t n = 0;
+
+	out[0] = '\0';
+	proto_iter_init(&it, &r->u.ack.records);
+	while (proto_next_record(&it, &rec) == 1 && n < cap)
+		n += (size_t)snprintf(
+			out + n, cap - n, "%.*s/%.*s@%llu:%s:%.*s|",
+			(int)rec.table.len, rec.table.p, (int)rec.id.len,
+			rec.id.p, (unsigned long long)rec.version,
+			rec.deleted ? "deleted" : "live", (int)rec.data.len,
+			rec.data.p);
+}
+
+/*
+ * An ack is not stored as a result: a resend of an acked mutation is
+ * answered from the outbox rows it wrote, with the same records in the
+ * same order, and has no second effect.  Once the relay has pruned those
+ * rows (--outbox-retention; deleted here by hand, as its pruner does), the
+ * resend gets ENOTFOUND and is still not applied again.
+ */
+Test(write, an_acks_resend_is_answered_from_its_outbox_rows)
+{
+	char sp[80], cl[80], a[80], b[80], first[2048], again[2048];
+	struct proto_op ops[3];
+	struct wclient c;
+	struct proto_msg r;
+	PGconn *pg = pg_connect(NULL);
+
+	snprintf(sp, sizeof(sp), "%s", N("resend"));
+	snprintf(cl, sizeof(cl), "%s", N("resend-client"));
+	snprintf(a, sizeof(a), "%s", N("ra"));
+	snprintf(b, sizeof(b), "%s", N("rb"));
+	session(&c, N("alice"));
+	make_space(&c, cl, sp);
+	/* three ops, two records, one of them deleted: two outbox rows */
+	ops[0] = (struct proto_op){ .kind = PROTO_OP_CREATE,
+				    .table = S("issues"),
+				    .id = S(b),
+				    .space = S(sp),
+				    .data = map0() };
+	ops[1] = (struct proto_op){ .kind = PROTO_OP_CREATE,
+				    .table = S("issues"),
+				    .id = S(a),
+				    .space = S(sp),
+				    .data = map0() };
+	ops[2] = (struct proto_op){ .kind = PROTO_OP_DELETE,
+				    .table = S("issues"),
+				    .id = S(b) };
+	r = txn(&c, cl, 2, ops, 3);
+	cr_assert(eq(i64, r.type, PROTO_ACK));
+	cr_assert_not(r.u.ack.replay);
+	ack_text(&r, first, sizeof(first));
+	cr_assert(eq(i64, stored_results(pg, cl), 0), "no stored result");
+	r = txn(&c, cl, 2, ops, 3);
+	cr_assert(eq(i64, r.type, PROTO_ACK));
+	cr_assert(r.u.ack.replay);
+	ack_text(&r, again, sizeof(again));
+	cr_assert_str_eq(again, first, "the same records, in the same order");
+	cr_assert_not_null(strstr(first, ":deleted:"), "%s", first);
+	/* one set: the set-based path, answered the same way */
+	ops[0] = (struct proto_op){ .kind = PROTO_OP_SET,
+				    .table = S("issues"),
+				    .id = S(a),
+				    .field = S("title"),
+				    .value = str_value("once") };
+	r = txn(&c, cl, 3, ops, 1);
+	cr_assert(eq(i64, r.type, PROTO_ACK));
+	ack_text(&r, first, sizeof(first));
+	r = txn(&c, cl, 3, ops, 1);
+	cr_assert(r.u.ack.replay);
+	ack_text(&r, again, sizeof(again));
+	cr_assert_str_eq(again, first);
+	/* pruned: forgotten, not applied again */
+	cr_assert(eq(i64,
+		     pg_long(pg,
+			     "WITH d AS (DELETE FROM weft_outbox WHERE "
+			     "client_id = $1 AND mid = 3 RETURNING 1) "
+			     "SELECT count(*) FROM d",
+			     cl),
+		     1));
+	r = txn(&c, cl, 3, ops, 1);
+	cr_assert(eq(i64, r.type, PROTO_ERROR));
+	cr_assert(eq(i64, r.u.error.code, WEFT_ENOTFOUND));
+	cr_assert(eq(i64,
+		     pg_long(pg,
+			     "SELECT version FROM weft_records WHERE "
+			     "tbl = 'issues' AND id = $1",
+			     a),
+		     2),
+		  "no second effect");
+	r = txn(&c, cl, 4, ops, 1);
+	cr_assert(eq(i64, r.type, PROTO_ACK), "and the client goes on");
+	wclient_close(&c);
 	PQfinish(pg);
 }
 
