@@ -1217,6 +1217,91 @@ drop_moved_out(weft_store *st, const struct proto_change *c, bool qempty,
 	return 0;
 }
 
+/*
+ * The server no longer has table/id for us: a record subscription was
+ * refused (EPERM: no such record, or out of sight) or its fetch reported
+ * the record missing.  It may have been deleted, and its tombstone with
+ * it (--tombstone-ttl), while no push could reach us.  Its copy leaves the
+ * store, as the tombstone would have taken it, unless queued transactions
+ * touch it (their answers carry the server's row; a record created here
+ * is not on the server yet).
+ */
+static int
+drop_absent(weft_store *st, const char *t, const char *id, bool qempty,
+	    struct notes *ns)
+{
+	const uint64_t *mids;
+	sqlite3_stmt *q;
+	int step;
+
+	if (!qempty && qindex_get(st_qindex(st), t, id, &mids) > 0)
+		return 0;
+	if (!(q = st_q(st, Q_VIEW_DROP)))
+		return WEFT_EIO;
+	sqlite3_bind_text(q, 1, t, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 2, id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(q, 3, INT64_MAX);
+	step = sqlite3_step(q);
+	sqlite3_reset(q);
+	if (step != SQLITE_DONE)
+		return st_sqlerr(st, "drop a record the server lacks");
+	if (sqlite3_changes(st->db) > 0)
+		notes_addv(ns, t, id, 0, true, WEFT_REMOTE);
+	return 0;
+}
+
+/* drop_absent() for each of keys (struct proto_keyref) */
+static int
+drop_missing(struct sync *sy, const struct proto_list *keys)
+{
+	weft_store *st = sy->st;
+	struct notes ns = { 0 };
+	struct proto_iter it;
+	struct proto_keyref k;
+	bool qempty;
+	int rc;
+
+	pthread_mutex_lock(&st->mu);
+	ns.off = st->cb.change == NULL;
+	rc = st_begin(st);
+	qempty = queue_empty(st);
+	proto_iter_init(&it, keys);
+	while (!rc && proto_next_keyref(&it, &k) == 1) {
+		char t[PROTO_MAX_NAME + 1], id[PROTO_MAX_NAME + 1];
+
+		str_copy(t, sizeof(t), k.table);
+		str_copy(id, sizeof(id), k.id);
+		rc = drop_absent(st, t, id, qempty, &ns);
+	}
+	return finish_locked(st, rc, &ns);
+}
+
+/* drop_absent() for a refused rec/<table>/<id> key */
+static int
+drop_refused_record(struct sync *sy, const struct proto_str *key)
+{
+	weft_store *st = sy->st;
+	struct notes ns = { 0 };
+	char k[KEY_MAX], *t, *id;
+	int rc;
+
+	if (key->len < 5 || key->len >= sizeof(k) ||
+	    memcmp(key->p, "rec/", 4) != 0)
+		return 0;
+	memcpy(k, key->p, key->len);
+	k[key->len] = '\0';
+	t = k + 4;
+	if (!(id = strchr(t, '/')))
+		return 0;
+	*id++ = '\0';
+	pthread_mutex_lock(&st->mu);
+	ns.off = st->cb.change == NULL;
+	rc = st_begin(st);
+	if (!rc)
+		rc = drop_absent(st, t, id, queue_empty(st), &ns);
+	return finish_locked(st, rc, &ns);
+}
+
 static void
 on_push(struct sync *sy, const struct proto_push *p)
 {
@@ -1345,6 +1430,8 @@ on_subscribed(struct sync *sy, const struct proto_subscribed *s)
 		}
 		if (r.code != 0)
 			sy->resub_at_ms = now_ms() + RESUB_MS;
+		if (r.code == WEFT_EPERM)
+			drop_refused_record(sy, &r.key);
 	}
 }
 
@@ -1410,6 +1497,8 @@ on_fetch_reply(struct sync *sy, const struct proto_records *r)
 
 	if (r->rid == sy->boot_rid && sy->boot_rid) { /* a rec/ sub */
 		sy->boot_rid = 0;
+		if (!rc)
+			rc = drop_missing(sy, &r->missing);
 		if (!rc)
 			mark_loaded(sy, sy->boot_key, NULL, 0);
 		return;

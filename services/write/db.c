@@ -61,6 +61,7 @@ static const char SQL_PRUNE[] =
 	"SELECT ctid FROM weft_client_results "
 	"WHERE created_at < now() - $1::bigint * interval '1 millisecond' "
 	"LIMIT $2::int))";
+static const char SQL_GC[] = "SELECT weft_gc_tombstones($1::bigint, $2::int)";
 static const char SQL_FETCH[] =
 	"SELECT coalesce(jsonb_agg(weft_row_json(r)), '[]')::text "
 	"FROM (SELECT DISTINCT * FROM jsonb_to_recordset($2::jsonb) "
@@ -120,7 +121,8 @@ struct db {
 	int queued;
 	int trying;		/* workers connecting, or not yet tried */
 	uint64_t next_prune_ns; /* when stored results are next pruned */
-	bool pruning;		/* a worker is at it */
+	uint64_t next_gc_ns;	/* when old tombstones are next deleted */
+	bool pruning;		/* a worker is at one of those */
 	struct worker *workers;
 	struct pin *pins[PIN_BUCKETS]; /* under mu */
 	unsigned next_wake;	       /* where the idle-worker scan starts */
@@ -324,6 +326,7 @@ connect_pg(struct worker *w)
 	    !prepare(pg, "fetch", SQL_FETCH) ||
 	    (w->db->cfg.results_ttl_ms > 0 &&
 	     !prepare(pg, "prune", SQL_PRUNE)) ||
+	    (w->db->cfg.tombstone_ttl_ms > 0 && !prepare(pg, "gc", SQL_GC)) ||
 	    !prepare(pg, "role", SQL_ROLE) || !prepare(pg, "page", SQL_PAGE)) {
 		PQfinish(pg);
 		return false;
@@ -1033,43 +1036,68 @@ take_some(struct worker *w, int *n)
 	return first;
 }
 
-/* how often stored results are pruned: a quarter of the TTL, within
- * [250 ms, 1 min] */
+/* how often something with this TTL is deleted: a quarter of the TTL,
+ * within [250 ms, most] */
 static uint64_t
-prune_every_ns(const struct db *db)
+every_ns(int64_t ttl_ms, int64_t most_ms)
 {
-	int64_t ms = db->cfg.results_ttl_ms / 4;
+	int64_t ms = ttl_ms / 4;
 
-	ms = ms < 250 ? 250 : ms > 60000 ? 60000 : ms;
+	ms = ms < 250 ? 250 : ms > most_ms ? most_ms : ms;
 	return (uint64_t)ms * 1000000u;
 }
 
-/* mu held: whether stored results are due for pruning and no worker is
- * at it */
+/* stored results: at most every minute.  Tombstones: at most every hour,
+ * as a pass reads every tombstone not yet old enough */
+static uint64_t
+prune_every_ns(const struct db *db)
+{
+	return every_ns(db->cfg.results_ttl_ms, 60000);
+}
+
+static uint64_t
+gc_every_ns(const struct db *db)
+{
+	return every_ns(db->cfg.tombstone_ttl_ms, 3600000);
+}
+
+/* mu held: the soonest deletion pass, or UINT64_MAX if none is on */
+static uint64_t
+next_pass_ns(const struct db *db)
+{
+	uint64_t t = UINT64_MAX;
+
+	if (db->cfg.results_ttl_ms > 0)
+		t = db->next_prune_ns;
+	if (db->cfg.tombstone_ttl_ms > 0 && db->next_gc_ns < t)
+		t = db->next_gc_ns;
+	return t;
+}
+
+/* mu held: whether stored results or tombstones are due for deleting and
+ * no worker is at it */
 static bool
 prune_ready(const struct db *db)
 {
-	return db->cfg.results_ttl_ms > 0 && !db->pruning && !db->stopping &&
-	       clock_now_ns() >= db->next_prune_ns;
+	return !db->pruning && !db->stopping &&
+	       clock_now_ns() >= next_pass_ns(db);
 }
 
-/* delete stored results older than the TTL, a batch at a time */
-static void
-run_prune(struct worker *w)
+/* run the prepared statement `stmt` (params: a TTL in ms, a batch size)
+ * until it deletes less than a batch or PRUNE_BATCHES times; returns the
+ * rows deleted.  A statement that returns rows gives the count in its
+ * first column, one that does not in its command tag. */
+static uint64_t
+prune_batches(struct worker *w, const char *stmt, int64_t ttl_ms, bool *lost)
 {
 	struct db *db = w->db;
 	char ttl[24], batch[16];
 	const char *params[2] = { ttl, batch };
 	uint64_t total = 0;
-	bool lost = false;
 
-	snprintf(ttl, sizeof(ttl), "%lld", (long long)db->cfg.results_ttl_ms);
+	snprintf(ttl, sizeof(ttl), "%lld", (long long)ttl_ms);
 	snprintf(batch, sizeof(batch), "%d", PRUNE_BATCH);
-	/* never a long wait: behind a group's own trimming of the same
-	 * rows, the prune is the one that gives way */
-	PQclear(PQexec(w->pg, "SET lock_timeout = '200ms'; "
-			      "SET statement_timeout = '5s'"));
-	for (int i = 0; i < PRUNE_BATCHES && !lost; i++) {
+	for (int i = 0; i < PRUNE_BATCHES && !*lost; i++) {
 		PGresult *r;
 		long n = 0;
 		bool stop;
@@ -1079,31 +1107,68 @@ run_prune(struct worker *w)
 		pthread_mutex_unlock(&db->mu);
 		if (stop)
 			break;
-		r = PQexecPrepared(w->pg, "prune", 2, params, NULL, NULL, 0);
+		r = PQexecPrepared(w->pg, stmt, 2, params, NULL, NULL, 0);
 		if (PQresultStatus(r) == PGRES_COMMAND_OK)
 			n = strtol(PQcmdTuples(r), NULL, 10);
+		else if (PQresultStatus(r) == PGRES_TUPLES_OK &&
+			 PQntuples(r) == 1)
+			n = strtol(PQgetvalue(r, 0, 0), NULL, 10);
 		else
 			log_event(LOG_WARN, "prune_failed",
-				  "worker=%d err=\"%s\"", w->index,
-				  PQerrorMessage(w->pg));
-		lost = PQstatus(w->pg) != CONNECTION_OK;
+				  "worker=%d what=%s err=\"%s\"", w->index,
+				  stmt, PQerrorMessage(w->pg));
+		*lost = PQstatus(w->pg) != CONNECTION_OK;
 		PQclear(r);
 		total += (uint64_t)n;
 		if (n < PRUNE_BATCH)
 			break;
 	}
+	return total;
+}
+
+/* delete what is due: stored results older than --results-ttl, tombstones
+ * older than --tombstone-ttl; a batch at a time */
+static void
+run_prune(struct worker *w)
+{
+	struct db *db = w->db;
+	uint64_t results = 0, tombstones = 0, now = clock_now_ns();
+	bool lost = false, do_results, do_gc;
+
+	pthread_mutex_lock(&db->mu);
+	do_results = db->cfg.results_ttl_ms > 0 && now >= db->next_prune_ns;
+	do_gc = db->cfg.tombstone_ttl_ms > 0 && now >= db->next_gc_ns;
+	pthread_mutex_unlock(&db->mu);
+	/* never a long wait: behind a group's own trimming of the same
+	 * rows, or its write of a tombstone, the pass is what gives way */
+	PQclear(PQexec(w->pg, "SET lock_timeout = '200ms'; "
+			      "SET statement_timeout = '5s'"));
+	if (do_results)
+		results = prune_batches(w, "prune", db->cfg.results_ttl_ms,
+					&lost);
+	if (do_gc && !lost)
+		tombstones =
+			prune_batches(w, "gc", db->cfg.tombstone_ttl_ms, &lost);
 	if (!lost) {
 		PQclear(PQexec(w->pg, "RESET lock_timeout; "
 				      "RESET statement_timeout"));
 		lost = PQstatus(w->pg) != CONNECTION_OK;
 	}
-	if (total)
+	if (results)
 		log_event(LOG_INFO, "results_pruned", "rows=%llu",
-			  (unsigned long long)total);
+			  (unsigned long long)results);
+	if (tombstones)
+		log_event(LOG_INFO, "tombstones_deleted", "rows=%llu",
+			  (unsigned long long)tombstones);
 	pthread_mutex_lock(&db->mu);
 	db->pruning = false;
-	db->next_prune_ns = clock_now_ns() + prune_every_ns(db);
-	db->stats.results_pruned += total;
+	now = clock_now_ns();
+	if (do_results)
+		db->next_prune_ns = now + prune_every_ns(db);
+	if (do_gc)
+		db->next_gc_ns = now + gc_every_ns(db);
+	db->stats.results_pruned += results;
+	db->stats.tombstones_deleted += tombstones;
 	pthread_mutex_unlock(&db->mu);
 	if (lost)
 		disconnect(w);
@@ -1124,9 +1189,9 @@ take(struct worker *w, int *n)
 		if (prune_ready(db))
 			return NULL;
 		w->idle = true;
-		if (db->cfg.results_ttl_ms > 0 && !db->pruning &&
-		    db->next_prune_ns > now) { /* wake to prune then */
-			clock_deadline(&until, db->next_prune_ns - now);
+		if (!db->pruning && next_pass_ns(db) != UINT64_MAX &&
+		    next_pass_ns(db) > now) { /* wake to prune then */
+			clock_deadline(&until, next_pass_ns(db) - now);
 			pthread_cond_timedwait(&w->cv, &db->mu, &until);
 		} else { /* the pruner schedules the next pass */
 			pthread_cond_wait(&w->cv, &db->mu);
@@ -1282,6 +1347,7 @@ db_new(struct db **out, const struct db_config *cfg)
 	}
 	db->trying = db->cfg.workers;
 	db->next_prune_ns = clock_now_ns() + prune_every_ns(db);
+	db->next_gc_ns = clock_now_ns() + gc_every_ns(db);
 	for (int i = 0; i < db->cfg.workers; i++) {
 		db->workers[i].db = db;
 		db->workers[i].index = i;

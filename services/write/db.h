@@ -104,6 +104,7 @@ struct db_config {
 	int max_reply;	  /* bytes of rows one reply may carry: a txn touching
 			   * more is rejected ELIMIT, a larger fetch refused */
 	int64_t results_ttl_ms; /* stored results older are deleted; 0: never */
+	int64_t tombstone_ttl_ms; /* tombstones older are deleted; 0: never */
 };
 
 struct db_stats {
@@ -114,8 +115,9 @@ struct db_stats {
 	uint64_t unavailable;	 /* jobs answered WEFT_EUNAVAILABLE */
 	uint64_t reads;		 /* fetches and bootstrap pages */
 	uint64_t results_pruned; /* stored results deleted by age */
-	uint64_t group_hist[8];	 /* group sizes: 1, 2-3, 4-7, ... 128+ */
-	uint64_t group_txns;	 /* client transactions in those groups */
+	uint64_t tombstones_deleted; /* tombstones deleted by age */
+	uint64_t group_hist[8];	     /* group sizes: 1, 2-3, 4-7, ... 128+ */
+	uint64_t group_txns;	     /* client transactions in those groups */
 	/* a committed group's time in Postgres (its round trips, retries
 	 * and commit): bucket k < 15 up to (2 << k) * 100 us, 15 beyond */
 	uint64_t pg_hist[16];

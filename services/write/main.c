@@ -91,6 +91,9 @@ metrics(void *arg, struct buf *out)
 	metric_counter(out, "weft_write_results_pruned_total",
 		       "stored rejections deleted for age (--results-ttl)",
 		       ds.results_pruned);
+	metric_counter(out, "weft_write_tombstones_deleted_total",
+		       "tombstones deleted for age (--tombstone-ttl)",
+		       ds.tombstones_deleted);
 	metric_counter(out, "weft_write_commits_total",
 		       "Postgres transactions committed (groups)", ds.commits);
 	metric_counter(out, "weft_write_group_retries_total",
@@ -146,6 +149,7 @@ main(int argc, char **argv)
 	bool migrate_only;
 	int64_t workers, batch, queue, max_frame, max_ops, max_record, max_out;
 	int64_t page_bytes, heartbeat, idle, retry, keep, results_ttl;
+	int64_t tombstone_ttl;
 	const struct cfg_opt opts[] = {
 		{ "listen", CFG_STR, &listen_url, "tcp://127.0.0.1:7400",
 		  "URL clients connect to: tcp://, tls+tcp:// or wss:// (with "
@@ -187,6 +191,10 @@ main(int argc, char **argv)
 		{ "results-ttl", CFG_DURATION, &results_ttl, "7d",
 		  "stored rejections older than this are deleted (0: never)", 0,
 		  INT64_C(3650) * 86400000 },
+		{ "tombstone-ttl", CFG_DURATION, &tombstone_ttl, "7d",
+		  "tombstones (deleted records) older than this are deleted "
+		  "(0: never)",
+		  0, INT64_C(3650) * 86400000 },
 		{ "heartbeat", CFG_DURATION, &heartbeat, "15s",
 		  "ping interval announced to clients", 100, 3600000 },
 		{ "idle-timeout", CFG_DURATION, &idle, "2m",
@@ -265,9 +273,9 @@ main(int argc, char **argv)
 		return 1;
 	}
 	dcfg = (struct db_config){
-		pg_url,	    (int)workers,	(int)batch,
-		(int)queue, (int)max_record,	(int)keep,
-		1000,	    (int)(max_out / 2), results_ttl
+		pg_url,		 (int)workers, (int)batch, (int)queue,
+		(int)max_record, (int)keep,    1000,	   (int)(max_out / 2),
+		results_ttl,	 tombstone_ttl
 	};
 	db_new(&db, &dcfg);
 	scfg = (struct server_config){

@@ -397,6 +397,40 @@ Test(client, a_record_moved_out_of_sight_leaves_the_store)
 	client_close(&b);
 }
 
+/* a record subscription to a record the server no longer has (its
+ * tombstone deleted after --tombstone-ttl, so no push will come) is
+ * refused, and the local copy leaves the store, as the tombstone would
+ * have taken it */
+Test(client, a_record_the_server_no_longer_has_leaves_the_store)
+{
+	struct client a = { 0 };
+	char n[16], *got;
+
+	client_open(&a, "gone", "alice", NULL, NULL);
+	team(&a, "gonesp");
+	cr_assert(eq(int, weft_subscribe_space(a.st, "gonesp"), 0));
+	COMMIT(&a, weft_create(tx_, "issues", "gone-1", "gonesp",
+			       "{\"title\":\"here\"}"));
+	COMMIT(&a, weft_create(tx_, "issues", "gone-2", "gonesp",
+			       "{\"title\":\"stays\"}"));
+	synced(&a);
+	got = local(&a, "gone-1");
+	cr_assert_not_null(got);
+	weft_free(got);
+	/* gone from the server without a push, as the deletion of an old
+	 * tombstone leaves a client that missed the tombstone itself */
+	pg_val("WITH d AS (DELETE FROM weft_records WHERE tbl = 'issues' "
+	       "AND id = 'gone-1' RETURNING 1) SELECT count(*) FROM d",
+	       n, sizeof(n));
+	cr_assert_str_eq(n, "1");
+	cr_assert(eq(int, weft_subscribe_record(a.st, "issues", "gone-1"), 0));
+	cr_assert(wait_local(&a, "gone-1", NULL), "dropped from the store");
+	got = local(&a, "gone-2");
+	cr_assert_not_null(got, "the other record stays");
+	weft_free(got);
+	client_close(&a);
+}
+
 Test(client, a_rejected_transaction_rolls_back_and_later_ones_land)
 {
 	struct client a = { 0 };

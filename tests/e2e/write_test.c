@@ -975,6 +975,106 @@ Test(write, stored_results_expire_after_the_ttl)
 	PQfinish(pg);
 }
 
+/*
+ * Tombstones older than --tombstone-ttl are deleted, and the record's
+ * table keeps the highest version they had: the same id created again
+ * continues above it, so a client still holding the tombstone takes the
+ * new record.  A fetch then reports the record missing, and a bootstrap
+ * no longer lists it.  Its own stack, for the short TTL.
+ */
+Test(write, old_tombstones_are_deleted_and_versions_go_on)
+{
+	const char *extra[] = { "--tombstone-ttl=1s", NULL };
+	char url[256], sp[80], cl[80], gone[80], kept[80], body[65536];
+	struct proto_op op;
+	struct proto_keyref key;
+	struct proto_msg m = { .type = PROTO_FETCH }, r;
+	struct wclient c;
+	struct proto_iter it;
+	struct proto_record rec;
+	PGconn *pg;
+	uint64_t mid = 1;
+	long left = -1;
+
+	proc_stack_up(own_stack, url);
+	proc_start_write_pg(&svc2, url, extra);
+	pg = pg_connect(url);
+	snprintf(sp, sizeof(sp), "%s", N("gc"));
+	snprintf(cl, sizeof(cl), "%s", N("gc-client"));
+	snprintf(gone, sizeof(gone), "%s", N("gone"));
+	snprintf(kept, sizeof(kept), "%s", N("kept"));
+	session_at(&c, N("alice"), svc2.url);
+	make_space(&c, cl, sp);
+	op = (struct proto_op){ .kind = PROTO_OP_CREATE,
+				.table = S("issues"),
+				.id = S(kept),
+				.space = S(sp),
+				.data = map0() };
+	cr_assert(eq(i64, txn(&c, cl, ++mid, &op, 1).type, PROTO_ACK));
+	op.id = S(gone);
+	cr_assert(eq(i64, txn(&c, cl, ++mid, &op, 1).type, PROTO_ACK));
+	op = (struct proto_op){ .kind = PROTO_OP_SET,
+				.table = S("issues"),
+				.id = S(gone),
+				.field = S("title"),
+				.value = str_value("v2") };
+	cr_assert(eq(i64, txn(&c, cl, ++mid, &op, 1).type, PROTO_ACK));
+	op = (struct proto_op){ .kind = PROTO_OP_DELETE,
+				.table = S("issues"),
+				.id = S(gone) };
+	r = txn(&c, cl, ++mid, &op, 1);
+	cr_assert(eq(i64, r.type, PROTO_ACK));
+	proto_iter_init(&it, &r.u.ack.records);
+	cr_assert(eq(i64, proto_next_record(&it, &rec), 1));
+	cr_assert(rec.deleted);
+	cr_assert(eq(u64, rec.version, 3), "the tombstone is version 3");
+
+	/* within the TTL and a pass (a quarter of it, at least 250 ms) */
+	for (int i = 0; i < 100 && left != 0; i++) {
+		left = pg_long(pg,
+			       "SELECT count(*) FROM weft_records WHERE "
+			       "space = $1 AND deleted",
+			       sp);
+		if (left)
+			usleep(100 * 1000);
+	}
+	cr_assert(eq(i64, left, 0), "the tombstone was deleted");
+	cr_assert(eq(i64,
+		     pg_long(pg,
+			     "SELECT count(*) FROM weft_records WHERE "
+			     "space = $1 AND NOT deleted AND tbl = 'issues'",
+			     sp),
+		     1),
+		  "the live record stays");
+	/* a fetch reports it missing */
+	key = (struct proto_keyref){ S("issues"), S(gone) };
+	m.u.fetch = (struct proto_fetch){ 7, PROTO_LIST(1, &key) };
+	cr_assert(eq(i64, wclient_send(&c, &m), 0));
+	cr_assert(eq(i64, wclient_recv(&c, &r, WAIT_MS), 0));
+	cr_assert(eq(i64, r.type, PROTO_RECORDS));
+	cr_assert(eq(u64, r.u.records.records.n, 0));
+	cr_assert(eq(u64, r.u.records.missing.n, 1));
+	/* created again: above the deleted tombstone's version */
+	op = (struct proto_op){ .kind = PROTO_OP_CREATE,
+				.table = S("issues"),
+				.id = S(gone),
+				.space = S(sp),
+				.data = map0() };
+	r = txn(&c, cl, ++mid, &op, 1);
+	cr_assert(eq(i64, r.type, PROTO_ACK));
+	proto_iter_init(&it, &r.u.ack.records);
+	cr_assert(eq(i64, proto_next_record(&it, &rec), 1));
+	cr_assert(eq(u64, rec.version, 4), "above the tombstone's 3");
+	wclient_close(&c);
+	cr_assert(eq(i64, proc_http_get(&svc2, "/metrics", body, sizeof(body)),
+		     200));
+	cr_assert_null(strstr(body, "weft_write_tombstones_deleted_total 0\n"),
+		       "counted");
+	cr_assert_not_null(strstr(body, "weft_write_tombstones_deleted_total "),
+			   "%s", body);
+	PQfinish(pg);
+}
+
 /* the records of an ack, as "table/id@version:data|..." */
 static void
 ack_text(const struct proto_msg *r, char *out, size_t cap)
