@@ -144,6 +144,11 @@ struct sync {
 	size_t nsubscribed;
 	char boot_key[KEY_MAX]; /* the subscription being loaded */
 	uint64_t boot_rid, boot_records, boot_bytes, boot_total;
+	uint64_t boot_v0; /* rec/ load: the local version when fetched */
+	/* a record subscription refused EPERM: the fetch that checks, on
+	 * the write link, whether the record is gone (one at a time) */
+	uint64_t verify_rid, verify_v0;
+	char verify_key[KEY_MAX];
 	uint64_t next_rid;
 	uint64_t resub_at_ms; /* refused keys are asked for again then */
 	bool trace; /* WEFT_CLIENT_TRACE set: a line per event on stderr */
@@ -355,6 +360,7 @@ link_drop(struct link *l, const char *why)
 			l->url_idx = (l->url_idx + 1) % sy->nfanout;
 	} else {
 		sy->boot_rid = 0;
+		sy->verify_rid = 0;
 		for (struct fetchreq *f = sy->fetches; f; f = f->next)
 			f->sent = false;
 	}
@@ -910,6 +916,9 @@ key_granted(const struct sync *sy, const char *key)
 	return i >= 0 && sy->granted[i];
 }
 
+static uint64_t droppable_version(weft_store *st, const char *t,
+				  const char *id);
+
 /* the next bootstrap page (or record fetch) of a subscription not loaded */
 static void
 continue_bootstrap(struct sync *sy)
@@ -990,6 +999,9 @@ continue_bootstrap(struct sync *sy)
 			return;
 		}
 		*id++ = '\0';
+		pthread_mutex_lock(&st->mu);
+		sy->boot_v0 = droppable_version(st, t, id);
+		pthread_mutex_unlock(&st->mu);
 		ref = (struct proto_keyref){ proto_str_c(t), proto_str_c(id) };
 		m.u.fetch = (struct proto_fetch){ sy->boot_rid,
 						  PROTO_LIST(1, &ref) };
@@ -1217,89 +1229,117 @@ drop_moved_out(weft_store *st, const struct proto_change *c, bool qempty,
 	return 0;
 }
 
-/*
- * The server no longer has table/id for us: a record subscription was
- * refused (EPERM: no such record, or out of sight) or its fetch reported
- * the record missing.  It may have been deleted, and its tombstone with
- * it (--tombstone-ttl), while no push could reach us.  Its copy leaves the
- * store, as the tombstone would have taken it, unless queued transactions
- * touch it (their answers carry the server's row; a record created here
- * is not on the server yet).
- */
-static int
-drop_absent(weft_store *st, const char *t, const char *id, bool qempty,
-	    struct notes *ns)
+/* st->mu held: the version of table/id's local row, 0 when there is none
+ * or queued transactions touch it (then it is not ours to drop) */
+static uint64_t
+droppable_version(weft_store *st, const char *t, const char *id)
 {
 	const uint64_t *mids;
 	sqlite3_stmt *q;
-	int step;
+	uint64_t v = 0;
 
-	if (!qempty && qindex_get(st_qindex(st), t, id, &mids) > 0)
+	if (!queue_empty(st) && qindex_get(st_qindex(st), t, id, &mids) > 0)
 		return 0;
-	if (!(q = st_q(st, Q_VIEW_DROP)))
-		return WEFT_EIO;
+	if (!(q = st_q(st, Q_VIEW_GET)))
+		return 0;
 	sqlite3_bind_text(q, 1, t, -1, SQLITE_STATIC);
 	sqlite3_bind_text(q, 2, id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(q, 3, INT64_MAX);
-	step = sqlite3_step(q);
+	if (sqlite3_step(q) == SQLITE_ROW && sqlite3_column_int(q, 4) == 0)
+		v = (uint64_t)sqlite3_column_int64(q, 1);
 	sqlite3_reset(q);
-	if (step != SQLITE_DONE)
-		return st_sqlerr(st, "drop a record the server lacks");
-	if (sqlite3_changes(st->db) > 0)
-		notes_addv(ns, t, id, 0, true, WEFT_REMOTE);
-	return 0;
+	return v;
 }
 
-/* drop_absent() for each of keys (struct proto_keyref) */
+/* "rec/<t>/<id>" into t and id; false if key is not one */
+static bool
+split_rec_key(const char *key, char *t, size_t tcap, char *id, size_t idcap)
+{
+	const char *slash;
+
+	if (strncmp(key, "rec/", 4) != 0 || !(slash = strchr(key + 4, '/')) ||
+	    (size_t)(slash - key - 4) >= tcap || strlen(slash + 1) >= idcap)
+		return false;
+	memcpy(t, key + 4, (size_t)(slash - key - 4));
+	t[slash - key - 4] = '\0';
+	snprintf(id, idcap, "%s", slash + 1);
+	return true;
+}
+
+/*
+ * The server no longer has rec/<t>/<id> for us: a fetch sent when the
+ * local row was at version v0 reported it missing.  It was deleted, and
+ * its tombstone too (--tombstone-ttl), while no push could reach us, or
+ * it is out of sight.  The local copy leaves the store, as the tombstone
+ * would have taken it, unless it changed since the fetch was sent (an
+ * answer or push brought a newer row) or queued transactions touch it.
+ */
 static int
-drop_missing(struct sync *sy, const struct proto_list *keys)
+drop_missing(struct sync *sy, const char *key, uint64_t v0)
 {
 	weft_store *st = sy->st;
 	struct notes ns = { 0 };
-	struct proto_iter it;
-	struct proto_keyref k;
-	bool qempty;
-	int rc;
+	char t[PROTO_MAX_NAME + 1], id[PROTO_MAX_NAME + 1];
+	sqlite3_stmt *q;
+	int rc, step;
 
+	if (!v0 || !split_rec_key(key, t, sizeof(t), id, sizeof(id)))
+		return 0;
 	pthread_mutex_lock(&st->mu);
 	ns.off = st->cb.change == NULL;
 	rc = st_begin(st);
-	qempty = queue_empty(st);
-	proto_iter_init(&it, keys);
-	while (!rc && proto_next_keyref(&it, &k) == 1) {
-		char t[PROTO_MAX_NAME + 1], id[PROTO_MAX_NAME + 1];
-
-		str_copy(t, sizeof(t), k.table);
-		str_copy(id, sizeof(id), k.id);
-		rc = drop_absent(st, t, id, qempty, &ns);
+	if (!rc && droppable_version(st, t, id) == v0) {
+		if (!(q = st_q(st, Q_VIEW_DROP))) {
+			rc = WEFT_EIO;
+		} else {
+			sqlite3_bind_text(q, 1, t, -1, SQLITE_STATIC);
+			sqlite3_bind_text(q, 2, id, -1, SQLITE_STATIC);
+			sqlite3_bind_int64(q, 3, (sqlite3_int64)(v0 + 1));
+			step = sqlite3_step(q);
+			sqlite3_reset(q);
+			if (step != SQLITE_DONE)
+				rc = st_sqlerr(st, "drop a record the server "
+						   "lacks");
+			else if (sqlite3_changes(st->db) > 0)
+				notes_addv(&ns, t, id, v0, true, WEFT_REMOTE);
+		}
 	}
 	return finish_locked(st, rc, &ns);
 }
 
-/* drop_absent() for a refused rec/<table>/<id> key */
-static int
-drop_refused_record(struct sync *sy, const struct proto_str *key)
+/*
+ * A record subscription was refused with EPERM: no such record, or out of
+ * sight.  The refusal may be older than what the store has (the fanout
+ * checked before our own create committed), so it is checked again with a
+ * fetch on the write link, sent now: that fetch sees every commit whose
+ * answer arrived before it.  Nothing to check for a record the store does
+ * not hold or that queued transactions touch.
+ */
+static void
+verify_refused(struct sync *sy, const struct proto_str *key)
 {
-	weft_store *st = sy->st;
-	struct notes ns = { 0 };
-	char k[KEY_MAX], *t, *id;
-	int rc;
+	struct link *l = &sy->link[L_WRITE];
+	char k[KEY_MAX], t[PROTO_MAX_NAME + 1], id[PROTO_MAX_NAME + 1];
+	struct proto_msg m = { .type = PROTO_FETCH };
+	struct proto_keyref ref;
+	uint64_t v0;
 
-	if (key->len < 5 || key->len >= sizeof(k) ||
-	    memcmp(key->p, "rec/", 4) != 0)
-		return 0;
+	if (sy->verify_rid || !l->welcomed || key->len >= sizeof(k))
+		return; /* the next refusal (every RESUB_MS) tries again */
 	memcpy(k, key->p, key->len);
 	k[key->len] = '\0';
-	t = k + 4;
-	if (!(id = strchr(t, '/')))
-		return 0;
-	*id++ = '\0';
-	pthread_mutex_lock(&st->mu);
-	ns.off = st->cb.change == NULL;
-	rc = st_begin(st);
-	if (!rc)
-		rc = drop_absent(st, t, id, queue_empty(st), &ns);
-	return finish_locked(st, rc, &ns);
+	if (!split_rec_key(k, t, sizeof(t), id, sizeof(id)))
+		return;
+	pthread_mutex_lock(&sy->st->mu);
+	v0 = droppable_version(sy->st, t, id);
+	pthread_mutex_unlock(&sy->st->mu);
+	if (!v0)
+		return;
+	sy->verify_rid = FETCH_RID_BASE + (2ull << 40) + ++sy->next_rid;
+	sy->verify_v0 = v0;
+	memcpy(sy->verify_key, k, key->len + 1);
+	ref = (struct proto_keyref){ proto_str_c(t), proto_str_c(id) };
+	m.u.fetch = (struct proto_fetch){ sy->verify_rid, PROTO_LIST(1, &ref) };
+	link_send(l, &m);
 }
 
 static void
@@ -1431,7 +1471,7 @@ on_subscribed(struct sync *sy, const struct proto_subscribed *s)
 		if (r.code != 0)
 			sy->resub_at_ms = now_ms() + RESUB_MS;
 		if (r.code == WEFT_EPERM)
-			drop_refused_record(sy, &r.key);
+			verify_refused(sy, &r.key);
 	}
 }
 
@@ -1481,6 +1521,8 @@ on_error_msg(struct sync *sy, struct link *l, const struct proto_error *e)
 			return;
 		}
 	}
+	if (l->id == L_WRITE && e->rid && e->rid == sy->verify_rid)
+		sy->verify_rid = 0;
 	if (l->id == L_WRITE && e->rid == sy->boot_rid && sy->boot_rid) {
 		sy->boot_rid = 0; /* retried on the next round */
 		if (e->code == WEFT_EPERM || e->code == WEFT_ENOTFOUND)
@@ -1495,10 +1537,16 @@ on_fetch_reply(struct sync *sy, const struct proto_records *r)
 {
 	int rc = apply_rows(sy, &r->records, NULL);
 
+	if (r->rid == sy->verify_rid && sy->verify_rid) {
+		sy->verify_rid = 0;
+		if (!rc && r->missing.n)
+			drop_missing(sy, sy->verify_key, sy->verify_v0);
+		return;
+	}
 	if (r->rid == sy->boot_rid && sy->boot_rid) { /* a rec/ sub */
 		sy->boot_rid = 0;
-		if (!rc)
-			rc = drop_missing(sy, &r->missing);
+		if (!rc && r->missing.n)
+			rc = drop_missing(sy, sy->boot_key, sy->boot_v0);
 		if (!rc)
 			mark_loaded(sy, sy->boot_key, NULL, 0);
 		return;
@@ -1580,6 +1628,8 @@ on_msg(struct sync *sy, struct link *l, const struct proto_msg *m)
 			if (m->u.backoff.rid - 1 < sy->sent_mid)
 				sy->sent_mid = m->u.backoff.rid - 1;
 			sy->hold_until_ms = now_ms() + m->u.backoff.retry_ms;
+		} else if (m->u.backoff.rid == sy->verify_rid) {
+			sy->verify_rid = 0;
 		} else if (m->u.backoff.rid == sy->boot_rid) {
 			sy->boot_rid = 0;
 		} else {

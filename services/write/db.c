@@ -61,7 +61,9 @@ static const char SQL_PRUNE[] =
 	"SELECT ctid FROM weft_client_results "
 	"WHERE created_at < now() - $1::bigint * interval '1 millisecond' "
 	"LIMIT $2::int))";
-static const char SQL_GC[] = "SELECT weft_gc_tombstones($1::bigint, $2::int)";
+static const char SQL_GC[] =
+	"SELECT o_deleted, o_scanned, o_tbl, o_id FROM "
+	"weft_gc_tombstones_from($1::bigint, $2::int, $3, $4)";
 static const char SQL_FETCH[] =
 	"SELECT coalesce(jsonb_agg(weft_row_json(r)), '[]')::text "
 	"FROM (SELECT DISTINCT * FROM jsonb_to_recordset($2::jsonb) "
@@ -122,7 +124,10 @@ struct db {
 	int trying;		/* workers connecting, or not yet tried */
 	uint64_t next_prune_ns; /* when stored results are next pruned */
 	uint64_t next_gc_ns;	/* when old tombstones are next deleted */
-	bool pruning;		/* a worker is at one of those */
+	/* where the tombstone pass stopped, if it stopped before the end
+	 * (only the worker that holds `pruning` uses these) */
+	char *gc_tbl, *gc_id;
+	bool pruning; /* a worker is at one of those */
 	struct worker *workers;
 	struct pin *pins[PIN_BUCKETS]; /* under mu */
 	unsigned next_wake;	       /* where the idle-worker scan starts */
@@ -1083,19 +1088,18 @@ prune_ready(const struct db *db)
 	       clock_now_ns() >= next_pass_ns(db);
 }
 
-/* run the prepared statement `stmt` (params: a TTL in ms, a batch size)
- * until it deletes less than a batch or PRUNE_BATCHES times; returns the
- * rows deleted.  A statement that returns rows gives the count in its
- * first column, one that does not in its command tag. */
+/* delete stored results past --results-ttl until a statement deletes
+ * less than a batch, PRUNE_BATCHES times at most; returns the rows
+ * deleted */
 static uint64_t
-prune_batches(struct worker *w, const char *stmt, int64_t ttl_ms, bool *lost)
+prune_results(struct worker *w, bool *lost)
 {
 	struct db *db = w->db;
 	char ttl[24], batch[16];
 	const char *params[2] = { ttl, batch };
 	uint64_t total = 0;
 
-	snprintf(ttl, sizeof(ttl), "%lld", (long long)ttl_ms);
+	snprintf(ttl, sizeof(ttl), "%lld", (long long)db->cfg.results_ttl_ms);
 	snprintf(batch, sizeof(batch), "%d", PRUNE_BATCH);
 	for (int i = 0; i < PRUNE_BATCHES && !*lost; i++) {
 		PGresult *r;
@@ -1107,21 +1111,82 @@ prune_batches(struct worker *w, const char *stmt, int64_t ttl_ms, bool *lost)
 		pthread_mutex_unlock(&db->mu);
 		if (stop)
 			break;
-		r = PQexecPrepared(w->pg, stmt, 2, params, NULL, NULL, 0);
+		r = PQexecPrepared(w->pg, "prune", 2, params, NULL, NULL, 0);
 		if (PQresultStatus(r) == PGRES_COMMAND_OK)
 			n = strtol(PQcmdTuples(r), NULL, 10);
-		else if (PQresultStatus(r) == PGRES_TUPLES_OK &&
-			 PQntuples(r) == 1)
-			n = strtol(PQgetvalue(r, 0, 0), NULL, 10);
 		else
 			log_event(LOG_WARN, "prune_failed",
-				  "worker=%d what=%s err=\"%s\"", w->index,
-				  stmt, PQerrorMessage(w->pg));
+				  "worker=%d err=\"%s\"", w->index,
+				  PQerrorMessage(w->pg));
 		*lost = PQstatus(w->pg) != CONNECTION_OK;
 		PQclear(r);
 		total += (uint64_t)n;
 		if (n < PRUNE_BATCH)
 			break;
+	}
+	return total;
+}
+
+/*
+ * Walk the tombstones from where the last pass stopped, PRUNE_BATCH at a
+ * time in key order, deleting those past --tombstone-ttl; PRUNE_BATCHES
+ * batches at most.  Returns the rows deleted; *more when the walk stopped
+ * before the end (the next pass goes on from there, soon).
+ */
+static uint64_t
+gc_tombstones(struct worker *w, bool *lost, bool *more)
+{
+	struct db *db = w->db;
+	char ttl[24], batch[16];
+	const char *params[4] = { ttl, batch, NULL, NULL };
+	uint64_t total = 0;
+
+	snprintf(ttl, sizeof(ttl), "%lld", (long long)db->cfg.tombstone_ttl_ms);
+	snprintf(batch, sizeof(batch), "%d", PRUNE_BATCH);
+	*more = true;
+	for (int i = 0; i < PRUNE_BATCHES && !*lost; i++) {
+		PGresult *r;
+		long scanned = 0;
+		bool stop;
+
+		pthread_mutex_lock(&db->mu);
+		stop = db->stopping;
+		pthread_mutex_unlock(&db->mu);
+		if (stop)
+			return total;
+		params[2] = db->gc_tbl ? db->gc_tbl : "";
+		params[3] = db->gc_id ? db->gc_id : "";
+		r = PQexecPrepared(w->pg, "gc", 4, params, NULL, NULL, 0);
+		if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+			total += (uint64_t)strtoll(PQgetvalue(r, 0, 0), NULL,
+						   10);
+			scanned = strtol(PQgetvalue(r, 0, 1), NULL, 10);
+			free(db->gc_tbl);
+			free(db->gc_id);
+			db->gc_tbl = db->gc_id = NULL;
+			if (!PQgetisnull(r, 0, 2)) {
+				db->gc_tbl = xstrdup(PQgetvalue(r, 0, 2));
+				db->gc_id = xstrdup(PQgetvalue(r, 0, 3));
+			}
+		} else {
+			log_event(LOG_WARN, "tombstone_gc_failed",
+				  "worker=%d err=\"%s\"", w->index,
+				  PQerrorMessage(w->pg));
+			scanned = -1;
+		}
+		*lost = PQstatus(w->pg) != CONNECTION_OK;
+		PQclear(r);
+		if (scanned < 0) { /* from here again, at the next pass */
+			*more = false;
+			return total;
+		}
+		if (scanned < PRUNE_BATCH) { /* the end: from the start next */
+			free(db->gc_tbl);
+			free(db->gc_id);
+			db->gc_tbl = db->gc_id = NULL;
+			*more = false;
+			return total;
+		}
 	}
 	return total;
 }
@@ -1133,7 +1198,7 @@ run_prune(struct worker *w)
 {
 	struct db *db = w->db;
 	uint64_t results = 0, tombstones = 0, now = clock_now_ns();
-	bool lost = false, do_results, do_gc;
+	bool lost = false, do_results, do_gc, gc_ran = false, more = false;
 
 	pthread_mutex_lock(&db->mu);
 	do_results = db->cfg.results_ttl_ms > 0 && now >= db->next_prune_ns;
@@ -1144,11 +1209,11 @@ run_prune(struct worker *w)
 	PQclear(PQexec(w->pg, "SET lock_timeout = '200ms'; "
 			      "SET statement_timeout = '5s'"));
 	if (do_results)
-		results = prune_batches(w, "prune", db->cfg.results_ttl_ms,
-					&lost);
-	if (do_gc && !lost)
-		tombstones =
-			prune_batches(w, "gc", db->cfg.tombstone_ttl_ms, &lost);
+		results = prune_results(w, &lost);
+	if (do_gc && !lost) {
+		tombstones = gc_tombstones(w, &lost, &more);
+		gc_ran = true;
+	}
 	if (!lost) {
 		PQclear(PQexec(w->pg, "RESET lock_timeout; "
 				      "RESET statement_timeout"));
@@ -1165,8 +1230,10 @@ run_prune(struct worker *w)
 	now = clock_now_ns();
 	if (do_results)
 		db->next_prune_ns = now + prune_every_ns(db);
-	if (do_gc)
-		db->next_gc_ns = now + gc_every_ns(db);
+	/* a walk that stopped early goes on in a second; one that did not
+	 * run (the connection went) is tried again with the next pass */
+	if (gc_ran)
+		db->next_gc_ns = now + (more ? 1000000000u : gc_every_ns(db));
 	db->stats.results_pruned += results;
 	db->stats.tombstones_deleted += tombstones;
 	pthread_mutex_unlock(&db->mu);
@@ -1347,7 +1414,11 @@ db_new(struct db **out, const struct db_config *cfg)
 	}
 	db->trying = db->cfg.workers;
 	db->next_prune_ns = clock_now_ns() + prune_every_ns(db);
-	db->next_gc_ns = clock_now_ns() + gc_every_ns(db);
+	/* the first tombstone pass soon after start, not an hour later: a
+	 * service restarted more often than that would never run one */
+	db->next_gc_ns = clock_now_ns() + (gc_every_ns(db) < 60000000000u
+						   ? gc_every_ns(db)
+						   : 60000000000u);
 	for (int i = 0; i < db->cfg.workers; i++) {
 		db->workers[i].db = db;
 		db->workers[i].index = i;
@@ -1384,5 +1455,7 @@ db_free(struct db *db)
 			free(p);
 		}
 	free(db->workers);
+	free(db->gc_tbl);
+	free(db->gc_id);
 	free(db);
 }

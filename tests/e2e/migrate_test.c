@@ -55,14 +55,15 @@ Test(migrate, applies_each_migration_once, .fini = teardown, .timeout = 120)
 		  PQerrorMessage(pg));
 	PQclear(r);
 	cr_assert(eq(i64, run(url, out, sizeof(out)), 0), "%s", out);
-	cr_assert_not_null(strstr(out, "applied: 5"), "%s", out);
+	cr_assert_not_null(strstr(out, "applied: 6"), "%s", out);
 	cr_assert(eq(i64, run(url, out, sizeof(out)), 0), "%s", out);
 	cr_assert_not_null(strstr(out, "applied: 0"), "idempotent: %s", out);
 	r = PQexec(pg, "SELECT string_agg(version || ':' || name, ',' ORDER "
 		       "BY version) FROM weft_schema_migrations");
 	cr_assert_str_eq(PQgetvalue(r, 0, 0),
 			 "1:bootstrap,2:core,3:results_age,"
-			 "4:acks_from_outbox,5:tombstone_gc");
+			 "4:acks_from_outbox,5:tombstone_gc,"
+			 "6:tombstone_gc_scan");
 	PQclear(r);
 	r = PQexec(pg, "SELECT count(*) FROM pg_publication_tables WHERE "
 		       "pubname = 'weft_outbox_pub' AND tablename = "

@@ -651,6 +651,96 @@ Test(apply, a_first_transaction_takes_the_set_based_path)
 			 "3", "no second effect");
 }
 
+/*
+ * weft_gc_tombstones_from() walks the tombstones in key order, a batch at
+ * a time, carrying the key where it stopped: with batches of 2, five old
+ * tombstones among young ones all go, the young ones stay, and the
+ * table's floor takes their highest version, so the id created again
+ * continues above it.
+ */
+Test(apply, the_tombstone_walk_deletes_old_ones_batch_by_batch)
+{
+	char sp[64], cl[64], u[64], tbl[64], ops[2048], key[2][256];
+	const char *params[4];
+	long deleted = 0, batches = 0, scanned = 2;
+	json_t *r;
+	size_t n = 0;
+
+	snprintf(sp, sizeof(sp), "%s", N("gcw"));
+	snprintf(cl, sizeof(cl), "%s", N("gcw-client"));
+	snprintf(u, sizeof(u), "%s", N("alice"));
+	snprintf(tbl, sizeof(tbl), "%s", N("gcwt"));
+	make_space(sp, cl, u);
+	for (int pass = 0; pass < 2; pass++) { /* create, then delete, 8 */
+		n = (size_t)snprintf(ops, sizeof(ops), "[");
+		for (int i = 1; i <= 8; i++)
+			n += (size_t)snprintf(
+				ops + n, sizeof(ops) - n,
+				pass ? "%s{\"op\":\"delete\",\"table\":\"%s\","
+				       "\"id\":\"g%d\"}"
+				     : "%s{\"op\":\"create\",\"table\":\"%s\","
+				       "\"id\":\"g%d\",\"space\":\"%s\","
+				       "\"data\":{}}",
+				i > 1 ? "," : "", tbl, i, sp);
+		snprintf(ops + n, sizeof(ops) - n, "]");
+		r = apply(cl, u, pass + 2, "%s", ops);
+		cr_assert_str_eq(s_of(r), "ack");
+		json_decref(r);
+	}
+	/* g1..g5 deleted a day ago, g6..g8 just now */
+	sql_text("WITH x AS (UPDATE weft_records SET updated_at = now() - "
+		 "interval '1 day' WHERE tbl = '%s' AND id IN ('g1', 'g2', "
+		 "'g3', 'g4', 'g5') RETURNING 1) SELECT count(*) FROM x",
+		 tbl);
+	snprintf(key[0], sizeof(key[0]), "%s", tbl); /* start at the table */
+	key[1][0] = '\0';
+	while (scanned == 2 && batches < 100) {
+		PGresult *res;
+
+		params[0] = "3600000";
+		params[1] = "2";
+		params[2] = key[0];
+		params[3] = key[1];
+		res = PQexecParams(pg,
+				   "SELECT o_deleted, o_scanned, o_tbl, o_id "
+				   "FROM weft_gc_tombstones_from($1::bigint, "
+				   "$2::int, $3, $4)",
+				   4, NULL, params, NULL, NULL, 0);
+		cr_assert(eq(i64, PQresultStatus(res), PGRES_TUPLES_OK), "%s",
+			  PQerrorMessage(pg));
+		deleted += strtol(PQgetvalue(res, 0, 0), NULL, 10);
+		scanned = strtol(PQgetvalue(res, 0, 1), NULL, 10);
+		if (scanned) {
+			snprintf(key[0], sizeof(key[0]), "%s",
+				 PQgetvalue(res, 0, 2));
+			snprintf(key[1], sizeof(key[1]), "%s",
+				 PQgetvalue(res, 0, 3));
+		}
+		PQclear(res);
+		batches++;
+		/* past this test's table: the rest is other tests' */
+		if (strcmp(key[0], tbl) != 0)
+			break;
+	}
+	cr_assert(eq(i64, deleted, 5), "the five old tombstones");
+	cr_assert(le(i64, 4, batches), "in batches of 2 (%ld)", batches);
+	cr_assert_str_eq(sql_text("SELECT string_agg(id, ',' ORDER BY id) "
+				  "FROM weft_records WHERE tbl = '%s'",
+				  tbl),
+			 "g6,g7,g8", "the young ones stay");
+	cr_assert_str_eq(sql_text("SELECT floor::text FROM weft_version_floor "
+				  "WHERE tbl = '%s'",
+				  tbl),
+			 "2");
+	r = apply(cl, u, 4,
+		  "[{\"op\":\"create\",\"table\":\"%s\",\"id\":\"g1\","
+		  "\"space\":\"%s\",\"data\":{}}]",
+		  tbl, sp);
+	cr_assert_str_eq(s_of(r), "ack");
+	cr_assert(eq(i64, ver(rec(r, 0)), 3), "above the floor of 2");
+	json_decref(r);
+}
+
 Test(apply, set_based_path_applies_only_the_plain_cases)
 {
 	char sp[64], ua[64], ub[64], ids[5][64], cl[9][64], got[64];
