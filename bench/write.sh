@@ -22,6 +22,9 @@
 # 5. the latency target's load: an open load (transactions due at a fixed
 #    rate, whatever comes back, latency counted from when each was due) at
 #    80% of weft-write's best TPS above, over 256 connections.
+# WRITE_BENCH_TRACE=FILE passes through to write_bench, which writes a line
+# per ack ("sent_ms latency_us"); each run overwrites it, so it ends up
+# holding the open load.
 # Build first:  cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release &&
 #               cmake --build build-rel
 set -euo pipefail
