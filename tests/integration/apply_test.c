@@ -15,6 +15,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tests/lib/testenv.h"
@@ -739,6 +740,68 @@ Test(apply, the_tombstone_walk_deletes_old_ones_batch_by_batch)
 	cr_assert_str_eq(s_of(r), "ack");
 	cr_assert(eq(i64, ver(rec(r, 0)), 3), "above the floor of 2");
 	json_decref(r);
+}
+
+/*
+ * Two transactions create one new id at the same moment.  Neither finds a
+ * row to lock, so the second insert waits for the first and then meets
+ * its row: that is EEXIST, as for any create of an existing id (it was an
+ * internal error), and the second client's mid still advances.
+ */
+Test(apply, a_create_racing_another_is_eexist)
+{
+	char sp[64], ca[64], cb[64], u[64], ops[512];
+	const char *params[4];
+	PGconn *other = PQconnectdb(testenv_get("WEFT_PG_URL"));
+	PGresult *res;
+	json_t *r;
+	bool busy;
+
+	cr_assert(eq(i64, PQstatus(other), CONNECTION_OK));
+	snprintf(sp, sizeof(sp), "%s", N("race"));
+	snprintf(ca, sizeof(ca), "%s", N("race-a"));
+	snprintf(cb, sizeof(cb), "%s", N("race-b"));
+	snprintf(u, sizeof(u), "%s", N("alice"));
+	make_space(sp, ca, u);
+	snprintf(ops, sizeof(ops),
+		 "[{\"op\":\"create\",\"table\":\"issues\",\"id\":\"%s\","
+		 "\"space\":\"%s\",\"data\":{}}]",
+		 N("race-rec"), sp);
+	PQclear(PQexec(pg, "BEGIN"));
+	r = apply(ca, u, 2, "%s", ops); /* applied, not yet committed */
+	cr_assert_str_eq(s_of(r), "ack");
+	json_decref(r);
+	params[0] = cb;
+	params[1] = u;
+	params[2] = "1";
+	params[3] = ops;
+	cr_assert(PQsendQueryParams(other,
+				    "SELECT weft_apply($1, $2, $3::bigint, "
+				    "$4::jsonb)::text",
+				    4, NULL, params, NULL, NULL, 0));
+	nanosleep(&(struct timespec){ 0, 300 * 1000 * 1000 }, NULL);
+	cr_assert(PQconsumeInput(other));
+	busy = PQisBusy(other);
+	cr_assert(busy, "the second create waits for the first");
+	PQclear(PQexec(pg, "COMMIT"));
+	res = PQgetResult(other);
+	cr_assert(eq(i64, PQresultStatus(res), PGRES_TUPLES_OK), "%s",
+		  PQerrorMessage(other));
+	r = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+	PQclear(res);
+	while ((res = PQgetResult(other)))
+		PQclear(res);
+	cr_assert_not_null(r);
+	cr_assert_str_eq(s_of(r), "reject");
+	cr_assert(eq(i64, json_integer_value(json_object_get(r, "code")), -9),
+		  "EEXIST, not an internal error: %s",
+		  json_string_value(json_object_get(r, "msg")));
+	json_decref(r);
+	cr_assert_str_eq(sql_text("SELECT last_mid::text FROM weft_clients "
+				  "WHERE client_id = '%s'",
+				  cb),
+			 "1", "the id moved on");
+	PQfinish(other);
 }
 
 Test(apply, set_based_path_applies_only_the_plain_cases)
