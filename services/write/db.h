@@ -99,11 +99,12 @@ struct db_config {
 	int batch_max;	  /* client transactions per Postgres transaction */
 	int queue_max;	  /* jobs waiting; beyond it: WEFT_EAGAIN */
 	int max_record;	  /* bytes of one record's JSON; 0 = no limit */
-	int keep_results; /* stored results kept per client */
+	int keep_results; /* stored rejections kept per client */
 	int page_rows;	  /* rows fetched per bootstrap query */
 	int max_reply;	  /* bytes of rows one reply may carry: a txn touching
 			   * more is rejected ELIMIT, a larger fetch refused */
-	int64_t results_ttl_ms; /* stored results older are deleted; 0: never */
+	int64_t results_ttl_ms; /* stored rejections older are deleted; 0: never
+				 */
 	int64_t tombstone_ttl_ms; /* tombstones older are deleted; 0: never */
 };
 
