@@ -1088,6 +1088,17 @@ prune_ready(const struct db *db)
 	       clock_now_ns() >= next_pass_ns(db);
 }
 
+static bool
+db_stopping(struct db *db)
+{
+	bool stop;
+
+	pthread_mutex_lock(&db->mu);
+	stop = db->stopping;
+	pthread_mutex_unlock(&db->mu);
+	return stop;
+}
+
 /* delete stored results past --results-ttl until a statement deletes
  * less than a batch, PRUNE_BATCHES times at most; returns the rows
  * deleted */
@@ -1104,12 +1115,8 @@ prune_results(struct worker *w, bool *lost)
 	for (int i = 0; i < PRUNE_BATCHES && !*lost; i++) {
 		PGresult *r;
 		long n = 0;
-		bool stop;
 
-		pthread_mutex_lock(&db->mu);
-		stop = db->stopping;
-		pthread_mutex_unlock(&db->mu);
-		if (stop)
+		if (db_stopping(db))
 			break;
 		r = PQexecPrepared(w->pg, "prune", 2, params, NULL, NULL, 0);
 		if (PQresultStatus(r) == PGRES_COMMAND_OK)
@@ -1147,12 +1154,8 @@ gc_tombstones(struct worker *w, bool *lost, bool *more)
 	for (int i = 0; i < PRUNE_BATCHES && !*lost; i++) {
 		PGresult *r;
 		long scanned = 0;
-		bool stop;
 
-		pthread_mutex_lock(&db->mu);
-		stop = db->stopping;
-		pthread_mutex_unlock(&db->mu);
-		if (stop)
+		if (db_stopping(db))
 			return total;
 		params[2] = db->gc_tbl ? db->gc_tbl : "";
 		params[3] = db->gc_id ? db->gc_id : "";

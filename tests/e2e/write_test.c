@@ -917,7 +917,7 @@ stored_results(PGconn *pg, const char *cl)
 Test(write, stored_results_expire_after_the_ttl)
 {
 	const char *extra[] = { "--results-ttl=1s", NULL };
-	char url[256], sp[80], cl[80], body[65536];
+	char url[256], sp[80], cl[80];
 	struct proto_op create, missing;
 	struct wclient c;
 	struct proto_msg r;
@@ -966,12 +966,9 @@ Test(write, stored_results_expire_after_the_ttl)
 	r = txn(&c, cl, 3, &create, 1);
 	cr_assert(eq(i64, r.type, PROTO_ACK));
 	wclient_close(&c);
-	cr_assert(eq(i64, proc_http_get(&svc2, "/metrics", body, sizeof(body)),
-		     200));
-	cr_assert_null(strstr(body, "weft_write_results_pruned_total 0\n"),
-		       "counted");
-	cr_assert_not_null(strstr(body, "weft_write_results_pruned_total "),
-			   "%s", body);
+	cr_assert(lt(i64, 0,
+		     proc_metric(&svc2, "weft_write_results_pruned_total")),
+		  "counted");
 	PQfinish(pg);
 }
 
@@ -985,7 +982,7 @@ Test(write, stored_results_expire_after_the_ttl)
 Test(write, old_tombstones_are_deleted_and_versions_go_on)
 {
 	const char *extra[] = { "--tombstone-ttl=1s", NULL };
-	char url[256], sp[80], cl[80], gone[80], kept[80], body[65536];
+	char url[256], sp[80], cl[80], gone[80], kept[80];
 	struct proto_op op;
 	struct proto_keyref key;
 	struct proto_msg m = { .type = PROTO_FETCH }, r;
@@ -1066,12 +1063,9 @@ Test(write, old_tombstones_are_deleted_and_versions_go_on)
 	cr_assert(eq(i64, proto_next_record(&it, &rec), 1));
 	cr_assert(eq(u64, rec.version, 4), "above the tombstone's 3");
 	wclient_close(&c);
-	cr_assert(eq(i64, proc_http_get(&svc2, "/metrics", body, sizeof(body)),
-		     200));
-	cr_assert_null(strstr(body, "weft_write_tombstones_deleted_total 0\n"),
-		       "counted");
-	cr_assert_not_null(strstr(body, "weft_write_tombstones_deleted_total "),
-			   "%s", body);
+	cr_assert(lt(i64, 0,
+		     proc_metric(&svc2, "weft_write_tombstones_deleted_total")),
+		  "counted");
 	PQfinish(pg);
 }
 

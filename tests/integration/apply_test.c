@@ -537,6 +537,21 @@ apply_fast(char *out, size_t cap, char *last, size_t lastcap,
 	PQclear(r);
 }
 
+/* a replay (r, consumed) says what the first answer (JSON text) said,
+ * with "replay": true */
+static void
+assert_replayed(json_t *r, const char *first)
+{
+	json_t *want = json_loads(first, 0, NULL);
+
+	cr_assert_not_null(want, "%s", first);
+	cr_assert(is_true(json_object_get(r, "replay")));
+	json_object_del(r, "replay");
+	cr_assert(json_equal(want, r), "replayed as answered: %s", first);
+	json_decref(want);
+	json_decref(r);
+}
+
 /* a formatted string, in a buffer of its own */
 static const char *
 fmt(const char *f, ...)
@@ -581,7 +596,7 @@ Test(apply, a_first_transaction_takes_the_set_based_path)
 	char sp[64], ua[64], ub[64], id[64], na[64], nb[64], nf[64];
 	char clients[256], users[256], ids[256], got[64], again[64];
 	char one_user[80], one_id[80], first[1024];
-	json_t *r, *want;
+	json_t *r;
 
 	snprintf(sp, sizeof(sp), "%s", N("first"));
 	snprintf(ua, sizeof(ua), "%s", N("alice"));
@@ -639,13 +654,7 @@ Test(apply, a_first_transaction_takes_the_set_based_path)
 		  "[{\"op\":\"set\",\"table\":\"issues\",\"id\":\"%s\","
 		  "\"field\":\"a\",\"value\":1}]",
 		  id);
-	cr_assert(is_true(json_object_get(r, "replay")));
-	json_object_del(r, "replay");
-	want = json_loads(first, 0, NULL);
-	cr_assert_not_null(want, "%s", first);
-	cr_assert(json_equal(want, r), "replayed as answered: %s", first);
-	json_decref(want);
-	json_decref(r);
+	assert_replayed(r, first);
 	cr_assert_str_eq(sql_text("SELECT version::text FROM weft_records "
 				  "WHERE tbl = 'issues' AND id = '%s'",
 				  id),
@@ -809,7 +818,7 @@ Test(apply, set_based_path_applies_only_the_plain_cases)
 	char sp[64], ua[64], ub[64], ids[5][64], cl[9][64], got[64];
 	char clients[1024], users[1024], idarr[1024], values[1024];
 	char big[400], stored[1024];
-	json_t *r, *first;
+	json_t *r;
 
 	snprintf(sp, sizeof(sp), "%s", N("fast"));
 	snprintf(ua, sizeof(ua), "%s", N("alice"));
@@ -909,15 +918,9 @@ Test(apply, set_based_path_applies_only_the_plain_cases)
 		  "\"field\":\"x\"}]",
 		  ids[3]);
 	cr_assert_str_eq(s_of(r), "ack");
-	cr_assert(is_true(json_object_get(r, "replay")));
 	cr_assert(eq(i64, ver(rec(r, 0)), 2));
 	cr_assert_null(field(rec(r, 0), "x"));
-	json_object_del(r, "replay");
-	first = json_loads(stored, 0, NULL);
-	cr_assert_not_null(first, "%s", stored);
-	cr_assert(json_equal(first, r), "the same answer: %s", stored);
-	json_decref(first);
-	json_decref(r);
+	assert_replayed(r, stored);
 	cr_assert_str_eq(sql_text("SELECT version::text FROM weft_records "
 				  "WHERE tbl = 'issues' AND id = '%s'",
 				  ids[3]),
