@@ -55,7 +55,7 @@ Test(migrate, applies_each_migration_once, .fini = teardown, .timeout = 120)
 		  PQerrorMessage(pg));
 	PQclear(r);
 	cr_assert(eq(i64, run(url, out, sizeof(out)), 0), "%s", out);
-	cr_assert_not_null(strstr(out, "applied: 7"), "%s", out);
+	cr_assert_not_null(strstr(out, "applied: 8"), "%s", out);
 	cr_assert(eq(i64, run(url, out, sizeof(out)), 0), "%s", out);
 	cr_assert_not_null(strstr(out, "applied: 0"), "idempotent: %s", out);
 	r = PQexec(pg, "SELECT string_agg(version || ':' || name, ',' ORDER "
@@ -63,7 +63,8 @@ Test(migrate, applies_each_migration_once, .fini = teardown, .timeout = 120)
 	cr_assert_str_eq(PQgetvalue(r, 0, 0),
 			 "1:bootstrap,2:core,3:results_age,"
 			 "4:acks_from_outbox,5:tombstone_gc,"
-			 "6:tombstone_gc_scan,7:create_race");
+			 "6:tombstone_gc_scan,7:create_race,"
+			 "8:fast_ack_text");
 	PQclear(r);
 	r = PQexec(pg, "SELECT count(*) FROM pg_publication_tables WHERE "
 		       "pubname = 'weft_outbox_pub' AND tablename = "

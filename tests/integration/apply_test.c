@@ -14,6 +14,7 @@
 #include <libpq-fe.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -659,6 +660,100 @@ Test(apply, a_first_transaction_takes_the_set_based_path)
 				  "WHERE tbl = 'issues' AND id = '%s'",
 				  id),
 			 "3", "no second effect");
+}
+
+/* a JSON string's text without its quotes, in a buffer of its own */
+static const char *
+json_text(const char *raw)
+{
+	static char ring[4][256];
+	static int next;
+	char *out = ring[next++ % 4];
+	json_t *j = json_string(raw);
+	char *t = json_dumps(j, JSON_ENCODE_ANY);
+
+	cr_assert_not_null(t);
+	snprintf(out, 256, "%.*s", (int)strlen(t) - 2, t + 1);
+	free(t);
+	json_decref(j);
+	return out;
+}
+
+/* a one-element array literal holding raw: {"..."} with " and \ escaped */
+static const char *
+array_of(const char *raw)
+{
+	static char ring[4][256];
+	static int next;
+	char *out = ring[next++ % 4];
+	size_t n = 0;
+
+	out[n++] = '{';
+	out[n++] = '"';
+	for (const char *c = raw; *c && n < 250; c++) {
+		if (*c == '"' || *c == '\\')
+			out[n++] = '\\';
+		out[n++] = *c;
+	}
+	out[n++] = '"';
+	out[n++] = '}';
+	out[n] = '\0';
+	return out;
+}
+
+/*
+ * The set-based path writes its answer as text (0008): a table, id, space,
+ * field and value holding quotes, backslashes, control characters and
+ * non-ASCII still make one valid answer, equal to what a resend gets.
+ */
+Test(apply, a_set_based_answer_quotes_what_it_holds)
+{
+	char sp[64], id[64], cl[64], u[64], last[1024], got[16];
+	const char *fld = "t\"i\\e\x01ld";
+	const char *val = "li\"ne\n\\\xc3\xa9";
+	json_t *r, *want, *rv;
+
+	snprintf(sp, sizeof(sp), "%s", N("q\"sp\\ace"));
+	snprintf(id, sizeof(id), "%s", N("q\"u\\o\tte-\xc3\xa9"));
+	snprintf(cl, sizeof(cl), "%s", N("quoting"));
+	snprintf(u, sizeof(u), "%s", N("alice"));
+	make_space(json_text(sp), cl, u);
+	r = apply(cl, u, 2,
+		  "[{\"op\":\"create\",\"table\":\"issues\",\"id\":\"%s\","
+		  "\"space\":\"%s\",\"data\":{}}]",
+		  json_text(id), json_text(sp));
+	cr_assert_str_eq(s_of(r), "ack");
+	json_decref(r);
+	want = json_string(val);
+	{
+		char *vtext = json_dumps(want, JSON_ENCODE_ANY);
+		char values[256];
+
+		snprintf(values, sizeof(values), "%s", array_of(vtext));
+		free(vtext);
+		apply_fast(got, sizeof(got), last, sizeof(last), array_of(cl),
+			   array_of(u), "{3}", "{issues}", array_of(id), "{3}",
+			   array_of(fld), values, 0);
+	}
+	cr_assert_str_eq(got, "1", "the set took the set-based path");
+	r = json_loads(last, 0, NULL);
+	cr_assert_not_null(r, "the answer is JSON: %s", last);
+	cr_assert_str_eq(s_of(r), "ack");
+	rv = rec(r, 0);
+	cr_assert_str_eq(json_string_value(json_object_get(rv, "table")),
+			 "issues");
+	cr_assert_str_eq(json_string_value(json_object_get(rv, "id")), id);
+	cr_assert_str_eq(json_string_value(json_object_get(rv, "space")), sp);
+	cr_assert(eq(i64, ver(rv), 2));
+	cr_assert(json_equal(field(rv, fld), want), "%s", last);
+	json_decref(r);
+	json_decref(want);
+	/* a resend is answered from the outbox row: the same answer */
+	r = apply(cl, u, 3,
+		  "[{\"op\":\"set\",\"table\":\"issues\",\"id\":\"%s\","
+		  "\"field\":\"%s\",\"value\":\"x\"}]",
+		  json_text(id), json_text(fld));
+	assert_replayed(r, last);
 }
 
 /*
