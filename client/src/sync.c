@@ -66,8 +66,15 @@
 /* FETCH_RID_BASE - rids of requests other than TXN (whose rid is its
  * mutation id) */
 #define FETCH_RID_BASE	 (1ull << 62)
-/* RESUB_MS - a refused subscription is asked for again this often */
+/* UNSUB_RID_BASE - rids of UNSUBSCRIBE, whose answers are not grants */
+#define UNSUB_RID_BASE	 (FETCH_RID_BASE + (3ull << 40))
+/* RESUB_MS / RESUB_MAX_MS - a refused subscription is asked for again
+ * after RESUB_MS, then after twice as long each time it is refused again,
+ * up to RESUB_MAX_MS.  The fanout grants refused keys by itself when the
+ * user's membership changes, so this is only the fallback (a record that
+ * did not exist yet, a key past the fanout's REFUSED_MAX) */
 #define RESUB_MS	 2000
+#define RESUB_MAX_MS	 60000
 /* MAX_SUB_KEYS - keys per SUBSCRIBE */
 #define MAX_SUB_KEYS	 64
 
@@ -125,6 +132,9 @@ struct sync {
 	uint64_t acked_mid;  /* every mid <= this is answered */
 	uint64_t queued_max; /* the highest mid queued */
 	bool subs_loaded;    /* every subscription loaded */
+	/* keys that left weft_subs, to UNSUBSCRIBE (owned strings) */
+	char **dropped;
+	size_t ndropped;
 	/* sync thread only */
 	struct link link[L_N];
 	char *write_url;
@@ -151,6 +161,8 @@ struct sync {
 	char verify_key[KEY_MAX];
 	uint64_t next_rid;
 	uint64_t resub_at_ms; /* refused keys are asked for again then */
+	bool sweep_check;  /* a key loaded (or notes came): try sweep_loaded */
+	uint32_t resub_ms; /* the wait after the last refusal; 0: none */
 	bool trace; /* WEFT_CLIENT_TRACE set: a line per event on stderr */
 };
 
@@ -355,6 +367,12 @@ link_drop(struct link *l, const char *why)
 		for (size_t i = 0; i < sy->nsubscribed; i++)
 			free(sy->subscribed[i]);
 		sy->nsubscribed = 0;
+		/* a new session holds nothing: no UNSUBSCRIBE to send */
+		pthread_mutex_lock(&sy->mu);
+		for (size_t i = 0; i < sy->ndropped; i++)
+			free(sy->dropped[i]);
+		sy->ndropped = 0;
+		pthread_mutex_unlock(&sy->mu);
 		sy->prev_push = (struct proto_cursor){ 0, 0 };
 		if (sy->nfanout > 1) /* another node next time */
 			l->url_idx = (l->url_idx + 1) % sy->nfanout;
@@ -854,7 +872,84 @@ sub_index(const struct sync *sy, const char *key)
 	return -1;
 }
 
-/* SUBSCRIBE every stored key this fanout session does not have yet */
+/* mu held: whether key is one of the store's subscriptions */
+static bool
+sub_stored(weft_store *st, const char *key, int len)
+{
+	sqlite3_stmt *q;
+	bool found = false;
+
+	if (sqlite3_prepare_v2(st->db, "SELECT 1 FROM weft_subs WHERE key = ?1",
+			       -1, &q, NULL) != SQLITE_OK)
+		return true; /* unknown: keep it */
+	sqlite3_bind_text(q, 1, key, len, SQLITE_STATIC);
+	found = sqlite3_step(q) == SQLITE_ROW;
+	sqlite3_finalize(q);
+	return found;
+}
+
+/* UNSUBSCRIBE keys (n <= MAX_SUB_KEYS) on the fanout link */
+static void
+send_unsubscribe(struct sync *sy, const struct proto_str *keys, size_t n)
+{
+	struct proto_msg m = { .type = PROTO_UNSUBSCRIBE };
+
+	m.u.subscribe = (struct proto_subscribe){
+		UNSUB_RID_BASE + ++sy->next_rid, PROTO_LIST(n, keys), { 0, 0 }
+	};
+	link_send(&sy->link[L_FANOUT], &m);
+}
+
+/* the keys the store stopped following (weft_unsubscribe_*): UNSUBSCRIBE
+ * each one still gone, whether this session holds it, asked for it, or
+ * was refused it (the fanout remembers those), so no more pushes come */
+static void
+send_unsubscribes(struct sync *sy)
+{
+	weft_store *st = sy->st;
+	char **dropped;
+	size_t n;
+	struct proto_str ks[MAX_SUB_KEYS];
+	size_t nk = 0;
+
+	pthread_mutex_lock(&sy->mu);
+	dropped = sy->dropped;
+	n = sy->ndropped;
+	sy->dropped = NULL;
+	sy->ndropped = 0;
+	pthread_mutex_unlock(&sy->mu);
+	for (size_t d = 0; d < n; d++) {
+		bool stored;
+
+		pthread_mutex_lock(&st->mu);
+		stored = sub_stored(st, dropped[d], -1);
+		pthread_mutex_unlock(&st->mu);
+		if (stored)
+			continue; /* followed again since */
+		for (size_t i = sy->nsubscribed; i-- > 0;) {
+			if (strcmp(sy->subscribed[i], dropped[d]) != 0)
+				continue;
+			free(sy->subscribed[i]);
+			sy->nsubscribed--;
+			sy->subscribed[i] = sy->subscribed[sy->nsubscribed];
+			sy->granted[i] = sy->granted[sy->nsubscribed];
+		}
+		TRACE(sy, "unsubscribe %s", dropped[d]);
+		ks[nk++] = proto_str_c(dropped[d]);
+		if (nk == MAX_SUB_KEYS) {
+			send_unsubscribe(sy, ks, nk);
+			nk = 0;
+		}
+	}
+	if (nk)
+		send_unsubscribe(sy, ks, nk);
+	for (size_t d = 0; d < n; d++)
+		free(dropped[d]);
+	free(dropped);
+}
+
+/* SUBSCRIBE every stored key this fanout session does not have yet; a
+ * refused one waits until resub_at_ms, the others go at once */
 static void
 send_subscribes(struct sync *sy)
 {
@@ -863,15 +958,20 @@ send_subscribes(struct sync *sy)
 	sqlite3_stmt *q;
 	char *keys[MAX_SUB_KEYS];
 	size_t n = 0;
+	bool waiting;
 
-	if (!l->welcomed || now_ms() < sy->resub_at_ms)
+	if (!l->welcomed)
 		return;
+	send_unsubscribes(sy);
+	waiting = now_ms() < sy->resub_at_ms;
 	pthread_mutex_lock(&st->mu);
-	if (sqlite3_prepare_v2(st->db, "SELECT key FROM weft_subs", -1, &q,
-			       NULL) == SQLITE_OK) {
+	if (sqlite3_prepare_v2(st->db, "SELECT key, refused FROM weft_subs", -1,
+			       &q, NULL) == SQLITE_OK) {
 		while (n < MAX_SUB_KEYS && sqlite3_step(q) == SQLITE_ROW) {
 			const char *k = (const char *)sqlite3_column_text(q, 0);
 
+			if (waiting && sqlite3_column_int(q, 1))
+				continue;
 			if (sub_index(sy, k) < 0 && (keys[n] = strdup(k)))
 				n++;
 		}
@@ -918,6 +1018,7 @@ key_granted(const struct sync *sy, const char *key)
 
 static uint64_t droppable_version(weft_store *st, const char *t,
 				  const char *id);
+static int sweep_loaded(weft_store *st);
 
 /* the next bootstrap page (or record fetch) of a subscription not loaded */
 static void
@@ -929,7 +1030,7 @@ continue_bootstrap(struct sync *sy)
 	char key[KEY_MAX] = "";
 	uint8_t token[PROTO_MAX_PAGE_TOKEN];
 	size_t tlen = 0;
-	bool all = true;
+	bool all = true, sweeping;
 
 	if (!l->welcomed || sy->boot_rid)
 		return;
@@ -967,7 +1068,17 @@ continue_bootstrap(struct sync *sy)
 		}
 		sqlite3_finalize(q);
 	}
+	sweeping = st->sweeping;
 	pthread_mutex_unlock(&st->mu);
+	/* sweep once every followed key has loaded (sweep_loaded); notes
+	 * left by an earlier run of the store are swept the same way */
+	if (all && sweeping && sy->sweep_check) {
+		if (sweep_loaded(st) != 0) {
+			link_drop(l, "could not sweep a space");
+			return;
+		}
+		sy->sweep_check = false;
+	}
 	pthread_mutex_lock(&sy->mu);
 	sy->subs_loaded = all;
 	pthread_cond_broadcast(&sy->done_cv);
@@ -1015,6 +1126,7 @@ mark_loaded(struct sync *sy, const char *key, const uint8_t *next, size_t nlen)
 	weft_store *st = sy->st;
 	sqlite3_stmt *q;
 
+	sy->sweep_check |= next == NULL;
 	pthread_mutex_lock(&st->mu);
 	if (sqlite3_prepare_v2(st->db,
 			       "UPDATE weft_subs SET loaded = ?2, page = ?3"
@@ -1098,6 +1210,56 @@ sweep_space(weft_store *st, const char *space)
 	return finish_locked(st, rc, &ns);
 }
 
+/*
+ * Sweep every space that loaded again, once all of them have: not at
+ * each one's last page. A record that moved between two followed spaces
+ * while the store was away is noted in the one it left; swept at once,
+ * it was reported deleted there and then created again by the other's
+ * pages. Swept after all the loads, the other's page has cleared its
+ * note, and it just moves. Spaces refused meanwhile keep their notes.
+ */
+static int
+sweep_loaded(weft_store *st)
+{
+	char spaces[16][PROTO_MAX_NAME + 1];
+	int n = 0, rc = 0;
+
+	do {
+		sqlite3_stmt *q;
+
+		n = 0;
+		pthread_mutex_lock(&st->mu);
+		if (!st->sweeping) {
+			pthread_mutex_unlock(&st->mu);
+			return 0;
+		}
+		if (sqlite3_prepare_v2(
+			    st->db,
+			    "SELECT DISTINCT s.space FROM weft_sweep s JOIN"
+			    " weft_subs k ON k.key = 'space/' || s.space AND"
+			    " k.refused = 0 AND k.loaded LIMIT 16",
+			    -1, &q, NULL) != SQLITE_OK) {
+			rc = st_sqlerr(st, "find the spaces to sweep");
+		} else {
+			int step;
+
+			while (n < 16 && (step = sqlite3_step(q)) == SQLITE_ROW)
+				snprintf(spaces[n++], sizeof(spaces[0]), "%s",
+					 (const char *)sqlite3_column_text(q,
+									   0));
+			if (n < 16 && step != SQLITE_DONE)
+				rc = st_sqlerr(st, "find the spaces to sweep");
+			sqlite3_finalize(q);
+		}
+		pthread_mutex_unlock(&st->mu);
+		if (rc)
+			return rc;
+		for (int i = 0; i < n && !rc; i++)
+			rc = sweep_space(st, spaces[i]);
+	} while (!rc && n == 16);
+	return rc;
+}
+
 static void save_cursor(struct sync *sy);
 
 static void
@@ -1141,12 +1303,9 @@ on_page(struct sync *sy, const struct proto_page *p)
 		save_cursor(sy);
 		pthread_mutex_unlock(&sy->st->mu);
 	}
-	if (!p->next.p && sweep_space(sy->st, sy->boot_key + 6) != 0) {
-		link_drop(&sy->link[L_WRITE], "could not sweep a space");
-		return;
-	}
-	/* progress before the page is marked loaded: marking the last one
-	 * wakes weft_wait_synced, which must find its "done" reported */
+	/* progress before the page is marked loaded: once the last one is,
+	 * continue_bootstrap sweeps and wakes weft_wait_synced, which must
+	 * find its "done" reported */
 	pthread_mutex_lock(&sy->st->mu);
 	cb = sy->st->cb;
 	pthread_mutex_unlock(&sy->st->mu);
@@ -1324,7 +1483,7 @@ verify_refused(struct sync *sy, const struct proto_str *key)
 	uint64_t v0;
 
 	if (sy->verify_rid || !l->welcomed || key->len >= sizeof(k))
-		return; /* the next refusal (every RESUB_MS) tries again */
+		return; /* the next refusal (see RESUB_MS) tries again */
 	memcpy(k, key->p, key->len);
 	k[key->len] = '\0';
 	if (!split_rec_key(k, t, sizeof(t), id, sizeof(id)))
@@ -1415,8 +1574,10 @@ on_catchup(struct sync *sy, const struct proto_catchup *c)
 			    "INSERT OR REPLACE INTO weft_sweep (tbl, id, space)"
 			    " SELECT tbl, id, space FROM weft_rows"
 			    " WHERE space = substr(?1, 7)",
-			    k.p, (int)k.len, "note a space's rows") == 0)
+			    k.p, (int)k.len, "note a space's rows") == 0) {
 			st->sweeping = true;
+			sy->sweep_check = true;
+		}
 		exec_key(st,
 			 "UPDATE weft_subs SET loaded = 0, page = NULL"
 			 " WHERE key = ?1",
@@ -1428,11 +1589,34 @@ on_catchup(struct sync *sy, const struct proto_catchup *c)
 	pthread_mutex_unlock(&sy->mu);
 }
 
+/* a key the fanout granted without being asked: this session has it */
+static void
+add_subscribed(struct sync *sy, const struct proto_str *key)
+{
+	char **nv =
+		realloc(sy->subscribed, (sy->nsubscribed + 1) * sizeof(*nv));
+	bool *ng =
+		nv ? realloc(sy->granted, (sy->nsubscribed + 1) * sizeof(*ng))
+		   : NULL;
+	char *k = ng ? strndup(key->p, key->len) : NULL;
+
+	if (nv)
+		sy->subscribed = nv;
+	if (ng)
+		sy->granted = ng;
+	if (!k)
+		return; /* out of memory: the next resubscribe has it */
+	sy->subscribed[sy->nsubscribed] = k;
+	sy->granted[sy->nsubscribed++] = true;
+}
+
 /*
  * SUBSCRIBED: a refused key (not a member, yet: the app may be creating
  * the space, or waiting to be added) or a revoked one stays stored, marked
- * refused, and is asked for again every RESUB_MS; once granted, it loads
- * from the start.
+ * refused, and is asked for again after a wait that doubles from RESUB_MS
+ * to RESUB_MAX_MS; once granted, it loads from the start.  A grant may
+ * come unasked (rid 0, code 0): the fanout checks refused keys again when
+ * the user's membership changes.
  */
 static void
 on_subscribed(struct sync *sy, const struct proto_subscribed *s)
@@ -1440,9 +1624,20 @@ on_subscribed(struct sync *sy, const struct proto_subscribed *s)
 	weft_store *st = sy->st;
 	struct proto_iter it;
 	struct proto_subres r;
+	bool refused = false;
 
+	if (s->rid >= UNSUB_RID_BASE && s->rid < UNSUB_RID_BASE + (1ull << 40))
+		return; /* an UNSUBSCRIBE's answer */
 	proto_iter_init(&it, &s->results);
 	while (proto_next_subres(&it, &r) == 1) {
+		long at = -1;
+
+		for (size_t i = 0; i < sy->nsubscribed && at < 0; i++)
+			if (strlen(sy->subscribed[i]) == r.key.len &&
+			    memcmp(sy->subscribed[i], r.key.p, r.key.len) == 0)
+				at = (long)i;
+		if (at < 0 && s->rid != 0)
+			continue; /* a key dropped since it was asked for */
 		TRACE(sy, "subscribed %.*s: %s", (int)r.key.len, r.key.p,
 		      weft_errname(r.code));
 		pthread_mutex_lock(&st->mu);
@@ -1454,24 +1649,35 @@ on_subscribed(struct sync *sy, const struct proto_subscribed *s)
 				       " loaded = 1 WHERE key = ?1",
 			 r.key.p, (int)r.key.len, "mark a subscription");
 		pthread_mutex_unlock(&st->mu);
-		for (size_t i = 0; i < sy->nsubscribed; i++) {
-			if (strlen(sy->subscribed[i]) != r.key.len ||
-			    memcmp(sy->subscribed[i], r.key.p, r.key.len) != 0)
-				continue;
-			if (r.code == 0) {
-				sy->granted[i] = true;
-				break;
-			}
-			free(sy->subscribed[i]);
+		if (at >= 0 && r.code == 0) {
+			sy->granted[at] = true;
+		} else if (at >= 0) {
+			free(sy->subscribed[at]);
 			sy->nsubscribed--;
-			sy->subscribed[i] = sy->subscribed[sy->nsubscribed];
-			sy->granted[i] = sy->granted[sy->nsubscribed];
-			break;
+			sy->subscribed[at] = sy->subscribed[sy->nsubscribed];
+			sy->granted[at] = sy->granted[sy->nsubscribed];
+		} else if (r.code == 0) { /* granted unasked (rid 0) */
+			bool stored;
+
+			pthread_mutex_lock(&st->mu);
+			stored = sub_stored(st, r.key.p, (int)r.key.len);
+			pthread_mutex_unlock(&st->mu);
+			if (stored)
+				add_subscribed(sy, &r.key);
+			else /* followed no more: say so */
+				send_unsubscribe(sy, &r.key, 1);
 		}
-		if (r.code != 0)
-			sy->resub_at_ms = now_ms() + RESUB_MS;
+		if (r.code == 0)
+			sy->resub_ms = 0; /* memberships move: ask soon */
+		refused |= r.code != 0;
 		if (r.code == WEFT_EPERM)
 			verify_refused(sy, &r.key);
+	}
+	if (refused) {
+		sy->resub_ms = sy->resub_ms ? sy->resub_ms * 2 : RESUB_MS;
+		if (sy->resub_ms > RESUB_MAX_MS)
+			sy->resub_ms = RESUB_MAX_MS;
+		sy->resub_at_ms = now_ms() + sy->resub_ms;
 	}
 }
 
@@ -1584,6 +1790,7 @@ on_msg(struct sync *sy, struct link *l, const struct proto_msg *m)
 			set_state(sy, WEFT_SYNCING, "connected");
 		} else {
 			sy->prev_push = (struct proto_cursor){ 0, 0 };
+			sy->resub_at_ms = 0; /* a new session: every key now */
 			send_subscribes(sy);
 		}
 		break;
@@ -1827,6 +2034,9 @@ sync_free(struct sync *sy)
 		free(sy->subscribed[i]);
 	free(sy->subscribed);
 	free(sy->granted);
+	for (size_t i = 0; i < sy->ndropped; i++)
+		free(sy->dropped[i]);
+	free(sy->dropped);
 	while (sy->in_head) {
 		struct inmsg *m = sy->in_head;
 
@@ -1844,6 +2054,9 @@ int
 sync_start(weft_store *st, const struct weft_options *o)
 {
 	struct sync *sy = calloc(1, sizeof(*sy));
+
+	if (sy)
+		sy->sweep_check = true; /* notes an earlier run left */
 	char v[48];
 	int rc;
 
@@ -1975,6 +2188,24 @@ weft_cursor(weft_store *st, uint64_t *lsn, uint32_t *idx)
 		*idx = i;
 }
 
+/* sy->mu held: remember a key the store stopped following, to
+ * UNSUBSCRIBE on the fanout session (once) */
+static void
+note_dropped(struct sync *sy, const char *key)
+{
+	char **nv;
+
+	for (size_t i = 0; i < sy->ndropped; i++)
+		if (strcmp(sy->dropped[i], key) == 0)
+			return;
+	nv = realloc(sy->dropped, (sy->ndropped + 1) * sizeof(*nv));
+	if (!nv)
+		return;
+	sy->dropped = nv;
+	if ((nv[sy->ndropped] = strdup(key)))
+		sy->ndropped++;
+}
+
 static int
 add_sub(weft_store *st, const char *key, bool add)
 {
@@ -1995,6 +2226,8 @@ add_sub(weft_store *st, const char *key, bool add)
 	if (!rc && st->sync) {
 		pthread_mutex_lock(&st->sync->mu);
 		st->sync->subs_loaded = false;
+		if (!add && st->sync->nfanout)
+			note_dropped(st->sync, key);
 		pthread_mutex_unlock(&st->sync->mu);
 	}
 	sync_kick(st);

@@ -45,22 +45,36 @@
  * frame larger than this arrives in several reads, into the frame
  * reader's own buffer), and every idle session holds this buffer; 2 KiB
  * made an idle session 5.5 KB, 256 bytes under 4 KiB */
-#define RX_CHUNK       256
+#define RX_CHUNK	256
 /* OUT_SMALL - output buffers up to this size are freed when a session
  * goes idle */
-#define OUT_SMALL      (4u << 10)
+#define OUT_SMALL	(4u << 10)
 /* PUSH_MAX / PUSH_BYTES - one PUSH frame carries at most this many
  * changes and, beyond its first change, about this many bytes (a client
  * accepts 1 MiB frames by default) */
-#define PUSH_MAX       256
-#define PUSH_BYTES     (512u << 10)
+#define PUSH_MAX	256
+#define PUSH_BYTES	(512u << 10)
 /* XREAD_COUNT / XREAD_BLOCK_MS - one stream read */
-#define XREAD_COUNT    1000
+#define XREAD_COUNT	1000
 /* ROUTE_CHUNK - entries routed between two pumps of the sessions */
-#define ROUTE_CHUNK    256
-#define XREAD_BLOCK_MS 100
+#define ROUTE_CHUNK	256
+#define XREAD_BLOCK_MS	100
 /* KEY_MAX - bytes of a subscription key */
-#define KEY_MAX	       (2 * PROTO_MAX_NAME + 8)
+#define KEY_MAX		(2 * PROTO_MAX_NAME + 8)
+/* WAIT_VISIBLE_MS - how long a regrant waits for its membership to be
+ * visible to a new snapshot (wait_visible) */
+#define WAIT_VISIBLE_MS 500
+/* MEMBER_RING / MEMBER_FRESH_MS - the members changes of the last
+ * MEMBER_FRESH_MS the reader met (at most MEMBER_RING): a grant that one
+ * of them contradicts came from a snapshot that did not see it yet */
+#define MEMBER_RING	1024
+#define MEMBER_FRESH_MS 2000
+/* EPOCH_BUCKETS - membership change counters, by hash of the user */
+#define EPOCH_BUCKETS	256
+/* REFUSED_MAX - refused keys a session keeps, to grant them when the
+ * user's membership changes; a key beyond it waits for the client's own
+ * retry */
+#define REFUSED_MAX	64
 
 /* ------------------------------------------------------------------ */
 /* changes: one per stream entry, shared by every session it goes to */
@@ -293,6 +307,12 @@ struct sess {
 	/* subscriptions (under f->mu for the index's sake, and mu) */
 	struct sub *subs;
 	uint32_t nsubs;
+	/* keys refused EPERM (asked for, or revoked): checked again when a
+	 * members change adds this user somewhere (regrant); under mu */
+	char **refused; /* each its own allocation; NULL when none */
+	uint32_t nrefused, caprefused;
+	bool regrant_queued; /* a regrant request of this session waits */
+	char regrant_space[PROTO_MAX_NAME + 1]; /* the latest one's space */
 	/* changes waiting for the next PUSH, oldest first */
 	struct pend *pend;
 	uint32_t npend, cappend;
@@ -316,6 +336,7 @@ struct req {
 	struct sess *s; /* holds a reference */
 	uint64_t rid;
 	bool unsubscribe;
+	bool regrant; /* a check of refused keys: answer only the granted */
 	struct proto_cursor cursor;
 	uint32_t nkeys;
 	char (*keys)[KEY_MAX];
@@ -356,6 +377,22 @@ struct fanout {
 	uint64_t next_id;
 	struct route **routes;
 	struct req *reqs, *reqs_tail;
+	uint32_t refusing; /* sessions holding refused keys */
+	/* bumped by the members changes the reader meets, in the bucket of
+	 * the user they name (and all of them for a deleted space): a
+	 * SUBSCRIBE whose Postgres checks ran across a bump of its user's
+	 * bucket is checked again (serve_req) */
+	atomic_uint member_epoch[EPOCH_BUCKETS];
+	/* recent members changes, a ring (under mu): see member_removed */
+	struct member_event {
+		uint64_t at_ms;
+		bool deleted;
+		char user[AUTH_USER_MAX]; /* "" for a deleted space: all */
+		char space[PROTO_MAX_NAME + 1];
+	} * mring;
+	uint32_t mring_next;
+	uint64_t mring_lost_until; /* a fresh entry was overwritten: until
+				    * then, no entry found means "maybe" */
 	struct catchup *catchups;
 	pthread_t auth_thread, reader_thread, house_thread;
 	atomic_bool redis_ok;
@@ -382,6 +419,8 @@ struct fanout {
 };
 
 static void sess_recv_cb(void *arg);
+static bool member_removed(const struct fanout *f, const char *user,
+			   const char *space);
 static void sess_send_cb(void *arg);
 static void catchup_msg_locked(struct sess *s, const char *msg,
 			       struct proto_cursor oldest);
@@ -461,6 +500,10 @@ sess_free(struct sess *s)
 	for (uint32_t i = 0; i < s->nsubs; i++)
 		route_del(f, s->subs[i].key, s);
 	f->st.subscriptions -= s->nsubs;
+	if (s->nrefused)
+		f->refusing--;
+	for (uint32_t i = 0; i < s->nrefused; i++)
+		free(s->refused[i]);
 	if (f->house_next == s)
 		f->house_next = s->lnext;
 	if (s->lprev)
@@ -477,6 +520,7 @@ sess_free(struct sess *s)
 		change_unref(s->pend[i].ch);
 	free(s->pend);
 	free(s->subs);
+	free(s->refused);
 	nng_stream_free(s->stream);
 	nng_aio_reap(s->rx_aio);
 	sender_fini(&s->tx);
@@ -1112,6 +1156,45 @@ check_key(PGconn **pg, const char *url, const char *user, const char *key,
 	return rc;
 }
 
+/*
+ * A regrant is triggered by a members change read from the stream, and
+ * the stream can be ahead of what a new snapshot sees: Postgres sends a
+ * commit to logical decoding once its WAL is flushed, a moment before the
+ * committing backend makes it visible, and that moment grows on a loaded
+ * machine. Checked in that moment, the user is still refused and the
+ * client waits for its own retry. So wait (up to WAIT_VISIBLE_MS) until
+ * the membership the change recorded is visible; if it never is (removed
+ * since), the checks that follow refuse as they should.
+ */
+static void
+wait_visible(struct fanout *f, struct sess *s, PGconn **pg, const char *user,
+	     const char *space)
+{
+	char key[KEY_MAX], got[PROTO_MAX_NAME + 1];
+
+	if (!space[0])
+		return;
+	snprintf(key, sizeof(key), "space/%s", space);
+	for (int waited = 0; waited < WAIT_VISIBLE_MS; waited += 5) {
+		const char *msg = NULL;
+		bool give_up;
+
+		if (check_key(pg, f->cfg.pg_url, user, key, got, sizeof(got),
+			      &msg) != WEFT_EPERM)
+			return; /* visible, or Postgres is away */
+		/* removed again since, or gone: nothing to wait for */
+		pthread_mutex_lock(&f->mu);
+		pthread_mutex_lock(&s->mu);
+		give_up =
+			s->state == S_CLOSED || member_removed(f, user, space);
+		pthread_mutex_unlock(&s->mu);
+		pthread_mutex_unlock(&f->mu);
+		if (give_up)
+			return;
+		clock_sleep_ms(5);
+	}
+}
+
 static int
 sub_find(const struct sess *s, const char *key)
 {
@@ -1130,32 +1213,129 @@ sub_remove_locked(struct fanout *f, struct sess *s, uint32_t i)
 	f->st.subscriptions--;
 }
 
+static int
+refused_find(const struct sess *s, const char *key)
+{
+	for (uint32_t i = 0; i < s->nrefused; i++)
+		if (strcmp(s->refused[i], key) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* f->mu and s->mu held: remember a refused key (up to REFUSED_MAX); the
+ * list grows as needed and is freed when it empties, so a session that
+ * was never refused pays nothing */
+static void
+refused_add_locked(struct sess *s, const char *key)
+{
+	if (s->nrefused >= REFUSED_MAX || refused_find(s, key) >= 0)
+		return;
+	if (s->nrefused == s->caprefused) {
+		s->caprefused = s->caprefused ? s->caprefused * 2 : 4;
+		s->refused = xrealloc(s->refused,
+				      s->caprefused * sizeof(*s->refused));
+	}
+	if (s->nrefused == 0)
+		s->f->refusing++;
+	s->refused[s->nrefused++] = xstrdup(key);
+}
+
+/* f->mu and s->mu held: forget a refused key (granted, or unsubscribed) */
+static void
+refused_del_locked(struct sess *s, const char *key)
+{
+	int at = refused_find(s, key);
+
+	if (at < 0)
+		return;
+	free(s->refused[at]);
+	s->refused[at] = s->refused[--s->nrefused];
+	if (s->nrefused == 0) {
+		s->f->refusing--;
+		free(s->refused);
+		s->refused = NULL;
+		s->caprefused = 0;
+	}
+}
+
 static void
 serve_req(struct fanout *f, PGconn **pg, struct req *r)
 {
 	struct sess *s = r->s;
-	struct proto_subres *res = xcalloc(r->nkeys + 1, sizeof(*res));
-	char(*spaces)[PROTO_MAX_NAME + 1] =
-		xcalloc(r->nkeys + 1, sizeof(*spaces));
+	struct proto_subres *res = NULL;
+	char(*spaces)[PROTO_MAX_NAME + 1] = NULL;
 	struct catchup *cu = NULL;
 	struct proto_msg m = { .type = PROTO_SUBSCRIBED };
 	char user[AUTH_USER_MAX];
+	char wait_space[PROTO_MAX_NAME + 1] = "";
+	atomic_uint *bucket;
+	unsigned epoch;
 
 	pthread_mutex_lock(&s->mu);
 	memcpy(user, s->user, sizeof(user));
 	pthread_mutex_unlock(&s->mu);
-	/* Postgres first, without locks */
-	for (uint32_t i = 0; i < r->nkeys; i++) {
-		const char *msg = NULL;
+	bucket = &f->member_epoch[hash_key(user) % EPOCH_BUCKETS];
+	/* Postgres first, without locks.  A change of this user's membership
+	 * that the reader meets meanwhile may predate or follow what the
+	 * checks read, and its revoke or regrant would miss this request's
+	 * keys: check again, three passes at most.  The bucket also moves for
+	 * users that share it and for deleted spaces; if it moved during all
+	 * three, the refusals stand and the grants are answered EUNAVAILABLE
+	 * (retry), since a removal may have slipped past them */
+	for (int tries = 0;; tries++) {
+		bool closed;
 
-		res[i].key = proto_str_c(r->keys[i]);
-		if (!r->unsubscribe)
-			res[i].code =
-				check_key(pg, f->cfg.pg_url, user, r->keys[i],
-					  spaces[i], sizeof(spaces[i]), &msg);
-		res[i].msg = proto_str_c(msg);
+		epoch = atomic_load(bucket);
+		pthread_mutex_lock(&s->mu);
+		closed = s->state == S_CLOSED; /* nothing to check for */
+		if (r->regrant) { /* the keys refused now; a later change
+				   * queues another check */
+			free(r->keys);
+			r->keys = xcalloc(s->nrefused + 1, sizeof(*r->keys));
+			for (uint32_t i = 0; i < s->nrefused; i++)
+				snprintf(r->keys[i], KEY_MAX, "%s",
+					 s->refused[i]);
+			r->nkeys = s->nrefused;
+			s->regrant_queued = false;
+			memcpy(wait_space, s->regrant_space,
+			       sizeof(wait_space));
+		}
+		pthread_mutex_unlock(&s->mu);
+		if (r->regrant && !closed && tries == 0) {
+			wait_visible(f, s, pg, user, wait_space);
+			epoch = atomic_load(bucket); /* from here */
+		}
+		if (tries == 0 || r->regrant) {
+			free(res);
+			free(spaces);
+			res = xcalloc(r->nkeys + 1, sizeof(*res));
+			spaces = xcalloc(r->nkeys + 1, sizeof(*spaces));
+		}
+		for (uint32_t i = 0; i < r->nkeys; i++) {
+			const char *msg = NULL;
+
+			res[i].key = proto_str_c(r->keys[i]);
+			if (!r->unsubscribe && !closed)
+				res[i].code = check_key(
+					pg, f->cfg.pg_url, user, r->keys[i],
+					spaces[i], sizeof(spaces[i]), &msg);
+			res[i].msg = proto_str_c(msg);
+		}
+		pthread_mutex_lock(&f->mu);
+		if (r->unsubscribe || atomic_load(bucket) == epoch)
+			break;
+		if (tries == 2) {
+			for (uint32_t i = 0; i < r->nkeys; i++)
+				if (res[i].code == 0 && !r->unsubscribe) {
+					f->st.subscribe_churned++;
+					res[i].code = WEFT_EUNAVAILABLE;
+					res[i].msg = proto_str_c(
+						"membership changing; retry");
+				}
+			break;
+		}
+		pthread_mutex_unlock(&f->mu);
 	}
-	pthread_mutex_lock(&f->mu);
 	pthread_mutex_lock(&s->mu);
 	for (uint32_t i = 0; i < r->nkeys && s->state != S_CLOSED; i++) {
 		int at = sub_find(s, r->keys[i]);
@@ -1163,12 +1343,32 @@ serve_req(struct fanout *f, PGconn **pg, struct req *r)
 		if (r->unsubscribe) {
 			if (at >= 0)
 				sub_remove_locked(f, s, (uint32_t)at);
+			refused_del_locked(s, r->keys[i]);
+			continue;
+		}
+		if (r->regrant &&
+		    (res[i].code || at >= 0 || s->nsubs >= f->cfg.max_subs ||
+		     refused_find(s, r->keys[i]) < 0)) {
+			/* still refused, no room, or settled meanwhile: not
+			 * said (the client's own retry gets the answer) */
+			res[i].code = 1;
 			continue;
 		}
 		if (res[i].code) {
 			f->st.subscribe_refused++;
+			if (res[i].code == WEFT_EPERM)
+				refused_add_locked(s, r->keys[i]);
 			continue;
 		}
+		if (member_removed(f, user, spaces[i])) {
+			/* granted by a snapshot older than a removal the
+			 * reader has met: refuse; the client asks again */
+			res[i].code = WEFT_EUNAVAILABLE;
+			res[i].msg = proto_str_c("membership changing; retry");
+			f->st.subscribe_churned++;
+			continue;
+		}
+		refused_del_locked(s, r->keys[i]);
 		if (at >= 0)
 			continue; /* already subscribed */
 		if (s->nsubs >= f->cfg.max_subs) {
@@ -1198,12 +1398,22 @@ serve_req(struct fanout *f, PGconn **pg, struct req *r)
 			memcpy(cu->keys[cu->nkeys++], r->keys[i], KEY_MAX);
 		}
 		s->nsubs++;
+		if (r->regrant)
+			f->st.regranted++;
+	}
+	if (r->regrant) { /* only the keys granted now, if any */
+		uint32_t n = 0;
+
+		for (uint32_t i = 0; i < r->nkeys; i++)
+			if (res[i].code == 0)
+				res[n++] = res[i];
+		r->nkeys = n;
 	}
 	m.u.subscribed =
 		(struct proto_subscribed){ r->rid, PROTO_LIST(r->nkeys, res) };
 	if (cu) /* answered once caught up (serve_catchup) */
 		proto_encode(&cu->reply, &m, 0, NULL);
-	else
+	else if (r->nkeys || !r->regrant)
 		sess_queue_locked(s, &m);
 	if (cu) {
 		cu->next = f->catchups;
@@ -1386,6 +1596,75 @@ route_change(struct fanout *f, struct change *c)
 		}
 }
 
+/* the user a members change is about (its id is "<space>:<user>"), or
+ * NULL for any other change */
+static const char *
+member_user(const struct change *c)
+{
+	size_t sl = strlen(c->space);
+
+	if (strcmp(c->table, "members") != 0 ||
+	    strncmp(c->id, c->space, sl) != 0 || c->id[sl] != ':')
+		return NULL;
+	return c->id + sl + 1;
+}
+
+/* f->mu held: count a members change in its user's bucket, and a deleted
+ * space in every bucket (serve_req checks again across either) */
+static void
+membership_moved(struct fanout *f, const struct change *c)
+{
+	const char *user = member_user(c);
+	struct member_event *e;
+
+	if (user) {
+		atomic_fetch_add(
+			&f->member_epoch[hash_key(user) % EPOCH_BUCKETS], 1);
+	} else if (strcmp(c->table, "spaces") == 0 && c->deleted) {
+		user = "";
+		for (int i = 0; i < EPOCH_BUCKETS; i++)
+			atomic_fetch_add(&f->member_epoch[i], 1);
+	} else {
+		return;
+	}
+	e = &f->mring[f->mring_next++ % MEMBER_RING];
+	if (f->mring_next > MEMBER_RING &&
+	    clock_now_ms() - e->at_ms <= MEMBER_FRESH_MS)
+		f->mring_lost_until = clock_now_ms() + MEMBER_FRESH_MS;
+	e->at_ms = clock_now_ms();
+	e->deleted = c->deleted;
+	snprintf(e->user, sizeof(e->user), "%s", user);
+	snprintf(e->space, sizeof(e->space), "%s", c->space);
+}
+
+/*
+ * f->mu held: whether the newest members change of the last
+ * MEMBER_FRESH_MS for user in space (or the space's deletion) took the
+ * user out. A Postgres check can run on a snapshot that does not see a
+ * commit the stream already delivered (logical decoding gets a commit
+ * once its WAL is flushed, a moment before it is visible), and grant
+ * what a removal just took away; the stream's order wins.
+ */
+static bool
+member_removed(const struct fanout *f, const char *user, const char *space)
+{
+	uint64_t now = clock_now_ms();
+
+	for (uint32_t k = 1; k <= MEMBER_RING && k <= f->mring_next; k++) {
+		const struct member_event *e =
+			&f->mring[(f->mring_next - k) % MEMBER_RING];
+
+		if (now - e->at_ms > MEMBER_FRESH_MS)
+			break; /* older ones are visible by now */
+		if (strcmp(e->space, space) == 0 &&
+		    (!e->user[0] || strcmp(e->user, user) == 0))
+			return e->deleted;
+	}
+	/* more changes than the ring holds came within the window: one of
+	 * them may have been this removal */
+	return now < f->mring_lost_until;
+}
+
 /* f->mu held: a members change that removes a user from a space (or a
  * space deleted) ends the affected subscriptions at once */
 static void
@@ -1396,13 +1675,10 @@ revoke(struct fanout *f, const struct change *c)
 	char key[KEY_MAX];
 
 	if (strcmp(c->table, "members") == 0) {
-		size_t sl = strlen(space);
-
 		if (!c->deleted)
 			return; /* a role change keeps read access */
-		if (strncmp(c->id, space, sl) != 0 || c->id[sl] != ':')
+		if (!(user = member_user(c)))
 			return;
-		user = c->id + sl + 1;
 	} else if (strcmp(c->table, "spaces") != 0 || !c->deleted) {
 		return;
 	}
@@ -1449,6 +1725,9 @@ revoke(struct fanout *f, const struct change *c)
 				if (strcmp(sub->key, key) == 0 ||
 				    (strncmp(sub->key, "rec/", 4) == 0 &&
 				     strcmp(sub->space, space) == 0)) {
+					/* a member again gets it back */
+					if (user)
+						refused_add_locked(s, sub->key);
 					sub_remove_locked(f, s, i);
 					f->st.revoked++;
 				}
@@ -1456,6 +1735,60 @@ revoke(struct fanout *f, const struct change *c)
 		}
 		pthread_mutex_unlock(&s->mu);
 	}
+}
+
+/*
+ * f->mu held: a members change that adds a user to a space (or changes
+ * their role) has the auth thread check again every key that user's
+ * sessions were refused. The granted ones are announced with an
+ * unsolicited SUBSCRIBED (rid 0, code 0); their pushes start from this
+ * point of the stream, so a client that loads the key after that answer
+ * misses nothing (the subscribe-first rule). Clients need not poll for
+ * the day they are let in.
+ */
+static void
+regrant(struct fanout *f, const struct change *c)
+{
+	const char *user;
+	struct req *head = NULL, **tail = &head;
+
+	if (!f->refusing || c->deleted || !(user = member_user(c)))
+		return;
+	for (struct sess *s = f->sessions; s; s = s->lnext) {
+		struct req *r;
+
+		pthread_mutex_lock(&s->mu);
+		if (!s->nrefused || s->state == S_CLOSED ||
+		    strcmp(s->user, user) != 0) {
+			pthread_mutex_unlock(&s->mu);
+			continue;
+		}
+		snprintf(s->regrant_space, sizeof(s->regrant_space), "%s",
+			 c->space);
+		if (s->regrant_queued) {
+			pthread_mutex_unlock(&s->mu);
+			continue;
+		}
+		/* its keys are read when it is served: one request per
+		 * session covers every change until then */
+		r = xcalloc(1, sizeof(*r));
+		r->s = s;
+		r->regrant = true;
+		s->regrant_queued = true;
+		s->refs++;
+		pthread_mutex_unlock(&s->mu);
+		*tail = r;
+		tail = &r->next;
+	}
+	if (!head)
+		return;
+	if (f->reqs_tail)
+		f->reqs_tail->next = head;
+	else
+		f->reqs = head;
+	for (f->reqs_tail = head; f->reqs_tail->next;)
+		f->reqs_tail = f->reqs_tail->next;
+	pthread_cond_broadcast(&f->cv);
 }
 
 static void
@@ -1737,7 +2070,9 @@ reader_main(void *arg)
 							 c->when_ms);
 				}
 				route_change(f, c);
+				membership_moved(f, c);
 				revoke(f, c);
+				regrant(f, c);
 				change_unref(c);
 			}
 			pthread_mutex_unlock(&f->mu);
@@ -1895,6 +2230,7 @@ fanout_new(struct fanout **out, const struct fanout_config *cfg, char *why,
 	*out = NULL;
 	f->cfg = *cfg;
 	f->routes = xcalloc(ROUTE_BUCKETS, sizeof(*f->routes));
+	f->mring = xcalloc(MEMBER_RING, sizeof(*f->mring));
 	pthread_mutex_init(&f->mu, NULL);
 	pthread_cond_init(&f->cv, NULL);
 	f->send_now = sender_sends_now(cfg->listen_url);
@@ -1907,6 +2243,7 @@ fanout_new(struct fanout **out, const struct fanout_config *cfg, char *why,
 	}
 	if (rc) {
 		free(f->routes);
+		free(f->mring);
 		free(f);
 		return rc;
 	}
@@ -2029,6 +2366,7 @@ fanout_free(struct fanout *f)
 			free(r);
 		}
 	free(f->routes);
+	free(f->mring);
 	free(f->dirty);
 	pthread_cond_destroy(&f->helper.cv);
 	pthread_mutex_destroy(&f->helper.mu);

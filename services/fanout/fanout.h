@@ -69,7 +69,9 @@ struct fanout_stats {
 	uint64_t overflows; /* queues dropped, catch-up asked */
 	uint64_t catchups;  /* catch-up reads served */
 	uint64_t catchup_unavailable;
-	uint64_t revoked; /* subscriptions ended by a membership change */
+	uint64_t revoked;   /* subscriptions ended by a membership change */
+	uint64_t regranted; /* refused keys granted by a membership change */
+	uint64_t subscribe_churned; /* grants withheld: churn, three times */
 	uint64_t redis_errors;
 	double stream_lag_ms; /* now - commit time of the newest entry */
 };

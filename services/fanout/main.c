@@ -4,6 +4,7 @@
  * share nothing: run as many as you need behind any TCP balancer.
  */
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
@@ -24,7 +25,10 @@
 /* FD_RESERVE - descriptors kept for Postgres, Redis, HTTP and logs */
 #define FD_RESERVE 64
 
-static volatile sig_atomic_t stop_signal;
+/* set by the signal handler, read by the main loop and the HTTP thread:
+ * a lock-free atomic is both async-signal-safe and race-free */
+static atomic_int stop_signal;
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "stop_signal must be lock-free");
 
 static void
 on_signal(int sig)
@@ -91,6 +95,13 @@ metrics(void *arg, struct buf *out)
 	metric_counter(out, "weft_fanout_revoked_total",
 		       "subscriptions ended by a membership change",
 		       st.revoked);
+	metric_counter(out, "weft_fanout_regranted_total",
+		       "refused subscriptions granted by a membership change",
+		       st.regranted);
+	metric_counter(out, "weft_fanout_subscribe_churned_total",
+		       "grants answered EUNAVAILABLE: membership moved during "
+		       "three passes, or a removal was not yet visible",
+		       st.subscribe_churned);
 	metric_counter(out, "weft_fanout_redis_errors_total",
 		       "failed Redis connects and reads", st.redis_errors);
 	metric_gauge(out, "weft_fanout_stream_lag_ms",

@@ -90,7 +90,7 @@ struct flight {
 
 struct relay {
 	const struct relay_config *cfg;
-	const volatile sig_atomic_t *stop;
+	const atomic_int *stop;
 	PGconn *repl;	      /* replication connection */
 	redisContext *r;      /* NULL while down */
 	struct buf resp;      /* the RESP of one pipeline */
@@ -823,8 +823,7 @@ start_streaming(struct relay *rl)
 
 /* one pass of pruning on *sql (opened when NULL, dropped on error) */
 static void
-prune(const struct relay_config *cfg, PGconn **sql,
-      const volatile sig_atomic_t *stop)
+prune(const struct relay_config *cfg, PGconn **sql, const atomic_int *stop)
 {
 	char q[512], secs[24];
 	const char *params[1] = { secs };
@@ -872,7 +871,7 @@ prune(const struct relay_config *cfg, PGconn **sql,
  * backlog of deletes held up relaying for as long as they took. */
 struct pruner {
 	const struct relay_config *cfg;
-	const volatile sig_atomic_t *stop;
+	const atomic_int *stop;
 	pthread_t th;
 	bool on;
 };
@@ -1035,7 +1034,7 @@ stream(struct relay *rl)
 }
 
 int
-relay_run(const struct relay_config *cfg, const volatile sig_atomic_t *stop)
+relay_run(const struct relay_config *cfg, const atomic_int *stop)
 {
 	struct relay rl = { .cfg = cfg, .stop = stop };
 	struct pruner pruner = { .cfg = cfg, .stop = stop };

@@ -26,7 +26,7 @@
 #ifndef WEFT_RELAY_RELAY_H
 #define WEFT_RELAY_RELAY_H
 
-#include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -68,8 +68,7 @@ struct relay_stats {
 
 /* relay_run - run until *stop is set; 0 on a clean stop, or a weft_err
  * for a configuration that can never work (logged). */
-int relay_run(const struct relay_config *cfg,
-	      const volatile sig_atomic_t *stop);
+int relay_run(const struct relay_config *cfg, const atomic_int *stop);
 
 /* relay_stats - a snapshot of the counters.  Thread-safe. */
 void relay_stats(struct relay_stats *out);

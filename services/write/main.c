@@ -6,6 +6,7 @@
  * services/shared/auth.c (tokens).
  */
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +27,10 @@
 
 #include "common/banned.h"
 
-static volatile sig_atomic_t stop_signal;
+/* set by the signal handler, read by the main loop and the HTTP thread:
+ * a lock-free atomic is both async-signal-safe and race-free */
+static atomic_int stop_signal;
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "stop_signal must be lock-free");
 
 static void
 on_signal(int sig)

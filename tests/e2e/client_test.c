@@ -87,7 +87,23 @@ struct client {
 	uint64_t last_mid;
 	uint64_t progress_records, progress_calls;
 	int progress_done;
+	/* change notes about one id: how many said deleted */
+	char watch[32];
+	int watch_deleted;
 };
+
+static void
+on_change(void *arg, const char *table, const char *id, uint64_t version,
+	  int deleted, int origin)
+{
+	struct client *c = arg;
+
+	(void)table;
+	(void)version;
+	(void)origin;
+	if (deleted && strcmp(id, c->watch) == 0)
+		__atomic_add_fetch(&c->watch_deleted, 1, __ATOMIC_SEQ_CST);
+}
 
 static void
 on_reject(void *arg, uint64_t mid, int code, const char *msg, unsigned opnum,
@@ -151,6 +167,7 @@ client_open(struct client *c, const char *name, const char *user,
 	cr_assert(eq(int, rc, 0), "weft_open: %s", err);
 	cb.reject = on_reject;
 	cb.progress = on_progress;
+	cb.change = on_change;
 	cb.arg = c;
 	weft_set_callbacks(c->st, &cb);
 }
@@ -431,6 +448,103 @@ Test(client, a_record_the_server_no_longer_has_leaves_the_store)
 	client_close(&a);
 }
 
+/*
+ * A space the user is refused (not a member yet) loads once an admin adds
+ * them, without waiting for the client's own next try. That try comes 2 s
+ * after the first refusal, then 4 s after the second: not before 6 s. The
+ * member is added at 2.3 s, and the space must have loaded by 5.5 s, which
+ * only the fanout's unasked grant can do.
+ */
+Test(client, a_member_added_later_gets_the_space_without_asking_again)
+{
+	struct client a = { 0 }, c = { 0 };
+	uint64_t t0;
+	char v[256];
+
+	client_open(&a, "late-a", "alice", NULL, NULL);
+	team(&a, "late");
+	COMMIT(&a, weft_create(tx_, "issues", "late-1", "late",
+			       "{\"title\":\"before carol\"}"));
+	synced(&a);
+	pg_val("SELECT data::text FROM weft_records WHERE id = 'late-1'", v,
+	       sizeof(v));
+	client_open(&c, "late-c", "carol", NULL, NULL);
+	cr_assert(eq(int, weft_subscribe_space(c.st, "late"), 0));
+	for (t0 = clock_now_ms(); clock_now_ms() < t0 + WAIT_MS &&
+				  weft_space_status(c.st, "late") != WEFT_EPERM;
+	     usleep(20000))
+		;
+	cr_assert(eq(int, weft_space_status(c.st, "late"), WEFT_EPERM));
+	t0 = clock_now_ms();
+	usleep(2300000); /* refused again at 2 s; the next try at 6 s */
+	COMMIT(&a, weft_create(tx_, "members", "late:carol", "late",
+			       "{\"user\":\"carol\",\"role\":\"reader\"}"));
+	cr_assert(wait_local(&c, "late-1", v), "the space loads");
+	cr_assert(lt(u64, clock_now_ms() - t0, 5500),
+		  "granted unasked: %llu ms after the first refusal",
+		  (unsigned long long)(clock_now_ms() - t0));
+	cr_assert(eq(int, weft_space_status(c.st, "late"), 0));
+	COMMIT(&a, weft_set(tx_, "issues", "late-1", "title", "\"after\""));
+	synced(&a);
+	pg_val("SELECT data::text FROM weft_records WHERE id = 'late-1'", v,
+	       sizeof(v));
+	cr_assert(wait_local(&c, "late-1", v), "and live from then on");
+	client_close(&a);
+	client_close(&c);
+}
+
+/*
+ * weft_unsubscribe_space() tells the fanout: pushes for that space stop.
+ * bob follows two spaces and drops one; alice then edits a record of each,
+ * the dropped one first. When bob has the second edit, a push of the first
+ * (earlier in the stream) would have come before it.
+ */
+Test(client, an_unsubscribed_space_gets_no_more_pushes)
+{
+	struct client a = { 0 }, b = { 0 };
+	char *got;
+
+	client_open(&a, "unsub-a", "alice", NULL, NULL);
+	team(&a, "unsub1");
+	team(&a, "unsub2");
+	COMMIT(&a, weft_create(tx_, "issues", "u1", "unsub1",
+			       "{\"title\":\"one\"}"));
+	COMMIT(&a, weft_create(tx_, "issues", "u2", "unsub2",
+			       "{\"title\":\"two\"}"));
+	synced(&a);
+	client_open(&b, "unsub-b", "bob", NULL, NULL);
+	cr_assert(eq(int, weft_subscribe_space(b.st, "unsub1"), 0));
+	cr_assert(eq(int, weft_subscribe_space(b.st, "unsub2"), 0));
+	synced(&b);
+	got = local(&b, "u1");
+	cr_assert_not_null(got);
+	weft_free(got);
+	cr_assert(eq(int, weft_unsubscribe_space(b.st, "unsub1"), 0));
+	synced(&b);
+	COMMIT(&a, weft_set(tx_, "issues", "u1", "title", "\"one, later\""));
+	COMMIT(&a, weft_set(tx_, "issues", "u2", "title", "\"two, later\""));
+	synced(&a);
+	for (uint64_t until = clock_now_ms() + WAIT_MS; clock_now_ms() < until;
+	     usleep(20000)) {
+		bool seen;
+
+		got = local(&b, "u2");
+		seen = got && strstr(got, "two, later");
+		weft_free(got);
+		if (seen)
+			break;
+	}
+	got = local(&b, "u2");
+	cr_assert(got && strstr(got, "two, later"), "the followed space moves");
+	weft_free(got);
+	got = local(&b, "u1");
+	cr_assert(got && !strstr(got, "later"), "the dropped one does not: %s",
+		  got ? got : "(none)");
+	weft_free(got);
+	client_close(&a);
+	client_close(&b);
+}
+
 Test(client, a_rejected_transaction_rolls_back_and_later_ones_land)
 {
 	struct client a = { 0 };
@@ -589,6 +703,45 @@ Test(client, a_space_loaded_again_drops_what_left_it_meanwhile)
 	got = local(&b, "s1500");
 	cr_assert_not_null(got, "the new records came");
 	weft_free(got);
+	client_close(&a);
+	client_close(&b);
+}
+
+/*
+ * A record that moved between two spaces the store follows, while the
+ * store was away past the change log, just moves: both spaces load again,
+ * the one it left first (keys load in order), and the store never reports
+ * it deleted on the way.
+ */
+Test(client, a_record_moved_between_followed_spaces_is_never_reported_gone)
+{
+	struct client a = { 0 }, b = { 0 };
+	uint64_t ver = 0;
+	char v[256];
+
+	client_open(&a, "mv-a", "alice", NULL, NULL);
+	team(&a, "mvp1");
+	team(&a, "mvp2");
+	COMMIT(&a, weft_create(tx_, "issues", "mvr", "mvp1",
+			       "{\"title\":\"moves\"}"));
+	synced(&a);
+	client_open(&b, "bob", "bob", NULL, NULL);
+	cr_assert(eq(int, weft_subscribe_space(b.st, "mvp1"), 0));
+	cr_assert(eq(int, weft_subscribe_space(b.st, "mvp2"), 0));
+	synced(&b);
+	cr_assert(
+		eq(int, weft_get(b.st, "issues", "mvr", NULL, NULL, NULL), 0));
+	client_close(&b);
+	COMMIT(&a,
+	       weft_put(tx_, "issues", "mvr", "mvp2", "{\"title\":\"moved\"}"));
+	snprintf(b.watch, sizeof(b.watch), "mvr");
+	past_the_window(&a, &b, "mvp1", "mv", 1, 1499);
+	pg_val("SELECT data::text FROM weft_records WHERE id = 'mvr'", v,
+	       sizeof(v));
+	cr_assert(wait_local(&b, "mvr", v), "bob has it, moved: %s", v);
+	cr_assert(
+		eq(int, weft_get(b.st, "issues", "mvr", NULL, &ver, NULL), 0));
+	cr_assert(eq(int, b.watch_deleted, 0), "never reported deleted");
 	client_close(&a);
 	client_close(&b);
 }
