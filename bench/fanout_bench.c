@@ -18,9 +18,8 @@
  *   fanout_bench streamlag REDIS_URL STREAM SECONDS
  *       for bench/relay.sh: read STREAM from its end for SECONDS (XREAD
  *       BLOCK, as a fanout node does) and time each entry from its commit
- *       (its change's "w", Unix ms, truncated) to when this reader has it;
- *       print "entries p50 p99 max" in ms.  The commit time is whole
- *       milliseconds, so each figure may read up to 1 ms high.
+ *       (its change's "w" and "f", Unix ms and the µs past it) to when
+ *       this reader has it; print "entries p50 p99 max" in ms.
  *
  *   fanout_bench rounds ROUNDS BATCH
  *       for bench/fanout.sh: print, as RESP for redis-cli --pipe, ROUNDS
@@ -553,7 +552,8 @@ run_streamlag(char **argv)
 					}
 					lag = t;
 				}
-				lag[n++] = now - (double)sc.when_ms;
+				lag[n++] = now - (double)sc.when_ms -
+					   sc.when_us / 1000.0;
 			}
 		}
 		freeReplyObject(r);

@@ -177,5 +177,5 @@ echo
 echo "lag: pgbench at ${RATE}/s for ${SECS}s (achieved $tps commits/s), $n pipelines:"
 echo "  commit -> XADD answered, oldest commit of each pipeline: p50 <= ${p50} ms, p99 <= ${p99} ms (histogram bucket bounds)"
 read -r ln lp50 lp99 lmax <"$DIR/streamlag"
-echo "  commit -> entry read from the stream, every entry ($ln): p50 ${lp50} ms, p99 ${lp99} ms, max ${lmax} ms (commit times are whole ms: up to 1 ms high)"
+echo "  commit -> entry read from the stream, every entry ($ln): p50 ${lp50} ms, p99 ${lp99} ms, max ${lmax} ms"
 stop_relay

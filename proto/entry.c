@@ -27,12 +27,14 @@ pack_str(msgpack_packer *pk, char k, struct proto_str s)
 int
 stream_change_pack(msgpack_packer *pk, const struct stream_change *c)
 {
-	size_t n = 8 + (c->prev.p != NULL) + (c->data != NULL) +
+	size_t n = 9 + (c->prev.p != NULL) + (c->data != NULL) +
 		   (c->client.p != NULL) + (c->user.p != NULL);
 	int bad;
 
 	if (c->data && (c->data_len == 0 || !mp_map_head(c->data[0])))
 		return WEFT_EINVAL; /* not a map: the entry would not parse */
+	if (c->when_us > 999)
+		return WEFT_EINVAL; /* nor would this */
 
 	bad = msgpack_pack_map(pk, n);
 	bad |= pack_str(pk, 't', c->table);
@@ -54,6 +56,7 @@ stream_change_pack(msgpack_packer *pk, const struct stream_change *c)
 		bad |= pack_str(pk, 'u', c->user);
 	bad |= pack_key(pk, 'm') | msgpack_pack_uint64(pk, c->mid);
 	bad |= pack_key(pk, 'w') | msgpack_pack_int64(pk, c->when_ms);
+	bad |= pack_key(pk, 'f') | msgpack_pack_uint32(pk, c->when_us);
 	return bad ? WEFT_ENOMEM : 0;
 }
 
@@ -99,6 +102,13 @@ parse_one(struct mp_reader *r, char k, struct stream_change *out)
 		return mp_read_bool(r, &out->deleted);
 	case 'w':
 		return mp_read_i64(r, &out->when_ms);
+	case 'f':
+		if ((rc = mp_read_u64(r, &u)) != 0)
+			return rc;
+		if (u > 999)
+			return WEFT_ERANGE;
+		out->when_us = (uint32_t)u;
+		return 0;
 	case 'd': {
 		const uint8_t *start = r->p;
 		enum mp_type t;

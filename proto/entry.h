@@ -14,6 +14,8 @@
  *   c, u     client id and user of the transaction (str)
  *   m        its mutation id (uint)
  *   w        commit time, Unix milliseconds (int)
+ *   f        its microseconds past w (uint, 0..999; optional, 0 when
+ *            absent: entries written before it was added)
  *
  * One field rather than one per column: Redis spends its time per field
  * (parsing, its listpack), and the relay's drain and the fanout's reads
@@ -49,12 +51,14 @@ struct stream_change {
 	struct proto_str client, user; /* p == NULL: absent */
 	uint64_t mid;
 	int64_t when_ms;
+	uint32_t when_us; /* microseconds past when_ms, 0..999 */
 };
 
 /*
  * stream_change_pack - pack c as an entry's value.  c->data, when not
  * NULL, must be one msgpack map; its bytes are copied as they are.
- * Errors: WEFT_EINVAL (data that does not start with a map header),
+ * Errors: WEFT_EINVAL (data that does not start with a map header, or
+ * when_us over 999),
  * WEFT_ENOMEM (the packer's write failed).
  */
 int stream_change_pack(msgpack_packer *pk, const struct stream_change *c);
@@ -62,7 +66,8 @@ int stream_change_pack(msgpack_packer *pk, const struct stream_change *c);
 /*
  * stream_change_parse - an entry's value p[0..len) into out (pointers
  * into p).  Errors: WEFT_ETRUNCATED, WEFT_ETYPE (a value or a key of
- * another type), WEFT_ECOUNT, WEFT_EDEPTH, WEFT_ERANGE (as proto/mp.h),
+ * another type), WEFT_ECOUNT, WEFT_EDEPTH, WEFT_ERANGE (as proto/mp.h, and
+ * an f over 999),
  * WEFT_EMISSING (t, i, s, v or o absent), WEFT_EINVAL (version 0, an
  * unknown op, a key that is not one lowercase letter), WEFT_EENCODING (a
  * NUL inside a string), WEFT_EDUPFIELD, WEFT_ETRAILING, WEFT_ETOOBIG.

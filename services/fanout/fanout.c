@@ -90,7 +90,7 @@ struct change {
 	bool deleted;
 	uint8_t *data; /* msgpack map; NULL for tombstones */
 	uint32_t data_len;
-	int64_t when_ms; /* commit time */
+	int64_t when_us; /* commit time, Unix µs; 0: unknown */
 	char *mem;	 /* owns the strings and data */
 	/* the change as a PUSH element for its space's subscribers (key
 	 * space/<space>, with data), encoded once by the reader; NULL if it
@@ -265,7 +265,10 @@ change_from_entry(const redisReply *e)
 		c->data_len = sc.data_len;
 		memcpy(p, sc.data, sc.data_len);
 	}
-	c->when_ms = sc.when_ms;
+	/* a time from outside any sane range is unknown (and cannot
+	 * overflow) */
+	if (sc.when_ms > 0 && sc.when_ms < INT64_MAX / 1000 - 1)
+		c->when_us = sc.when_ms * 1000 + sc.when_us;
 	change_encode(c);
 	return c;
 }
@@ -2060,14 +2063,15 @@ reader_main(void *arg)
 				}
 				last = c->cursor;
 				f->st.entries++;
-				if (c->when_ms) {
+				if (c->when_us) {
 					struct timespec ts;
 
 					clock_gettime(CLOCK_REALTIME, &ts);
 					f->st.stream_lag_ms =
-						(double)(ts.tv_sec * 1000 +
-							 ts.tv_nsec / 1000000 -
-							 c->when_ms);
+						(double)(ts.tv_sec * 1000000 +
+							 ts.tv_nsec / 1000 -
+							 c->when_us) /
+						1000.0;
 				}
 				route_change(f, c);
 				membership_moved(f, c);

@@ -612,7 +612,10 @@ row_change(struct relay *rl, const struct pgo_msg *m, const char *id,
 	if (have[COL_USER])
 		sc->user = col_str(&v[COL_USER]);
 	sc->mid = col_u64(&v[COL_MID]);
-	sc->when_ms = rl->txn_time / 1000;
+	/* floored, so that the microseconds are 0..999 for any time */
+	sc->when_ms = rl->txn_time >= 0 ? rl->txn_time / 1000
+					: -((999 - rl->txn_time) / 1000);
+	sc->when_us = (uint32_t)(rl->txn_time - sc->when_ms * 1000);
 	if (have[COL_DATA] && !sc->deleted) {
 		msgpack_packer pk;
 

@@ -235,6 +235,73 @@ Test(relay, commit_order_not_sequence_order)
 	proc_stop(&r);
 }
 
+static int64_t
+unix_us_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* an entry carries its commit time to the microsecond (w and f): each
+ * lies between the moment its transaction was sent and its COMMIT's
+ * answer, which whole milliseconds would miss by up to 999 µs */
+Test(relay, entries_carry_the_commit_time_to_the_microsecond)
+{
+	enum { N = 20 };
+	struct proc r;
+	PGconn *c = pg_connect();
+	int64_t before[N + 1], after[N + 1];
+	redisContext *rc;
+	redisReply *rep;
+	long mids[N + 1];
+	bool inc;
+	int seen = 0, sub_ms = 0;
+
+	start_relay(&r);
+	for (long k = 1; k <= N; k++) {
+		char id[16];
+
+		snprintf(id, sizeof(id), "clk%ld", k);
+		before[k] = unix_us_now();
+		exec_ok(c, OUTBOX_ROW, id, k, "clock", k);
+		after[k] = unix_us_now();
+	}
+	cr_assert(eq(i64, wait_for("clock", N, mids, N + 1, &inc), N));
+	rc = redisConnect("127.0.0.1", atoi(redis_port));
+	cr_assert(rc && !rc->err, "redis");
+	rep = redisCommand(rc, "XRANGE weft:changes - +");
+	cr_assert(rep && rep->type == REDIS_REPLY_ARRAY);
+	for (size_t i = 0; i < rep->elements; i++) {
+		redisReply *f = rep->element[i]->element[1];
+		struct stream_change sc;
+		int64_t when;
+
+		if (f->elements != 2 ||
+		    stream_change_parse((const uint8_t *)f->element[1]->str,
+					f->element[1]->len, &sc) != 0 ||
+		    !sc.client.p || sc.client.len != 5 ||
+		    memcmp(sc.client.p, "clock", 5) != 0)
+			continue;
+		cr_assert(sc.mid >= 1 && sc.mid <= N);
+		when = sc.when_ms * 1000 + sc.when_us;
+		cr_assert(when >= before[sc.mid] && when <= after[sc.mid],
+			  "commit %llu at %lld µs, sent at %lld, answered at "
+			  "%lld",
+			  (unsigned long long)sc.mid, (long long)when,
+			  (long long)before[sc.mid], (long long)after[sc.mid]);
+		sub_ms += sc.when_us != 0;
+		seen++;
+	}
+	cr_assert(eq(int, seen, N));
+	cr_assert(sub_ms > 0, "the microseconds are there");
+	freeReplyObject(rep);
+	redisFree(rc);
+	PQfinish(c);
+	proc_stop(&r);
+}
+
 /* the rows of marker (NULL: all) in the outbox (the truth, whatever the
  * writer saw) */
 static long
