@@ -97,6 +97,8 @@ struct db_config {
 	const char *pg_url;
 	int workers;	  /* Postgres connections */
 	int batch_max;	  /* client transactions per Postgres transaction */
+	int gather_us;	  /* a small group waits this long for more while
+			   * another worker is in Postgres; 0: never */
 	int queue_max;	  /* jobs waiting; beyond it: WEFT_EAGAIN */
 	int max_record;	  /* bytes of one record's JSON; 0 = no limit */
 	int keep_results; /* stored rejections kept per client */
@@ -113,6 +115,7 @@ struct db_stats {
 	uint64_t txns;		 /* client transactions answered */
 	uint64_t fast;		 /* of which applied by weft_apply_fast() */
 	uint64_t retries;	 /* groups retried after a transient error */
+	uint64_t group_waits;	 /* times a worker waited for a group to fill */
 	uint64_t unavailable;	 /* jobs answered WEFT_EUNAVAILABLE */
 	uint64_t reads;		 /* fetches and bootstrap pages */
 	uint64_t results_pruned; /* stored results deleted by age */

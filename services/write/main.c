@@ -100,6 +100,10 @@ metrics(void *arg, struct buf *out)
 		       ds.tombstones_deleted);
 	metric_counter(out, "weft_write_commits_total",
 		       "Postgres transactions committed (groups)", ds.commits);
+	metric_counter(out, "weft_write_group_waits_total",
+		       "times a worker held a small group back for more "
+		       "(--group-wait-us)",
+		       ds.group_waits);
 	metric_counter(out, "weft_write_group_retries_total",
 		       "groups retried after a deadlock or serialisation "
 		       "failure",
@@ -153,7 +157,7 @@ main(int argc, char **argv)
 	bool migrate_only;
 	int64_t workers, batch, queue, max_frame, max_ops, max_record, max_out;
 	int64_t page_bytes, heartbeat, idle, retry, keep, results_ttl;
-	int64_t tombstone_ttl;
+	int64_t tombstone_ttl, gather;
 	const struct cfg_opt opts[] = {
 		{ "listen", CFG_STR, &listen_url, "tcp://127.0.0.1:7400",
 		  "URL clients connect to: tcp://, tls+tcp:// or wss:// (with "
@@ -174,6 +178,11 @@ main(int argc, char **argv)
 		  256 },
 		{ "batch-max", CFG_INT, &batch, "64",
 		  "client transactions per Postgres transaction", 1, 4096 },
+		{ "group-wait-us", CFG_INT, &gather, "1000",
+		  "while another worker is in Postgres, a group short of "
+		  "--batch-max waits up to this long (from its oldest "
+		  "transaction's arrival) for more (0: never)",
+		  0, 1000000 },
 		{ "queue-max", CFG_INT, &queue, "4096",
 		  "requests waiting for Postgres; beyond it: BACKOFF", 1,
 		  1000000 },
@@ -276,11 +285,17 @@ main(int argc, char **argv)
 		schema_free(schema);
 		return 1;
 	}
-	dcfg = (struct db_config){
-		pg_url,		 (int)workers, (int)batch, (int)queue,
-		(int)max_record, (int)keep,    1000,	   (int)(max_out / 2),
-		results_ttl,	 tombstone_ttl
-	};
+	dcfg = (struct db_config){ .pg_url = pg_url,
+				   .workers = (int)workers,
+				   .batch_max = (int)batch,
+				   .gather_us = (int)gather,
+				   .queue_max = (int)queue,
+				   .max_record = (int)max_record,
+				   .keep_results = (int)keep,
+				   .page_rows = 1000,
+				   .max_reply = (int)(max_out / 2),
+				   .results_ttl_ms = results_ttl,
+				   .tombstone_ttl_ms = tombstone_ttl };
 	db_new(&db, &dcfg);
 	scfg = (struct server_config){
 		listen_url,

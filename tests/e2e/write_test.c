@@ -848,6 +848,122 @@ Test(write, a_blocked_group_holds_up_no_other_client)
 	wclient_close(&c);
 }
 
+/* the time, in ms, from now until c's next answer (an ACK, checked) */
+static uint64_t
+ms_to_ack(struct wclient *c)
+{
+	uint64_t t0 = clock_now_ms();
+	struct proto_msg r;
+
+	cr_assert(eq(i64, wclient_recv(c, &r, WAIT_MS), 0));
+	cr_assert(eq(i64, r.type, PROTO_ACK), "got %s",
+		  proto_type_name(r.type));
+	return clock_now_ms() - t0;
+}
+
+/*
+ * --group-wait-us: while another worker is in Postgres (here held by a
+ * row lock), a group short of --batch-max waits for more transactions,
+ * up to the wait from its oldest one's arrival, and goes at once when it
+ * fills.  With every worker free, nothing waits.
+ */
+Test(write, a_small_group_waits_for_more_while_another_worker_is_busy)
+{
+	static const char *const extra[] = { "--pg-workers=2", "--batch-max=2",
+					     "--group-wait-us=600000", NULL };
+	char sp[80], cl[80], hot[80], sql[320], ids[4][80], clients[4][80];
+	struct proto_op create, set, ops[4];
+	struct proto_msg m = { .type = PROTO_TXN }, r;
+	struct wclient c;
+	uint64_t ms;
+	PGconn *pg;
+	PGresult *res;
+
+	proc_start_write(&svc2, extra);
+	snprintf(sp, sizeof(sp), "%s", N("gather"));
+	snprintf(cl, sizeof(cl), "%s", N("gather-client"));
+	snprintf(hot, sizeof(hot), "%s", N("gather-hot"));
+	session_at(&c, N("alice"), svc2.url);
+	make_space(&c, cl, sp);
+	create = (struct proto_op){ .kind = PROTO_OP_CREATE,
+				    .table = S("rows"),
+				    .id = S(hot),
+				    .space = S(sp),
+				    .data = map0() };
+	r = txn(&c, cl, 2, &create, 1);
+	cr_assert(eq(i64, r.type, PROTO_ACK));
+	for (int i = 0; i < 4; i++) {
+		snprintf(clients[i], sizeof(clients[i]), "%s-%d",
+			 N("gather-other"), i);
+		snprintf(ids[i], sizeof(ids[i]), "%s-%d", N("gather-row"), i);
+		ops[i] = (struct proto_op){ .kind = PROTO_OP_CREATE,
+					    .table = S("rows"),
+					    .id = S(ids[i]),
+					    .space = S(sp),
+					    .data = map0() };
+	}
+
+	/* one worker's group waits for a row lock */
+	pg = pg_connect(NULL);
+	snprintf(sql, sizeof(sql),
+		 "BEGIN; SELECT 1 FROM weft_records WHERE tbl = 'rows' AND "
+		 "id = '%s' FOR UPDATE",
+		 hot);
+	res = PQexec(pg, sql);
+	cr_assert(eq(i64, PQresultStatus(res), PGRES_TUPLES_OK), "%s",
+		  PQerrorMessage(pg));
+	PQclear(res);
+	set = (struct proto_op){ .kind = PROTO_OP_SET,
+				 .table = S("rows"),
+				 .id = S(hot),
+				 .field = S("n"),
+				 .value = str_value("x") };
+	m.u.txn = (struct proto_txn){ 3, S(cl), 3, PROTO_LIST(1, &set) };
+	cr_assert(eq(i64, wclient_send(&c, &m), 0));
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM pg_stat_activity "
+		 "WHERE %d = ANY (pg_blocking_pids(pid))",
+		 PQbackendPID(pg));
+	for (int i = 0; pg_long(pg, sql, NULL) == 0; i++) {
+		cr_assert(lt(i64, i, 500), "the set's group never waited");
+		usleep(10 * 1000);
+	}
+
+	/* one transaction alone: it waits out the 600 ms for company */
+	m.u.txn = (struct proto_txn){ 100, S(clients[0]), 1,
+				      PROTO_LIST(1, &ops[0]) };
+	cr_assert(eq(i64, wclient_send(&c, &m), 0));
+	ms = ms_to_ack(&c);
+	cr_assert(ge(u64, ms, 500), "a lone transaction went after %llu ms",
+		  (unsigned long long)ms);
+	cr_assert(lt(u64, ms, 5000));
+	cr_assert(lt(i64, 0,
+		     proc_metric(&svc2, "weft_write_group_waits_total")));
+
+	/* two at once fill the group (--batch-max=2): no wait */
+	for (int i = 1; i <= 2; i++) {
+		m.u.txn = (struct proto_txn){ 100 + (uint64_t)i, S(clients[i]),
+					      1, PROTO_LIST(1, &ops[i]) };
+		cr_assert(eq(i64, wclient_send(&c, &m), 0));
+	}
+	ms = ms_to_ack(&c) + ms_to_ack(&c);
+	cr_assert(lt(u64, ms, 400), "a full group waited %llu ms",
+		  (unsigned long long)ms);
+
+	/* the lock goes; with no worker in Postgres, nothing waits */
+	res = PQexec(pg, "ROLLBACK");
+	PQclear(res);
+	PQfinish(pg);
+	cr_assert(lt(u64, ms_to_ack(&c), 5000), "the held set, at last");
+	m.u.txn = (struct proto_txn){ 103, S(clients[3]), 1,
+				      PROTO_LIST(1, &ops[3]) };
+	cr_assert(eq(i64, wclient_send(&c, &m), 0));
+	ms = ms_to_ack(&c);
+	cr_assert(lt(u64, ms, 400), "with every worker free, a wait of %llu ms",
+		  (unsigned long long)ms);
+	wclient_close(&c);
+}
+
 /*
  * One client's backlog (a client back from offline resends everything it
  * queued) must not hide other clients' transactions queued behind it:
