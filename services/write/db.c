@@ -132,9 +132,9 @@ struct db {
 	struct pin *pins[PIN_BUCKETS]; /* under mu */
 	unsigned next_wake;	       /* where the idle-worker scan starts */
 	int in_pg;		       /* workers running a group */
-	int last_group;		       /* transactions in the last group taken */
-	struct worker *gathering;      /* waiting for its group to fill */
-	struct db_stats stats;	       /* under mu */
+	int last_group;		  /* transactions in the last group taken */
+	struct worker *gathering; /* waiting for its group to fill */
+	struct db_stats stats;	  /* under mu */
 };
 
 void
@@ -1270,8 +1270,8 @@ take(struct worker *w, int *n)
 		 * worker is busy, or the last group was small (a quarter of
 		 * batch_max or less), nothing waits */
 		if (db->cfg.gather_us > 0 && db->in_pg > 0 && !db->stopping &&
-		    db->last_group > db->cfg.batch_max / 4 &&
-		    !db->gathering && db->head && db->head->kind == JOB_TXN &&
+		    db->last_group > db->cfg.batch_max / 4 && !db->gathering &&
+		    db->head && db->head->kind == JOB_TXN &&
 		    db->queued < db->cfg.batch_max &&
 		    now < db->head->queued_ns +
 				    (uint64_t)db->cfg.gather_us * 1000) {

@@ -937,8 +937,8 @@ Test(write, a_small_group_waits_for_more_while_another_worker_is_busy)
 	cr_assert(ge(u64, ms, 500), "a lone transaction went after %llu ms",
 		  (unsigned long long)ms);
 	cr_assert(lt(u64, ms, 5000));
-	cr_assert(lt(i64, 0,
-		     proc_metric(&svc2, "weft_write_group_waits_total")));
+	cr_assert(
+		lt(i64, 0, proc_metric(&svc2, "weft_write_group_waits_total")));
 
 	/* two at once fill the group (--batch-max=2): no wait */
 	for (int i = 1; i <= 2; i++) {
