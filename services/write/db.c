@@ -131,7 +131,7 @@ struct db {
 	struct worker *workers;
 	struct pin *pins[PIN_BUCKETS]; /* under mu */
 	unsigned next_wake;	       /* where the idle-worker scan starts */
-	int in_pg;		       /* workers running a group */
+	int in_pg;		       /* workers in Postgres (a group or a read) */
 	int last_group;		  /* transactions in the last group taken */
 	struct worker *gathering; /* waiting for its group to fill */
 	struct db_stats stats;	  /* under mu */
@@ -260,8 +260,9 @@ db_submit(struct db *db, struct job *job)
 		db->head = job;
 	db->tail = job;
 	db->queued++;
-	wake_one(db);
-	if (db->gathering && db->queued >= db->cfg.batch_max)
+	if (!db->gathering) /* else it is the waiting worker's */
+		wake_one(db);
+	else if (db->queued >= db->cfg.batch_max)
 		pthread_cond_signal(&db->gathering->cv); /* full: go */
 	pthread_mutex_unlock(&db->mu);
 	return 0;
@@ -1268,7 +1269,9 @@ take(struct worker *w, int *n)
 		 * 35 us per transaction), so under load larger groups leave
 		 * the CPU for more of them.  Only under load: when no other
 		 * worker is busy, or the last group was small (a quarter of
-		 * batch_max or less), nothing waits */
+		 * batch_max or less; under 4, any group counts), nothing
+		 * waits.  It goes early when the queue fills (db_submit) or
+		 * when the last worker leaves Postgres (worker_main) */
 		if (db->cfg.gather_us > 0 && db->in_pg > 0 && !db->stopping &&
 		    db->last_group > db->cfg.batch_max / 4 && !db->gathering &&
 		    db->head && db->head->kind == JOB_TXN &&
@@ -1286,7 +1289,12 @@ take(struct worker *w, int *n)
 			db->gathering = NULL;
 			continue;
 		}
-		if ((jobs = take_some(w, n)) || db->stopping)
+		/* a small group another worker is waiting to fill is its
+		 * own (db_submit wakes no one else for it) */
+		jobs = NULL;
+		if ((db->stopping || !db->gathering ||
+		     db->queued >= db->cfg.batch_max) &&
+		    ((jobs = take_some(w, n)) || db->stopping))
 			break;
 
 		if (prune_ready(db))
@@ -1430,7 +1438,10 @@ worker_main(void *arg)
 		else
 			run_bootstrap(w, jobs);
 		pthread_mutex_lock(&db->mu);
-		db->in_pg--;
+		/* the last one out of Postgres: a worker waiting for its
+		 * group to fill goes now */
+		if (--db->in_pg == 0 && db->gathering)
+			pthread_cond_signal(&db->gathering->cv);
 		pthread_mutex_unlock(&db->mu);
 	}
 	disconnect(w);

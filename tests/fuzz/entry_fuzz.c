@@ -47,7 +47,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    !same(c.client, back.client) || !same(c.user, back.user) ||
 	    c.version != back.version || c.op != back.op ||
 	    c.deleted != back.deleted || c.mid != back.mid ||
-	    c.when_ms != back.when_ms || c.data_len != back.data_len ||
+	    c.when_ms != back.when_ms || c.when_us != back.when_us ||
+	    c.data_len != back.data_len ||
 	    (c.data_len && memcmp(c.data, back.data, c.data_len) != 0))
 		abort();
 	msgpack_sbuffer_destroy(&sb);
