@@ -131,7 +131,7 @@ struct db {
 	struct worker *workers;
 	struct pin *pins[PIN_BUCKETS]; /* under mu */
 	unsigned next_wake;	       /* where the idle-worker scan starts */
-	int in_pg;		       /* workers in Postgres (a group or a read) */
+	int in_pg;		  /* workers in Postgres (a group or a read) */
 	int last_group;		  /* transactions in the last group taken */
 	struct worker *gathering; /* waiting for its group to fill */
 	struct db_stats stats;	  /* under mu */
