@@ -694,7 +694,14 @@ on_wal(struct relay *rl, const struct pgo_copy *cp)
 		rl->in_txn = true;
 		rl->txn_lsn = m.final_lsn;
 		rl->txn_idx = 0;
-		rl->txn_time = m.commit_time + PGO_EPOCH_OFFSET_US;
+		/* Unix µs.  A broken peer's time outside 2000..about 73,000
+		 * years later is clamped: no sum or difference of it can
+		 * overflow */
+		rl->txn_time =
+			(m.commit_time < 0		 ? 0
+			 : m.commit_time > INT64_MAX / 4 ? INT64_MAX / 4
+							 : m.commit_time) +
+			PGO_EPOCH_OFFSET_US;
 		break;
 	case PGO_RELATION:
 		map_relation(rl, &m);

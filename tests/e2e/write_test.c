@@ -749,6 +749,46 @@ Test(write, sigterm_answers_everything_it_took_then_exits)
 }
 
 /*
+ * lock record "rows"/hot from a new Postgres session, then send a set of
+ * it as client cl's mid and wait until the set's group waits for that
+ * lock; the session is returned (its ROLLBACK lets the group go)
+ */
+static PGconn *
+hold_a_group(struct wclient *c, const char *cl, const char *hot, uint64_t mid)
+{
+	static struct proto_op set;
+	struct proto_msg m = { .type = PROTO_TXN };
+	PGconn *pg = pg_connect(NULL);
+	char sql[320];
+	PGresult *res;
+
+	snprintf(sql, sizeof(sql),
+		 "BEGIN; SELECT 1 FROM weft_records WHERE tbl = 'rows' AND "
+		 "id = '%s' FOR UPDATE",
+		 hot);
+	res = PQexec(pg, sql);
+	cr_assert(eq(i64, PQresultStatus(res), PGRES_TUPLES_OK), "%s",
+		  PQerrorMessage(pg));
+	PQclear(res);
+	set = (struct proto_op){ .kind = PROTO_OP_SET,
+				 .table = S("rows"),
+				 .id = S(hot),
+				 .field = S("n"),
+				 .value = str_value("x") };
+	m.u.txn = (struct proto_txn){ mid, S(cl), mid, PROTO_LIST(1, &set) };
+	cr_assert(eq(i64, wclient_send(c, &m), 0));
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM pg_stat_activity "
+		 "WHERE %d = ANY (pg_blocking_pids(pid))",
+		 PQbackendPID(pg));
+	for (int i = 0; pg_long(pg, sql, NULL) == 0; i++) {
+		cr_assert(lt(i64, i, 500), "the set's group never waited");
+		usleep(10 * 1000);
+	}
+	return pg;
+}
+
+/*
  * A group held up in Postgres (here by a row lock another session holds)
  * must hold up only its own transactions: the others, sent while it
  * waits, are taken by the other workers.  When jobs were bound to a
@@ -757,9 +797,9 @@ Test(write, sigterm_answers_everything_it_took_then_exits)
 Test(write, a_blocked_group_holds_up_no_other_client)
 {
 	enum { OTHERS = 40 };
-	char sp[80], cl[80], hot[80], sql[320], clients[OTHERS][80];
+	char sp[80], cl[80], hot[80], clients[OTHERS][80];
 	char ids[OTHERS][80];
-	struct proto_op ops[OTHERS], create, set;
+	struct proto_op ops[OTHERS], create;
 	struct proto_msg m = { .type = PROTO_TXN }, r;
 	struct wclient c;
 	bool seen[OTHERS] = { false };
@@ -779,38 +819,9 @@ Test(write, a_blocked_group_holds_up_no_other_client)
 	r = txn(&c, cl, 2, &create, 1);
 	cr_assert(eq(i64, r.type, PROTO_ACK));
 
-	/* another session locks the record: the set's group waits for it */
-	pg = pg_connect(NULL);
-	snprintf(sql, sizeof(sql),
-		 "BEGIN; SELECT 1 FROM weft_records WHERE tbl = 'rows' AND "
-		 "id = '%s' FOR UPDATE",
-		 hot);
-	res = PQexec(pg, sql);
-	cr_assert(eq(i64, PQresultStatus(res), PGRES_TUPLES_OK), "%s",
-		  PQerrorMessage(pg));
-	PQclear(res);
-	set = (struct proto_op){ .kind = PROTO_OP_SET,
-				 .table = S("rows"),
-				 .id = S(hot),
-				 .field = S("n"),
-				 .value = str_value("x") };
-	m.u.txn = (struct proto_txn){ 3, S(cl), 3, PROTO_LIST(1, &set) };
-	cr_assert(eq(i64, wclient_send(&c, &m), 0));
-	/* its group has started and waits for the lock: sent earlier, the
-	 * others could share that group and wait with it */
-	snprintf(sql, sizeof(sql),
-		 "SELECT count(*) FROM pg_stat_activity "
-		 "WHERE %d = ANY (pg_blocking_pids(pid))",
-		 PQbackendPID(pg));
-	for (int i = 0;; i++) {
-		long waiting;
-
-		waiting = pg_long(pg, sql, NULL);
-		if (waiting > 0)
-			break;
-		cr_assert(lt(i64, i, 500), "the set's group never waited");
-		usleep(10 * 1000);
-	}
+	/* another session locks the record: the set's group waits for it.
+	 * Sent earlier, the others could share that group and wait with it */
+	pg = hold_a_group(&c, cl, hot, 3);
 
 	/* many other clients at once, while it waits: all answered */
 	for (int i = 0; i < OTHERS; i++) {
@@ -871,8 +882,8 @@ Test(write, a_small_group_waits_for_more_while_another_worker_is_busy)
 {
 	static const char *const extra[] = { "--pg-workers=2", "--batch-max=2",
 					     "--group-wait-us=600000", NULL };
-	char sp[80], cl[80], hot[80], sql[320], ids[5][80], clients[5][80];
-	struct proto_op create, set, ops[5];
+	char sp[80], cl[80], hot[80], ids[5][80], clients[5][80];
+	struct proto_op create, ops[5];
 	struct proto_msg m = { .type = PROTO_TXN }, r;
 	struct wclient c;
 	uint64_t ms;
@@ -904,30 +915,7 @@ Test(write, a_small_group_waits_for_more_while_another_worker_is_busy)
 	}
 
 	/* one worker's group waits for a row lock */
-	pg = pg_connect(NULL);
-	snprintf(sql, sizeof(sql),
-		 "BEGIN; SELECT 1 FROM weft_records WHERE tbl = 'rows' AND "
-		 "id = '%s' FOR UPDATE",
-		 hot);
-	res = PQexec(pg, sql);
-	cr_assert(eq(i64, PQresultStatus(res), PGRES_TUPLES_OK), "%s",
-		  PQerrorMessage(pg));
-	PQclear(res);
-	set = (struct proto_op){ .kind = PROTO_OP_SET,
-				 .table = S("rows"),
-				 .id = S(hot),
-				 .field = S("n"),
-				 .value = str_value("x") };
-	m.u.txn = (struct proto_txn){ 3, S(cl), 3, PROTO_LIST(1, &set) };
-	cr_assert(eq(i64, wclient_send(&c, &m), 0));
-	snprintf(sql, sizeof(sql),
-		 "SELECT count(*) FROM pg_stat_activity "
-		 "WHERE %d = ANY (pg_blocking_pids(pid))",
-		 PQbackendPID(pg));
-	for (int i = 0; pg_long(pg, sql, NULL) == 0; i++) {
-		cr_assert(lt(i64, i, 500), "the set's group never waited");
-		usleep(10 * 1000);
-	}
+	pg = hold_a_group(&c, cl, hot, 3);
 
 	/* one transaction alone: it waits out the 600 ms for company */
 	m.u.txn = (struct proto_txn){ 100, S(clients[0]), 1,
