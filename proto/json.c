@@ -10,6 +10,7 @@
 
 #include <weft/error.h>
 
+#include "common/hash.h"
 #include "proto/mp.h"
 #include "proto/msg.h"
 
@@ -112,10 +113,8 @@ put_i64(struct buf *out, int64_t v)
 static bool
 keyset_add(struct keyset *ks, const char *k, uint32_t len)
 {
-	uint32_t h = 2166136261u; /* FNV-1a */
+	uint32_t h = hash_bytes(HASH_INIT, k, len);
 
-	for (uint32_t i = 0; i < len; i++)
-		h = (h ^ (unsigned char)k[i]) * 16777619u;
 	for (h &= ks->mask;; h = (h + 1) & ks->mask) {
 		if (!ks->slot[h].p) {
 			ks->slot[h].p = k;

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/hash.h"
 #include "tools/cli.h"
 #include "tools/cmds.h"
 
@@ -738,14 +739,10 @@ seen_has_locked(struct watch_ctx *w, const char *table, const char *id,
 		bool add)
 {
 	size_t tl = strlen(table), il = strlen(id);
-	uint32_t h = 2166136261u;
+	/* table and id with table's NUL between them */
+	uint32_t h = hash_bytes(hash_bytes(HASH_INIT, table, tl + 1), id, il);
 	struct seen *e;
 
-	for (size_t i = 0; i < tl; i++)
-		h = (h ^ (uint8_t)table[i]) * 16777619u;
-	h = (h ^ 0) * 16777619u;
-	for (size_t i = 0; i < il; i++)
-		h = (h ^ (uint8_t)id[i]) * 16777619u;
 	for (e = w->seen[h % WATCH_SEEN_BUCKETS]; e; e = e->next)
 		if (strcmp(e->key, table) == 0 &&
 		    strcmp(e->key + tl + 1, id) == 0)

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "client/src/internal.h"
+#include "common/hash.h"
 
 #include "common/banned.h"
 
@@ -33,14 +34,10 @@ struct qentry {
 static uint32_t
 qhash(const char *table, const char *id)
 {
-	uint32_t h = 2166136261u;
+	uint32_t h = hash_str(HASH_INIT, table);
 
-	for (const char *p = table; *p; p++)
-		h = (h ^ (unsigned char)*p) * 16777619u;
-	h = (h ^ 0x1f) * 16777619u;
-	for (const char *p = id; *p; p++)
-		h = (h ^ (unsigned char)*p) * 16777619u;
-	return h % QI_BUCKETS;
+	h = hash_bytes(h, "\x1f", 1);
+	return hash_str(h, id) % QI_BUCKETS;
 }
 
 static bool

@@ -31,6 +31,7 @@
 #include "common/alloc.h"
 #include "common/buf.h"
 #include "common/clock.h"
+#include "common/hash.h"
 #include "common/log.h"
 #include "proto/entry.h"
 #include "proto/frame.h"
@@ -252,10 +253,8 @@ change_from_entry(const redisReply *e)
 	c->table_len = sc.table.len;
 	c->id_len = sc.id.len;
 	c->space_len = sc.space.len;
-	c->rec_hash = 2166136261u;
-	for (uint32_t k = 0; k < c->table_len + 1 + c->id_len; k++)
-		c->rec_hash =
-			(c->rec_hash ^ (unsigned char)c->table[k]) * 16777619u;
+	c->rec_hash = hash_bytes(HASH_INIT, c->table,
+				 (size_t)c->table_len + 1 + c->id_len);
 	c->prev = take(&p, sc.prev);
 	c->version = sc.version;
 	c->op = sc.op;
@@ -431,11 +430,7 @@ static void catchup_msg_locked(struct sess *s, const char *msg,
 static uint32_t
 hash_key(const char *s)
 {
-	uint32_t h = 2166136261u;
-
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 16777619u;
-	return h % ROUTE_BUCKETS;
+	return hash_str(HASH_INIT, s) % ROUTE_BUCKETS;
 }
 
 /* f->mu held */

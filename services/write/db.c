@@ -29,6 +29,7 @@
 #include "common/alloc.h"
 #include "common/buf.h"
 #include "common/clock.h"
+#include "common/hash.h"
 #include "common/log.h"
 #include "proto/json.h"
 
@@ -163,22 +164,12 @@ job_free(struct job *job)
 	free(job);
 }
 
-static uint32_t
-hash_str(const char *s)
-{
-	uint32_t h = 2166136261u;
-
-	for (; s && *s; s++)
-		h = (h ^ (unsigned char)*s) * 16777619u;
-	return h;
-}
-
 /* mu held: where client's pin is linked in its bucket (*result is NULL
  * if it has none: the place to link a new one) */
 static struct pin **
 pin_slot(struct db *db, const char *client)
 {
-	struct pin **pp = &db->pins[hash_str(client) % PIN_BUCKETS];
+	struct pin **pp = &db->pins[hash_str(HASH_INIT, client) % PIN_BUCKETS];
 
 	while (*pp && strcmp((*pp)->client, client) != 0)
 		pp = &(*pp)->next;
@@ -439,7 +430,7 @@ pick_fast(struct job **jobs, int n, char **done, bool *fast)
 	mask = cap - 1;
 	seen = xcalloc(cap, sizeof(*seen));
 	for (int i = 0; i < n; i++) {
-		size_t h = hash_str(jobs[i]->client_id) & mask;
+		size_t h = hash_str(HASH_INIT, jobs[i]->client_id) & mask;
 		bool first = true;
 
 		fast[i] = false;
