@@ -48,6 +48,9 @@ PGBIN=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
 psql -X -q -d "$WEFT_PG_URL" <<'SQL'
 INSERT INTO weft_spaces (id, created_by) VALUES ('bench', 'bench');
 INSERT INTO weft_members (space, user_id, role) VALUES ('bench', 'bench', 'writer');
+-- e2e_bench's background writers, a user each (bench-bg-0..31)
+INSERT INTO weft_members (space, user_id, role)
+	SELECT 'bench', 'bench-bg-' || g, 'writer' FROM generate_series(0, 31) g;
 INSERT INTO weft_records (tbl, id, space, version, data, updated_by) VALUES
 	('issues', 'p0', 'bench', 1, '{"title": "probe", "priority": 0}', 'bench');
 INSERT INTO weft_records (tbl, id, space, version, data, updated_by)

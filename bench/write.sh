@@ -5,7 +5,8 @@
 #   bench/write.sh [BUILD_DIR] [SECONDS]     (defaults: build-rel, 10)
 #
 # 1. starts its own local stack (deploy/local/stack, scratch dir) and seeds
-#    100 spaces and 100k records.  Only Postgres and Redis run: the relays
+#    100 spaces, 100k records, and 256 users who write in every space (one
+#    per connection: weft-write limits each user's rate, --user-rate).  Only Postgres and Redis run: the relays
 #    and fanouts would decode and push every outbox row on the same two
 #    cores, a cost that is the same per row for pgbench and weft-write and
 #    is measured by bench/relay.sh and bench/e2e.sh.  WRITE_BENCH_STACK=full
@@ -63,8 +64,10 @@ PGBIN=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
 psql -X -q -d "$WEFT_PG_URL" <<'SQL'
 INSERT INTO weft_spaces (id, created_by)
 	SELECT 's' || g, 'bench' FROM generate_series(1, 100) g;
+-- write_bench's users (one per connection, bench-0..255) write everywhere
 INSERT INTO weft_members (space, user_id, role)
-	SELECT 's' || g, 'bench', 'writer' FROM generate_series(1, 100) g;
+	SELECT 's' || g, 'bench-' || u, 'writer'
+	FROM generate_series(1, 100) g, generate_series(0, 255) u;
 INSERT INTO weft_records (tbl, id, space, version, data, updated_by)
 	SELECT 'items', 'r' || g, 's' || (g % 100 + 1), 1,
 	       jsonb_build_object('n', 0, 'title', 'item number ' || g,

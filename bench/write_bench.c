@@ -63,7 +63,13 @@ struct client {
 	struct frame_reader fr;
 };
 
-static const char *token;
+/* BENCH_USERS - connection i speaks for user bench-(i % BENCH_USERS), a
+ * member of every space (bench/write.sh): one user per connection, as in
+ * an app, so weft-write's limit per user (--user-rate) does not pace one
+ * user's 256 connections */
+#define BENCH_USERS 256
+
+static char *tokens[BENCH_USERS];
 static uint64_t run_id, acked, errors, nlat;
 static uint64_t deadline_ms = UINT64_MAX; /* set when the load starts */
 static int welcomed, live;
@@ -322,7 +328,7 @@ main(int argc, char **argv)
 	struct epoll_event ev[64];
 	struct client *cls;
 	uint64_t t0;
-	char *tok;
+	bool minted = true;
 	int n, secs, ep;
 	double rate = 0;
 
@@ -341,14 +347,20 @@ main(int argc, char **argv)
 		return 1;
 	}
 	run_id = (uint64_t)time(NULL) * 1000 + (uint64_t)getpid() % 1000;
-	tok = auth_mint_hs256(argv[2], "bench", (int64_t)time(NULL), 3600);
-	token = tok;
+	for (int u = 0; u < BENCH_USERS && u < n; u++) {
+		char user[32];
+
+		snprintf(user, sizeof(user), "bench-%d", u);
+		tokens[u] = auth_mint_hs256(argv[2], user, (int64_t)time(NULL),
+					    3600);
+		minted = minted && tokens[u];
+	}
 	lat_us = malloc(BENCH_LAT_MAX * sizeof(*lat_us));
 	cls = calloc((size_t)n, sizeof(*cls));
 	ep = epoll_create1(0);
 	open_load.idle = calloc((size_t)n, sizeof(*open_load.idle));
 	open_load.timer = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK);
-	if (!tok || !lat_us || !cls || !open_load.idle || ep < 0 ||
+	if (!minted || !lat_us || !cls || !open_load.idle || ep < 0 ||
 	    open_load.timer < 0) {
 		fprintf(stderr, "write_bench: out of memory or descriptors\n");
 		exit(1);
@@ -385,9 +397,12 @@ main(int argc, char **argv)
 			 (unsigned long long)run_id, i);
 		frame_reader_init(&c->fr, FRAME_MAX_DEFAULT);
 		c->fd = dial(argv[1]);
-		m.u.hello = (struct proto_hello){ 1,	    PROTO_VERSION,
-						  S(token), S(c->client_id),
-						  { 0, 0 }, S("write_bench") };
+		m.u.hello = (struct proto_hello){ 1,
+						  PROTO_VERSION,
+						  S(tokens[i % BENCH_USERS]),
+						  S(c->client_id),
+						  { 0, 0 },
+						  S("write_bench") };
 		if (c->fd < 0 || send_msg(c, &m) ||
 		    epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &e)) {
 			errors++;
@@ -462,6 +477,7 @@ main(int argc, char **argv)
 		fclose(trace);
 	free(lat_us);
 	free(cls);
-	free(tok);
+	for (int u = 0; u < BENCH_USERS; u++)
+		free(tokens[u]);
 	return errors && !acked ? 1 : 0;
 }

@@ -31,7 +31,11 @@
  *
  * Order and idempotence: the queue is sent in mutation-id order, up to
  * max_in_flight ahead of the answers, and from its start again after a
- * reconnect (the server answers a resend with the stored result).  Server
+ * reconnect (the server answers a resend with the stored result).  A
+ * BACKOFF for a transaction (weft-write overloaded, or the user over its
+ * rate) halves how far ahead it sends, and each answer widens it by one
+ * again, so a held-back client sends about what will be taken instead of
+ * a window of requests to be refused.  Server
  * rows (ACK, REJECT, RECORDS, PAGE, PUSH) are applied to the base only if
  * their version is newer, so their order does not matter; each is followed
  * by a rebase of the record's view.
@@ -144,6 +148,8 @@ struct sync {
 	weft_token_fn token_fn;
 	void *token_arg;
 	unsigned max_in_flight;
+	unsigned window;	       /* sent ahead of the answers now: 1 ..
+					* max_in_flight (BACKOFF halves it) */
 	uint64_t sent_mid;	       /* highest mid sent on this connection */
 	uint64_t hold_until_ms;	       /* BACKOFF: no TXN before this */
 	struct proto_cursor prev_push; /* fanout: last PUSH's cursor */
@@ -825,9 +831,9 @@ push_queue(struct sync *sy)
 	pthread_mutex_unlock(&sy->mu);
 	if (sy->sent_mid < acked)
 		sy->sent_mid = acked;
-	if (sy->sent_mid - acked >= sy->max_in_flight)
+	if (sy->sent_mid - acked >= sy->window)
 		return;
-	want = sy->max_in_flight - (size_t)(sy->sent_mid - acked);
+	want = sy->window - (size_t)(sy->sent_mid - acked);
 	if (want > 64)
 		want = 64;
 	pthread_mutex_lock(&st->mu);
@@ -1796,10 +1802,14 @@ on_msg(struct sync *sy, struct link *l, const struct proto_msg *m)
 		break;
 	case PROTO_ACK:
 		on_answer(sy, m->u.ack.mid, &m->u.ack.records, NULL);
+		if (sy->window < sy->max_in_flight)
+			sy->window++;
 		break;
 	case PROTO_REJECT:
 		on_answer(sy, m->u.reject.mid, &m->u.reject.records,
 			  &m->u.reject);
+		if (sy->window < sy->max_in_flight)
+			sy->window++;
 		break;
 	case PROTO_RECORDS:
 		on_fetch_reply(sy, &m->u.records);
@@ -1831,10 +1841,16 @@ on_msg(struct sync *sy, struct link *l, const struct proto_msg *m)
 			link_drop(l, "the server asked us to reconnect");
 			l->next_dial_ms = now_ms() + m->u.backoff.retry_ms;
 		} else if (m->u.backoff.rid < FETCH_RID_BASE) {
-			/* that transaction was not taken: again, later */
+			/* that transaction was not taken: again, later.  The
+			 * first refusal of a window halves it; the rest of
+			 * that window's, which come while held, do not */
+			uint64_t now = now_ms();
+
 			if (m->u.backoff.rid - 1 < sy->sent_mid)
 				sy->sent_mid = m->u.backoff.rid - 1;
-			sy->hold_until_ms = now_ms() + m->u.backoff.retry_ms;
+			if (now >= sy->hold_until_ms && sy->window > 1)
+				sy->window /= 2;
+			sy->hold_until_ms = now + m->u.backoff.retry_ms;
 		} else if (m->u.backoff.rid == sy->verify_rid) {
 			sy->verify_rid = 0;
 		} else if (m->u.backoff.rid == sy->boot_rid) {
@@ -2069,6 +2085,7 @@ sync_start(weft_store *st, const struct weft_options *o)
 	sy->token_fn = o->token_fn;
 	sy->token_arg = o->token_arg;
 	sy->max_in_flight = o->max_in_flight ? o->max_in_flight : 64;
+	sy->window = sy->max_in_flight;
 	sy->trace = getenv("WEFT_CLIENT_TRACE") != NULL;
 	rc = copy_urls(sy, o);
 	for (int i = 0; i < L_N; i++) {

@@ -21,6 +21,7 @@
 #include "services/shared/auth.h"
 #include "services/shared/http.h"
 #include "services/shared/migrate.h"
+#include "services/shared/ratelimit.h"
 #include "services/shared/svc.h"
 #include "services/write/db.h"
 #include "services/write/server.h"
@@ -86,6 +87,14 @@ metrics(void *arg, struct buf *out)
 	metric_counter(out, "weft_write_backoffs_total",
 		       "requests refused with BACKOFF (queue full)",
 		       ss.backoffs);
+	metric_counter(out, "weft_write_rate_limited_total",
+		       "transactions refused with BACKOFF: their user was over "
+		       "--user-rate",
+		       ss.rate_limited);
+	metric_gauge(out, "weft_write_rate_users",
+		     "users the rate limit tracks (those that sent within "
+		     "the last --user-burst / --user-rate seconds)",
+		     (double)ss.rate_users);
 	metric_counter(out, "weft_write_txns_total",
 		       "client transactions answered", ds.txns);
 	metric_counter(out, "weft_write_fast_txns_total",
@@ -157,7 +166,7 @@ main(int argc, char **argv)
 	bool migrate_only;
 	int64_t workers, batch, queue, max_frame, max_ops, max_record, max_out;
 	int64_t page_bytes, heartbeat, idle, retry, keep, results_ttl;
-	int64_t tombstone_ttl, gather;
+	int64_t tombstone_ttl, gather, user_rate, user_burst;
 	const struct cfg_opt opts[] = {
 		{ "listen", CFG_STR, &listen_url, "tcp://127.0.0.1:7400",
 		  "URL clients connect to: tcp://, tls+tcp:// or wss:// (with "
@@ -215,6 +224,14 @@ main(int argc, char **argv)
 		  86400000 },
 		{ "retry-after", CFG_DURATION, &retry, "200ms",
 		  "delay asked of clients when overloaded", 1, 60000 },
+		{ "user-rate", CFG_INT, &user_rate, "1000",
+		  "transactions a second one user may send, over all its "
+		  "clients; beyond it: BACKOFF (0: no limit)",
+		  0, RATELIMIT_RATE_MAX },
+		{ "user-burst", CFG_INT, &user_burst, "10000",
+		  "transactions one user may send at once after a quiet "
+		  "spell (an offline queue goes at full speed up to this)",
+		  1, 10000000 },
 		{ "http", CFG_STR, &http_url, "http://127.0.0.1:7401",
 		  "where /healthz and /metrics are served (empty: off)", 0, 0 },
 		{ "schema", CFG_STR, &schema_path, NULL,
@@ -309,6 +326,8 @@ main(int argc, char **argv)
 		(uint32_t)heartbeat,
 		(uint32_t)idle,
 		(uint32_t)retry,
+		(uint32_t)user_rate,
+		(uint32_t)user_burst,
 	};
 	if (server_new(&srv, &scfg, auth, schema, db, why, sizeof(why)) != 0) {
 		log_event(LOG_ERROR, "listen_failed", "why=\"%s\"", why);

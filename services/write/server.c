@@ -39,6 +39,7 @@
 #include "proto/msg.h"
 #include "proto/schema.h"
 #include "services/shared/listen.h"
+#include "services/shared/ratelimit.h"
 #include "services/shared/sender.h"
 
 #include "common/banned.h"
@@ -69,6 +70,7 @@ struct server {
 	const struct auth *auth;
 	const struct schema *schema; /* NULL: any table and field */
 	struct db *db;
+	struct ratelimit *limit; /* transactions per user */
 	nng_stream_listener *listener;
 	bool send_now; /* connections write on the caller's thread (sender.h) */
 	nng_aio *accept_aio;
@@ -82,7 +84,7 @@ struct server {
 	uint64_t next_id;
 	struct { /* atomics: counted under a conn's mu */
 		atomic_ullong conns, open, requests, bad_frames;
-		atomic_ullong auth_failed, backoffs;
+		atomic_ullong auth_failed, backoffs, rate_limited;
 		atomic_ullong rejects[64], lat_hist[16], lat_sum_us;
 	} st;
 };
@@ -703,7 +705,23 @@ out_reject:
 static void
 handle_txn(struct conn *c, const struct proto_txn *t)
 {
-	struct job *job = job_for(c, JOB_TXN, t->rid);
+	uint32_t wait_ms =
+		ratelimit_take(c->srv->limit, c->user, clock_now_ns());
+	struct job *job;
+
+	if (wait_ms) { /* not applied: the client sends it again */
+		struct proto_msg m = { .type = PROTO_BACKOFF };
+
+		stat_add(&c->srv->st.rate_limited, 1);
+		m.u.backoff = (struct proto_backoff){
+			t->rid, wait_ms, false,
+			proto_str_c("rate limit: this user sends more "
+				    "transactions than --user-rate allows")
+		};
+		conn_queue_locked(c, &m);
+		return;
+	}
+	job = job_for(c, JOB_TXN, t->rid);
 
 	job->client_id = strndup_str(t->client_id);
 	job->mid = t->mid;
@@ -1009,6 +1027,7 @@ server_new(struct server **out, const struct server_config *cfg,
 		free(srv);
 		return rv;
 	}
+	srv->limit = ratelimit_new(cfg->user_rate, cfg->user_burst);
 	nng_stream_listener_accept(srv->listener, srv->accept_aio);
 	*out = srv;
 	return 0;
@@ -1023,6 +1042,8 @@ server_stats(struct server *srv, struct server_stats *out)
 	out->bad_frames = atomic_load(&srv->st.bad_frames);
 	out->auth_failed = atomic_load(&srv->st.auth_failed);
 	out->backoffs = atomic_load(&srv->st.backoffs);
+	out->rate_limited = atomic_load(&srv->st.rate_limited);
+	out->rate_users = ratelimit_keys(srv->limit);
 	for (int i = 0; i < 64; i++)
 		out->rejects[i] = atomic_load(&srv->st.rejects[i]);
 	for (int i = 0; i < 16; i++)
@@ -1095,6 +1116,7 @@ server_free(struct server *srv)
 	pthread_mutex_unlock(&srv->mu);
 	nng_aio_free(srv->accept_aio);
 	nng_stream_listener_free(srv->listener);
+	ratelimit_free(srv->limit);
 	pthread_mutex_destroy(&srv->mu);
 	pthread_cond_destroy(&srv->gone);
 	free(srv);

@@ -6,7 +6,9 @@
  * Requests (TXN, FETCH, BOOTSTRAP) may be pipelined on one connection;
  * every reply carries the request's rid.  A client's transactions are
  * applied in the order they arrive.  When the job queue is full the server
- * answers BACKOFF with a retry delay instead of queueing without bound.
+ * answers BACKOFF with a retry delay instead of queueing without bound, and
+ * so it does to a transaction whose user is over its rate
+ * (services/shared/ratelimit.h), which then waits for no one else.
  */
 #ifndef WEFT_WRITE_SERVER_H
 #define WEFT_WRITE_SERVER_H
@@ -30,6 +32,9 @@ struct server_config {
 	uint32_t heartbeat_ms;	/* announced in WELCOME */
 	uint32_t idle_ms;	/* a silent client is closed after this */
 	uint32_t retry_ms;	/* BACKOFF delay when overloaded */
+	uint32_t user_rate;	/* transactions a second per user (0: no
+				 * limit) */
+	uint32_t user_burst;	/* ... and at once after a quiet spell */
 };
 
 struct server_stats {
@@ -38,7 +43,10 @@ struct server_stats {
 	uint64_t requests;   /* frames decoded */
 	uint64_t bad_frames; /* frames refused by the decoder */
 	uint64_t auth_failed;
-	uint64_t backoffs;     /* requests refused with BACKOFF */
+	uint64_t backoffs;     /* requests refused with BACKOFF (queue full) */
+	uint64_t rate_limited; /* transactions refused with BACKOFF: their
+				* user was over --user-rate */
+	uint64_t rate_users;   /* users the rate limit holds now */
 	uint64_t rejects[64];  /* rejections by -code (index 0..63) */
 	uint64_t lat_hist[16]; /* txn latency, queued to answered: bucket
 				* k holds [2^k, 2^(k+1)) * 100 us (0: < 200 us)

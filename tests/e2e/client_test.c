@@ -11,7 +11,8 @@
  * client mid-commit and mid-push, 50 times, loses and duplicates nothing;
  * undo and redo reach every client; a client offline beyond the stream
  * window re-bootstraps and keeps its pending writes; bootstrap reports
- * progress; on-demand fetch works.
+ * progress; on-demand fetch works; a user over weft-write's rate is held
+ * back and loses nothing.
  */
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
@@ -1014,4 +1015,58 @@ Test(client, a_draining_fanout_node_sends_the_client_to_the_next)
 	synced(&b);
 	client_close(&a);
 	client_close(&b);
+}
+
+/*
+ * A user over weft-write's --user-rate is held back with BACKOFF: libweft
+ * waits as told and sends again, so every transaction lands once and in
+ * order, none is reported rejected, and the pace is the rate; it narrows
+ * its window, so it is refused about once per transaction held back, not
+ * a window's worth.
+ */
+Test(client, a_user_over_its_rate_is_held_back_and_loses_nothing)
+{
+	char schema[512], v[64], q[256];
+	const char *extra[] = { "--user-rate=40", "--user-burst=10", schema,
+				NULL };
+	struct proc w = { 0 };
+	struct client a = { 0 };
+	uint64_t t0, ms;
+	int64_t refused;
+
+	snprintf(schema, sizeof(schema), "--schema=%s",
+		 getenv("WEFT_DEMO_SCHEMA"));
+	proc_start_write_pg(&w, cl.pg_url, extra);
+	client_open(&a, "carol", "carol", w.url, NULL);
+	t0 = clock_now_ms();
+	COMMIT(&a, weft_create(tx_, "spaces", "rated", "rated",
+			       "{\"name\":\"t\"}"));
+	COMMIT(&a, weft_create(tx_, "issues", "rated1", "rated",
+			       "{\"title\":\"busy\"}"));
+	for (int i = 0; i < 118; i++)
+		COMMIT(&a, weft_incr(tx_, "issues", "rated1", "priority", "1"));
+	synced(&a);
+	ms = clock_now_ms() - t0;
+	/* 120 transactions: 10 at once, the other 110 at 40 a second */
+	cr_assert(ge(u64, ms, 2500), "synced after %llu ms",
+		  (unsigned long long)ms);
+	cr_assert(eq(int, a.rejects, 0));
+	pg_val("SELECT version || ' ' || (data->>'priority') FROM weft_records"
+	       " WHERE tbl = 'issues' AND id = 'rated1'",
+	       v, sizeof(v));
+	cr_assert_str_eq(v, "119 118", "each applied once");
+	snprintf(q, sizeof(q),
+		 "SELECT last_mid FROM weft_clients WHERE client_id = '%s'",
+		 weft_client_id(a.st));
+	pg_val(q, v, sizeof(v));
+	cr_assert_str_eq(v, "120");
+	/* it was held back, and it sent about what would be taken: a refused
+	 * window halves the next (a full window each time: 1,000 refusals
+	 * for these 110) */
+	refused = proc_metric(&w, "weft_write_rate_limited_total");
+	cr_assert(lt(i64, 0, refused));
+	cr_assert(lt(i64, refused, 330), "%lld refusals for 110 held back",
+		  (long long)refused);
+	client_close(&a);
+	proc_stop(&w);
 }

@@ -2,8 +2,8 @@
  * write_test.c - weft-write as a real process against the harness's
  * Postgres, driven over its wire protocol: sessions and every kind of
  * bad token, transactions acked with their rows, exactly-once resends,
- * gaps, rejections, concurrent field sets, reads, and hostile input that
- * must not bring the service down.
+ * gaps, rejections, concurrent field sets, reads, a user over its rate,
+ * and hostile input that must not bring the service down.
  */
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
@@ -1627,4 +1627,99 @@ Test(write, two_services_share_a_client_exactly_once)
 	PQfinish(pg);
 	proc_stop(&svc2);
 	svc2.pid = 0;
+}
+
+/*
+ * --user-rate: a user's transactions beyond its rate (after a burst) get
+ * BACKOFF naming when to come back, and are not applied; sent again then,
+ * they are applied once.  The user's other clients share the limit; other
+ * users are not held back.
+ */
+Test(write, a_user_over_its_rate_gets_backoff_and_others_do_not)
+{
+	/* two a second (one per 500 ms), 20 at once; a refusal waits for
+	 * a tenth of the burst: two tokens, at most a second */
+	static const char *const extra[] = { "--user-rate=2", "--user-burst=20",
+					     NULL };
+	char sp[80], cl[80], cl2[80], q[512], v[64], ids[64][80];
+	struct proto_op ops[64];
+	struct proto_msg r = { 0 };
+	struct wclient c, c2, o;
+	uint64_t t0, elapsed, mid;
+	uint32_t retry;
+
+	proc_start_write(&svc2, extra);
+	snprintf(sp, sizeof(sp), "%s", N("rate"));
+	snprintf(cl, sizeof(cl), "%s", N("rate-client"));
+	snprintf(cl2, sizeof(cl2), "%s", N("rate-client2"));
+	for (int i = 0; i < 64; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "%s-%d", N("rate-row"), i);
+		ops[i] = (struct proto_op){ .kind = PROTO_OP_CREATE,
+					    .table = S("rows"),
+					    .id = S(ids[i]),
+					    .space = S(sp),
+					    .data = map0() };
+	}
+	session_at(&c, N("rate-ann"), svc2.url);
+	t0 = clock_now_ms();
+	make_space(&c, cl, sp); /* mid 1: the first token */
+	for (mid = 2; mid < 64; mid++) {
+		r = txn(&c, cl, mid, &ops[mid], 1);
+		if (r.type != PROTO_ACK)
+			break;
+	}
+	elapsed = clock_now_ms() - t0;
+	cr_assert(eq(i64, r.type, PROTO_BACKOFF), "got %s",
+		  proto_type_name(r.type));
+	cr_assert(eq(u64, r.u.backoff.rid, mid));
+	cr_assert(eq(int, r.u.backoff.reconnect, 0));
+	cr_assert(r.u.backoff.msg.len > 10 &&
+		  memcmp(r.u.backoff.msg.p, "rate limit", 10) == 0);
+	/* the burst went, and what came back meanwhile (one per 500 ms) */
+	cr_assert(ge(u64, mid - 1, 20), "%llu acked",
+		  (unsigned long long)(mid - 1));
+	cr_assert(le(u64, mid - 1, 20 + elapsed / 500 + 1), "%llu acked",
+		  (unsigned long long)(mid - 1));
+	retry = r.u.backoff.retry_ms;
+	cr_assert(ge(u32, retry, 1));
+	cr_assert(le(u32, retry, 1000));
+
+	/* nothing of it was applied: the client still expects mid */
+	snprintf(q, sizeof(q),
+		 "SELECT last_mid || ' ' || (SELECT count(*) FROM weft_records"
+		 " WHERE tbl = 'rows' AND id = '%s') FROM weft_clients"
+		 " WHERE client_id = '%s'",
+		 ids[mid], cl);
+	proc_pg_value(getenv("WEFT_TEST_PG_URL"), q, v, sizeof(v));
+	snprintf(q, sizeof(q), "%llu 0", (unsigned long long)(mid - 1));
+	cr_assert_str_eq(v, q);
+
+	/* the same user's other client shares the limit ... */
+	session_at(&c2, N("rate-ann"), svc2.url);
+	r = txn(&c2, cl2, 1, &ops[63], 1);
+	cr_assert(eq(i64, r.type, PROTO_BACKOFF), "got %s",
+		  proto_type_name(r.type));
+	/* ... another user's does not */
+	session_at(&o, N("rate-bo"), svc2.url);
+	make_space(&o, N("rate-bo-client"), N("rate-bo-space"));
+
+	/* after the wait the refused one goes, and is applied once */
+	clock_sleep_ms(retry + 20);
+	r = txn(&c, cl, mid, &ops[mid], 1);
+	cr_assert(eq(i64, r.type, PROTO_ACK), "got %s",
+		  proto_type_name(r.type));
+	snprintf(q, sizeof(q),
+		 "SELECT last_mid || ' ' || (SELECT version FROM weft_records"
+		 " WHERE tbl = 'rows' AND id = '%s') FROM weft_clients"
+		 " WHERE client_id = '%s'",
+		 ids[mid], cl);
+	proc_pg_value(getenv("WEFT_TEST_PG_URL"), q, v, sizeof(v));
+	snprintf(q, sizeof(q), "%llu 1", (unsigned long long)mid);
+	cr_assert_str_eq(v, q);
+	cr_assert(le(i64, 2,
+		     proc_metric(&svc2, "weft_write_rate_limited_total")));
+	cr_assert(le(i64, 2, proc_metric(&svc2, "weft_write_rate_users")));
+	wclient_close(&c);
+	wclient_close(&c2);
+	wclient_close(&o);
 }

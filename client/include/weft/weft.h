@@ -122,7 +122,8 @@ struct weft_options {
 	const char *tls_ca_file;
 	/* see enum weft_durability */
 	int durability;
-	/* transactions sent ahead of their answers (default 64) */
+	/* transactions sent ahead of their answers (default 64; a BACKOFF
+	 * halves it for a while, see docs/client.md) */
 	unsigned max_in_flight;
 	/* 0 (default): the store file is SQLite-locked for this process
 	 * (SQLite's unix-excl VFS).  Other connections in this process may
