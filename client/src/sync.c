@@ -1850,7 +1850,10 @@ on_msg(struct sync *sy, struct link *l, const struct proto_msg *m)
 				sy->sent_mid = m->u.backoff.rid - 1;
 			if (now >= sy->hold_until_ms && sy->window > 1)
 				sy->window /= 2;
-			sy->hold_until_ms = now + m->u.backoff.retry_ms;
+			/* a shorter wait (a full queue's) does not cut a
+			 * longer one (the rate's) short */
+			if (now + m->u.backoff.retry_ms > sy->hold_until_ms)
+				sy->hold_until_ms = now + m->u.backoff.retry_ms;
 		} else if (m->u.backoff.rid == sy->verify_rid) {
 			sy->verify_rid = 0;
 		} else if (m->u.backoff.rid == sy->boot_rid) {

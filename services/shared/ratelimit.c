@@ -4,8 +4,9 @@
  * Keys live in RL_SHARDS chained hash tables, each under its own lock, so
  * threads taking tokens for different users seldom meet.  A shard drops
  * its full-bucket keys when it has grown to twice what its last sweep
- * left (and at least RL_SWEEP_MIN): the sweep's cost is paid for by the
- * inserts since the last one, so a take stays O(1) amortised.
+ * left, and to at least half its slots (and RL_SWEEP_MIN): a sweep walks
+ * every slot, and the inserts since the last one pay for it, so a take
+ * stays O(1) amortised even after a peak has grown the slots.
  */
 #include "services/shared/ratelimit.h"
 
@@ -26,6 +27,11 @@
 /* RL_SWEEP_MIN - a shard never sweeps below this many keys: a sweep of a
  * handful would cost more than the memory it frees */
 #define RL_SWEEP_MIN 64
+
+/* RL_REFILL_MAX_NS - a refusal waits for a tenth of the burst, but never
+ * more than this past the first token: with a large burst and a low rate
+ * a tenth could be minutes */
+#define RL_REFILL_MAX_NS 1000000000ull
 
 struct rl_key {
 	struct rl_key *next; /* in its slot's chain */
@@ -62,6 +68,8 @@ ratelimit_new(uint32_t rate, uint32_t burst)
 		/* a tenth of the burst: burst / 10 - 1 tokens past one */
 		rl->refill_ns =
 			burst >= 20 ? rl->interval_ns * (burst / 10 - 1) : 0;
+		if (rl->refill_ns > RL_REFILL_MAX_NS)
+			rl->refill_ns = RL_REFILL_MAX_NS;
 	}
 	for (int i = 0; i < RL_SHARDS; i++) {
 		struct rl_shard *sh = &rl->shard[i];
@@ -122,6 +130,8 @@ shard_sweep(struct rl_shard *sh, uint64_t now_ns)
 		}
 	}
 	sh->sweep_at = sh->n * 2 > RL_SWEEP_MIN ? sh->n * 2 : RL_SWEEP_MIN;
+	if (sh->sweep_at < sh->nslots / 2)
+		sh->sweep_at = sh->nslots / 2;
 }
 
 /* sh->mu held: twice the slots, once they are fewer than the keys */
@@ -196,6 +206,28 @@ ratelimit_take(struct ratelimit *rl, const char *key, uint64_t now_ns)
 	wait_ms = (full - rl->tolerance_ns + rl->refill_ns - now_ns + 999999u) /
 		  1000000u;
 	return wait_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)wait_ms;
+}
+
+void
+ratelimit_refund(struct ratelimit *rl, const char *key, uint64_t now_ns)
+{
+	uint32_t hash = hash_str(HASH_INIT, key);
+	struct rl_shard *sh = &rl->shard[hash % RL_SHARDS];
+
+	if (rl->interval_ns == 0)
+		return;
+	pthread_mutex_lock(&sh->mu);
+	for (struct rl_key *k = sh->slot[slot_of(sh, hash)]; k; k = k->next) {
+		if (k->hash != hash || strcmp(k->key, key) != 0)
+			continue;
+		/* no further back than a full bucket */
+		if (k->full_ns > now_ns)
+			k->full_ns = k->full_ns - now_ns > rl->interval_ns
+					     ? k->full_ns - rl->interval_ns
+					     : now_ns;
+		break;
+	}
+	pthread_mutex_unlock(&sh->mu);
 }
 
 size_t

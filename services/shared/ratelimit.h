@@ -11,7 +11,14 @@
  * one interval on; a refusal says how long until one would be allowed.
  * A key whose time has passed has a full bucket and holds nothing worth
  * keeping, so the table drops such keys as it grows: it holds the keys
- * used within the last burst / rate seconds, and at most twice that.
+ * whose buckets are not full yet, and some that are, until the next sweep
+ * of their shard.
+ *
+ * A refusal names the wait until a tenth of the burst is back (at most a
+ * second past the first token), not one token: a client that sent a
+ * window of requests and had them refused then sends a window that goes
+ * through, instead of one request each millisecond and a window of
+ * refusals after it.
  *
  * Thread-safe: the keys are spread over shards, each with its own lock.
  */
@@ -42,10 +49,17 @@ void ratelimit_free(struct ratelimit *rl);
  * ratelimit_take - takes one token from key's bucket at now_ns (a
  * monotonic clock, never going back for one rl).  Returns 0 when taken,
  * else how many milliseconds (at least 1) until a tenth of the burst (at
- * least one token) is back; a refused take takes nothing.  key is
- * borrowed for the call.
+ * least one token, at most a second past it) is back; a refused take
+ * takes nothing.  key is borrowed for the call.
  */
 uint32_t ratelimit_take(struct ratelimit *rl, const char *key, uint64_t now_ns);
+
+/*
+ * ratelimit_refund - gives back a token key took, for a request that was
+ * then not served after all (the queue was full).  Nothing if key holds
+ * none (its bucket is full).  key is borrowed for the call.
+ */
+void ratelimit_refund(struct ratelimit *rl, const char *key, uint64_t now_ns);
 
 /* ratelimit_keys - how many keys rl holds now (for metrics and tests) */
 size_t ratelimit_keys(struct ratelimit *rl);

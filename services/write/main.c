@@ -92,8 +92,8 @@ metrics(void *arg, struct buf *out)
 		       "--user-rate",
 		       ss.rate_limited);
 	metric_gauge(out, "weft_write_rate_users",
-		     "users the rate limit tracks (those that sent within "
-		     "the last --user-burst / --user-rate seconds)",
+		     "users the rate limit tracks (their buckets not yet "
+		     "full again, and some that are, until a sweep)",
 		     (double)ss.rate_users);
 	metric_counter(out, "weft_write_txns_total",
 		       "client transactions answered", ds.txns);
@@ -360,8 +360,8 @@ main(int argc, char **argv)
 	if (server_drain(srv, 10000) != 0)
 		log_event(LOG_WARN, "drain_timeout",
 			  "msg=\"requests still in flight after 10 s\"");
+	http_ops_stop(http); /* its /metrics reads srv */
 	server_free(srv);
-	http_ops_stop(http);
 	db_free(db); /* finish what is queued */
 	auth_free(auth);
 	schema_free(schema);

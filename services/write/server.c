@@ -61,7 +61,13 @@ struct conn {
 	uint8_t rx[CONN_RX_CHUNK];
 	struct sender tx; /* replies (each buffer bounded by max-out) */
 	char user[AUTH_USER_MAX];
-	int64_t token_exp;	  /* Unix seconds */
+	int64_t token_exp; /* Unix seconds */
+	/* the last transaction refused for the user's rate: until
+	 * held_until_ms, the same client's later ones (the rest of its
+	 * window) are refused too, without taking the tokens its resend
+	 * needs */
+	char held_client[PROTO_MAX_NAME + 1];
+	uint64_t held_mid, held_until_ms;
 	struct conn *prev, *next; /* server's list */
 };
 
@@ -516,9 +522,9 @@ strndup_str(struct proto_str s)
 	return d;
 }
 
-/* c->mu held: hand a job to the database, or answer BACKOFF (or
- * EUNAVAILABLE: no connection to the database) */
-static void
+/* c->mu held: hand a job to the database (0), or answer BACKOFF (or
+ * EUNAVAILABLE: no connection to the database) and free it (-1) */
+static int
 submit_locked(struct conn *c, struct job *job)
 {
 	struct proto_msg m = { .type = PROTO_BACKOFF };
@@ -528,14 +534,14 @@ submit_locked(struct conn *c, struct job *job)
 	atomic_fetch_add(&c->srv->pending, 1);
 	err = db_submit(c->srv->db, job);
 	if (err == 0)
-		return;
+		return 0;
 	atomic_fetch_sub(&c->srv->pending, 1);
 	c->refs--;
 	if (err == WEFT_EUNAVAILABLE) {
 		conn_error_locked(c, job->rid, err, false, 0,
 				  "database unavailable: try again");
 		job_free(job);
-		return;
+		return -1;
 	}
 	stat_add(&c->srv->st.backoffs, 1);
 	m.u.backoff = (struct proto_backoff){
@@ -544,6 +550,7 @@ submit_locked(struct conn *c, struct job *job)
 	};
 	job_free(job);
 	conn_queue_locked(c, &m);
+	return -1;
 }
 
 /* a rejection as weft_apply()'s p_reject: {"code","msg","opnum","field"} */
@@ -702,16 +709,41 @@ out_reject:
 	buf_fini(&data);
 }
 
+/* c->mu held: whether t is one of the window behind a transaction just
+ * refused for the user's rate (see struct conn) */
+static bool
+held_back(struct conn *c, const struct proto_txn *t, uint64_t now_ms)
+{
+	if (!c->held_until_ms)
+		return false;
+	if (now_ms < c->held_until_ms && t->mid > c->held_mid &&
+	    proto_str_eq(t->client_id, c->held_client))
+		return true;
+	if (now_ms >= c->held_until_ms || t->mid <= c->held_mid)
+		c->held_until_ms = 0; /* over, or the resend has come */
+	return false;
+}
+
 static void
 handle_txn(struct conn *c, const struct proto_txn *t)
 {
-	uint32_t wait_ms =
-		ratelimit_take(c->srv->limit, c->user, clock_now_ns());
+	uint64_t now_ns = clock_now_ns(), now_ms = now_ns / 1000000u;
+	uint32_t wait_ms = 0;
 	struct job *job;
 
+	if (held_back(c, t, now_ms))
+		wait_ms = (uint32_t)(c->held_until_ms - now_ms);
+	else
+		wait_ms = ratelimit_take(c->srv->limit, c->user, now_ns);
 	if (wait_ms) { /* not applied: the client sends it again */
 		struct proto_msg m = { .type = PROTO_BACKOFF };
 
+		if (!c->held_until_ms) {
+			snprintf(c->held_client, sizeof(c->held_client), "%.*s",
+				 (int)t->client_id.len, t->client_id.p);
+			c->held_mid = t->mid;
+			c->held_until_ms = now_ms + wait_ms;
+		}
 		stat_add(&c->srv->st.rate_limited, 1);
 		m.u.backoff = (struct proto_backoff){
 			t->rid, wait_ms, false,
@@ -726,7 +758,8 @@ handle_txn(struct conn *c, const struct proto_txn *t)
 	job->client_id = strndup_str(t->client_id);
 	job->mid = t->mid;
 	txn_to_json(c, t, job);
-	submit_locked(c, job);
+	if (submit_locked(c, job) != 0) /* not served: its token back */
+		ratelimit_refund(c->srv->limit, c->user, now_ns);
 }
 
 static void

@@ -1061,11 +1061,11 @@ Test(client, a_user_over_its_rate_is_held_back_and_loses_nothing)
 	pg_val(q, v, sizeof(v));
 	cr_assert_str_eq(v, "120");
 	/* it was held back, and it sent about what would be taken: a refused
-	 * window halves the next (a full window each time: 1,000 refusals
-	 * for these 110) */
+	 * window halves the next.  Measured: 150-170 refusals for these 110;
+	 * with a full window each time, 1,000-1,100 */
 	refused = proc_metric(&w, "weft_write_rate_limited_total");
 	cr_assert(lt(i64, 0, refused));
-	cr_assert(lt(i64, refused, 330), "%lld refusals for 110 held back",
+	cr_assert(lt(i64, refused, 500), "%lld refusals for 110 held back",
 		  (long long)refused);
 	client_close(&a);
 	proc_stop(&w);

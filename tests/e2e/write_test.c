@@ -1629,23 +1629,34 @@ Test(write, two_services_share_a_client_exactly_once)
 	svc2.pid = 0;
 }
 
+/* sleep until clock_now_ms() reaches at_ms (at once if it has) */
+static void
+sleep_until(uint64_t at_ms)
+{
+	uint64_t now = clock_now_ms();
+
+	if (at_ms > now)
+		clock_sleep_ms((uint32_t)(at_ms - now));
+}
+
 /*
  * --user-rate: a user's transactions beyond its rate (after a burst) get
- * BACKOFF naming when to come back, and are not applied; sent again then,
- * they are applied once.  The user's other clients share the limit; other
- * users are not held back.
+ * BACKOFF naming when to come back, and are not applied; the rest of the
+ * client's window behind a refused one is refused too, without taking the
+ * tokens its resend will need; sent again then, they are applied once.
+ * The user's other clients share the limit; other users are not held back.
  */
 Test(write, a_user_over_its_rate_gets_backoff_and_others_do_not)
 {
-	/* two a second (one per 500 ms), 20 at once; a refusal waits for
-	 * a tenth of the burst: two tokens, at most a second */
-	static const char *const extra[] = { "--user-rate=2", "--user-burst=20",
+	/* one a second, 20 at once; a refusal waits for a tenth of the
+	 * burst: two tokens, the second 1 s after the first */
+	static const char *const extra[] = { "--user-rate=1", "--user-burst=20",
 					     NULL };
 	char sp[80], cl[80], cl2[80], q[512], v[64], ids[64][80];
 	struct proto_op ops[64];
 	struct proto_msg r = { 0 };
 	struct wclient c, c2, o;
-	uint64_t t0, elapsed, mid;
+	uint64_t t0, refused_at, elapsed, mid;
 	uint32_t retry;
 
 	proc_start_write(&svc2, extra);
@@ -1660,63 +1671,82 @@ Test(write, a_user_over_its_rate_gets_backoff_and_others_do_not)
 					    .space = S(sp),
 					    .data = map0() };
 	}
+	/* every session first: nothing slow between the refusal and the
+	 * checks that must come before the next token */
 	session_at(&c, N("rate-ann"), svc2.url);
+	session_at(&c2, N("rate-ann"), svc2.url);
+	session_at(&o, N("rate-bo"), svc2.url);
 	t0 = clock_now_ms();
 	make_space(&c, cl, sp); /* mid 1: the first token */
-	for (mid = 2; mid < 64; mid++) {
+	for (mid = 2; mid < 60; mid++) {
 		r = txn(&c, cl, mid, &ops[mid], 1);
 		if (r.type != PROTO_ACK)
 			break;
 	}
-	elapsed = clock_now_ms() - t0;
+	refused_at = clock_now_ms();
+	elapsed = refused_at - t0;
 	cr_assert(eq(i64, r.type, PROTO_BACKOFF), "got %s",
 		  proto_type_name(r.type));
 	cr_assert(eq(u64, r.u.backoff.rid, mid));
 	cr_assert(eq(int, r.u.backoff.reconnect, 0));
 	cr_assert(r.u.backoff.msg.len > 10 &&
 		  memcmp(r.u.backoff.msg.p, "rate limit", 10) == 0);
-	/* the burst went, and what came back meanwhile (one per 500 ms) */
+	/* the burst went, and what came back meanwhile (one a second) */
 	cr_assert(ge(u64, mid - 1, 20), "%llu acked",
 		  (unsigned long long)(mid - 1));
-	cr_assert(le(u64, mid - 1, 20 + elapsed / 500 + 1), "%llu acked",
+	cr_assert(le(u64, mid - 1, 20 + elapsed / 1000 + 1), "%llu acked",
 		  (unsigned long long)(mid - 1));
 	retry = r.u.backoff.retry_ms;
-	cr_assert(ge(u32, retry, 1));
-	cr_assert(le(u32, retry, 1000));
+	cr_assert(ge(u32, retry, 1000), "%u ms", retry);
+	cr_assert(le(u32, retry, 2000), "%u ms", retry);
 
-	/* nothing of it was applied: the client still expects mid */
+	/* the same user's other client shares the limit, until the first
+	 * token is back (retry - 1000 ms after the refusal) ... */
+	r = txn(&c2, cl2, 1, &ops[63], 1);
+	if (clock_now_ms() - refused_at + 50 < retry - 1000)
+		cr_assert(eq(i64, r.type, PROTO_BACKOFF), "got %s",
+			  proto_type_name(r.type));
+	else
+		cr_log_warn("the other client came too late to check");
+	/* ... another user's does not */
+	make_space(&o, N("rate-bo-client"), N("rate-bo-space"));
+
+	/* nothing of them was applied: the client still expects mid */
 	snprintf(q, sizeof(q),
 		 "SELECT last_mid || ' ' || (SELECT count(*) FROM weft_records"
-		 " WHERE tbl = 'rows' AND id = '%s') FROM weft_clients"
+		 " WHERE tbl = 'rows' AND id IN ('%s', '%s')) FROM weft_clients"
 		 " WHERE client_id = '%s'",
-		 ids[mid], cl);
+		 ids[mid], ids[mid + 1], cl);
 	proc_pg_value(getenv("WEFT_TEST_PG_URL"), q, v, sizeof(v));
 	snprintf(q, sizeof(q), "%llu 0", (unsigned long long)(mid - 1));
 	cr_assert_str_eq(v, q);
 
-	/* the same user's other client shares the limit ... */
-	session_at(&c2, N("rate-ann"), svc2.url);
-	r = txn(&c2, cl2, 1, &ops[63], 1);
+	/* once the first token is back, the rest of the client's window
+	 * (here mid + 1) is still held back with the refused one, and takes
+	 * no token: else it would go, and be refused for its gap */
+	sleep_until(refused_at + retry - 1000 + 100);
+	r = txn(&c, cl, mid + 1, &ops[mid + 1], 1);
 	cr_assert(eq(i64, r.type, PROTO_BACKOFF), "got %s",
 		  proto_type_name(r.type));
-	/* ... another user's does not */
-	session_at(&o, N("rate-bo"), svc2.url);
-	make_space(&o, N("rate-bo-client"), N("rate-bo-space"));
+	cr_assert(le(u32, r.u.backoff.retry_ms, retry));
 
-	/* after the wait the refused one goes, and is applied once */
-	clock_sleep_ms(retry + 20);
-	r = txn(&c, cl, mid, &ops[mid], 1);
-	cr_assert(eq(i64, r.type, PROTO_ACK), "got %s",
-		  proto_type_name(r.type));
+	/* after the wait two tokens are back, both for the resends; each
+	 * is applied once */
+	sleep_until(refused_at + retry + 20);
+	for (uint64_t k = mid; k <= mid + 1; k++) {
+		r = txn(&c, cl, k, &ops[k], 1);
+		cr_assert(eq(i64, r.type, PROTO_ACK), "mid %llu: got %s",
+			  (unsigned long long)k, proto_type_name(r.type));
+	}
 	snprintf(q, sizeof(q),
-		 "SELECT last_mid || ' ' || (SELECT version FROM weft_records"
-		 " WHERE tbl = 'rows' AND id = '%s') FROM weft_clients"
-		 " WHERE client_id = '%s'",
-		 ids[mid], cl);
+		 "SELECT last_mid || ' ' || (SELECT sum(version) FROM"
+		 " weft_records WHERE tbl = 'rows' AND id IN ('%s', '%s'))"
+		 " FROM weft_clients WHERE client_id = '%s'",
+		 ids[mid], ids[mid + 1], cl);
 	proc_pg_value(getenv("WEFT_TEST_PG_URL"), q, v, sizeof(v));
-	snprintf(q, sizeof(q), "%llu 1", (unsigned long long)mid);
+	snprintf(q, sizeof(q), "%llu 2", (unsigned long long)(mid + 1));
 	cr_assert_str_eq(v, q);
-	cr_assert(le(i64, 2,
+	cr_assert(le(i64, 3,
 		     proc_metric(&svc2, "weft_write_rate_limited_total")));
 	cr_assert(le(i64, 2, proc_metric(&svc2, "weft_write_rate_users")));
 	wclient_close(&c);

@@ -101,6 +101,38 @@ Test(ratelimit, a_refusal_waits_for_a_tenth_of_the_burst)
 	ratelimit_free(rl);
 }
 
+Test(ratelimit, a_refusal_waits_at_most_a_second_past_the_first_token)
+{
+	/* 10 a second, 10,000 at once: a tenth would be 100 s */
+	struct ratelimit *rl = ratelimit_new(10, 10000);
+
+	for (int i = 0; i < 10000; i++)
+		cr_assert(eq(u32, ratelimit_take(rl, "e", T0), 0));
+	cr_assert(eq(u32, ratelimit_take(rl, "e", T0), 100 + 1000));
+	ratelimit_free(rl);
+}
+
+Test(ratelimit, a_refund_gives_one_token_back_and_no_more)
+{
+	struct ratelimit *rl = ratelimit_new(1, 2);
+
+	cr_assert(eq(u32, ratelimit_take(rl, "f", T0), 0));
+	cr_assert(eq(u32, ratelimit_take(rl, "f", T0), 0));
+	cr_assert(eq(u32, ratelimit_take(rl, "f", T0), 1000));
+	ratelimit_refund(rl, "f", T0);
+	cr_assert(eq(u32, ratelimit_take(rl, "f", T0), 0));
+	cr_assert(eq(u32, ratelimit_take(rl, "f", T0), 1000));
+	/* a full bucket gets nothing more, nor does an unknown key */
+	ratelimit_refund(rl, "f", T0);
+	ratelimit_refund(rl, "f", T0);
+	ratelimit_refund(rl, "f", T0);
+	ratelimit_refund(rl, "nobody", T0);
+	cr_assert(eq(u32, ratelimit_take(rl, "f", T0), 0));
+	cr_assert(eq(u32, ratelimit_take(rl, "f", T0), 0));
+	cr_assert(eq(u32, ratelimit_take(rl, "f", T0), 1000));
+	ratelimit_free(rl);
+}
+
 Test(ratelimit, rate_zero_is_no_limit)
 {
 	struct ratelimit *rl = ratelimit_new(0, 0);
@@ -124,7 +156,7 @@ Test(ratelimit, idle_keys_are_forgotten_busy_ones_kept)
 		cr_assert(eq(u32, ratelimit_take(rl, key, T0 + i * MS), 0));
 	}
 	/* only the last second's (1,000) are worth keeping; the sweeps keep
-	 * at most about twice that, spread over the shards */
+	 * at most about twice that (or half the slots), over the shards */
 	cr_assert(lt(sz, ratelimit_keys(rl), 4000), "%zu keys",
 		  ratelimit_keys(rl));
 	cr_assert(ge(sz, ratelimit_keys(rl), 1000));
