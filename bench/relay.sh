@@ -18,7 +18,12 @@
 #    histogram (commit time -> Redis answered, measured on the oldest
 #    commit of each pipeline) gives p50/p99 as bucket bounds; and
 #    fanout_bench streamlag reads the stream as a fanout node does and
-#    times every entry from its commit to its arrival (p50/p99/max).
+#    times every entry from its commit to its arrival (p50/p99/max);
+# 5. the same lag with the writes coming as they do in weft: write_bench
+#    sends RATE transactions a second (open load, 64 connections, one
+#    `set` each) through weft-write, which group-commits them, so there
+#    are fewer, larger commits than pgbench's one row each, and weft-write
+#    and its load generator share the cores with the relay.
 # Build first: cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release &&
 #              cmake --build build-rel
 set -euo pipefail
@@ -33,8 +38,10 @@ RATE=5000
 DIR=$(mktemp -d /tmp/weft-bench-relay.XXXXXX)
 chmod 755 "$DIR"
 RPID=
+WPID=
 cleanup() {
 	[[ -n $RPID ]] && kill "$RPID" 2>/dev/null && wait "$RPID" 2>/dev/null || true
+	[[ -n $WPID ]] && kill "$WPID" 2>/dev/null && wait "$WPID" 2>/dev/null || true
 	WEFT_WRITE_BIN=none WEFT_RELAY_BIN=none WEFT_FANOUT_BIN=none \
 		"$REPO/deploy/local/stack" down --dir "$DIR" >/dev/null 2>&1 || true
 	rm -rf "$DIR"
@@ -45,6 +52,9 @@ trap 'exit 143' TERM # so that EXIT cleans up
 
 RELAY=$BUILD/services/relay/weft-relay
 [[ -x $RELAY ]] || { echo "relay.sh: build $RELAY first" >&2; exit 1; }
+for b in "$BUILD/services/write/weft-write" "$BUILD/bench/write_bench"; do
+	[[ -x $b ]] || { echo "relay.sh: build $b first" >&2; exit 1; }
+done
 [[ -x $BUILD/bench/fanout_bench ]] ||
 	{ echo "relay.sh: build $BUILD/bench/fanout_bench first" >&2; exit 1; }
 WEFT_WRITE_BIN=none WEFT_RELAY_BIN=none WEFT_FANOUT_BIN=none \
@@ -178,4 +188,43 @@ echo "lag: pgbench at ${RATE}/s for ${SECS}s (achieved $tps commits/s), $n pipel
 echo "  commit -> XADD answered, oldest commit of each pipeline: p50 <= ${p50} ms, p99 <= ${p99} ms (histogram bucket bounds)"
 read -r ln lp50 lp99 lmax <"$DIR/streamlag"
 echo "  commit -> entry read from the stream, every entry ($ln): p50 ${lp50} ms, p99 ${lp99} ms, max ${lmax} ms"
+
+# 5. the same through weft-write: write_bench's seed (bench/write.sh), 64
+#    users, and an open load at RATE
+SECRET=bench-secret-0123456789abcdef0123456789
+psql -X -q -d "$WEFT_PG_URL" <<'SQL'
+INSERT INTO weft_spaces (id, created_by)
+	SELECT 's' || g, 'bench' FROM generate_series(1, 100) g
+	ON CONFLICT DO NOTHING;
+INSERT INTO weft_members (space, user_id, role)
+	SELECT 's' || g, 'bench-' || u, 'writer'
+	FROM generate_series(1, 100) g, generate_series(0, 63) u;
+INSERT INTO weft_records (tbl, id, space, version, data, updated_by)
+	SELECT 'items', 'r' || g, 's' || (g % 100 + 1), 1,
+	       jsonb_build_object('n', 0, 'title', 'item number ' || g), 'bench'
+	FROM generate_series(1, 100000) g;
+VACUUM ANALYZE weft_records, weft_members, weft_spaces;
+SQL
+WPORT=$(free_port_pair)
+"$BUILD/services/write/weft-write" --listen="tcp://127.0.0.1:$WPORT" \
+	--http="http://127.0.0.1:$((WPORT + 1))" --jwt-secret="$SECRET" \
+	--pg-url="$WEFT_PG_URL" --log-level=warn 2>"$DIR/write.err" &
+WPID=$!
+sleep 1
+"$BUILD/bench/fanout_bench" streamlag "$WEFT_REDIS_URL" weft:changes \
+	$((SECS + 1)) >"$DIR/streamlag" &
+LPID=$!
+"$BUILD/bench/write_bench" "tcp://127.0.0.1:$WPORT" "$SECRET" 64 "$SECS" \
+	"$RATE" >"$DIR/write.out" 2>>"$DIR/write.err" || true
+wait "$LPID" || true
+read -r _ wacked wtps wp50 wp99 werrs <"$DIR/write.out"
+commits=$(curl -s "http://127.0.0.1:$((WPORT + 1))/metrics" |
+	awk '$1 == "weft_write_commits_total" {print $2; exit}')
+echo
+echo "lag through weft-write: ${RATE} transactions/s due for ${SECS}s (acked $wacked, $wtps/s, ack p50 $wp50 ms, p99 $wp99 ms, $werrs errors) in $commits Postgres commits:"
+read -r ln lp50 lp99 lmax <"$DIR/streamlag"
+echo "  commit -> entry read from the stream, every entry ($ln): p50 ${lp50} ms, p99 ${lp99} ms, max ${lmax} ms"
+kill "$WPID"
+wait "$WPID" || true
+WPID=
 stop_relay
