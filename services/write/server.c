@@ -714,12 +714,14 @@ out_reject:
 static bool
 held_back(struct conn *c, const struct proto_txn *t, uint64_t now_ms)
 {
+	bool same;
+
 	if (!c->held_until_ms)
 		return false;
-	if (now_ms < c->held_until_ms && t->mid > c->held_mid &&
-	    proto_str_eq(t->client_id, c->held_client))
+	same = proto_str_eq(t->client_id, c->held_client);
+	if (now_ms < c->held_until_ms && same && t->mid > c->held_mid)
 		return true;
-	if (now_ms >= c->held_until_ms || t->mid <= c->held_mid)
+	if (now_ms >= c->held_until_ms || (same && t->mid <= c->held_mid))
 		c->held_until_ms = 0; /* over, or the resend has come */
 	return false;
 }
