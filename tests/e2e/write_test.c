@@ -107,6 +107,18 @@ map0(void)
 	return (struct proto_bytes){ &empty_map, 1 };
 }
 
+/* a create of table/id in space with no fields (the strings are borrowed
+ * for as long as the op is used) */
+static struct proto_op
+create_op(const char *table, const char *id, const char *space)
+{
+	return (struct proto_op){ .kind = PROTO_OP_CREATE,
+				  .table = S(table),
+				  .id = S(id),
+				  .space = S(space),
+				  .data = map0() };
+}
+
 static struct proto_bytes
 str_value(const char *s)
 {
@@ -136,11 +148,7 @@ txn(struct wclient *c, const char *client, uint64_t mid,
 static void
 make_space(struct wclient *c, const char *client, const char *space)
 {
-	struct proto_op op = { .kind = PROTO_OP_CREATE,
-			       .table = S("spaces"),
-			       .id = S(space),
-			       .space = S(space),
-			       .data = map0() };
+	struct proto_op op = create_op("spaces", space, space);
 	struct proto_msg r = txn(c, client, 1, &op, 1);
 
 	cr_assert(eq(i64, r.type, PROTO_ACK), "got %s",
@@ -218,11 +226,7 @@ Test(write, requests_before_hello_are_refused)
 Test(write, transactions_exactly_once)
 {
 	const char *sp = N("team"), *cl = N("client");
-	struct proto_op create = { .kind = PROTO_OP_CREATE,
-				   .table = S("issues"),
-				   .id = S("i1"),
-				   .space = S(sp),
-				   .data = map0() };
+	struct proto_op create = create_op("issues", "i1", sp);
 	struct proto_op set = { .kind = PROTO_OP_SET,
 				.table = S("issues"),
 				.id = S("i1"),
@@ -274,11 +278,7 @@ Test(write, transactions_exactly_once)
 Test(write, concurrent_sets_of_different_fields_both_land)
 {
 	const char *sp = N("team"), *ca = N("ca"), *cb = N("cb");
-	struct proto_op create = { .kind = PROTO_OP_CREATE,
-				   .table = S("issues"),
-				   .id = S("x"),
-				   .space = S(sp),
-				   .data = map0() };
+	struct proto_op create = create_op("issues", "x", sp);
 	struct proto_op seta = { .kind = PROTO_OP_SET,
 				 .table = S("issues"),
 				 .id = S("x"),
@@ -371,11 +371,7 @@ Test(write, fetch_and_bootstrap_are_authorised)
 	make_space(&c, cl, sp);
 	for (int i = 0; i < 30; i++) {
 		snprintf(ids[i], sizeof(ids[i]), "n%d", i);
-		ops[i] = (struct proto_op){ .kind = PROTO_OP_CREATE,
-					    .table = S("issues"),
-					    .id = S(ids[i]),
-					    .space = S(sp),
-					    .data = map0() };
+		ops[i] = create_op("issues", ids[i], sp);
 	}
 	r = txn(&c, cl, 2, ops, 30);
 	cr_assert(eq(i64, r.type, PROTO_ACK));
@@ -555,11 +551,7 @@ Test(write, the_app_schema_is_enforced_and_fills_defaults)
 	char arg[600];
 	const char *extra[2] = { arg, NULL };
 	const char *sp = N("team"), *cl = N("client");
-	struct proto_op op = { .kind = PROTO_OP_CREATE,
-			       .table = S("issues"),
-			       .id = S(N("schema-i1")),
-			       .space = S(sp),
-			       .data = map0() };
+	struct proto_op op = create_op("issues", N("schema-i1"), sp);
 	struct proto_iter it;
 	struct proto_record rec;
 	struct proto_msg r;
@@ -604,11 +596,7 @@ Test(write, the_app_schema_is_enforced_and_fills_defaults)
 Test(write, healthz_and_metrics)
 {
 	static char body[65536];
-	struct proto_op op = { .kind = PROTO_OP_CREATE,
-			       .table = S("spaces"),
-			       .id = S(N("m-space")),
-			       .space = S(N("m-space")),
-			       .data = map0() };
+	struct proto_op op = create_op("spaces", N("m-space"), N("m-space"));
 	struct wclient c;
 	struct proto_msg r;
 
@@ -692,11 +680,7 @@ send_creates(struct wclient *c, const char *cl, const char *sp,
 
 	for (int i = 0; i < n; i++) {
 		snprintf(ids[i], 40, "%s-%d", prefix, i);
-		ops[i] = (struct proto_op){ .kind = PROTO_OP_CREATE,
-					    .table = S("rows"),
-					    .id = S(ids[i]),
-					    .space = S(sp),
-					    .data = map0() };
+		ops[i] = create_op("rows", ids[i], sp);
 		m.u.txn = (struct proto_txn){ mid + (uint64_t)i, S(cl),
 					      mid + (uint64_t)i,
 					      PROTO_LIST(1, &ops[i]) };
@@ -811,11 +795,7 @@ Test(write, a_blocked_group_holds_up_no_other_client)
 	snprintf(hot, sizeof(hot), "%s", N("hot"));
 	session(&c, N("alice"));
 	make_space(&c, cl, sp);
-	create = (struct proto_op){ .kind = PROTO_OP_CREATE,
-				    .table = S("rows"),
-				    .id = S(hot),
-				    .space = S(sp),
-				    .data = map0() };
+	create = create_op("rows", hot, sp);
 	r = txn(&c, cl, 2, &create, 1);
 	cr_assert(eq(i64, r.type, PROTO_ACK));
 
@@ -828,11 +808,7 @@ Test(write, a_blocked_group_holds_up_no_other_client)
 		snprintf(clients[i], sizeof(clients[i]), "%s-%d", N("other"),
 			 i);
 		snprintf(ids[i], sizeof(ids[i]), "%s-%d", N("cold"), i);
-		ops[i] = (struct proto_op){ .kind = PROTO_OP_CREATE,
-					    .table = S("rows"),
-					    .id = S(ids[i]),
-					    .space = S(sp),
-					    .data = map0() };
+		ops[i] = create_op("rows", ids[i], sp);
 		m.u.txn = (struct proto_txn){ 100 + (uint64_t)i, S(clients[i]),
 					      1, PROTO_LIST(1, &ops[i]) };
 		cr_assert(eq(i64, wclient_send(&c, &m), 0));
@@ -896,22 +872,14 @@ Test(write, a_small_group_waits_for_more_while_another_worker_is_busy)
 	snprintf(hot, sizeof(hot), "%s", N("gather-hot"));
 	session_at(&c, N("alice"), svc2.url);
 	make_space(&c, cl, sp);
-	create = (struct proto_op){ .kind = PROTO_OP_CREATE,
-				    .table = S("rows"),
-				    .id = S(hot),
-				    .space = S(sp),
-				    .data = map0() };
+	create = create_op("rows", hot, sp);
 	r = txn(&c, cl, 2, &create, 1);
 	cr_assert(eq(i64, r.type, PROTO_ACK));
 	for (int i = 0; i < 5; i++) {
 		snprintf(clients[i], sizeof(clients[i]), "%s-%d",
 			 N("gather-other"), i);
 		snprintf(ids[i], sizeof(ids[i]), "%s-%d", N("gather-row"), i);
-		ops[i] = (struct proto_op){ .kind = PROTO_OP_CREATE,
-					    .table = S("rows"),
-					    .id = S(ids[i]),
-					    .space = S(sp),
-					    .data = map0() };
+		ops[i] = create_op("rows", ids[i], sp);
 	}
 
 	/* one worker's group waits for a row lock */
@@ -984,11 +952,7 @@ Test(write, one_clients_backlog_holds_up_no_other_client)
 	session(&c, N("alice"));
 	make_space(&c, cl, sp);
 	send_creates(&c, cl, sp, N("b"), BACKLOG, 2, ops, ids);
-	op = (struct proto_op){ .kind = PROTO_OP_CREATE,
-				.table = S("rows"),
-				.id = S(N("b-other")),
-				.space = S(sp),
-				.data = map0() };
+	op = create_op("rows", N("b-other"), sp);
 	m.u.txn =
 		(struct proto_txn){ 1000000, S(other), 1, PROTO_LIST(1, &op) };
 	cr_assert(eq(i64, wclient_send(&c, &m), 0));
@@ -1071,11 +1035,7 @@ Test(write, stored_results_expire_after_the_ttl)
 	cr_assert(eq(i64, r.u.error.code, WEFT_ENOTFOUND),
 		  "a forgotten mutation, not applied again");
 	/* the client goes on from where it was */
-	create = (struct proto_op){ .kind = PROTO_OP_CREATE,
-				    .table = S("rows"),
-				    .id = S(N("after")),
-				    .space = S(sp),
-				    .data = map0() };
+	create = create_op("rows", N("after"), sp);
 	r = txn(&c, cl, 3, &create, 1);
 	cr_assert(eq(i64, r.type, PROTO_ACK));
 	wclient_close(&c);
@@ -1115,11 +1075,7 @@ Test(write, old_tombstones_are_deleted_and_versions_go_on)
 	snprintf(kept, sizeof(kept), "%s", N("kept"));
 	session_at(&c, N("alice"), svc2.url);
 	make_space(&c, cl, sp);
-	op = (struct proto_op){ .kind = PROTO_OP_CREATE,
-				.table = S("issues"),
-				.id = S(kept),
-				.space = S(sp),
-				.data = map0() };
+	op = create_op("issues", kept, sp);
 	cr_assert(eq(i64, txn(&c, cl, ++mid, &op, 1).type, PROTO_ACK));
 	op.id = S(gone);
 	cr_assert(eq(i64, txn(&c, cl, ++mid, &op, 1).type, PROTO_ACK));
@@ -1165,11 +1121,7 @@ Test(write, old_tombstones_are_deleted_and_versions_go_on)
 	cr_assert(eq(u64, r.u.records.records.n, 0));
 	cr_assert(eq(u64, r.u.records.missing.n, 1));
 	/* created again: above the deleted tombstone's version */
-	op = (struct proto_op){ .kind = PROTO_OP_CREATE,
-				.table = S("issues"),
-				.id = S(gone),
-				.space = S(sp),
-				.data = map0() };
+	op = create_op("issues", gone, sp);
 	r = txn(&c, cl, ++mid, &op, 1);
 	cr_assert(eq(i64, r.type, PROTO_ACK));
 	proto_iter_init(&it, &r.u.ack.records);
@@ -1223,16 +1175,8 @@ Test(write, an_acks_resend_is_answered_from_its_outbox_rows)
 	session(&c, N("alice"));
 	make_space(&c, cl, sp);
 	/* three ops, two records, one of them deleted: two outbox rows */
-	ops[0] = (struct proto_op){ .kind = PROTO_OP_CREATE,
-				    .table = S("issues"),
-				    .id = S(b),
-				    .space = S(sp),
-				    .data = map0() };
-	ops[1] = (struct proto_op){ .kind = PROTO_OP_CREATE,
-				    .table = S("issues"),
-				    .id = S(a),
-				    .space = S(sp),
-				    .data = map0() };
+	ops[0] = create_op("issues", b, sp);
+	ops[1] = create_op("issues", a, sp);
 	ops[2] = (struct proto_op){ .kind = PROTO_OP_DELETE,
 				    .table = S("issues"),
 				    .id = S(b) };
@@ -1429,11 +1373,7 @@ Test(write, every_op_through_the_service)
 	ack_row(&r, row, sizeof(row), &ver, &del);
 	cr_assert(del);
 	cr_assert(eq(u64, ver, 3));
-	ops[0] = (struct proto_op){ .kind = PROTO_OP_CREATE,
-				    .table = S("t"),
-				    .id = S(id),
-				    .space = S(sp),
-				    .data = map0() };
+	ops[0] = create_op("t", id, sp);
 	r = txn(&c, cl, 5, ops, 1);
 	ack_row(&r, row, sizeof(row), &ver, &del);
 	cr_assert(not(del));
@@ -1447,11 +1387,7 @@ static void
 roundtrip_on(const char *url, const char *ca, const char *space)
 {
 	struct proto_msg m = { .type = PROTO_HELLO }, r;
-	struct proto_op op = { .kind = PROTO_OP_CREATE,
-			       .table = S("spaces"),
-			       .id = S(space),
-			       .space = S(space),
-			       .data = map0() };
+	struct proto_op op = create_op("spaces", space, space);
 	char *tok = token(N("alice"));
 	struct wclient c;
 
@@ -1548,11 +1484,7 @@ ack_n(const struct proto_msg *r, uint64_t *ver, long *n)
 Test(write, two_services_share_a_client_exactly_once)
 {
 	const char *sp = N("pair"), *cl = N("pair-client"), *user = N("alice");
-	struct proto_op create = { .kind = PROTO_OP_CREATE,
-				   .table = S("t"),
-				   .id = S("c"),
-				   .space = S(sp),
-				   .data = map0() };
+	struct proto_op create = create_op("t", "c", sp);
 	struct proto_op incr = { .kind = PROTO_OP_INCR,
 				 .table = S("t"),
 				 .id = S("c"),
@@ -1665,11 +1597,7 @@ Test(write, a_user_over_its_rate_gets_backoff_and_others_do_not)
 	snprintf(cl2, sizeof(cl2), "%s", N("rate-client2"));
 	for (int i = 0; i < 64; i++) {
 		snprintf(ids[i], sizeof(ids[i]), "%s-%d", N("rate-row"), i);
-		ops[i] = (struct proto_op){ .kind = PROTO_OP_CREATE,
-					    .table = S("rows"),
-					    .id = S(ids[i]),
-					    .space = S(sp),
-					    .data = map0() };
+		ops[i] = create_op("rows", ids[i], sp);
 	}
 	/* every session first: nothing slow between the refusal and the
 	 * checks that must come before the next token */
