@@ -93,6 +93,14 @@ struct worker {
 	bool idle;	   /* waiting on cv: only then is it signalled */
 	bool up;	   /* connected (under db->mu) */
 	bool trying;	   /* connecting, or not yet tried (under db->mu) */
+	/* the last committed group, answered once the next group's
+	 * statement is on its way to Postgres (or before w waits): the
+	 * answers are sent while Postgres works.  Only w touches it */
+	struct answers {
+		struct job **jobs;
+		char **results; /* NULL: not known to be committed */
+		int n;
+	} pending;
 };
 
 /*
@@ -569,6 +577,8 @@ rollback(struct worker *w)
  * apply go the same way, in a transaction of their own: each is the only
  * job of its client in the group, so no order changes.
  */
+static void answer_pending(struct worker *w);
+
 static enum group_outcome
 try_group(struct worker *w, struct job **jobs, int n, char **results,
 	  bool *durable, bool use_fast, int *n_fast)
@@ -615,6 +625,7 @@ try_group(struct worker *w, struct job **jobs, int n, char **results,
 			out = GROUP_LOST;
 			goto out_exit;
 		}
+		answer_pending(w); /* while Postgres applies this group */
 		if (!autocommit)
 			out = read_query(w, "begin", map, 0, results, out);
 		if (out != GROUP_LOST)
@@ -669,6 +680,7 @@ try_group(struct worker *w, struct job **jobs, int n, char **results,
 		out = GROUP_LOST;
 		goto out_exit;
 	}
+	answer_pending(w);
 	if (!nfast || autocommit) /* BEGIN is in this section */
 		out = read_query(w, "begin", map, 0, results, out);
 	for (int k = 0; k < m && out != GROUP_LOST; k++)
@@ -719,6 +731,49 @@ lat_bucket(uint64_t us)
 	return b;
 }
 
+/* answer the last group w committed, if it has not been: in order, so a
+ * client's acks keep its mid order (its next transactions are pinned to
+ * w meanwhile) */
+static void
+answer_pending(struct worker *w)
+{
+	struct answers a = w->pending;
+
+	if (!a.jobs)
+		return;
+	w->pending = (struct answers){ 0 };
+	for (int i = 0; i < a.n; i++) {
+		json_error_t jerr;
+		json_t *res;
+
+		a.jobs[i]->next = NULL;
+		if (!a.results[i]) {
+			/* not known to be committed: a retryable error,
+			 * never an ack */
+			answer(w->db, a.jobs[i], WEFT_EUNAVAILABLE, NULL);
+			count(w->db, &w->db->stats.unavailable, 1);
+			continue;
+		}
+		count(w->db, &w->db->stats.txns, 1);
+		res = json_loads(a.results[i], 0, &jerr);
+		if (!res) {
+			log_event(LOG_ERROR, "bad_apply_result",
+				  "worker=%d mid=%llu", w->index,
+				  (unsigned long long)a.jobs[i]->mid);
+			answer(w->db, a.jobs[i], WEFT_EINTERNAL, NULL);
+			continue;
+		}
+		answer(w->db, a.jobs[i], 0, res);
+		json_decref(res);
+	}
+	for (int i = 0; i < a.n; i++)
+		free(a.results[i]);
+	free(a.results);
+	free(a.jobs);
+}
+
+/* commit a group; its answers stay pending (answer_pending) until the
+ * next group's statement is sent or w has nothing else to do */
 static void
 run_group(struct worker *w, struct job *list, int n)
 {
@@ -760,35 +815,9 @@ run_group(struct worker *w, struct job *list, int n)
 	}
 	w->db->stats.fast += (uint64_t)n_fast;
 	pthread_mutex_unlock(&w->db->mu);
-	for (i = 0; i < n; i++) {
-		json_error_t jerr;
-		json_t *res;
-
-		jobs[i]->next = NULL;
-		if (!results[i]) {
-			/* not known to be committed: a retryable error,
-			 * never an ack */
-			answer(w->db, jobs[i], WEFT_EUNAVAILABLE, NULL);
-			count(w->db, &w->db->stats.unavailable, 1);
-			continue;
-		}
-		count(w->db, &w->db->stats.txns, 1);
-		res = json_loads(results[i], 0, &jerr);
-		if (!res) {
-			log_event(LOG_ERROR, "bad_apply_result",
-				  "worker=%d mid=%llu", w->index,
-				  (unsigned long long)jobs[i]->mid);
-			answer(w->db, jobs[i], WEFT_EINTERNAL, NULL);
-			continue;
-		}
-		answer(w->db, jobs[i], 0, res);
-		json_decref(res);
-	}
-	for (i = 0; i < n; i++)
-		free(results[i]);
-	free(results);
 	free(durable);
-	free(jobs);
+	answer_pending(w); /* if no statement went out */
+	w->pending = (struct answers){ jobs, results, n };
 }
 
 static json_t *
@@ -1242,9 +1271,10 @@ run_prune(struct worker *w)
 }
 
 /* mu held: wait for the next unit of work; NULL once stopping and w may
- * take nothing more, or when stored results are due for pruning */
+ * take nothing more, or when stored results are due for pruning, or
+ * without may_wait when it would have to wait */
 static struct job *
-take(struct worker *w, int *n)
+take(struct worker *w, int *n, bool may_wait)
 {
 	struct db *db = w->db;
 	struct job *jobs;
@@ -1269,6 +1299,8 @@ take(struct worker *w, int *n)
 		    db->queued < db->cfg.batch_max &&
 		    now < db->head->queued_ns +
 				    (uint64_t)db->cfg.gather_us * 1000) {
+			if (!may_wait)
+				return NULL;
 			clock_deadline(&until,
 				       db->head->queued_ns +
 					       (uint64_t)db->cfg.gather_us *
@@ -1288,7 +1320,7 @@ take(struct worker *w, int *n)
 		    ((jobs = take_some(w, n)) || db->stopping))
 			break;
 
-		if (prune_ready(db))
+		if (prune_ready(db) || !may_wait)
 			return NULL;
 		w->idle = true;
 		if (!db->pruning && next_pass_ns(db) != UINT64_MAX &&
@@ -1355,6 +1387,8 @@ worker_main(void *arg)
 		bool prune, stop;
 		int n;
 
+		if (!w->pg)
+			answer_pending(w); /* what it committed before */
 		if (!w->pg && clock_now_ns() >= next_try) {
 			bool ok;
 
@@ -1402,6 +1436,18 @@ worker_main(void *arg)
 		}
 		pthread_mutex_lock(&db->mu);
 		prune = prune_ready(db);
+		/* the last group's answers wait only for a group that can
+		 * go now; before w waits, prunes or reads, they go */
+		jobs = NULL;
+		if (w->pending.jobs && !prune)
+			jobs = take(w, &n, false);
+		if (w->pending.jobs && (!jobs || jobs->kind != JOB_TXN)) {
+			pthread_mutex_unlock(&db->mu);
+			answer_pending(w);
+			if (!jobs)
+				continue;
+			pthread_mutex_lock(&db->mu);
+		}
 		if (prune) {
 			db->pruning = true;
 			if (db->head) /* another worker takes them meanwhile */
@@ -1409,7 +1455,8 @@ worker_main(void *arg)
 		}
 		/* take() comes back empty when a prune is due: the next
 		 * turn of the loop runs it */
-		jobs = prune ? NULL : take(w, &n);
+		if (!jobs && !prune)
+			jobs = take(w, &n, true);
 		stop = !jobs && !prune && db->stopping;
 		if (jobs)
 			db->in_pg++;
