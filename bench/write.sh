@@ -26,6 +26,17 @@
 # 5. the latency target's load: an open load (transactions due at a fixed
 #    rate, whatever comes back, latency counted from when each was due) at
 #    80% of weft-write's best TPS above, over 256 connections.
+# Steps 2-5 run twice, once for each way of sharing the machine's CPUs
+# (WRITE_BENCH_CPUS=shared or split runs only one):
+#  - shared: every process may run on every CPU, as on a laptop.  The
+#    ratio then also charges weft-write and its load generator's CPU to
+#    the database's cores, where pgbench's client uses little;
+#  - split: Postgres (the postmaster and every child, by taskset) on the
+#    first half of the CPUs, and the load (pgbench, or weft-write and
+#    write_bench) on the other half, as when the database has a machine
+#    of its own.  Both sides of the ratio get the same database CPUs, so
+#    it says how many more writes the same database takes through
+#    weft-write.
 # WRITE_BENCH_TRACE=FILE passes through to write_bench, which writes a line
 # per ack ("sent_ms latency_us"); each run overwrites it, so it ends up
 # holding the open load.
@@ -86,25 +97,7 @@ SQL
 
 echo "bench/write: ${SECS}s per run, Postgres $(psql -X -At -d "$WEFT_PG_URL" -c 'SHOW server_version'), synchronous_commit=$(psql -X -At -d "$WEFT_PG_URL" -c 'SHOW synchronous_commit')"
 echo "relays and fanouts: $([[ ${WRITE_BENCH_STACK:-} == full ]] && echo running || echo 'not started (WRITE_BENCH_STACK=full starts them)')"
-echo
-echo "raw limit: pgbench, one write transaction (version bump + outbox row)"
-best=0
-for c in 1 16 64; do
-	tps=$("$PGBIN/pgbench" -n -M prepared -c "$c" -j 2 -T "$SECS" \
-		-f "$DIR/write.sql" "$WEFT_PG_URL" 2>"$DIR/pgbench.err" |
-		awk '/^tps/ {printf "%d", $3}')
-	[[ -n $tps ]] || { cat "$DIR/pgbench.err" >&2; exit 1; }
-	printf '  pgbench  clients %-4s %8s tps\n' "$c" "$tps"
-	((tps > best)) && best=$tps
-done
 
-WPORT=$(free_port_pair)
-"$BUILD/services/write/weft-write" --listen="tcp://127.0.0.1:$WPORT" \
-	--http="http://127.0.0.1:$((WPORT + 1))" \
-	--jwt-secret="$SECRET" --pg-url="$WEFT_PG_URL" --log-level=warn \
-	--user-rate=1000000 ${WEFT_BENCH_WRITE_ARGS:-} &
-WPID=$!
-sleep 1
 # cpu_ticks PID...: utime + stime of those processes, in clock ticks
 cpu_ticks() {
 	local t=0 p v
@@ -121,51 +114,125 @@ pg_pids() {
 	pm=$(head -n 1 "$DIR/pg/data/postmaster.pid")
 	echo "$pm" $(ps -o pid= --ppid "$pm")
 }
-HZ=$(getconf CLK_TCK)
-echo
-echo "weft-write (one set per transaction, each client waits for its ack)"
-echo "  cpu: microseconds of CPU per acked transaction, by process"
-printf '  %-8s %-8s %10s %8s %10s %10s %8s %9s %9s %9s\n' "" clients acked \
-	tps "p50 ms" "p99 ms" "x best" "cpu pg" "cpu weft" "cpu load"
-peak=0
-for c in 1 16 64 256 open; do
-	args=("$c" "$SECS")
-	if [[ $c == open ]]; then
-		rate=$((peak * 8 / 10))
-		echo
-		echo "open load at 80% of weft-write's best ($peak tps): $rate" \
-			"transactions/s due over 256 connections"
-		args=(256 "$SECS" "$rate")
-	fi
-	pg0=$(cpu_ticks $(pg_pids))
-	w0=$(cpu_ticks "$WPID")
-	"$BUILD/bench/write_bench" "tcp://127.0.0.1:$WPORT" "$SECRET" \
-		"${args[@]}" >"$DIR/bench.out" 2>"$DIR/bench.err" &
-	BPID=$!
-	# the load generator's own ticks, read just before it exits
-	b=0
-	while kill -0 "$BPID" 2>/dev/null; do
-		b=$(cpu_ticks "$BPID")
-		sleep 0.2
+# pg_cpus LIST: Postgres' processes, every thread, on those CPUs; the
+# backends it forks later inherit the postmaster's
+pg_cpus() {
+	local p
+	for p in $(pg_pids); do
+		taskset -a -p -c "$1" "$p" >/dev/null 2>&1 || true
 	done
-	wait "$BPID" || true
-	pg1=$(cpu_ticks $(pg_pids))
-	w1=$(cpu_ticks "$WPID")
-	read -r n acked tps p50 p99 errs <"$DIR/bench.out"
-	[[ $c != open ]] && ((tps > peak)) && peak=$tps
-	[[ $c == open ]] && n="@$rate/s"
-	printf '  weft     %-8s %10s %8s %10s %10s %7.2fx %9s %9s %9s%s\n' \
-		"$n" "$acked" "$tps" "$p50" "$p99" \
-		"$(awk -v a="$tps" -v b="$best" 'BEGIN {print a / b}')" \
-		"$(awk -v t=$((pg1 - pg0)) -v n="$acked" -v hz="$HZ" \
-			'BEGIN {printf "%.0f", n ? t * 1e6 / hz / n : 0}')" \
-		"$(awk -v t=$((w1 - w0)) -v n="$acked" -v hz="$HZ" \
-			'BEGIN {printf "%.0f", n ? t * 1e6 / hz / n : 0}')" \
-		"$(awk -v t="$b" -v n="$acked" -v hz="$HZ" \
-			'BEGIN {printf "%.0f", n ? t * 1e6 / hz / n : 0}')" \
-		"$([[ $errs != 0 ]] && echo "  ($errs errors)")"
-done
-cat "$DIR/bench.err" >&2
+	[[ $(awk '/^Cpus_allowed_list/ {print $2}' \
+		"/proc/$(head -n 1 "$DIR/pg/data/postmaster.pid")/status") == "$1" ]] ||
+		echo "write.sh: could not move Postgres to CPU $1" \
+			"(the layout below is not what it says)" >&2
+}
+HZ=$(getconf CLK_TCK)
+NCPU=$(nproc --all)
+# cpus A B: CPUs A to B as /proc/PID/status lists them
+cpus() { if (($1 == $2)); then echo "$1"; else echo "$1-$2"; fi; }
+ALL=$(cpus 0 $((NCPU - 1)))
+
+# run_layout NAME DB_CPUS LOAD_CPUS: pgbench, then weft-write closed and
+# open, with Postgres on DB_CPUS and the load (and weft-write) on
+# LOAD_CPUS; sets SUMMARY
+run_layout() {
+	local name=$1 c tps best=0 peak=0 rate n acked p50 p99 errs b
+	local pg0 pg1 w0 w1 BPID args owner
+	local -a PIN=(taskset -c "$3")
+
+	pg_cpus "$2"
+	# each layout starts from the same tables: no outbox left by the
+	# last, dead tuples vacuumed, and no checkpoint owed
+	psql -X -q -d "$WEFT_PG_URL" -c 'TRUNCATE weft_outbox' \
+		-c 'VACUUM ANALYZE weft_records, weft_outbox, weft_clients'
+	# as the cluster's owner: weft may not checkpoint
+	owner=$(stat -c %U "$DIR/pg/data")
+	psql -X -q -d "${WEFT_PG_URL/\/weft@/\/$owner@}" -c 'CHECKPOINT'
+	echo
+	echo "== CPUs $name: Postgres on CPU $2, the load on CPU $3"
+	echo "raw limit: pgbench, one write transaction (version bump + outbox row)"
+	for c in 1 16 64; do
+		tps=$("${PIN[@]}" "$PGBIN/pgbench" -n -M prepared -c "$c" -j 2 \
+			-T "$SECS" -f "$DIR/write.sql" "$WEFT_PG_URL" \
+			2>"$DIR/pgbench.err" | awk '/^tps/ {printf "%d", $3}')
+		[[ -n $tps ]] || { cat "$DIR/pgbench.err" >&2; exit 1; }
+		printf '  pgbench  clients %-4s %8s tps\n' "$c" "$tps"
+		((tps > best)) && best=$tps
+	done
+
+	WPORT=$(free_port_pair)
+	"${PIN[@]}" "$BUILD/services/write/weft-write" \
+		--listen="tcp://127.0.0.1:$WPORT" \
+		--http="http://127.0.0.1:$((WPORT + 1))" \
+		--jwt-secret="$SECRET" --pg-url="$WEFT_PG_URL" \
+		--log-level=warn --user-rate=1000000 \
+		${WEFT_BENCH_WRITE_ARGS:-} &
+	WPID=$!
+	sleep 1
+	echo
+	echo "weft-write (one set per transaction, each client waits for its ack)"
+	echo "  cpu: microseconds of CPU per acked transaction, by process"
+	printf '  %-8s %-8s %10s %8s %10s %10s %8s %9s %9s %9s\n' "" \
+		clients acked tps "p50 ms" "p99 ms" "x best" "cpu pg" \
+		"cpu weft" "cpu load"
+	for c in 1 16 64 256 open; do
+		args=("$c" "$SECS")
+		if [[ $c == open ]]; then
+			rate=$((peak * 8 / 10))
+			echo
+			echo "open load at 80% of weft-write's best ($peak tps):" \
+				"$rate transactions/s due over 256 connections"
+			args=(256 "$SECS" "$rate")
+		fi
+		pg0=$(cpu_ticks $(pg_pids))
+		w0=$(cpu_ticks "$WPID")
+		"${PIN[@]}" "$BUILD/bench/write_bench" "tcp://127.0.0.1:$WPORT" \
+			"$SECRET" "${args[@]}" >"$DIR/bench.out" \
+			2>"$DIR/bench.err" &
+		BPID=$!
+		# the load generator's own ticks, read just before it exits
+		b=0
+		while kill -0 "$BPID" 2>/dev/null; do
+			b=$(cpu_ticks "$BPID")
+			sleep 0.2
+		done
+		wait "$BPID" || true
+		pg1=$(cpu_ticks $(pg_pids))
+		w1=$(cpu_ticks "$WPID")
+		read -r n acked tps p50 p99 errs <"$DIR/bench.out"
+		[[ $c != open ]] && ((tps > peak)) && peak=$tps
+		[[ $c == open ]] && n="@$rate/s"
+		printf '  weft     %-8s %10s %8s %10s %10s %7.2fx %9s %9s %9s%s\n' \
+			"$n" "$acked" "$tps" "$p50" "$p99" \
+			"$(awk -v a="$tps" -v b="$best" 'BEGIN {print a / b}')" \
+			"$(awk -v t=$((pg1 - pg0)) -v n="$acked" -v hz="$HZ" \
+				'BEGIN {printf "%.0f", n ? t * 1e6 / hz / n : 0}')" \
+			"$(awk -v t=$((w1 - w0)) -v n="$acked" -v hz="$HZ" \
+				'BEGIN {printf "%.0f", n ? t * 1e6 / hz / n : 0}')" \
+			"$(awk -v t="$b" -v n="$acked" -v hz="$HZ" \
+				'BEGIN {printf "%.0f", n ? t * 1e6 / hz / n : 0}')" \
+			"$([[ $errs != 0 ]] && echo "  ($errs errors)")"
+	done
+	cat "$DIR/bench.err" >&2
+	kill "$WPID" 2>/dev/null && wait "$WPID" 2>/dev/null || true
+	WPID=
+	SUMMARY+=$(printf '  %-7s best pgbench %6s tps, weft-write %6s tps = %5.2fx (target >= 3x); at 80%%: p99 %s ms (target <= 20)' \
+		"$name" "$best" "$peak" \
+		"$(awk -v a="$peak" -v b="$best" 'BEGIN {print a / b}')" "$p99")$'\n'
+}
+
+SUMMARY=
+layouts=${WRITE_BENCH_CPUS:-both}
+if ((NCPU < 2)) && [[ $layouts != shared ]]; then
+	echo "one CPU: only the shared layout"
+	layouts=shared
+fi
+[[ $layouts == both || $layouts == shared ]] &&
+	run_layout shared "$ALL" "$ALL"
+[[ $layouts == both || $layouts == split ]] &&
+	run_layout split "$(cpus 0 $((NCPU / 2 - 1)))" \
+		"$(cpus $((NCPU / 2)) $((NCPU - 1)))"
+pg_cpus "$ALL"
 echo
-echo "best pgbench: $best tps; weft-write at 80% of its peak: p99 $p99 ms" \
-	"(target <= 20 ms)"
+echo "summary"
+printf '%s' "$SUMMARY"
