@@ -189,22 +189,10 @@ echo "  commit -> XADD answered, oldest commit of each pipeline: p50 <= ${p50} m
 read -r ln lp50 lp99 lmax <"$DIR/streamlag"
 echo "  commit -> entry read from the stream, every entry ($ln): p50 ${lp50} ms, p99 ${lp99} ms, max ${lmax} ms"
 
-# 5. the same through weft-write: write_bench's seed (bench/write.sh), 64
+# 5. the same through weft-write: write_bench's seed (seed_write_bench), 64
 #    users, and an open load at RATE
 SECRET=bench-secret-0123456789abcdef0123456789
-psql -X -q -d "$WEFT_PG_URL" <<'SQL'
-INSERT INTO weft_spaces (id, created_by)
-	SELECT 's' || g, 'bench' FROM generate_series(1, 100) g
-	ON CONFLICT DO NOTHING;
-INSERT INTO weft_members (space, user_id, role)
-	SELECT 's' || g, 'bench-' || u, 'writer'
-	FROM generate_series(1, 100) g, generate_series(0, 63) u;
-INSERT INTO weft_records (tbl, id, space, version, data, updated_by)
-	SELECT 'items', 'r' || g, 's' || (g % 100 + 1), 1,
-	       jsonb_build_object('n', 0, 'title', 'item number ' || g), 'bench'
-	FROM generate_series(1, 100000) g;
-VACUUM ANALYZE weft_records, weft_members, weft_spaces;
-SQL
+seed_write_bench "$WEFT_PG_URL" 64
 WPORT=$(free_port_pair)
 "$BUILD/services/write/weft-write" --listen="tcp://127.0.0.1:$WPORT" \
 	--http="http://127.0.0.1:$((WPORT + 1))" --jwt-secret="$SECRET" \

@@ -75,20 +75,7 @@ set -a
 set +a
 PGBIN=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
 [[ -x $PGBIN/pgbench ]] || PGBIN=/usr/lib/postgresql/15/bin
-psql -X -q -d "$WEFT_PG_URL" <<'SQL'
-INSERT INTO weft_spaces (id, created_by)
-	SELECT 's' || g, 'bench' FROM generate_series(1, 100) g;
--- write_bench's users (one per connection, bench-0..255) write everywhere
-INSERT INTO weft_members (space, user_id, role)
-	SELECT 's' || g, 'bench-' || u, 'writer'
-	FROM generate_series(1, 100) g, generate_series(0, 255) u;
-INSERT INTO weft_records (tbl, id, space, version, data, updated_by)
-	SELECT 'items', 'r' || g, 's' || (g % 100 + 1), 1,
-	       jsonb_build_object('n', 0, 'title', 'item number ' || g,
-				  'status', 'open'), 'bench'
-	FROM generate_series(1, 100000) g;
-VACUUM ANALYZE weft_records, weft_members, weft_spaces;
-SQL
+seed_write_bench "$WEFT_PG_URL" 256
 cat >"$DIR/write.sql" <<'SQL'
 \set id random(1, 100000)
 \set v random(1, 1000000)
