@@ -138,6 +138,64 @@ collect(struct wclient *c, struct answer *out, int n)
 	}
 }
 
+/* dial url and say HELLO as alice */
+static void
+dial_hello(struct wclient *c, const char *url)
+{
+	struct proto_msg m = { .type = PROTO_HELLO }, r;
+	char *tok = auth_mint_hs256(PROC_SECRET, "alice", (int64_t)time(NULL),
+				    3600);
+
+	cr_assert(eq(i64, wclient_dial(c, url), 0));
+	m.u.hello =
+		(struct proto_hello){ 1,	  PROTO_VERSION, S(tok),
+				      S("group"), { 0, 0 },	 S("test") };
+	cr_assert(eq(i64, wclient_send(c, &m), 0));
+	cr_assert(eq(i64, wclient_recv(c, &r, WAIT_MS), 0));
+	cr_assert(eq(i64, r.type, PROTO_WELCOME));
+	free(tok);
+}
+
+/* as send_txn, with one `set` of field to the string value */
+static void
+send_set(struct wclient *c, uint64_t rid, const char *client, uint64_t mid,
+	 const char *id, const char *field, const char *value)
+{
+	struct proto_op op = { .kind = PROTO_OP_SET,
+			       .table = S("issues"),
+			       .id = S(id),
+			       .field = S(field),
+			       .value = str_value(value) };
+
+	send_txn(c, rid, client, mid, &op, 1);
+}
+
+/* hold a row lock on issues/id in pg's transaction, opened here */
+static void
+hold_row(const char *id)
+{
+	PQclear(PQexec(pg, "BEGIN"));
+	q1("SELECT id FROM weft_records WHERE tbl = 'issues' AND id = '%s' "
+	   "FOR UPDATE",
+	   id);
+}
+
+/* wait until some transaction waits for a lock (a worker, for the row) */
+static void
+wait_for_a_lock_waiter(void)
+{
+	bool waiting = false;
+
+	for (int i = 0; i < 100 && !waiting; i++) {
+		waiting = strcmp(q1("SELECT count(*) FROM pg_locks WHERE NOT "
+				    "granted"),
+				 "0") != 0;
+		if (!waiting)
+			usleep(50000);
+	}
+	cr_assert(waiting, "the worker waits for the lock");
+}
+
 static int64_t
 metric(const char *name_)
 {
@@ -159,9 +217,6 @@ Test(group, each_client_transaction_fails_alone_within_one_commit)
 	struct proto_op op, two[2];
 	struct answer ans[7] = { 0 };
 	struct wclient c;
-	struct proto_msg m = { .type = PROTO_HELLO }, r;
-	char *tok = auth_mint_hs256(PROC_SECRET, "alice", (int64_t)time(NULL),
-				    3600);
 	char xmin[4][32], x2_before[64];
 	int64_t fast0;
 	PGresult *res;
@@ -182,14 +237,7 @@ Test(group, each_client_transaction_fails_alone_within_one_commit)
 		snprintf(base, sizeof(base), "gc%d", i);
 		name(cl[i], base);
 	}
-	cr_assert(eq(i64, wclient_dial(&c, svc.url), 0));
-	m.u.hello =
-		(struct proto_hello){ 1,	  PROTO_VERSION, S(tok),
-				      S("group"), { 0, 0 },	 S("test") };
-	cr_assert(eq(i64, wclient_send(&c, &m), 0));
-	cr_assert(eq(i64, wclient_recv(&c, &r, WAIT_MS), 0));
-	cr_assert(eq(i64, r.type, PROTO_WELCOME));
-	free(tok);
+	dial_hello(&c, svc.url);
 
 	/* a space and its records, one transaction each */
 	{
@@ -231,28 +279,9 @@ Test(group, each_client_transaction_fails_alone_within_one_commit)
 	fast0 = metric("weft_write_fast_txns_total");
 
 	/* hold blk so the only worker waits inside a group ... */
-	res = PQexec(pg, "BEGIN");
-	PQclear(res);
-	q1("SELECT id FROM weft_records WHERE tbl = 'issues' AND id = '%s' "
-	   "FOR UPDATE",
-	   blk);
-	op = (struct proto_op){ .kind = PROTO_OP_SET,
-				.table = S("issues"),
-				.id = S(blk),
-				.field = S("f"),
-				.value = str_value("held") };
-	send_txn(&c, 1, cl[0], 2, &op, 1);
-	for (int i = 0; i < 100; i++) {
-		if (strcmp(q1("SELECT count(*) FROM pg_locks WHERE NOT "
-			      "granted"),
-			   "0") != 0)
-			break;
-		usleep(50000);
-	}
-	cr_assert(strcmp(q1("SELECT count(*) FROM pg_locks WHERE NOT "
-			    "granted"),
-			 "0") != 0,
-		  "the worker waits for the lock");
+	hold_row(blk);
+	send_set(&c, 1, cl[0], 2, blk, "f", "held");
+	wait_for_a_lock_waiter();
 
 	/* ... while these queue behind it, to be taken as one group */
 	op = (struct proto_op){ .kind = PROTO_OP_SET, /* 2: plain set */
@@ -348,4 +377,111 @@ Test(group, each_client_transaction_fails_alone_within_one_commit)
 	cr_assert(eq(i64, metric("weft_write_fast_txns_total") - fast0, 3),
 		  "the held set, x1 once and x4");
 	wclient_close(&c);
+}
+
+/* the one record of an ack, and whether it was a replay */
+struct acked {
+	bool replay;
+	char id[80];
+};
+
+static struct acked
+recv_ack(struct wclient *c)
+{
+	struct proto_msg r;
+	struct proto_iter it;
+	struct proto_record rec;
+	struct acked a = { 0 };
+
+	cr_assert(eq(i64, wclient_recv(c, &r, WAIT_MS), 0));
+	cr_assert(eq(i64, r.type, PROTO_ACK), "%s", proto_type_name(r.type));
+	cr_assert(eq(u64, r.u.ack.mid, 2));
+	cr_assert(eq(u64, r.u.ack.records.n, 1));
+	proto_iter_init(&it, &r.u.ack.records);
+	cr_assert(eq(i64, proto_next_record(&it, &rec), 1));
+	a.replay = r.u.ack.replay;
+	snprintf(a.id, sizeof(a.id), "%.*s", (int)rec.id.len, rec.id.p);
+	return a;
+}
+
+/*
+ * Two weft-writes get the same mid of one client at the same moment (a
+ * client that resent it to another instance, each carrying a different
+ * set): it applies once.  svc's group for (X, 2) on r2 waits for the
+ * test's lock on r2 while the second service takes (X, 2) on r1.  Once the
+ * lock goes, one of them applies and the other is answered with its ack,
+ * as a resend; the other record is untouched and (X, 2) has one outbox
+ * row.
+ */
+Test(group, one_client_mid_sent_to_two_services_applies_once)
+{
+	static const uint8_t empty = 0x80;
+	char sp[80], owner[80], x[80], r1[80], r2[80];
+	char before[2][64], after[2][64];
+	struct proc other;
+	struct wclient c, c2;
+	struct proto_op op;
+	struct answer a[1];
+	struct acked first, second;
+	const struct acked *won;
+	int kept;
+
+	name(sp, "twice");
+	name(owner, "twice-owner");
+	name(x, "twice-x");
+	name(r1, "twice-r1");
+	name(r2, "twice-r2");
+	proc_start_write(&other, NULL);
+	dial_hello(&c, svc.url);
+	dial_hello(&c2, other.url);
+	for (int i = 0; i < 3; i++) {
+		const char *ids[3] = { sp, r1, r2 };
+
+		op = (struct proto_op){ .kind = PROTO_OP_CREATE,
+					.table = S(i ? "issues" : "spaces"),
+					.id = S(ids[i]),
+					.space = S(sp),
+					.data = { &empty, 1 } };
+		send_txn(&c, 1, owner, (uint64_t)i + 1, &op, 1);
+		collect(&c, a, 1);
+		cr_assert(eq(i64, a[0].type, PROTO_ACK), "setup %d", i);
+	}
+	send_set(&c, 1, x, 1, r1, "seen", "y"); /* X exists, at mid 1 */
+	collect(&c, a, 1);
+	cr_assert(eq(i64, a[0].type, PROTO_ACK));
+	for (int i = 0; i < 2; i++)
+		snprintf(before[i], sizeof(before[i]), "%s",
+			 q1("SELECT version || ' ' || data::text FROM "
+			    "weft_records WHERE tbl = 'issues' AND id = '%s'",
+			    i ? r2 : r1));
+
+	hold_row(r2);
+	send_set(&c, 1, x, 2, r2, "f", "first"); /* waits for r2 */
+	wait_for_a_lock_waiter();
+	send_set(&c2, 1, x, 2, r1, "f", "second");
+	usleep(300000); /* the second service takes it meanwhile */
+	PQclear(PQexec(pg, "COMMIT"));
+	first = recv_ack(&c);
+	second = recv_ack(&c2);
+
+	cr_assert(first.replay != second.replay,
+		  "one applied, the other is its resend");
+	won = first.replay ? &second : &first;
+	cr_assert(eq(str, first.id, second.id), "both acks carry %s", won->id);
+	for (int i = 0; i < 2; i++)
+		snprintf(after[i], sizeof(after[i]), "%s",
+			 q1("SELECT version || ' ' || data::text FROM "
+			    "weft_records WHERE tbl = 'issues' AND id = '%s'",
+			    i ? r2 : r1));
+	kept = strcmp(won->id, r1) == 0 ? 1 : 0; /* the record not applied */
+	cr_assert(eq(str, after[kept], before[kept]), "untouched");
+	cr_assert(ne(str, after[1 - kept], before[1 - kept]), "applied");
+	EXPECT_Q("2 1",
+		 "SELECT (SELECT last_mid FROM weft_clients WHERE "
+		 "client_id = '%s') || ' ' || count(*) FROM weft_outbox "
+		 "WHERE client_id = '%s' AND mid = 2",
+		 x, x);
+	wclient_close(&c2);
+	wclient_close(&c);
+	proc_stop(&other);
 }
