@@ -74,15 +74,12 @@ static void
 hello_as(struct wclient *c, const char *url, const char *user,
 	 const char *client)
 {
-	struct proto_msg m = { .type = PROTO_HELLO }, r;
+	struct proto_msg r;
 	char *tok =
 		auth_mint_hs256(PROC_SECRET, user, (int64_t)time(NULL), 3600);
 
 	cr_assert(eq(i64, wclient_dial(c, url), 0), "dial %s", url);
-	m.u.hello = (struct proto_hello){ 1,	     PROTO_VERSION, S(tok),
-					  S(client), { 0, 0 },	    S("test") };
-	cr_assert(eq(i64, wclient_send(c, &m), 0));
-	cr_assert(eq(i64, wclient_recv(c, &r, WAIT_MS), 0));
+	cr_assert(eq(i64, wclient_hello(c, tok, client, &r, WAIT_MS), 0));
 	cr_assert(eq(i64, r.type, PROTO_WELCOME), "got %s",
 		  proto_type_name(r.type));
 	free(tok);

@@ -142,16 +142,12 @@ collect(struct wclient *c, struct answer *out, int n)
 static void
 dial_hello(struct wclient *c, const char *url)
 {
-	struct proto_msg m = { .type = PROTO_HELLO }, r;
+	struct proto_msg r;
 	char *tok = auth_mint_hs256(PROC_SECRET, "alice", (int64_t)time(NULL),
 				    3600);
 
 	cr_assert(eq(i64, wclient_dial(c, url), 0));
-	m.u.hello =
-		(struct proto_hello){ 1,	  PROTO_VERSION, S(tok),
-				      S("group"), { 0, 0 },	 S("test") };
-	cr_assert(eq(i64, wclient_send(c, &m), 0));
-	cr_assert(eq(i64, wclient_recv(c, &r, WAIT_MS), 0));
+	cr_assert(eq(i64, wclient_hello(c, tok, "group", &r, WAIT_MS), 0));
 	cr_assert(eq(i64, r.type, PROTO_WELCOME));
 	free(tok);
 }

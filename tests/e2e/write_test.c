@@ -77,15 +77,11 @@ token(const char *user)
 static void
 session_at(struct wclient *c, const char *user, const char *url)
 {
-	struct proto_msg m = { .type = PROTO_HELLO }, r;
+	struct proto_msg r;
 	char *tok = token(user);
 
 	cr_assert(eq(i64, wclient_dial(c, url), 0));
-	m.u.hello =
-		(struct proto_hello){ 1,	   PROTO_VERSION, S(tok),
-				      S("client"), { 0, 0 },	  S("test") };
-	cr_assert(eq(i64, wclient_send(c, &m), 0));
-	cr_assert(eq(i64, wclient_recv(c, &r, WAIT_MS), 0));
+	cr_assert(eq(i64, wclient_hello(c, tok, "client", &r, WAIT_MS), 0));
 	cr_assert(eq(i64, r.type, PROTO_WELCOME), "got %s (%.*s)",
 		  proto_type_name(r.type), (int)r.u.error.msg.len,
 		  r.u.error.msg.p);
@@ -1386,17 +1382,14 @@ Test(write, every_op_through_the_service)
 static void
 roundtrip_on(const char *url, const char *ca, const char *space)
 {
-	struct proto_msg m = { .type = PROTO_HELLO }, r;
+	struct proto_msg r;
 	struct proto_op op = create_op("spaces", space, space);
 	char *tok = token(N("alice"));
 	struct wclient c;
 
 	cr_assert(eq(i64, wclient_dial_ca(&c, url, ca), 0), "dial %s", url);
-	m.u.hello =
-		(struct proto_hello){ 1,	   PROTO_VERSION, S(tok),
-				      S("client"), { 0, 0 },	  S("test") };
-	cr_assert(eq(i64, wclient_send(&c, &m), 0));
-	cr_assert(eq(i64, wclient_recv(&c, &r, WAIT_MS), 0), "%s", url);
+	cr_assert(eq(i64, wclient_hello(&c, tok, "client", &r, WAIT_MS), 0),
+		  "%s", url);
 	cr_assert(eq(i64, r.type, PROTO_WELCOME), "%s", url);
 	r = txn(&c, space, 1, &op, 1); /* the space names the client too */
 	cr_assert(eq(i64, r.type, PROTO_ACK), "%s: got %s", url,

@@ -244,7 +244,7 @@ proc_start_svc(struct proc *p, const char *const *argv)
 	char http[80], body[256];
 	int n = 0, status;
 
-	for (; argv[n] && n < 38; n++)
+	for (; n < 38 && argv[n]; n++)
 		args[n] = argv[n];
 	args[n + 1] = NULL;
 	/* a free port may be taken before the service binds it: a service

@@ -97,6 +97,23 @@ wclient_send(struct wclient *c, const struct proto_msg *m)
 }
 
 int
+wclient_hello(struct wclient *c, const char *token, const char *client,
+	      struct proto_msg *reply, int ms)
+{
+	struct proto_msg m = { .type = PROTO_HELLO };
+	int rc;
+
+	m.u.hello = (struct proto_hello){ 1,
+					  PROTO_VERSION,
+					  proto_str_c(token),
+					  proto_str_c(client),
+					  { 0, 0 },
+					  proto_str_c("test") };
+	rc = wclient_send(c, &m);
+	return rc ? rc : wclient_recv(c, reply, ms);
+}
+
+int
 wclient_recv(struct wclient *c, struct proto_msg *m, int ms)
 {
 	struct proto_err err;

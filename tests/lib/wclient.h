@@ -39,4 +39,10 @@ int wclient_send_raw(struct wclient *c, const void *p, size_t n);
  * decoder's error. */
 int wclient_recv(struct wclient *c, struct proto_msg *m, int ms);
 
+/* wclient_hello - send HELLO (protocol 1, token, client name, agent
+ * "test") and receive the answer into reply, waiting up to ms; 0 or as
+ * wclient_send and wclient_recv.  The caller checks that it is WELCOME. */
+int wclient_hello(struct wclient *c, const char *token, const char *client,
+		  struct proto_msg *reply, int ms);
+
 #endif
