@@ -107,25 +107,23 @@ SQL
 echo "bench/write: ${SECS}s per run, Postgres $(psql -X -At -d "$WEFT_PG_URL" -c 'SHOW server_version'), synchronous_commit=$(psql -X -At -d "$WEFT_PG_URL" -c 'SHOW synchronous_commit')"
 echo "relays and fanouts: $([[ ${WRITE_BENCH_STACK:-} == full ]] && echo running || echo 'not started (WRITE_BENCH_STACK=full starts them)')"
 
+# pg_postmaster: the postmaster's pid; pg_kids: its children's
+pg_postmaster() { head -n 1 "$DIR/pg/data/postmaster.pid"; }
+pg_kids() { ps -o pid= --ppid "$(pg_postmaster)"; }
 # pg_ticks [CHILDREN]: CPU of Postgres so far, in clock ticks: the
 # postmaster's own and that of the children it has reaped (a pgbench run's
 # backends exit after it), plus the live children's.  With CHILDREN, it
 # first waits (up to 5 s) until no more than that many children are left:
 # a backend's time reaches its parent only once it is reaped
 pg_ticks() {
-	local pm i
-	pm=$(head -n 1 "$DIR/pg/data/postmaster.pid")
+	local i
 	for ((i = 0; i < 100; i++)); do
-		(($(ps -o pid= --ppid "$pm" | wc -l) <= ${1:-1000})) && break
+		(($(pg_kids | wc -l) <= ${1:-1000})) && break
 		sleep 0.05
 	done
 	# shellcheck disable=SC2046 # a list of pids
-	echo $(($(awk '{print $14 + $15 + $16 + $17}' "/proc/$pm/stat") +
-		$(cpu_ticks $(ps -o pid= --ppid "$pm"))))
-}
-# pg_children: how many processes the postmaster has now
-pg_children() {
-	ps -o pid= --ppid "$(head -n 1 "$DIR/pg/data/postmaster.pid")" | wc -l
+	echo $(($(awk '{print $14 + $15 + $16 + $17}' \
+		"/proc/$(pg_postmaster)/stat") + $(cpu_ticks $(pg_kids))))
 }
 # cpu_ticks PID...: utime + stime of those processes, in clock ticks
 cpu_ticks() {
@@ -137,21 +135,16 @@ cpu_ticks() {
 	done
 	echo "$t"
 }
-# the postmaster and its children (backends, WAL writer, ...)
-pg_pids() {
-	local pm
-	pm=$(head -n 1 "$DIR/pg/data/postmaster.pid")
-	echo "$pm" $(ps -o pid= --ppid "$pm")
-}
-# pg_cpus LIST: Postgres' processes, every thread, on those CPUs; the
-# backends it forks later inherit the postmaster's
+# pg_cpus LIST: Postgres' processes (the postmaster and its children:
+# backends, WAL writer, ...), every thread, on those CPUs; the backends it
+# forks later inherit the postmaster's
 pg_cpus() {
 	local p
-	for p in $(pg_pids); do
+	for p in $(pg_postmaster) $(pg_kids); do
 		taskset -a -p -c "$1" "$p" >/dev/null 2>&1 || true
 	done
 	[[ $(awk '/^Cpus_allowed_list/ {print $2}' \
-		"/proc/$(head -n 1 "$DIR/pg/data/postmaster.pid")/status") == "$1" ]] ||
+		"/proc/$(pg_postmaster)/status") == "$1" ]] ||
 		echo "write.sh: could not move Postgres to CPU $1" \
 			"(the layout below is not what it says)" >&2
 }
@@ -177,7 +170,7 @@ sql_alone() {
 	local pg0 pg1 m0 m1 n kids
 
 	m0=$(psql -X -At -d "$WEFT_PG_URL" -c "$ALONE_MIDS")
-	kids=$(pg_children)
+	kids=$(pg_kids | wc -l)
 	pg0=$(pg_ticks)
 	"$@" "$PGBIN/pgbench" -n -M prepared -c 2 -j 2 -T "$SECS" \
 		-f "$DIR/alone.sql" "$WEFT_PG_URL" >"$DIR/pgbench.out" \
@@ -214,7 +207,7 @@ run_layout() {
 	echo "raw limit: pgbench, one write transaction (version bump + outbox row)"
 	echo "  cpu pg: microseconds of Postgres CPU per transaction"
 	for c in 1 16 64; do
-		kids=$(pg_children)
+		kids=$(pg_kids | wc -l)
 		pg0=$(pg_ticks)
 		"${PIN[@]}" "$PGBIN/pgbench" -n -M prepared -c "$c" -j 2 \
 			-T "$SECS" -f "$DIR/write.sql" "$WEFT_PG_URL" \

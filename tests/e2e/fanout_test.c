@@ -884,17 +884,11 @@ cwriter_main(void *arg)
 		char id[32];
 
 		if (!up) {
-			struct proto_msg h = { .type = PROTO_HELLO };
 			char *tok = auth_mint_hs256(PROC_SECRET, "alice",
 						    (int64_t)time(NULL), 3600);
 
-			h.u.hello =
-				(struct proto_hello){ 1,	PROTO_VERSION,
-						      S(tok),	S("chaos"),
-						      { 0, 0 }, S("test") };
 			up = wclient_dial(&c, wr.url) == 0 &&
-			     wclient_send(&c, &h) == 0 &&
-			     wclient_recv(&c, &r, 2000) == 0 &&
+			     wclient_hello(&c, tok, "chaos", &r, 2000) == 0 &&
 			     r.type == PROTO_WELCOME;
 			free(tok);
 			if (!up) {

@@ -3,9 +3,10 @@
  * transactions that share one Postgres transaction succeed or fail each
  * on its own, whichever path (set-based or weft_apply()) takes them.
  *
- * The test holds a row lock so that weft-write's only Postgres worker is
- * stuck in one group while the test queues more transactions behind it;
- * those then commit together, which the rows' xmin proves.
+ * The tests hold a row lock so that weft-write's only Postgres worker is
+ * stuck in one group: the first queues more transactions behind it, which
+ * then commit together (the rows' xmin proves it); the second sends the
+ * same client transaction to a second weft-write meanwhile.
  */
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
@@ -455,7 +456,7 @@ Test(group, one_client_mid_sent_to_two_services_applies_once)
 	send_set(&c, 1, x, 2, r2, "f", "first"); /* waits for r2 */
 	wait_for_a_lock_waiter();
 	send_set(&c2, 1, x, 2, r1, "f", "second");
-	usleep(300000); /* the second service takes it meanwhile */
+	usleep(300000); /* the second service's group reaches Postgres */
 	PQclear(PQexec(pg, "COMMIT"));
 	first = recv_ack(&c);
 	second = recv_ack(&c2);

@@ -45,7 +45,7 @@ teardown(void)
 Test(pgrestart, no_false_ack_no_lost_write, .fini = teardown, .timeout = 180)
 {
 	const char *script = getenv("WEFT_STACK_SCRIPT");
-	struct proto_msg m = { .type = PROTO_HELLO }, r;
+	struct proto_msg r;
 	char url[256], sql[256], id[32];
 	struct proto_op op;
 	struct wclient c;
@@ -62,10 +62,7 @@ Test(pgrestart, no_false_ack_no_lost_write, .fini = teardown, .timeout = 180)
 	proc_start_write_pg(&svc, url, NULL);
 	cr_assert(eq(i64, wclient_dial(&c, svc.url), 0));
 	tok = auth_mint_hs256(PROC_SECRET, "u", (int64_t)time(NULL), 3600);
-	m.u.hello = (struct proto_hello){ 1,	  PROTO_VERSION, S(tok),
-					  S("c"), { 0, 0 },	 { 0, 0 } };
-	wclient_send(&c, &m);
-	cr_assert(eq(i64, wclient_recv(&c, &r, 5000), 0));
+	cr_assert(eq(i64, wclient_hello(&c, tok, "c", &r, 5000), 0));
 	cr_assert(eq(i64, r.type, PROTO_WELCOME));
 	free(tok);
 

@@ -165,7 +165,7 @@ Test(write, tokens_of_every_kind)
 	int64_t now = (int64_t)time(NULL);
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		struct proto_msg m = { .type = PROTO_HELLO }, r;
+		struct proto_msg r;
 		struct wclient c;
 		char *tok;
 
@@ -187,11 +187,7 @@ Test(write, tokens_of_every_kind)
 			tok = strdup("not.a.jwt");
 		}
 		cr_assert(eq(i64, wclient_dial(&c, svc.url), 0));
-		m.u.hello =
-			(struct proto_hello){ 1,      PROTO_VERSION, S(tok),
-					      S("c"), { 0, 0 },	     { 0, 0 } };
-		wclient_send(&c, &m);
-		cr_assert(eq(i64, wclient_recv(&c, &r, WAIT_MS), 0));
+		cr_assert(eq(i64, wclient_hello(&c, tok, "c", &r, WAIT_MS), 0));
 		cr_assert(eq(i64, r.type, PROTO_ERROR), "%s", cases[i].what);
 		cr_assert(eq(i64, r.u.error.code, cases[i].code), "%s: %.*s",
 			  cases[i].what, (int)r.u.error.msg.len,
@@ -519,7 +515,7 @@ Test(write, hostile_input_gets_errors_and_the_service_stays_up)
 Test(write, weft_token_mints_a_token_the_service_accepts)
 {
 	const char *cli = getenv("WEFT_CLI_BIN");
-	struct proto_msg m = { .type = PROTO_HELLO }, r;
+	struct proto_msg r;
 	char cmd[512], tok[2048];
 	struct wclient c;
 	FILE *p;
@@ -533,10 +529,7 @@ Test(write, weft_token_mints_a_token_the_service_accepts)
 	cr_assert(eq(i64, pclose(p), 0));
 	tok[strcspn(tok, "\n")] = '\0';
 	cr_assert(eq(i64, wclient_dial(&c, svc.url), 0));
-	m.u.hello = (struct proto_hello){ 1,	  PROTO_VERSION, S(tok),
-					  S("c"), { 0, 0 },	 { 0, 0 } };
-	wclient_send(&c, &m);
-	cr_assert(eq(i64, wclient_recv(&c, &r, WAIT_MS), 0));
+	cr_assert(eq(i64, wclient_hello(&c, tok, "c", &r, WAIT_MS), 0));
 	cr_assert(eq(i64, r.type, PROTO_WELCOME));
 	cr_assert(proto_str_eq(r.u.welcome.user, "cli-user"));
 	wclient_close(&c);
@@ -1428,13 +1421,9 @@ Test(write, tls_and_websocket_listeners)
 
 		snprintf(plain, sizeof(plain), "tcp%s", tls.url + 7);
 		cr_assert(eq(i64, wclient_dial(&c, plain), 0));
-		struct proto_msg m = { .type = PROTO_HELLO };
-		m.u.hello = (struct proto_hello){ 1,	    PROTO_VERSION,
-						  S("x"),   S("client"),
-						  { 0, 0 }, S("test") };
-		wclient_send(&c, &m);
-		cr_assert(ne(i64, wclient_recv(&c, &r, 2000), 0),
-			  "no reply in clear text");
+		cr_assert(
+			ne(i64, wclient_hello(&c, "x", "client", &r, 2000), 0),
+			"no reply in clear text");
 		wclient_close(&c);
 	}
 	proc_stop(&tls);
